@@ -1,0 +1,105 @@
+// swift-tools-version:6.1
+import PackageDescription
+
+let strictSwift: [SwiftSetting] = [
+    .swiftLanguageMode(.v6),
+    .enableUpcomingFeature("ExistentialAny"),
+    .enableUpcomingFeature("InternalImportsByDefault"),
+]
+
+let package = Package(
+    name: "Tranche",
+    platforms: [.macOS(.v15)],
+    products: [
+        .executable(name: "tranche", targets: ["tranche"]),
+        .library(name: "TrancheCore", targets: ["TrancheCore"]),
+        .library(name: "TrancheStore", targets: ["TrancheStore"]),
+        .library(name: "TrancheSQLite", targets: ["TrancheSQLite"]),
+        .library(name: "TrancheEngine", targets: ["TrancheEngine"]),
+        .library(name: "TrancheStrategies", targets: ["TrancheStrategies"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/groue/GRDB.swift", from: "7.10.0"),
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
+        .package(url: "https://github.com/swift-server/async-http-client", from: "1.37.0"),
+        .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
+    ],
+    targets: [
+        .target(name: "TrancheCore", swiftSettings: strictSwift),
+        .target(name: "TrancheStore", dependencies: ["TrancheCore"], swiftSettings: strictSwift),
+        .target(
+            name: "TrancheSQLite",
+            dependencies: [
+                "TrancheStore",
+                .product(name: "GRDB", package: "GRDB.swift"),
+            ],
+            swiftSettings: strictSwift
+        ),
+        .target(
+            name: "TrancheEngine",
+            dependencies: [
+                "TrancheStore",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            swiftSettings: strictSwift
+        ),
+        .target(
+            name: "TrancheStrategies",
+            dependencies: [
+                "TrancheEngine",
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strictSwift
+        ),
+        .executableTarget(
+            name: "tranche",
+            dependencies: [
+                "TrancheSQLite",
+                "TrancheEngine",
+                "TrancheStrategies",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            swiftSettings: strictSwift
+        ),
+        .executableTarget(
+            name: "tranche-library-example",
+            dependencies: ["TrancheSQLite", "TrancheEngine"],
+            path: "Examples/LibraryExample",
+            swiftSettings: strictSwift
+        ),
+        .testTarget(name: "TrancheCoreTests", dependencies: ["TrancheCore"], swiftSettings: strictSwift),
+        .testTarget(
+            name: "TrancheStoreTests",
+            dependencies: ["TrancheSQLite", "TrancheStore"],
+            swiftSettings: strictSwift
+        ),
+        .testTarget(
+            name: "TrancheEngineTests",
+            dependencies: ["TrancheEngine", "TrancheSQLite", "TrancheStrategies"],
+            swiftSettings: strictSwift
+        ),
+        .testTarget(
+            name: "TrancheStrategiesTests",
+            dependencies: [
+                "TrancheStrategies",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+            ],
+            swiftSettings: strictSwift
+        ),
+        .testTarget(
+            name: "TrancheCLITests",
+            dependencies: ["tranche", "TrancheSQLite"],
+            swiftSettings: strictSwift
+        ),
+    ]
+)

@@ -1,0 +1,59 @@
+/// A token bucket: `rate` tokens a second, holding at most `burst`.
+///
+/// Pure: the caller passes the time (seconds on a monotonic clock), so it is
+/// tested without sleeping.
+public struct TokenBucket: Sendable, Hashable {
+    public var rate: Double
+    public var burst: Double
+    private var tokens: Double
+    private var updatedAt: Double?
+
+    public init(rate: Double, burst: Double? = nil) {
+        self.rate = rate
+        self.burst = max(1, burst ?? rate)
+        self.tokens = 1
+    }
+
+    /// Takes one token at `now`; returns how long to wait first (0 when one
+    /// was available). The token is reserved either way, so waiters queue fairly.
+    public mutating func reserve(now: Double) -> Double {
+        if let updatedAt {
+            tokens = min(burst, tokens + max(0, now - updatedAt) * rate)
+        }
+        updatedAt = now
+        tokens -= 1
+        return tokens >= 0 ? 0 : -tokens / rate
+    }
+}
+
+/// Rate and ETA over a sliding window of progress samples.
+public struct ProgressMeter: Sendable {
+    /// Seconds of history the rate is computed over.
+    public var window: Double
+    private var samples: [(time: Double, done: Int64)] = []
+
+    public init(window: Double = 10) {
+        self.window = window
+    }
+
+    /// Records that `done` items were finished at `time` (seconds, monotonic).
+    public mutating func record(done: Int64, at time: Double) {
+        samples.append((time, done))
+        while let first = samples.first, samples.count > 2, time - first.time > window {
+            samples.removeFirst()
+        }
+    }
+
+    /// Items a second over the window.
+    public var rate: Double {
+        guard let first = samples.first, let last = samples.last, last.time > first.time else { return 0 }
+        return Double(last.done - first.done) / (last.time - first.time)
+    }
+
+    /// Seconds until `remaining` items are done at the current rate, or nil when unknown.
+    public func eta(remaining: Int64) -> Double? {
+        guard remaining > 0 else { return 0 }
+        let rate = self.rate
+        return rate > 0 ? Double(remaining) / rate : nil
+    }
+}

@@ -1,0 +1,191 @@
+/// One item handed to a strategy.
+public struct ItemInput: Sendable, Hashable {
+    public var batchID: BatchID
+    /// The item's 0-based position in the batch.
+    public var seq: Int64
+    /// The item's JSON.
+    public var payload: JSONText
+    /// This attempt's number, 1-based.
+    public var attempt: Int
+
+    public init(batchID: BatchID, seq: Int64, payload: JSONText, attempt: Int) {
+        self.batchID = batchID
+        self.seq = seq
+        self.payload = payload
+        self.attempt = attempt
+    }
+
+    /// A stable key for receivers that deduplicate: the same for every attempt.
+    public var idempotencyKey: String { "\(batchID.rawValue):\(seq)" }
+}
+
+/// The outcome of one attempt: an output, or a classified error.
+public typealias ItemResult = Result<JSONText, ItemError>
+
+/// The code behind a batch `type`, written with typed `Codable` values.
+///
+/// Conform to this to teach Tranche a new kind of work, then register it with
+/// the engine. Tranche decodes the context once per batch and each item's
+/// payload once per attempt; throw ``ItemError`` to classify failures (any
+/// other error counts as retryable).
+public protocol BatchStrategy: Sendable {
+    /// The batch's settings, given at submission.
+    associatedtype Context: Codable & Sendable
+    /// One item.
+    associatedtype Item: Codable & Sendable
+    /// What one item produces, stored as the item's `output`.
+    associatedtype Output: Codable & Sendable
+
+    /// The name batches use to pick this strategy.
+    var type: String { get }
+
+    /// Validates and normalizes the context at submission; throw
+    /// ``OptionsError`` for a clear 4xx answer.
+    func prepare(_ context: Context) throws -> Context
+
+    /// Checks one item at upload and in dry runs; throw a permanent
+    /// ``ItemError`` to skip it.
+    func validate(_ item: Item, context: Context) throws
+
+    /// Does the work for one item.
+    func process(_ item: Item, context: Context, input: ItemInput) async throws -> Output
+}
+
+extension BatchStrategy {
+    public func prepare(_ context: Context) throws -> Context { context }
+    public func validate(_ item: Item, context: Context) throws {}
+}
+
+/// A strategy with its types erased, as the engine runs it.
+///
+/// Built-in strategies that need no decoding per item (like `noop`) build
+/// one directly and may process a whole chunk in one call.
+public struct AnyBatchStrategy: Sendable {
+    /// The name batches use to pick this strategy.
+    public let type: String
+    private let prepareContext: @Sendable (JSONText) throws -> JSONText
+    private let bindContext: @Sendable (JSONText) throws -> BoundStrategy
+
+    /// Builds an erased strategy from its two steps: `prepare` validates and
+    /// normalizes a context; `bind` makes a runner for a prepared context.
+    public init(
+        type: String,
+        prepare: @escaping @Sendable (JSONText) throws -> JSONText,
+        bind: @escaping @Sendable (JSONText) throws -> BoundStrategy
+    ) {
+        self.type = type
+        self.prepareContext = prepare
+        self.bindContext = bind
+    }
+
+    /// Erases a typed strategy.
+    public init<S: BatchStrategy>(_ strategy: S) {
+        self.type = strategy.type
+        self.prepareContext = { text in
+            let context: S.Context
+            do {
+                context = try text.decode(S.Context.self)
+            } catch {
+                throw OptionsError("context is not valid for '\(strategy.type)': \(describeDecodingError(error))")
+            }
+            return try JSONText(encoding: try strategy.prepare(context))
+        }
+        self.bindContext = { text in
+            let context = try text.decode(S.Context.self)
+            return BoundStrategy(
+                validate: { input in
+                    do {
+                        let item = try input.payload.decode(S.Item.self)
+                        try strategy.validate(item, context: context)
+                        return nil
+                    } catch let error as ItemError {
+                        return error
+                    } catch {
+                        return .permanent("invalid_item", describeDecodingError(error))
+                    }
+                },
+                process: { input in
+                    let item: S.Item
+                    do {
+                        item = try input.payload.decode(S.Item.self)
+                    } catch {
+                        return .failure(.permanent("invalid_item", describeDecodingError(error)))
+                    }
+                    do {
+                        let output = try await strategy.process(item, context: context, input: input)
+                        return .success(try JSONText(encoding: output))
+                    } catch {
+                        return .failure(.sanitizing(error))
+                    }
+                }
+            )
+        }
+    }
+
+    /// Validates and normalizes a submitted context.
+    public func prepare(context: JSONText) throws -> JSONText {
+        try prepareContext(context)
+    }
+
+    /// A runner for a prepared context.
+    public func bind(context: JSONText) throws -> BoundStrategy {
+        try bindContext(context)
+    }
+}
+
+/// A strategy bound to one batch's context: what workers call.
+public struct BoundStrategy: Sendable {
+    /// Checks one item; nil when it is fine.
+    public let validate: @Sendable (ItemInput) -> ItemError?
+    /// Runs one item.
+    public let process: @Sendable (ItemInput) async -> ItemResult
+    /// Runs a whole chunk in one call, when the strategy can (bulk writes,
+    /// no-ops); results in the order of the inputs.
+    public let processChunk: (@Sendable ([ItemInput]) async -> [ItemResult])?
+
+    public init(
+        validate: @escaping @Sendable (ItemInput) -> ItemError? = { _ in nil },
+        process: @escaping @Sendable (ItemInput) async -> ItemResult,
+        processChunk: (@Sendable ([ItemInput]) async -> [ItemResult])? = nil
+    ) {
+        self.validate = validate
+        self.process = process
+        self.processChunk = processChunk
+    }
+}
+
+/// A short, safe description of a decoding failure: the path and the problem,
+/// never the data.
+public func describeDecodingError(_ error: any Error) -> String {
+    guard let error = error as? DecodingError else { return "it could not be decoded" }
+    func path(_ context: DecodingError.Context) -> String {
+        let keys = context.codingPath.map { $0.intValue.map { "[\($0)]" } ?? $0.stringValue }
+        return keys.isEmpty ? "the value" : "'\(keys.joined(separator: "."))'"
+    }
+    switch error {
+    case .typeMismatch(let type, let context):
+        return "\(path(context)) should be \(typeName(type))"
+    case .valueNotFound(let type, let context):
+        return "\(path(context)) should be \(typeName(type)), found null"
+    case .keyNotFound(let key, let context):
+        let parent = context.codingPath.isEmpty ? "" : " in \(path(context))"
+        return "missing field '\(key.stringValue)'\(parent)"
+    case .dataCorrupted(let context):
+        return "\(path(context)): \(context.debugDescription)"
+    @unknown default:
+        return "it could not be decoded"
+    }
+}
+
+private func typeName(_ type: Any.Type) -> String {
+    switch type {
+    case is String.Type: return "a string"
+    case is Int.Type, is Int64.Type, is Double.Type: return "a number"
+    case is Bool.Type: return "a boolean"
+    default:
+        let name = String(describing: type)
+        if name.hasPrefix("Array") { return "an array" }
+        if name.hasPrefix("Dictionary") { return "an object" }
+        return "a \(name)"
+    }
+}

@@ -1,0 +1,96 @@
+import GRDB
+
+/// Versioned migrations, run when a store opens.
+enum Schema {
+    static var migrator: DatabaseMigrator {
+        var migrator = DatabaseMigrator()
+        migrator.registerMigration("v1") { db in
+            try db.execute(
+                sql: """
+                    CREATE TABLE batches (
+                        key INTEGER PRIMARY KEY,
+                        id TEXT NOT NULL UNIQUE,
+                        type TEXT NOT NULL,
+                        owner TEXT NOT NULL,
+                        status TEXT NOT NULL,
+                        paused_from TEXT,
+                        context TEXT NOT NULL,
+                        options TEXT NOT NULL,
+                        dry_run INTEGER NOT NULL,
+                        priority INTEGER NOT NULL,
+                        sealed INTEGER NOT NULL,
+                        total INTEGER NOT NULL DEFAULT 0,
+                        running INTEGER NOT NULL DEFAULT 0,
+                        succeeded INTEGER NOT NULL DEFAULT 0,
+                        failed INTEGER NOT NULL DEFAULT 0,
+                        skipped INTEGER NOT NULL DEFAULT 0,
+                        dead INTEGER NOT NULL DEFAULT 0,
+                        canceled INTEGER NOT NULL DEFAULT 0,
+                        retried INTEGER NOT NULL DEFAULT 0,
+                        rescued INTEGER NOT NULL DEFAULT 0,
+                        leased_chunks INTEGER NOT NULL DEFAULT 0,
+                        max_chunks INTEGER NOT NULL,
+                        last_claim_at INTEGER NOT NULL DEFAULT 0,
+                        failure_reason TEXT,
+                        result TEXT,
+                        cursor TEXT,
+                        created_at INTEGER NOT NULL,
+                        confirmed_at INTEGER,
+                        started_at INTEGER,
+                        completed_at INTEGER,
+                        expires_at INTEGER,
+                        pruned INTEGER NOT NULL DEFAULT 0
+                    );
+                    CREATE INDEX batches_by_status ON batches(status, priority);
+                    CREATE INDEX batches_by_expiry ON batches(expires_at) WHERE pruned = 0;
+                    CREATE TABLE items (
+                        batch_key INTEGER NOT NULL,
+                        seq INTEGER NOT NULL,
+                        status INTEGER NOT NULL,
+                        attempts INTEGER NOT NULL DEFAULT 0,
+                        payload TEXT,
+                        output TEXT,
+                        error_code TEXT,
+                        error_message TEXT,
+                        error_category TEXT,
+                        next_attempt_at INTEGER,
+                        updated_at INTEGER,
+                        PRIMARY KEY (batch_key, seq)
+                    ) WITHOUT ROWID;
+                    CREATE TABLE chunks (
+                        id INTEGER PRIMARY KEY,
+                        batch_key INTEGER NOT NULL,
+                        first_seq INTEGER NOT NULL,
+                        last_seq INTEGER NOT NULL,
+                        state INTEGER NOT NULL DEFAULT 0,
+                        ready_at INTEGER NOT NULL DEFAULT 0,
+                        lease_owner TEXT,
+                        lease_token INTEGER NOT NULL DEFAULT 0,
+                        lease_expires_at INTEGER,
+                        claimed_items INTEGER NOT NULL DEFAULT 0,
+                        rescues INTEGER NOT NULL DEFAULT 0
+                    );
+                    CREATE INDEX chunks_to_claim ON chunks(batch_key, state, ready_at, first_seq);
+                    CREATE INDEX chunks_leased ON chunks(state, lease_expires_at);
+                    CREATE TABLE events (
+                        id INTEGER PRIMARY KEY AUTOINCREMENT,
+                        batch_key INTEGER NOT NULL,
+                        type TEXT NOT NULL,
+                        at INTEGER NOT NULL,
+                        data TEXT NOT NULL
+                    );
+                    CREATE INDEX events_by_batch ON events(batch_key, id);
+                    CREATE TABLE counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
+                    INSERT INTO counters(name, value) VALUES ('lease_token', 0);
+                    """)
+        }
+        return migrator
+    }
+}
+
+/// Chunk states as stored.
+enum ChunkState: Int64 {
+    case pending = 0
+    case leased = 1
+    case done = 2
+}
