@@ -42,6 +42,11 @@ public struct IllegalTransition: Error, Sendable, Hashable, CustomStringConverti
     public var from: BatchStatus
     public var action: LifecycleAction
 
+    public init(from: BatchStatus, action: LifecycleAction) {
+        self.from = from
+        self.action = action
+    }
+
     public var description: String { "cannot \(action) a batch that is \(from)" }
 }
 

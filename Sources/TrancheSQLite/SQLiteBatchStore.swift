@@ -328,7 +328,7 @@ public final class SQLiteBatchStore: BatchStore {
                     events += finished.events
                 }
             }
-            return CheckpointResult(batchStatus: stored.record.status, events: events)
+            return CheckpointResult(batchStatus: stored.record.status, counts: stored.record.counts, events: events)
         }
     }
 
@@ -549,6 +549,27 @@ public final class SQLiteBatchStore: BatchStore {
                     samples: sampleRows.map { ErrorSample(seq: $0[0], message: $0[1] ?? "") })
             }
         }
+    }
+
+    public func allEvents(afterID: Int64, limit: Int) async throws -> [BatchEvent] {
+        try await pool.read { db in
+            let rows = try Row.fetchAll(
+                db,
+                sql: """
+                    SELECT e.id, b.id, e.type, e.at, e.data FROM events e JOIN batches b ON b.key = e.batch_key
+                    WHERE e.id > ? ORDER BY e.id LIMIT ?
+                    """,
+                arguments: [afterID, max(1, min(limit, 10_000))])
+            return try rows.map { row in
+                BatchEvent(
+                    id: row[0], batchID: BatchID(row[1] as String)!, type: BatchEventType(rawValue: row[2]),
+                    at: Date(milliseconds: row[3]), data: try JSONText(unchecked: row[4]).value())
+            }
+        }
+    }
+
+    public func latestEventID() async throws -> Int64 {
+        try await pool.read { db in try Int64.fetchOne(db, sql: "SELECT max(id) FROM events") ?? 0 }
     }
 
     /// Writes the WAL back into the database file and truncates it, so the

@@ -102,4 +102,9 @@ public protocol BatchStore: Sendable {
     func items(of id: BatchID, status: ItemStatus?, afterSeq: Int64?, limit: Int) async throws -> [ItemRecord]
     func events(of id: BatchID, afterID: Int64, limit: Int) async throws -> [BatchEvent]
     func errorGroups(of id: BatchID, samples: Int) async throws -> [ErrorGroup]
+
+    /// Events of every batch after `afterID`, oldest first, for live subscribers.
+    func allEvents(afterID: Int64, limit: Int) async throws -> [BatchEvent]
+    /// The id of the newest event, or 0.
+    func latestEventID() async throws -> Int64
 }

@@ -209,11 +209,14 @@ public struct ItemOutcome: Sendable, Hashable {
 public struct CheckpointResult: Sendable, Hashable {
     /// The batch's status after the checkpoint.
     public var batchStatus: BatchStatus
+    /// The batch's counters after the checkpoint.
+    public var counts: BatchCounts
     /// Status changes the checkpoint caused (e.g. `completed`), to publish.
     public var events: [BatchEvent]
 
-    public init(batchStatus: BatchStatus, events: [BatchEvent]) {
+    public init(batchStatus: BatchStatus, counts: BatchCounts, events: [BatchEvent]) {
         self.batchStatus = batchStatus
+        self.counts = counts
         self.events = events
     }
 }

@@ -1,0 +1,447 @@
+import Foundation
+public import Logging
+public import ServiceLifecycle
+import Synchronization
+@_exported public import TrancheStore
+
+/// Why the engine refused a request, with a message fit for a 4xx answer.
+public struct EngineError: Error, Sendable, Hashable, CustomStringConvertible {
+    /// An extensible code.
+    public struct Code: RawRepresentable, Sendable, Hashable, CustomStringConvertible {
+        public var rawValue: String
+        public init(rawValue: String) { self.rawValue = rawValue }
+        /// No strategy is registered under the batch's type.
+        public static let unknownStrategy = Code(rawValue: "unknown_strategy")
+        /// The options or the context are invalid.
+        public static let invalidSubmission = Code(rawValue: "invalid_submission")
+        public var description: String { rawValue }
+    }
+
+    public var code: Code
+    public var message: String
+
+    public init(_ code: Code, _ message: String) {
+        self.code = code
+        self.message = message
+    }
+
+    public var description: String { message }
+}
+
+/// What to run: the batch's strategy, settings and context, without its items.
+public struct Submission: Sendable {
+    /// The strategy's name.
+    public var type: String
+    /// The strategy's settings, as JSON.
+    public var context: JSONText
+    public var options: BatchOptions
+    /// Validate everything and report, run nothing.
+    public var dryRun: Bool
+    /// Higher runs first.
+    public var priority: Int
+    /// The tenant.
+    public var owner: String
+
+    public init(
+        type: String, context: JSONText = JSONText(unchecked: "{}"), options: BatchOptions = BatchOptions(),
+        dryRun: Bool = false, priority: Int = 0, owner: String = "local"
+    ) {
+        self.type = type
+        self.context = context
+        self.options = options
+        self.dryRun = dryRun
+        self.priority = priority
+        self.owner = owner
+    }
+
+    /// A submission whose context is any `Encodable` value.
+    public init(
+        type: String, context: some Encodable, options: BatchOptions = BatchOptions(), dryRun: Bool = false,
+        priority: Int = 0, owner: String = "local"
+    ) throws {
+        self.init(
+            type: type, context: try JSONText(encoding: context), options: options, dryRun: dryRun,
+            priority: priority, owner: owner)
+    }
+}
+
+/// A finished batch with its per-item outcomes: the answer of a synchronous run.
+public struct BatchReport: Sendable {
+    public var batch: BatchRecord
+    /// Every item, in order (at most the limit asked for).
+    public var items: [ItemRecord]
+    public var errors: [ErrorGroup]
+}
+
+/// The batch engine: accepts batches, runs them durably on the workers of
+/// this node, and reports what happens.
+///
+/// Run it as a `Service` (its `run()` is the scheduler, the workers, the
+/// maintenance loop and the event pump); a graceful shutdown drains it: no
+/// new chunks, running items get a grace period, unfinished work is
+/// released for the next start.
+public final class TrancheEngine: Service, Sendable {
+    /// Settings of one node. Every field has a documented default.
+    public struct Configuration: Sendable {
+        /// This node's name in leases. Default: `node-` and a random suffix.
+        public var nodeID: String = "node-\(UInt32.random(in: 0...UInt32.max))"
+        /// Items running at once on this node, all batches together. Default 16.
+        public var workers: Int = 16
+        /// Seconds a chunk's lease lasts without a heartbeat. Default 30.
+        public var leaseDuration: Double = 30
+        /// Seconds between a running chunk's checkpoints (outcomes written,
+        /// lease extended). Default 1.
+        public var checkpointInterval: Double = 1
+        /// Seconds between maintenance sweeps, and the longest idle sleep. Default 1.
+        public var sweepInterval: Double = 1
+        /// Seconds running items get to finish on shutdown. Default 20.
+        public var drainGracePeriod: Double = 20
+        /// Rescues after which a chunk is split to isolate a poison item. Default 2.
+        public var splitAfterRescues: Int = 2
+        /// Limits per strategy type on this node (rate and max concurrent).
+        public var typeLimits: [String: RateLimit] = [:]
+        /// Release every lease at start: only for a process that owns its store alone.
+        public var releaseLeasesAtStart: Bool = false
+        /// Seconds between progress events of one batch. Default 0.5.
+        public var progressInterval: Double = 0.5
+
+        public init() {}
+    }
+
+    /// Where batches live.
+    public let store: any BatchStore
+    public let configuration: Configuration
+    let strategies: [String: AnyBatchStrategy]
+    let logger: Logger
+    let hub = EventHub()
+    let claimWakeup = Wakeup()
+    let eventWakeup = Wakeup()
+    let draining = OneShotEvent()
+    let stopped = OneShotEvent()
+    let workerSlots: AsyncSemaphore
+    let typeSemaphores: [String: AsyncSemaphore]
+    let typeBuckets: [String: SharedBucket]
+    let bindings = Mutex<[BatchID: BatchBinding]>([:])
+    let progressTimes = Mutex<[BatchID: ContinuousClock.Instant]>([:])
+    let chunksInFlight = Atomic<Int>(0)
+    let clock = ContinuousClock()
+
+    /// Creates an engine over `store` that can run `strategies`.
+    public init(
+        store: any BatchStore,
+        strategies: [AnyBatchStrategy],
+        configuration: Configuration = Configuration(),
+        logger: Logger = Logger(label: "tranche.engine")
+    ) {
+        self.store = store
+        self.configuration = configuration
+        self.strategies = Dictionary(strategies.map { ($0.type, $0) }, uniquingKeysWith: { _, last in last })
+        self.logger = logger
+        self.workerSlots = AsyncSemaphore(permits: max(1, configuration.workers))
+        self.typeSemaphores = configuration.typeLimits.compactMapValues { limit in
+            limit.maxConcurrent.map { AsyncSemaphore(permits: $0) }
+        }
+        self.typeBuckets = configuration.typeLimits.compactMapValues { limit in
+            limit.rate.map { SharedBucket(rate: $0) }
+        }
+    }
+
+    /// The registered strategy types.
+    public var strategyTypes: [String] { strategies.keys.sorted() }
+
+    // MARK: - Submitting
+
+    /// Stores a batch with all its items in one transaction (whole or not at
+    /// all) and queues it; a dry run is validated and reported instead.
+    public func submit(_ submission: Submission, items: [JSONText]) async throws -> BatchRecord {
+        let (prepared, bound) = try prepare(submission)
+        let newItems = items.enumerated().map { offset, payload in
+            NewItem(
+                payload: payload,
+                rejection: bound.validate(
+                    ItemInput(batchID: prepared.id, seq: Int64(offset), payload: payload, attempt: 1)))
+        }
+        var record = try await store.createBatch(prepared, items: newItems)
+        if submission.dryRun {
+            record = try await reportDryRun(record)
+        }
+        signalWork()
+        return record
+    }
+
+    /// Stores a batch that stays open for ``append(to:startSeq:items:cursor:)``
+    /// until ``seal(_:)``; its items may start running as they arrive.
+    public func open(_ submission: Submission) async throws -> BatchRecord {
+        var (prepared, _) = try prepare(submission)
+        prepared.sealed = false
+        let record = try await store.createBatch(prepared, items: [])
+        signalWork()
+        return record
+    }
+
+    /// Appends items to an open batch, validating each. Idempotent by
+    /// `startSeq`. `cursor` is saved with the items (a position in the input).
+    public func append(to id: BatchID, startSeq: Int64, items: [JSONText], cursor: JSONText? = nil) async throws
+        -> AppendResult
+    {
+        try await append(
+            to: id, startSeq: startSeq, items: items.map { NewItem(payload: $0) }, cursor: cursor)
+    }
+
+    /// Appends items some of which were already refused by the caller (for
+    /// example malformed input lines); the others are validated.
+    public func append(to id: BatchID, startSeq: Int64, items: [NewItem], cursor: JSONText? = nil) async throws
+        -> AppendResult
+    {
+        let binding = try await binding(for: id)
+        let checked = items.enumerated().map { offset, item in
+            guard item.rejection == nil else { return item }
+            return NewItem(
+                payload: item.payload,
+                rejection: binding.bound.validate(
+                    ItemInput(batchID: id, seq: startSeq + Int64(offset), payload: item.payload, attempt: 1)))
+        }
+        let result = try await store.appendItems(to: id, startSeq: startSeq, items: checked, cursor: cursor)
+        signalWork()
+        return result
+    }
+
+    /// Ends an open batch's upload.
+    public func seal(_ id: BatchID) async throws -> BatchRecord {
+        var record = try await store.seal(id, at: Date())
+        if record.dryRun, record.status == .preProcessed, record.result == nil {
+            record = try await reportDryRun(record)
+        }
+        signalWork()
+        return record
+    }
+
+    /// Submits `items` (any sequence of `Encodable` values), streaming them
+    /// into the store in blocks so that memory stays bounded. A sequence of
+    /// at most `inlineLimit` items is stored in one transaction.
+    public func submit<Item: Encodable>(
+        _ submission: Submission, items: some Sequence<Item>, inlineLimit: Int = 10_000
+    ) async throws -> BatchRecord {
+        var buffer: [JSONText] = []
+        var iterator = items.makeIterator()
+        while buffer.count <= inlineLimit, let item = iterator.next() {
+            buffer.append(try JSONText(encoding: item))
+        }
+        if buffer.count <= inlineLimit {
+            return try await submit(submission, items: buffer)
+        }
+        let record = try await open(submission)
+        var seq: Int64 = 0
+        while !buffer.isEmpty {
+            _ = try await append(to: record.id, startSeq: seq, items: buffer)
+            seq += Int64(buffer.count)
+            buffer.removeAll(keepingCapacity: true)
+            while buffer.count < 1_000, let item = iterator.next() {
+                buffer.append(try JSONText(encoding: item))
+            }
+        }
+        return try await seal(record.id)
+    }
+
+    // MARK: - Controlling
+
+    /// Stops leasing new chunks of the batch; chunks in flight finish.
+    @discardableResult
+    public func pause(_ id: BatchID) async throws -> BatchRecord {
+        try await transition(id, .pause)
+    }
+
+    /// Lets a paused batch run again.
+    @discardableResult
+    public func resume(_ id: BatchID) async throws -> BatchRecord {
+        try await transition(id, .resume)
+    }
+
+    /// Cancels the batch: items not in flight become `canceled`.
+    @discardableResult
+    public func cancel(_ id: BatchID) async throws -> BatchRecord {
+        try await transition(id, .cancel)
+    }
+
+    /// Confirms a batch that waits for confirmation.
+    @discardableResult
+    public func confirm(_ id: BatchID) async throws -> BatchRecord {
+        let record = try await store.batch(id)
+        if let record, record.dryRun {
+            throw IllegalTransition(from: record.status, action: .confirm)
+        }
+        return try await transition(id, .confirm)
+    }
+
+    /// Runs items in `statuses` again (by default failed, skipped and dead;
+    /// for a batch that failed, also the items its failure canceled).
+    @discardableResult
+    public func retry(_ id: BatchID, statuses: Set<ItemStatus>? = nil) async throws -> (BatchRecord, Int64) {
+        guard let record = try await store.batch(id) else { throw StoreError(.batchNotFound, "no batch \(id)") }
+        var chosen = statuses ?? [.failed, .skipped, .dead]
+        if statuses == nil, record.status == .failed { chosen.insert(.canceled) }
+        let result = try await store.retry(id, statuses: chosen, at: Date())
+        signalWork()
+        return result
+    }
+
+    private func transition(_ id: BatchID, _ action: LifecycleAction) async throws -> BatchRecord {
+        let record = try await store.transition(id, action, reason: nil, at: Date())
+        signalWork()
+        return record
+    }
+
+    // MARK: - Observing
+
+    /// Live events of one batch (or all batches), from now on, while the engine runs.
+    public func events(of id: BatchID? = nil) -> AsyncStream<BatchEvent> {
+        hub.subscribe(batchID: id)
+    }
+
+    /// Waits until the batch ends (completed, failed or canceled) and returns it.
+    public func waitForEnd(_ id: BatchID) async throws -> BatchRecord {
+        while true {
+            // Subscribe before reading, so an end between the two is not missed.
+            let events = hub.subscribe(batchID: id)
+            guard let record = try await store.batch(id) else {
+                throw StoreError(.batchNotFound, "no batch \(id)")
+            }
+            if record.status.isEnded || (record.dryRun && record.status == .preProcessed) { return record }
+            try Task.checkCancellation()
+            await firstEvent(of: events, within: 1)
+        }
+    }
+
+    /// Submits a batch and waits for its end: the synchronous path for small
+    /// batches. Returns every item's outcome.
+    public func execute(_ submission: Submission, items: [JSONText]) async throws -> BatchReport {
+        let record = try await submit(submission, items: items)
+        let ended = try await waitForEnd(record.id)
+        var all: [ItemRecord] = []
+        var after: Int64? = nil
+        while true {
+            let page = try await store.items(of: record.id, status: nil, afterSeq: after, limit: 1_000)
+            all += page
+            guard page.count == 1_000, let last = page.last else { break }
+            after = last.seq
+        }
+        let errors = try await store.errorGroups(of: record.id, samples: 5)
+        return BatchReport(batch: ended, items: all, errors: errors)
+    }
+
+    // MARK: - Running
+
+    /// Runs the scheduler, the workers, maintenance and the event pump until
+    /// a graceful shutdown (or ``drain()``), then releases what is left.
+    public func run() async throws {
+        if configuration.releaseLeasesAtStart {
+            let released = try await store.releaseAllLeases(now: Date())
+            if !released.isEmpty {
+                logger.info("released leases left by an earlier run", metadata: ["chunks": "\(released.count)"])
+            }
+        }
+        let firstEventID = try await store.latestEventID()
+        await withGracefulShutdownHandler {
+            await withDiscardingTaskGroup { group in
+                group.addTask { await self.pumpEvents(after: firstEventID) }
+                group.addTask { await self.maintain() }
+                await self.schedule()
+                self.stopped.fire()
+                self.eventWakeup.signal()
+            }
+        } onGracefulShutdown: {
+            self.drain()
+        }
+        hub.finishAll()
+    }
+
+    /// Starts a graceful drain: no new chunks; running items get
+    /// `drainGracePeriod`; then `run()` returns.
+    public func drain() {
+        draining.fire()
+        claimWakeup.signal()
+    }
+
+    func signalWork() {
+        claimWakeup.signal()
+        eventWakeup.signal()
+    }
+
+    func prepare(_ submission: Submission) throws -> (NewBatch, BoundStrategy) {
+        guard let strategy = strategies[submission.type] else {
+            throw EngineError(
+                .unknownStrategy,
+                "unknown strategy '\(submission.type)'; known: \(strategyTypes.joined(separator: ", "))")
+        }
+        do {
+            try submission.options.validate()
+        } catch {
+            throw EngineError(.invalidSubmission, error.message)
+        }
+        let context: JSONText
+        let bound: BoundStrategy
+        do {
+            context = try strategy.prepare(context: submission.context)
+            bound = try strategy.bind(context: context)
+        } catch let error as OptionsError {
+            throw EngineError(.invalidSubmission, error.message)
+        } catch {
+            throw EngineError(.invalidSubmission, "context is not valid for '\(submission.type)'")
+        }
+        let batch = NewBatch(
+            type: submission.type, owner: submission.owner, context: context, options: submission.options,
+            dryRun: submission.dryRun, priority: submission.priority, sealed: true)
+        return (batch, bound)
+    }
+
+    /// Writes a dry run's report: what would fail and how long it would take.
+    func reportDryRun(_ record: BatchRecord) async throws -> BatchRecord {
+        let errors = try await store.errorGroups(of: record.id, samples: 5)
+        let invalid = record.counts.skipped
+        var estimate: Double?
+        var basis = "unknown"
+        if let rate = record.options.rateLimit?.rate {
+            estimate = Double(record.counts.total - invalid) / rate
+            basis = "rate_limit"
+        }
+        let history = try await store.batches(BatchQuery(type: record.type, status: .completed, limit: 1))
+        if let last = history.first, let start = last.startedAt, let end = last.completedAt, end > start,
+            last.counts.processed > 0
+        {
+            let observed = Double(last.counts.processed) / end.timeIntervalSince(start)
+            let fromHistory = Double(record.counts.total - invalid) / observed
+            estimate = max(estimate ?? 0, fromHistory)
+            basis = estimate == fromHistory ? "history" : basis
+        }
+        let report: JSONValue = [
+            "dry_run": true,
+            "total": .number(Double(record.counts.total)),
+            "valid": .number(Double(record.counts.total - invalid)),
+            "invalid": .number(Double(invalid)),
+            "estimated_seconds": estimate.map { .number(($0 * 10).rounded() / 10) } ?? .null,
+            "estimate_basis": .string(basis),
+            "errors": .array(
+                errors.map { group in
+                    [
+                        "code": .string(group.code), "count": .number(Double(group.count)),
+                        "samples": .array(
+                            group.samples.map { ["seq": .number(Double($0.seq)), "message": .string($0.message)] }),
+                    ]
+                }),
+        ]
+        try await store.setResult(record.id, result: try JSONText(encoding: report))
+        return try await store.batch(record.id) ?? record
+    }
+
+    /// Waits up to `seconds` for the next event of `stream`.
+    func firstEvent(of stream: AsyncStream<BatchEvent>, within seconds: Double) async {
+        await withTaskGroup(of: Void.self) { group in
+            group.addTask {
+                for await event in stream where event.type != .progress { return }
+            }
+            group.addTask { try? await Task.sleep(for: .milliseconds(Int(seconds * 1000))) }
+            await group.next()
+            group.cancelAll()
+        }
+    }
+}
