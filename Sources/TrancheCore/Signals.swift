@@ -1,7 +1,7 @@
 import Synchronization
 
 /// A counting semaphore for tasks: `acquire` suspends instead of blocking a thread.
-final class AsyncSemaphore: Sendable {
+package final class AsyncSemaphore: Sendable {
     private struct State {
         var permits: Int
         var waiters: [(id: UInt64, continuation: CheckedContinuation<Bool, Never>)] = []
@@ -10,15 +10,15 @@ final class AsyncSemaphore: Sendable {
 
     private let state: Mutex<State>
 
-    init(permits: Int) {
+    package init(permits: Int) {
         state = Mutex(State(permits: permits))
     }
 
     /// Permits free right now.
-    var available: Int { state.withLock { $0.permits } }
+    package var available: Int { state.withLock { $0.permits } }
 
     /// Waits for a permit. Returns false, without a permit, when the task was canceled.
-    func acquire() async -> Bool {
+    package func acquire() async -> Bool {
         let id: UInt64? = state.withLock { state in
             if state.permits > 0 {
                 state.permits -= 1
@@ -49,7 +49,7 @@ final class AsyncSemaphore: Sendable {
         }
     }
 
-    func release() {
+    package func release() {
         let waiter = state.withLock { state -> CheckedContinuation<Bool, Never>? in
             if state.waiters.isEmpty {
                 state.permits += 1
@@ -62,7 +62,7 @@ final class AsyncSemaphore: Sendable {
 }
 
 /// An event that happens once; every waiter, before or after, sees it.
-final class OneShotEvent: Sendable {
+package final class OneShotEvent: Sendable {
     private struct State {
         var fired = false
         var waiters: [UInt64: CheckedContinuation<Void, Never>] = [:]
@@ -71,9 +71,11 @@ final class OneShotEvent: Sendable {
 
     private let state = Mutex(State())
 
-    var hasFired: Bool { state.withLock { $0.fired } }
+    package init() {}
 
-    func fire() {
+    package var hasFired: Bool { state.withLock { $0.fired } }
+
+    package func fire() {
         let waiters = state.withLock { state -> [CheckedContinuation<Void, Never>] in
             guard !state.fired else { return [] }
             state.fired = true
@@ -84,7 +86,7 @@ final class OneShotEvent: Sendable {
     }
 
     /// Returns when the event fired or the task was canceled.
-    func wait() async {
+    package func wait() async {
         let id = state.withLock { state -> UInt64 in
             state.nextID += 1
             return state.nextID
@@ -107,7 +109,7 @@ final class OneShotEvent: Sendable {
 
 /// A wake-up call for a sleeping loop: a `signal` before or during `wait`
 /// is never lost.
-final class Wakeup: Sendable {
+package final class Wakeup: Sendable {
     private struct State {
         var pending = false
         var waiter: CheckedContinuation<Void, Never>?
@@ -115,7 +117,9 @@ final class Wakeup: Sendable {
 
     private let state = Mutex(State())
 
-    func signal() {
+    package init() {}
+
+    package func signal() {
         let waiter = state.withLock { state -> CheckedContinuation<Void, Never>? in
             if let waiter = state.waiter {
                 state.waiter = nil
@@ -128,7 +132,7 @@ final class Wakeup: Sendable {
     }
 
     /// Sleeps until a signal or `timeout` seconds, whichever comes first.
-    func wait(timeout: Double) async {
+    package func wait(timeout: Double) async {
         let consumed = state.withLock { state -> Bool in
             if state.pending {
                 state.pending = false
