@@ -367,6 +367,11 @@ public final class TrancheEngine: Service, Sendable {
         eventWakeup.signal()
     }
 
+    /// The context as the strategy normalizes it, to compare a submission with a stored batch.
+    public func preparedContext(of submission: Submission) throws -> JSONText {
+        try prepare(submission).0.context
+    }
+
     func prepare(_ submission: Submission) throws -> (NewBatch, BoundStrategy) {
         guard let strategy = strategies[submission.type] else {
             throw EngineError(

@@ -90,7 +90,7 @@ extension TrancheEngine {
     func schedule() async {
         let maxChunks = max(2, configuration.workers)
         await withDiscardingTaskGroup { group in
-            while !draining.hasFired {
+            while !draining.hasFired && !Task.isCancelled {
                 if chunksInFlight.load(ordering: .relaxed) >= maxChunks || workerSlots.available == 0 {
                     await claimWakeup.wait(timeout: configuration.sweepInterval)
                     continue
@@ -170,7 +170,7 @@ extension TrancheEngine {
                 await runWhole(run, binding: binding, processChunk: processChunk)
             } else {
                 for item in lease.items {
-                    if run.shouldStopStarting || draining.hasFired { break }
+                    if run.shouldStopStarting || draining.hasFired || Task.isCancelled { break }
                     guard await binding.pacer.admit(clock: clock) else { break }
                     if run.shouldStopStarting || draining.hasFired {
                         binding.pacer.release()
@@ -288,9 +288,9 @@ extension TrancheEngine {
     /// Every `checkpointInterval`: writes the outcomes so far and extends the
     /// lease; learns whether the batch ended or the lease was lost.
     func heartbeat(_ run: ChunkRun) async {
-        while true {
+        while !Task.isCancelled {
             await sleep(configuration.checkpointInterval, orUntil: run.finished)
-            if run.finished.hasFired { return }
+            if run.finished.hasFired || Task.isCancelled { return }
             let (outcomes, failBatch) = run.takeOutcomes()
             do {
                 let result = try await store.checkpoint(
@@ -381,7 +381,7 @@ extension TrancheEngine {
     /// The maintenance loop: rescues expired leases, enforces deadlines,
     /// finishes batches and prunes, every `sweepInterval`, until the drain.
     func maintain() async {
-        while !draining.hasFired {
+        while !draining.hasFired && !Task.isCancelled {
             do {
                 let rescued = try await store.rescueExpiredLeases(
                     now: Date(), splitAfter: configuration.splitAfterRescues)
@@ -427,7 +427,7 @@ extension TrancheEngine {
             } else {
                 lastID = (try? await store.latestEventID()) ?? lastID
             }
-            if stop { return }
+            if stop || Task.isCancelled { return }
             await eventWakeup.wait(timeout: 1)
         }
     }

@@ -1,5 +1,4 @@
 import Foundation
-import Synchronization
 public import TrancheEngine
 import TrancheCore
 
@@ -103,8 +102,10 @@ public struct ExecStrategy: BatchStrategy {
     }
 }
 
-/// A child process whose output is read without blocking Swift's
-/// cooperative threads; canceling the task kills the child.
+/// A child process whose stdin, stdout and stderr are unlinked temporary
+/// files: no pipe can fill up and block the child, no reader thread is
+/// needed, and a grandchild that keeps a descriptor open cannot stall us.
+/// Canceling the task kills the child.
 enum ChildProcess {
     enum Termination: Sendable, Equatable {
         case exit(Int32)
@@ -118,104 +119,34 @@ enum ChildProcess {
         var stderrTail: Data
     }
 
-    /// Output collected from a pipe: the head (stdout) or the tail (stderr), bounded.
-    final class Collector: Sendable {
-        private struct State {
-            var data = Data()
-            var closed = false
-            var waiter: CheckedContinuation<Void, Never>?
-        }
-
-        private let state = Mutex(State())
-        let limit: Int
-        let keepTail: Bool
-
-        init(limit: Int, keepTail: Bool) {
-            self.limit = limit
-            self.keepTail = keepTail
-        }
-
-        func append(_ chunk: Data) {
-            let waiter = state.withLock { state -> CheckedContinuation<Void, Never>? in
-                if chunk.isEmpty {
-                    state.closed = true
-                    defer { state.waiter = nil }
-                    return state.waiter
-                }
-                if keepTail {
-                    state.data.append(chunk)
-                    if state.data.count > limit { state.data = Data(state.data.suffix(limit)) }
-                } else if state.data.count < limit {
-                    state.data.append(chunk.prefix(limit - state.data.count))
-                }
-                return nil
-            }
-            waiter?.resume()
-        }
-
-        var data: Data { state.withLock { $0.data } }
-
-        /// Waits for end of file, at most `seconds`.
-        func waitClosed(seconds: Double) async {
-            await withTaskGroup(of: Void.self) { group in
-                group.addTask {
-                    await withCheckedContinuation { continuation in
-                        let now = self.state.withLock { state -> Bool in
-                            if state.closed { return true }
-                            state.waiter = continuation
-                            return false
-                        }
-                        if now { continuation.resume() }
-                    }
-                }
-                group.addTask { try? await Task.sleep(for: .milliseconds(Int(seconds * 1000))) }
-                await group.next()
-                group.cancelAll()
-                let waiter = self.state.withLock { state -> CheckedContinuation<Void, Never>? in
-                    defer { state.waiter = nil }
-                    return state.waiter
-                }
-                waiter?.resume()
-            }
-        }
-    }
-
     static func run(
         executable: String, arguments: [String], environment: [String: String], stdin: Data, maxStdout: Int,
         maxStderr: Int
     ) async throws -> Result {
+        let input = try ScratchFile()
+        let output = try ScratchFile()
+        let errors = try ScratchFile()
+        defer {
+            input.close()
+            output.close()
+            errors.close()
+        }
+        try input.write(stdin)
         let process = Process()
         process.executableURL = URL(fileURLWithPath: executable)
         process.arguments = arguments
         process.environment = environment
-        let input = Pipe()
-        let output = Pipe()
-        let errors = Pipe()
-        process.standardInput = input
-        process.standardOutput = output
-        process.standardError = errors
-        let stdout = Collector(limit: maxStdout, keepTail: false)
-        let stderr = Collector(limit: maxStderr, keepTail: true)
-        output.fileHandleForReading.readabilityHandler = { handle in stdout.append(handle.availableData) }
-        errors.fileHandleForReading.readabilityHandler = { handle in stderr.append(handle.availableData) }
+        process.standardInput = input.handle
+        process.standardOutput = output.handle
+        process.standardError = errors.handle
         let exited = OneShotEvent()
         process.terminationHandler = { _ in exited.fire() }
-        defer {
-            output.fileHandleForReading.readabilityHandler = nil
-            errors.fileHandleForReading.readabilityHandler = nil
-            try? output.fileHandleForReading.close()
-            try? errors.fileHandleForReading.close()
-        }
         do {
             try process.run()
         } catch {
-            try? input.fileHandleForWriting.close()
-            return Result(termination: .launchFailed("\(executable) was not found or is not executable"), stdout: Data(), stderrTail: Data())
-        }
-        let writer = input.fileHandleForWriting
-        DispatchQueue.global().async {
-            try? writer.write(contentsOf: stdin)
-            try? writer.close()
+            return Result(
+                termination: .launchFailed("\(executable) was not found or is not executable"), stdout: Data(),
+                stderrTail: Data())
         }
         let pid = process.processIdentifier
         await withTaskCancellationHandler {
@@ -224,12 +155,49 @@ enum ChildProcess {
             kill(pid, SIGKILL)
         }
         try Task.checkCancellation()
-        // The pipes may still hold output written just before the exit.
-        await stdout.waitClosed(seconds: 1)
-        await stderr.waitClosed(seconds: 1)
         let termination: Termination =
             process.terminationReason == .uncaughtSignal
             ? .signal(process.terminationStatus) : .exit(process.terminationStatus)
-        return Result(termination: termination, stdout: stdout.data, stderrTail: stderr.data)
+        return Result(
+            termination: termination, stdout: output.read(head: maxStdout), stderrTail: errors.read(tail: maxStderr))
+    }
+}
+
+/// A temporary file with no name: unlinked as soon as it is created, gone
+/// when its descriptor closes.
+final class ScratchFile {
+    let handle: FileHandle
+
+    init() throws {
+        var template = Array((NSTemporaryDirectory() + "/tranche-exec-XXXXXX").utf8CString)
+        let descriptor = template.withUnsafeMutableBufferPointer { mkstemp($0.baseAddress!) }
+        guard descriptor >= 0 else { throw ItemError.retryable("exec_failed", "cannot create a temporary file") }
+        template.withUnsafeBufferPointer { _ = unlink($0.baseAddress!) }
+        handle = FileHandle(fileDescriptor: descriptor, closeOnDealloc: true)
+    }
+
+    func close() {
+        try? handle.close()
+    }
+
+    func write(_ data: Data) throws {
+        try handle.write(contentsOf: data)
+        try handle.seek(toOffset: 0)
+    }
+
+    /// The first `limit` bytes.
+    func read(head limit: Int) -> Data {
+        var data = Data(count: limit)
+        let count = data.withUnsafeMutableBytes { pread(handle.fileDescriptor, $0.baseAddress, limit, 0) }
+        return data.prefix(max(0, count))
+    }
+
+    /// The last `limit` bytes.
+    func read(tail limit: Int) -> Data {
+        let size = lseek(handle.fileDescriptor, 0, SEEK_END)
+        let start = max(0, Int(size) - limit)
+        var data = Data(count: limit)
+        let count = data.withUnsafeMutableBytes { pread(handle.fileDescriptor, $0.baseAddress, limit, off_t(start)) }
+        return data.prefix(max(0, count))
     }
 }

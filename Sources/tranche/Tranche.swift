@@ -1,0 +1,22 @@
+import ArgumentParser
+
+/// The `tranche` command line.
+@main
+struct Tranche: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "tranche",
+        abstract: "Durable batch processing: chunks, bounded concurrency, retries, checkpoints.",
+        subcommands: [RunCommand.self, BenchCommand.self])
+}
+
+/// Exit codes shared by every command.
+enum ExitCodes {
+    /// Every item succeeded.
+    static let success: Int32 = 0
+    /// A usage or infrastructure error.
+    static let failure: Int32 = 1
+    /// Finished with failed, skipped, dead or canceled items.
+    static let partial: Int32 = 2
+    /// Interrupted by a signal; run the same command again to resume.
+    static let interrupted: Int32 = 130
+}
