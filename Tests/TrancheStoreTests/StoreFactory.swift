@@ -1,0 +1,50 @@
+import Foundation
+import TrancheSQLite
+import TrancheStore
+
+/// The stores the conformance suite runs against. Each case makes a fresh,
+/// empty store backed by a real database.
+struct StoreFactory: CustomStringConvertible, Sendable {
+    var description: String
+    var make: @Sendable () throws -> any BatchStore
+
+    static let sqlite = StoreFactory(description: "sqlite") {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("tranche-store-\(UUID())")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        return try SQLiteBatchStore(path: directory.appendingPathComponent("test.db").path)
+    }
+
+    static let all: [StoreFactory] = [.sqlite]
+}
+
+func payloads(_ count: Int, from start: Int = 0) -> [NewItem] {
+    (start..<(start + count)).map { NewItem(payload: JSONText(unchecked: "{\"n\":\($0)}")) }
+}
+
+func options(chunkSize: Int = 10, concurrency: Int = 10, maxAttempts: Int = 3) -> BatchOptions {
+    var options = BatchOptions()
+    options.chunkSize = chunkSize
+    options.concurrency = concurrency
+    options.maxAttempts = maxAttempts
+    return options
+}
+
+/// Outcomes that mark every leased item succeeded.
+func succeeded(_ lease: ChunkLease) -> [ItemOutcome] {
+    lease.items.map {
+        ItemOutcome(seq: $0.seq, previousStatus: $0.status, attempt: $0.attempts + 1, status: .succeeded)
+    }
+}
+
+extension BatchStore {
+    /// Claims and completes chunks until none is left; returns how many.
+    func drainAll(owner: String = "w", now: Date = Date()) async throws -> Int {
+        var chunks = 0
+        while let lease = try await claimChunk(owner: owner, leaseDuration: 30, now: now) {
+            _ = try await checkpoint(
+                lease, outcomes: succeeded(lease), finish: true, failBatch: nil, leaseDuration: 30, now: now)
+            chunks += 1
+        }
+        return chunks
+    }
+}
