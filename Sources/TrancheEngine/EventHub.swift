@@ -11,6 +11,8 @@ final class EventHub: Sendable {
     private struct Subscriber {
         var batchID: BatchID?
         var continuation: AsyncStream<BatchEvent>.Continuation
+        /// The last stored event this subscriber was given (or was created after).
+        var cursor: Int64
     }
 
     private struct State {
@@ -20,12 +22,13 @@ final class EventHub: Sendable {
 
     private let state = Mutex(State())
 
-    /// A stream of the events of `batchID` (or of every batch), from now on.
-    func subscribe(batchID: BatchID?) -> AsyncStream<BatchEvent> {
+    /// A stream of the events of `batchID` (or of every batch) stored after
+    /// event `after`, and of live progress.
+    func subscribe(batchID: BatchID?, after: Int64) -> AsyncStream<BatchEvent> {
         let (stream, continuation) = AsyncStream<BatchEvent>.makeStream(bufferingPolicy: .bufferingNewest(10_000))
         let id = state.withLock { state -> UInt64 in
             state.nextID += 1
-            state.subscribers[state.nextID] = Subscriber(batchID: batchID, continuation: continuation)
+            state.subscribers[state.nextID] = Subscriber(batchID: batchID, continuation: continuation, cursor: after)
             return state.nextID
         }
         continuation.onTermination = { [weak self] _ in
@@ -36,12 +39,25 @@ final class EventHub: Sendable {
 
     var hasSubscribers: Bool { state.withLock { !$0.subscribers.isEmpty } }
 
+    /// The oldest point any subscriber still needs events after.
+    var oldestCursor: Int64? { state.withLock { $0.subscribers.values.map(\.cursor).min() } }
+
+    /// Delivers events; a stored event reaches each subscriber once, and only
+    /// if it is newer than the subscriber's cursor.
     func publish(_ events: [BatchEvent]) {
         guard !events.isEmpty else { return }
-        let subscribers = state.withLock { Array($0.subscribers.values) }
-        for event in events {
-            for subscriber in subscribers where subscriber.batchID == nil || subscriber.batchID == event.batchID {
-                subscriber.continuation.yield(event)
+        state.withLock { state in
+            for key in state.subscribers.keys {
+                var subscriber = state.subscribers[key]!
+                for event in events where subscriber.batchID == nil || subscriber.batchID == event.batchID {
+                    if event.id == 0 {
+                        subscriber.continuation.yield(event)
+                    } else if event.id > subscriber.cursor {
+                        subscriber.continuation.yield(event)
+                    }
+                }
+                if let last = events.last(where: { $0.id > 0 }) { subscriber.cursor = max(subscriber.cursor, last.id) }
+                state.subscribers[key] = subscriber
             }
         }
     }

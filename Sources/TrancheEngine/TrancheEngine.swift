@@ -293,20 +293,24 @@ public final class TrancheEngine: Service, Sendable {
 
     // MARK: - Observing
 
-    /// Live events of one batch (or all batches), from now on, while the engine runs.
-    public func events(of id: BatchID? = nil) -> AsyncStream<BatchEvent> {
-        hub.subscribe(batchID: id)
+    /// Events of one batch (or all batches) from now on, while the engine
+    /// runs: every stored event once, in order, and throttled progress.
+    public func events(of id: BatchID? = nil) async throws -> AsyncStream<BatchEvent> {
+        hub.subscribe(batchID: id, after: try await store.latestEventID())
     }
 
-    /// Waits until the batch ends (completed, failed or canceled) and returns it.
+    /// Waits until the batch ends (completed, failed or canceled) and its
+    /// items in flight have finished, and returns it with its final counts.
     public func waitForEnd(_ id: BatchID) async throws -> BatchRecord {
         while true {
             // Subscribe before reading, so an end between the two is not missed.
-            let events = hub.subscribe(batchID: id)
+            let events = try await self.events(of: id)
             guard let record = try await store.batch(id) else {
                 throw StoreError(.batchNotFound, "no batch \(id)")
             }
-            if record.status.isEnded || (record.dryRun && record.status == .preProcessed) { return record }
+            if (record.status.isEnded && record.counts.running == 0) || (record.dryRun && record.status == .preProcessed) {
+                return record
+            }
             try Task.checkCancellation()
             await firstEvent(of: events, within: 1)
         }

@@ -408,24 +408,21 @@ extension TrancheEngine {
         var lastID = firstID
         while true {
             let stop = stopped.hasFired
-            if hub.hasSubscribers || stop {
-                do {
-                    while true {
-                        let events = try await store.allEvents(afterID: lastID, limit: 1_000)
-                        guard let last = events.last else { break }
-                        lastID = last.id
-                        for event in events where event.type == .completed || event.type == .failed
-                            || event.type == .canceled
-                        {
-                            _ = bindings.withLock { $0.removeValue(forKey: event.batchID) }
-                        }
-                        hub.publish(events)
+            do {
+                var from = min(lastID, hub.oldestCursor ?? lastID)
+                while true {
+                    let events = try await store.allEvents(afterID: from, limit: 1_000)
+                    guard let last = events.last else { break }
+                    from = last.id
+                    lastID = max(lastID, last.id)
+                    for event in events
+                    where event.type == .completed || event.type == .failed || event.type == .canceled {
+                        _ = bindings.withLock { $0.removeValue(forKey: event.batchID) }
                     }
-                } catch {
-                    logger.warning("reading events failed", metadata: ["error": "\(error)"])
+                    hub.publish(events)
                 }
-            } else {
-                lastID = (try? await store.latestEventID()) ?? lastID
+            } catch {
+                logger.warning("reading events failed", metadata: ["error": "\(error)"])
             }
             if stop || Task.isCancelled { return }
             await eventWakeup.wait(timeout: 1)

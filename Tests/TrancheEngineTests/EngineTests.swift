@@ -1,0 +1,330 @@
+import Foundation
+import Testing
+import TrancheEngine
+import TrancheStrategies
+
+@Suite("Engine")
+struct EngineTests {
+    let probe = Probe()
+    var strategies: [AnyBatchStrategy] { [AnyBatchStrategy(ScriptedStrategy(probe: probe)), BuiltinStrategies.noop] }
+
+    func submission(_ options: BatchOptions = options(), delayMS: Int = 0, dryRun: Bool = false) throws -> Submission {
+        try Submission(type: "scripted", context: ScriptedStrategy.Context(delayMS: delayMS), options: options, dryRun: dryRun)
+    }
+
+    @Test("a typed strategy runs every item once and stores its output")
+    func typedRun() async throws {
+        let engine = try makeEngine(strategies)
+        let report = try await withRunning(engine) { engine in
+            try await engine.execute(try submission(options(chunkSize: 7)), items: try items(50))
+        }
+        #expect(report.batch.status == .completed)
+        #expect(report.batch.counts.succeeded == 50)
+        #expect(report.items.count == 50)
+        #expect(report.items[21].output?.text == #"{"doubled":42}"#)
+        #expect(report.items.allSatisfy { $0.attempts == 1 })
+        #expect(probe.calls.count == 50 && probe.calls.values.allSatisfy { $0 == 1 })
+    }
+
+    @Test("retryable errors retry with backoff until they succeed")
+    func retries() async throws {
+        let engine = try makeEngine(strategies)
+        let report = try await withRunning(engine) { engine in
+            try await engine.execute(
+                try submission(options(maxAttempts: 4)),
+                items: try items(10) { ["n": .number(Double($0)), "kind": $0 % 3 == 0 ? "flaky:2" : "ok"] })
+        }
+        #expect(report.batch.status == .completed)
+        #expect(report.batch.counts.succeeded == 10)
+        #expect(report.batch.counts.retried == 8)  // 4 flaky items × 2 retries
+        #expect(report.items[3].attempts == 3)
+        #expect(report.items[3].error == nil)
+        let events = try await engine.store.events(of: report.batch.id, afterID: 0, limit: 100)
+        #expect(events.last?.type == .completed)
+    }
+
+    @Test("items out of attempts are dead; all failing fails the batch")
+    func dead() async throws {
+        let engine = try makeEngine(strategies)
+        let report = try await withRunning(engine) { engine in
+            try await engine.execute(
+                try submission(options(maxAttempts: 2)), items: try items(3) { ["n": .number(Double($0)), "kind": "retry"] })
+        }
+        #expect(report.batch.status == .failed)
+        #expect(report.batch.counts.dead == 3)
+        #expect(report.items.allSatisfy { $0.attempts == 2 && $0.status == .dead })
+        #expect(report.errors.first?.code == "unavailable")
+        #expect(report.errors.first?.count == 3)
+        #expect(probe.calls.values.allSatisfy { $0 == 2 })
+    }
+
+    @Test("permanent errors skip the item without retrying")
+    func permanent() async throws {
+        let engine = try makeEngine(strategies)
+        let report = try await withRunning(engine) { engine in
+            try await engine.execute(
+                try submission(), items: try items(4) { ["n": .number(Double($0)), "kind": $0 == 1 ? "permanent" : "ok"] })
+        }
+        #expect(report.batch.status == .completed)
+        #expect(report.items[1].status == .skipped)
+        #expect(report.items[1].error?.code == "bad_item")
+        #expect(probe.calls[1] == 1)
+    }
+
+    @Test("a fatal error fails the batch and cancels what has not run")
+    func fatal() async throws {
+        let engine = try makeEngine(strategies)
+        let report = try await withRunning(engine) { engine in
+            try await engine.execute(
+                try submission(options(chunkSize: 5, concurrency: 1)),
+                items: try items(30) { ["n": .number(Double($0)), "kind": $0 == 2 ? "fatal" : "ok"] })
+        }
+        #expect(report.batch.status == .failed)
+        #expect(report.batch.failureReason?.contains("auth") == true)
+        #expect(report.batch.counts.canceled > 20)
+        #expect(probe.calls.count < 10)
+    }
+
+    @Test("stop_above_ratio fails the batch once too many items failed")
+    func ratioPolicy() async throws {
+        let engine = try makeEngine(strategies)
+        var opts = options(chunkSize: 10, concurrency: 2)
+        opts.failurePolicy = .stopAboveRatio
+        opts.failureRatio = 0.3
+        opts.failureMinimumItems = 10
+        let report = try await withRunning(engine) { [opts] engine in
+            try await engine.execute(
+                try submission(opts), items: try items(200) { ["n": .number(Double($0)), "kind": $0 % 2 == 0 ? "permanent" : "ok"] })
+        }
+        #expect(report.batch.status == .failed)
+        #expect(report.batch.failureReason?.contains("stop_above_ratio") == true)
+        #expect(report.batch.counts.canceled > 0)
+    }
+
+    @Test("concurrency and the node's worker limit cap items in flight")
+    func concurrencyCap() async throws {
+        let engine = try makeEngine(strategies, workers: 3)
+        let report = try await withRunning(engine) { engine in
+            try await engine.execute(try submission(options(chunkSize: 5, concurrency: 8), delayMS: 20), items: try items(40))
+        }
+        #expect(report.batch.counts.succeeded == 40)
+        #expect(probe.maxInFlight <= 3)
+        #expect(probe.maxInFlight >= 2)
+    }
+
+    @Test("a rate limit spaces the starts of items")
+    func rateLimit() async throws {
+        let engine = try makeEngine(strategies)
+        var opts = options(chunkSize: 10, concurrency: 8)
+        opts.rateLimit = RateLimit(rate: 20)
+        let report = try await withRunning(engine) { [opts] engine in
+            try await engine.execute(try submission(opts), items: try items(30))
+        }
+        #expect(report.batch.counts.succeeded == 30)
+        let starts = probe.starts
+        // A bucket of 20/s with a burst of 20 cannot start 30 items in under 0.5 s.
+        #expect(starts.last! - starts.first! >= 0.45)
+    }
+
+    @Test("an item that runs past its timeout is retried, then dead")
+    func itemTimeout() async throws {
+        let engine = try makeEngine(strategies)
+        var opts = options(maxAttempts: 2)
+        opts.itemTimeout = 0.2
+        let report = try await withRunning(engine) { [opts] engine in
+            try await engine.execute(try submission(opts), items: try items(2) { ["n": .number(Double($0)), "kind": $0 == 0 ? "hang" : "ok"] })
+        }
+        #expect(report.items[0].status == .dead)
+        #expect(report.items[0].error?.code == "timeout")
+        #expect(report.items[1].status == .succeeded)
+        #expect(report.batch.status == .completed)
+    }
+
+    @Test("pause holds new chunks back, resume finishes the batch")
+    func pauseResume() async throws {
+        let engine = try makeEngine(strategies)
+        try await withRunning(engine) { engine in
+            let batch = try await engine.submit(try self.submission(options(chunkSize: 2, concurrency: 2), delayMS: 30), items: try items(40))
+            try await Task.sleep(for: .milliseconds(100))
+            try await engine.pause(batch.id)
+            try await Task.sleep(for: .milliseconds(300))
+            let paused = try #require(try await engine.store.batch(batch.id))
+            #expect(paused.status == .paused)
+            #expect(paused.counts.running == 0)
+            let callsWhilePaused = self.probe.calls.count
+            try await Task.sleep(for: .milliseconds(300))
+            #expect(self.probe.calls.count == callsWhilePaused)
+            #expect(callsWhilePaused < 40)
+            try await engine.resume(batch.id)
+            let done = try await engine.waitForEnd(batch.id)
+            #expect(done.status == .completed)
+            #expect(done.counts.succeeded == 40)
+        }
+    }
+
+    @Test("cancel stops the batch; retry runs the canceled and failed items again")
+    func cancelAndRetry() async throws {
+        let engine = try makeEngine(strategies)
+        try await withRunning(engine) { engine in
+            let batch = try await engine.submit(try self.submission(options(chunkSize: 2, concurrency: 2), delayMS: 20), items: try items(40))
+            try await Task.sleep(for: .milliseconds(100))
+            try await engine.cancel(batch.id)
+            let canceled = try await engine.waitForEnd(batch.id)
+            #expect(canceled.status == .canceled)
+            #expect(canceled.counts.canceled > 0)
+            #expect(canceled.counts.succeeded + canceled.counts.canceled == 40)
+            let (_, reset) = try await engine.retry(batch.id, statuses: [.canceled])
+            #expect(reset == canceled.counts.canceled)
+            let done = try await engine.waitForEnd(batch.id)
+            #expect(done.status == .completed)
+            #expect(done.counts.succeeded == 40)
+        }
+    }
+
+    @Test("require_confirmation waits for confirm")
+    func confirmation() async throws {
+        let engine = try makeEngine(strategies)
+        var opts = options()
+        opts.requireConfirmation = true
+        try await withRunning(engine) { [opts] engine in
+            let batch = try await engine.submit(try self.submission(opts), items: try items(5))
+            #expect(batch.status == .preProcessed)
+            try await Task.sleep(for: .milliseconds(200))
+            #expect(self.probe.calls.isEmpty)
+            try await engine.confirm(batch.id)
+            #expect(try await engine.waitForEnd(batch.id).counts.succeeded == 5)
+        }
+    }
+
+    @Test("a dry run validates every item, reports, and runs nothing")
+    func dryRun() async throws {
+        let engine = try makeEngine(strategies)
+        try await withRunning(engine) { engine in
+            var opts = options()
+            opts.rateLimit = RateLimit(rate: 10)
+            let batch = try await engine.submit(
+                try self.submission(opts, dryRun: true),
+                items: try items(20) { ["n": .number(Double($0)), "kind": $0 % 5 == 0 ? "invalid" : "ok"] }
+                    + [JSONText(unchecked: #"{"wrong": true}"#)])
+            #expect(batch.status == .preProcessed)
+            let report = try #require(try batch.result?.value())
+            #expect(report["total"] == 21)
+            #expect(report["invalid"] == 5)
+            #expect(report["valid"] == 16)
+            #expect(report["estimated_seconds"] == 1.6)
+            #expect(report["estimate_basis"] == "rate_limit")
+            let codes = report["errors"].flatMap { value -> [String]? in
+                guard case .array(let groups) = value else { return nil }
+                return groups.compactMap { $0["code"]?.stringValue }
+            }
+            #expect(Set(codes ?? []) == ["invalid_item"])
+            try await Task.sleep(for: .milliseconds(200))
+            #expect(self.probe.calls.isEmpty)
+            await #expect(throws: IllegalTransition.self) { try await engine.confirm(batch.id) }
+        }
+    }
+
+    @Test("unknown strategies and invalid options are refused before anything is stored")
+    func badSubmissions() async throws {
+        let engine = try makeEngine(strategies)
+        do {
+            _ = try await engine.submit(Submission(type: "nope"), items: [])
+            Issue.record("accepted an unknown strategy")
+        } catch let error as EngineError {
+            #expect(error.code == .unknownStrategy)
+            #expect(error.message.contains("known: noop, scripted"))
+        }
+        var bad = options()
+        bad.chunkSize = 0
+        do {
+            _ = try await engine.submit(try submission(bad), items: [])
+            Issue.record("accepted chunk_size 0")
+        } catch let error as EngineError {
+            #expect(error.code == .invalidSubmission)
+            #expect(error.message == "chunk_size must be between 1 and 100000, got 0")
+        }
+        do {
+            _ = try await engine.submit(Submission(type: "scripted", context: JSONText(unchecked: #"{"delayMS": "soon"}"#)), items: [])
+            Issue.record("accepted a bad context")
+        } catch let error as EngineError {
+            #expect(error.message.contains("'delayMS' should be a number"))
+        }
+        #expect(try await engine.store.batches(BatchQuery()).isEmpty)
+    }
+
+    @Test("subscribers see status events and throttled progress, in order")
+    func events() async throws {
+        let engine = try makeEngine(strategies)
+        try await withRunning(engine) { engine in
+            let stream = try await engine.events()
+            let batch = try await engine.submit(try self.submission(options(chunkSize: 5, concurrency: 4), delayMS: 5), items: try items(60))
+            var types: [BatchEventType] = []
+            var progress = 0
+            for await event in stream where event.batchID == batch.id {
+                if event.type == .progress {
+                    progress += 1
+                    continue
+                }
+                types.append(event.type)
+                if event.type == .completed { break }
+            }
+            #expect(types == [.created, .sealed, .preProcessed, .confirmed, .processing, .completed])
+            #expect(progress >= 1)
+            #expect(progress <= 20)
+        }
+    }
+
+    @Test("a graceful drain lets running items finish and leaves the rest for the next start")
+    func drain() async throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("tranche-drain-\(UUID())")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        let path = directory.appendingPathComponent("d.db").path
+        let first = try makeEngineAt(path)
+        let batchID = try await withRunning(first) { engine in
+            let batch = try await engine.submit(try self.submission(options(chunkSize: 4, concurrency: 2), delayMS: 50), items: try items(30))
+            try await Task.sleep(for: .milliseconds(200))
+            return batch.id
+        }
+        let stopped = try #require(try await first.store.batch(batchID))
+        #expect(stopped.counts.running == 0)
+        #expect(stopped.counts.succeeded > 0 && stopped.counts.succeeded < 30)
+        #expect(stopped.counts.rescued == 0)
+        let second = try makeEngineAt(path)
+        let done = try await withRunning(second) { engine in try await engine.waitForEnd(batchID) }
+        #expect(done.status == .completed)
+        #expect(done.counts.succeeded == 30)
+        #expect(probe.calls.values.allSatisfy { $0 == 1 })
+    }
+
+    func makeEngineAt(_ path: String) throws -> TrancheEngine {
+        var configuration = TrancheEngine.Configuration()
+        configuration.sweepInterval = 0.05
+        configuration.checkpointInterval = 0.1
+        return TrancheEngine(
+            store: try TrancheSQLiteStoreOpener.open(path), strategies: strategies, configuration: configuration)
+    }
+
+    @Test("a chunk strategy (noop) runs a large batch")
+    func noop() async throws {
+        let engine = try makeEngine(strategies)
+        let record = try await withRunning(engine) { engine in
+            let batch = try await engine.submit(
+                Submission(type: "noop", options: options(chunkSize: 500)), items: try items(5_000))
+            return try await engine.waitForEnd(batch.id)
+        }
+        #expect(record.counts.succeeded == 5_000)
+    }
+
+    @Test("the typed submit streams a long sequence in blocks")
+    func streamingSubmit() async throws {
+        let engine = try makeEngine(strategies)
+        let record = try await withRunning(engine) { engine in
+            let batch = try await engine.submit(
+                try self.submission(options(chunkSize: 50)), items: (0..<2_500).map { ScriptedStrategy.Item(n: $0) },
+                inlineLimit: 1_000)
+            return try await engine.waitForEnd(batch.id)
+        }
+        #expect(record.counts.total == 2_500)
+        #expect(record.counts.succeeded == 2_500)
+    }
+}
