@@ -67,7 +67,23 @@ public struct HTTPStrategy: BatchStrategy {
 
     public init(configuration: Configuration = Configuration()) {
         self.configuration = configuration
-        self.client = HTTPClient.shared
+        self.client = configuration.allowedHosts == nil ? Self.followingClient : Self.fencedClient
+    }
+
+    /// Clients for the life of the process: a refused connection fails at
+    /// once (the engine retries the item with backoff), many connections per
+    /// host are allowed (the batch's concurrency is the limit), and redirects
+    /// are followed only when no allow-list is in force.
+    static let followingClient = makeClient(redirects: .follow(max: 5, allowCycles: false))
+    static let fencedClient = makeClient(redirects: .disallow)
+
+    static func makeClient(redirects: HTTPClient.Configuration.RedirectConfiguration) -> HTTPClient {
+        var configuration = HTTPClient.Configuration()
+        configuration.redirectConfiguration = redirects
+        configuration.timeout = .init(connect: .seconds(10), read: .seconds(300))
+        configuration.connectionPool = .init(idleTimeout: .seconds(60), concurrentHTTP1ConnectionsPerHostSoftLimit: 256)
+        configuration.connectionPool.retryConnectionEstablishment = false
+        return HTTPClient(eventLoopGroup: HTTPClient.defaultEventLoopGroup, configuration: configuration)
     }
 
     static let methods: Set<String> = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD"]

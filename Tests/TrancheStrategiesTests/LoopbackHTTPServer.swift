@@ -1,0 +1,101 @@
+import Foundation
+import NIOCore
+import NIOHTTP1
+import NIOPosix
+import Synchronization
+
+/// A real HTTP server on 127.0.0.1 for the `http` strategy's tests.
+final class LoopbackHTTPServer: Sendable {
+    struct Request: Sendable {
+        var method: String
+        var uri: String
+        var headers: [String: String]
+        var body: String
+    }
+
+    struct Response: Sendable {
+        var status: Int
+        var headers: [String: String] = [:]
+        var body: String = ""
+    }
+
+    typealias Respond = @Sendable (Request, Int) -> Response
+
+    let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+    private let channel: Mutex<(any Channel)?> = Mutex(nil)
+    private let recorded = Mutex<[Request]>([])
+    let respond: Respond
+
+    init(respond: @escaping Respond) {
+        self.respond = respond
+    }
+
+    var requests: [Request] { recorded.withLock { $0 } }
+
+    /// Starts listening on a free port and returns it.
+    func start() async throws -> Int {
+        let bootstrap = ServerBootstrap(group: group)
+            .serverChannelOption(ChannelOptions.socketOption(.so_reuseaddr), value: 1)
+            .childChannelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.configureHTTPServerPipeline()
+                    try channel.pipeline.syncOperations.addHandler(Handler(server: self))
+                }
+            }
+        let channel = try await bootstrap.bind(host: "127.0.0.1", port: 0).get()
+        self.channel.withLock { $0 = channel }
+        return channel.localAddress!.port!
+    }
+
+    func stop() async throws {
+        let channel = self.channel.withLock { $0 }
+        try await channel?.close()
+        try await group.shutdownGracefully()
+    }
+
+    fileprivate func handle(_ request: Request) -> Response {
+        let index = recorded.withLock { requests -> Int in
+            requests.append(request)
+            return requests.count
+        }
+        return respond(request, index)
+    }
+
+    private final class Handler: ChannelInboundHandler {
+        typealias InboundIn = HTTPServerRequestPart
+        typealias OutboundOut = HTTPServerResponsePart
+
+        let server: LoopbackHTTPServer
+        var head: HTTPRequestHead?
+        var body = ""
+
+        init(server: LoopbackHTTPServer) {
+            self.server = server
+        }
+
+        func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+            switch unwrapInboundIn(data) {
+            case .head(let head):
+                self.head = head
+                body = ""
+            case .body(let buffer):
+                body += String(buffer: buffer)
+            case .end:
+                guard let head else { return }
+                var headers: [String: String] = [:]
+                for (name, value) in head.headers { headers[name.lowercased()] = value }
+                let response = server.handle(
+                    Request(method: head.method.rawValue, uri: head.uri, headers: headers, body: body))
+                var responseHeaders = HTTPHeaders()
+                for (name, value) in response.headers { responseHeaders.add(name: name, value: value) }
+                responseHeaders.add(name: "Content-Length", value: String(response.body.utf8.count))
+                context.write(
+                    wrapOutboundOut(
+                        .head(HTTPResponseHead(version: head.version, status: .init(statusCode: response.status), headers: responseHeaders))),
+                    promise: nil)
+                context.write(wrapOutboundOut(.body(.byteBuffer(ByteBuffer(string: response.body)))), promise: nil)
+                context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
+            }
+        }
+    }
+}
