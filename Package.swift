@@ -86,20 +86,24 @@ let package = Package(
             dependencies: ["TrancheEngine", "TrancheSQLite", "TrancheStrategies"],
             swiftSettings: strictSwift
         ),
-        .testTarget(
-            name: "TrancheStrategiesTests",
+        .target(
+            name: "TrancheTestSupport",
             dependencies: [
-                "TrancheStrategies",
-                "TrancheSQLite",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
             ],
+            path: "Tests/TrancheTestSupport",
+            swiftSettings: strictSwift
+        ),
+        .testTarget(
+            name: "TrancheStrategiesTests",
+            dependencies: ["TrancheStrategies", "TrancheSQLite", "TrancheTestSupport"],
             swiftSettings: strictSwift
         ),
         .testTarget(
             name: "TrancheCLITests",
-            dependencies: ["tranche", "TrancheSQLite"],
+            dependencies: ["tranche", "TrancheSQLite", "TrancheTestSupport"],
             swiftSettings: strictSwift
         ),
     ]

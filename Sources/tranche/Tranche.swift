@@ -1,4 +1,5 @@
 import ArgumentParser
+import Foundation
 
 /// The `tranche` command line.
 @main
@@ -7,6 +8,24 @@ struct Tranche: AsyncParsableCommand {
         commandName: "tranche",
         abstract: "Durable batch processing: chunks, bounded concurrency, retries, checkpoints.",
         subcommands: [RunCommand.self, BenchCommand.self])
+
+    /// Parses and runs; a usage error exits 1 (not ArgumentParser's 64), as documented.
+    static func main() async {
+        do {
+            var command = try parseAsRoot()
+            if var command = command as? any AsyncParsableCommand {
+                try await command.run()
+            } else {
+                try command.run()
+            }
+        } catch {
+            if exitCode(for: error) == .validationFailure {
+                FileHandle.standardError.write(Data((fullMessage(for: error) + "\n").utf8))
+                Foundation.exit(ExitCodes.failure)
+            }
+            exit(withError: error)
+        }
+    }
 }
 
 /// Exit codes shared by every command.

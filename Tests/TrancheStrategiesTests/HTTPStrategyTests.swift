@@ -3,6 +3,7 @@ import Testing
 import TrancheEngine
 import TrancheSQLite
 import TrancheStrategies
+import TrancheTestSupport
 
 @Suite("http strategy")
 struct HTTPStrategyTests {

@@ -1,39 +1,45 @@
 import Foundation
-import NIOCore
+public import NIOCore
 import NIOHTTP1
 import NIOPosix
 import Synchronization
 
 /// A real HTTP server on 127.0.0.1 for the `http` strategy's tests.
-final class LoopbackHTTPServer: Sendable {
-    struct Request: Sendable {
-        var method: String
-        var uri: String
-        var headers: [String: String]
-        var body: String
+public final class LoopbackHTTPServer: Sendable {
+    public struct Request: Sendable {
+        public var method: String
+        public var uri: String
+        public var headers: [String: String]
+        public var body: String
     }
 
-    struct Response: Sendable {
-        var status: Int
-        var headers: [String: String] = [:]
-        var body: String = ""
+    public struct Response: Sendable {
+        public var status: Int
+        public var headers: [String: String]
+        public var body: String
+
+        public init(status: Int, headers: [String: String] = [:], body: String = "") {
+            self.status = status
+            self.headers = headers
+            self.body = body
+        }
     }
 
-    typealias Respond = @Sendable (Request, Int) -> Response
+    public typealias Respond = @Sendable (Request, Int) -> Response
 
     let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
     private let channel: Mutex<(any Channel)?> = Mutex(nil)
     private let recorded = Mutex<[Request]>([])
     let respond: Respond
 
-    init(respond: @escaping Respond) {
+    public init(respond: @escaping Respond) {
         self.respond = respond
     }
 
-    var requests: [Request] { recorded.withLock { $0 } }
+    public var requests: [Request] { recorded.withLock { $0 } }
 
     /// Starts listening on a free port and returns it.
-    func start() async throws -> Int {
+    public func start() async throws -> Int {
         let bootstrap = ServerBootstrap(group: group)
             .serverChannelOption(ChannelOptions.socketOption(.so_reuseaddr), value: 1)
             .childChannelInitializer { channel in
@@ -47,7 +53,7 @@ final class LoopbackHTTPServer: Sendable {
         return channel.localAddress!.port!
     }
 
-    func stop() async throws {
+    public func stop() async throws {
         let channel = self.channel.withLock { $0 }
         try await channel?.close()
         try await group.shutdownGracefully()

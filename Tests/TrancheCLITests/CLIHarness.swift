@@ -1,0 +1,94 @@
+import Foundation
+import Testing
+
+/// The `tranche` binary built beside the tests.
+let trancheBinary: String = {
+    let runner = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
+    let beside = runner.appendingPathComponent("tranche").path
+    if FileManager.default.isExecutableFile(atPath: beside) { return beside }
+    // The package's default build folder, from this file's location.
+    let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+        .deletingLastPathComponent()
+    return root.appendingPathComponent(".build/debug/tranche").path
+}()
+
+/// A scratch directory per test.
+func scratchDirectory() throws -> URL {
+    let directory = FileManager.default.temporaryDirectory.appendingPathComponent("tranche-cli-\(UUID())")
+    try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+    return directory
+}
+
+/// A running `tranche` process.
+final class TrancheProcess: @unchecked Sendable {
+    let process = Process()
+    let stdoutURL: URL
+    let stderrURL: URL
+    let stdin = Pipe()
+
+    init(_ arguments: [String], in directory: URL, stdinFromPipe: Bool = false) throws {
+        stdoutURL = directory.appendingPathComponent("stdout-\(UUID())")
+        stderrURL = directory.appendingPathComponent("stderr-\(UUID())")
+        FileManager.default.createFile(atPath: stdoutURL.path, contents: nil)
+        FileManager.default.createFile(atPath: stderrURL.path, contents: nil)
+        process.executableURL = URL(fileURLWithPath: trancheBinary)
+        process.arguments = arguments
+        process.currentDirectoryURL = directory
+        process.standardOutput = try FileHandle(forWritingTo: stdoutURL)
+        process.standardError = try FileHandle(forWritingTo: stderrURL)
+        process.standardInput = stdinFromPipe ? stdin : FileHandle.nullDevice
+        try process.run()
+    }
+
+    /// Waits for the exit, at most `seconds`.
+    func wait(seconds: Double = 120) async throws -> Int32 {
+        let deadline = ContinuousClock.now + .seconds(seconds)
+        while process.isRunning {
+            if ContinuousClock.now > deadline {
+                process.terminate()
+                Issue.record("tranche did not exit within \(seconds) s; stderr: \(stderr)")
+                return -1
+            }
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        return process.terminationStatus
+    }
+
+    /// Writes `data` to the process's stdin from a background thread, then
+    /// closes it when `close` is set; a process that exits early is not an error here.
+    func feed(_ data: Data, close: Bool) {
+        let handle = stdin.fileHandleForWriting
+        DispatchQueue.global().async {
+            try? handle.write(contentsOf: data)
+            if close { try? handle.close() }
+        }
+    }
+
+    func kill9() {
+        kill(process.processIdentifier, SIGKILL)
+        process.waitUntilExit()
+    }
+
+    var stdout: String { (try? String(contentsOf: stdoutURL, encoding: .utf8)) ?? "" }
+    var stderr: String { (try? String(contentsOf: stderrURL, encoding: .utf8)) ?? "" }
+}
+
+/// Runs `tranche` to its end and returns its exit status and outputs.
+func tranche(_ arguments: [String], in directory: URL) async throws -> (status: Int32, stdout: String, stderr: String) {
+    let process = try TrancheProcess(arguments, in: directory)
+    let status = try await process.wait()
+    return (status, process.stdout, process.stderr)
+}
+
+/// Parses the JSON summary `--json` prints.
+func summary(_ stdout: String) throws -> [String: Any] {
+    let line = try #require(stdout.split(separator: "\n").last)
+    return try #require(try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any])
+}
+
+func writeItems(_ count: Int, to url: URL, make: (Int) -> String = { #"{"id":\#($0)}"# }) throws {
+    var text = ""
+    text.reserveCapacity(count * 12)
+    for index in 0..<count { text += make(index) + "\n" }
+    try text.write(to: url, atomically: true, encoding: .utf8)
+}
