@@ -282,7 +282,9 @@ struct EngineTests {
         let first = try makeEngineAt(path)
         let batchID = try await withRunning(first) { engine in
             let batch = try await engine.submit(try self.submission(options(chunkSize: 4, concurrency: 2), delayMS: 50), items: try items(30))
-            try await Task.sleep(for: .milliseconds(200))
+            while try await engine.store.batch(batch.id)?.counts.succeeded ?? 0 < 4 {
+                try await Task.sleep(for: .milliseconds(10))
+            }
             return batch.id
         }
         let stopped = try #require(try await first.store.batch(batchID))
