@@ -17,7 +17,8 @@ public struct ItemError: Error, Sendable, Hashable, Codable, CustomStringConvert
 
     public init(code: String, message: String, category: ErrorCategory, retryAfter: Double? = nil) {
         self.code = code
-        self.message = message.count > Self.maximumMessageLength
+        self.message =
+            message.count > Self.maximumMessageLength
             ? String(message.prefix(Self.maximumMessageLength)) : message
         self.category = category
         self.retryAfter = retryAfter

@@ -15,13 +15,11 @@ final class Pacer: Sendable {
     /// Waits until the item may start. Returns false (holding nothing) when
     /// the task was canceled.
     func admit(clock: ContinuousClock) async -> Bool {
-        var held: [AsyncSemaphore] = []
-        for semaphore in semaphores {
+        for (index, semaphore) in semaphores.enumerated() {
             guard await semaphore.acquire() else {
-                held.reversed().forEach { $0.release() }
+                release(first: index)
                 return false
             }
-            held.append(semaphore)
         }
         for bucket in buckets {
             let now = clock.now.secondsSinceReference
@@ -30,7 +28,7 @@ final class Pacer: Sendable {
                 do {
                     try await Task.sleep(for: .milliseconds(Int((wait * 1000).rounded(.up))))
                 } catch {
-                    held.reversed().forEach { $0.release() }
+                    release()
                     return false
                 }
             }
@@ -38,8 +36,13 @@ final class Pacer: Sendable {
         return true
     }
 
+    /// Releases what ``admit(clock:)`` took.
     func release() {
-        semaphores.reversed().forEach { $0.release() }
+        release(first: semaphores.count)
+    }
+
+    private func release(first count: Int) {
+        for semaphore in semaphores.prefix(count).reversed() { semaphore.release() }
     }
 }
 

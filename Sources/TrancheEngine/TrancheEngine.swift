@@ -308,7 +308,9 @@ public final class TrancheEngine: Service, Sendable {
             guard let record = try await store.batch(id) else {
                 throw StoreError(.batchNotFound, "no batch \(id)")
             }
-            if (record.status.isEnded && record.counts.running == 0) || (record.dryRun && record.status == .preProcessed) {
+            if (record.status.isEnded && record.counts.running == 0)
+                || (record.dryRun && record.status == .preProcessed)
+            {
                 return record
             }
             try Task.checkCancellation()

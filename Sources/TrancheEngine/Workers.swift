@@ -353,7 +353,9 @@ extension TrancheEngine {
         guard hub.hasSubscribers else { return }
         let now = clock.now
         let due = progressTimes.withLock { times -> Bool in
-            if !force, let last = times[id], last.duration(to: now) < .milliseconds(Int(configuration.progressInterval * 1000)) {
+            if !force, let last = times[id],
+                last.duration(to: now) < .milliseconds(Int(configuration.progressInterval * 1000))
+            {
                 return false
             }
             times[id] = now

@@ -102,20 +102,26 @@ extension SQLiteBatchStore {
             chunkStart = last + 1
             runnableInChunk = 0
         }
+        let raw = RawStatement(insert)
         for item in items {
+            raw.bind(1, stored.key)
+            raw.bind(2, seq)
+            raw.bind(4, item.payload.text)
+            raw.bind(8, nowMS)
             if let rejection = item.rejection {
                 rejected += 1
-                insert.setUncheckedArguments([
-                    stored.key, seq, ItemStatus.skipped.rawValue, item.payload.text, rejection.code,
-                    rejection.message, rejection.category.rawValue, nowMS,
-                ])
+                raw.bind(3, Int64(ItemStatus.skipped.rawValue))
+                raw.bind(5, rejection.code)
+                raw.bind(6, rejection.message)
+                raw.bind(7, rejection.category.rawValue)
             } else {
                 runnableInChunk += 1
-                insert.setUncheckedArguments([
-                    stored.key, seq, ItemStatus.pending.rawValue, item.payload.text, nil, nil, nil, nowMS,
-                ])
+                raw.bind(3, Int64(ItemStatus.pending.rawValue))
+                raw.bind(5, nil as String?)
+                raw.bind(6, nil as String?)
+                raw.bind(7, nil as String?)
             }
-            try insert.execute()
+            try raw.execute()
             if seq - chunkStart + 1 == chunkSize { try closeChunk(through: seq) }
             seq += 1
         }
@@ -164,7 +170,8 @@ extension SQLiteBatchStore {
     static func cancelItems(_ db: Database, _ key: Int64, first: Int64, last: Int64) throws -> BatchCounts {
         var delta = BatchCounts()
         let cancel = try db.cachedStatement(
-            sql: "UPDATE items SET status = 6, next_attempt_at = NULL WHERE batch_key = ? AND seq BETWEEN ? AND ? AND status = ?"
+            sql:
+                "UPDATE items SET status = 6, next_attempt_at = NULL WHERE batch_key = ? AND seq BETWEEN ? AND ? AND status = ?"
         )
         for status in [ItemStatus.pending, .failed] {
             try cancel.execute(arguments: [key, first, last, status.rawValue])
@@ -272,8 +279,9 @@ extension SQLiteBatchStore {
 
     /// Seals a batch: pre-processes it, confirms it unless confirmation is
     /// required, and completes it at once when it holds nothing to run.
-    static func seal(_ db: Database, _ stored: StoredBatch, now: Date) throws -> (batch: StoredBatch, events: [BatchEvent])
-    {
+    static func seal(_ db: Database, _ stored: StoredBatch, now: Date) throws -> (
+        batch: StoredBatch, events: [BatchEvent]
+    ) {
         guard !stored.record.sealed else { return (stored, []) }
         guard !stored.record.status.isEnded else {
             throw StoreError(.invalidAppend, "batch \(stored.record.id) has ended")
@@ -282,7 +290,8 @@ extension SQLiteBatchStore {
         var current = try batch(db, key: stored.key)!
         var events: [BatchEvent] = []
         events.append(
-            try recordEvent(db, current, .sealed, at: now, data: ["total": .number(Double(current.record.counts.total))]))
+            try recordEvent(
+                db, current, .sealed, at: now, data: ["total": .number(Double(current.record.counts.total))]))
         if current.record.status == .created {
             let applied = try apply(db, current, .preProcess, reason: nil, now: now)
             current = applied.batch
@@ -302,9 +311,10 @@ extension SQLiteBatchStore {
         batch: StoredBatch, events: [BatchEvent]
     ) {
         guard stored.record.sealed, stored.record.status.isRunnable else { return (stored, []) }
-        let unfinished = try Bool.fetchOne(
-            db.cachedStatement(sql: "SELECT EXISTS (SELECT 1 FROM chunks WHERE batch_key = ? AND state != 2)"),
-            arguments: [stored.key]) ?? false
+        let unfinished =
+            try Bool.fetchOne(
+                db.cachedStatement(sql: "SELECT EXISTS (SELECT 1 FROM chunks WHERE batch_key = ? AND state != 2)"),
+                arguments: [stored.key]) ?? false
         guard !unfinished else { return (stored, []) }
         switch BatchOutcome.whenAllTerminal(stored.record.counts) {
         case .completed:
@@ -341,7 +351,8 @@ extension SQLiteBatchStore {
             try db.execute(
                 sql: "UPDATE batches SET leased_chunks = max(0, leased_chunks - 1) WHERE key = ?", arguments: [key])
             try db.execute(
-                sql: "UPDATE chunks SET lease_owner = NULL, lease_expires_at = NULL, claimed_items = 0, rescues = ? WHERE id = ?",
+                sql:
+                    "UPDATE chunks SET lease_owner = NULL, lease_expires_at = NULL, claimed_items = 0, rescues = ? WHERE id = ?",
                 arguments: [rescues, chunkID])
             var split = false
             var quarantined: Int64?
@@ -351,7 +362,8 @@ extension SQLiteBatchStore {
             } else if rescues >= splitAfter {
                 let open = try Row.fetchAll(
                     db,
-                    sql: "SELECT seq, status FROM items WHERE batch_key = ? AND seq BETWEEN ? AND ? AND status IN (0, 3) ORDER BY seq",
+                    sql:
+                        "SELECT seq, status FROM items WHERE batch_key = ? AND seq BETWEEN ? AND ? AND status IN (0, 3) ORDER BY seq",
                     arguments: [key, first, last])
                 if open.count == 1, let item = open.first {
                     let seq: Int64 = item[0]
@@ -376,7 +388,8 @@ extension SQLiteBatchStore {
                         sql: "UPDATE chunks SET last_seq = ?, state = 0, ready_at = 0 WHERE id = ?",
                         arguments: [middle, chunkID])
                     try db.execute(
-                        sql: "INSERT INTO chunks(batch_key, first_seq, last_seq, state, rescues) VALUES (?, ?, ?, 0, ?)",
+                        sql:
+                            "INSERT INTO chunks(batch_key, first_seq, last_seq, state, rescues) VALUES (?, ?, ?, 0, ?)",
                         arguments: [key, middle + 1, last, rescues])
                     split = true
                 } else {

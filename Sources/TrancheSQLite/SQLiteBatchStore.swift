@@ -260,40 +260,83 @@ public final class SQLiteBatchStore: BatchStore {
             let ended = stored.record.status.isEnded
             var delta = BatchCounts()
             var events: [BatchEvent] = []
-            let update = try db.cachedStatement(
-                sql: """
-                    UPDATE items SET status = ?, attempts = ?, output = ?, error_code = ?, error_message = ?,
-                        error_category = ?, next_attempt_at = ?, updated_at = ?
-                    WHERE batch_key = ? AND seq = ?
-                    """)
-            for outcome in outcomes {
-                // A retry of a batch that has ended will never come: cancel it.
-                let status = ended && outcome.status == .failed ? ItemStatus.canceled : outcome.status
-                update.setUncheckedArguments([
-                    status.rawValue, outcome.attempt, outcome.output?.text, outcome.error?.code,
-                    outcome.error?.message, outcome.error?.category.rawValue,
-                    status == .failed ? outcome.nextAttemptAt?.milliseconds : nil, nowMS, stored.key,
-                    outcome.seq,
-                ])
-                try update.execute()
-                delta.move(from: outcome.previousStatus, to: status)
-                if outcome.attempt > 1 { delta.retried += 1 }
-                if status == .dead {
-                    events.append(
-                        try Self.recordEvent(
-                            db, stored, .itemDead, at: now,
-                            data: [
-                                "seq": .number(Double(outcome.seq)),
-                                "code": .string(outcome.error?.code ?? ""),
-                                "message": .string(outcome.error?.message ?? ""),
-                            ]))
+            let update = RawStatement(
+                try db.cachedStatement(
+                    sql: """
+                        UPDATE items SET status = ?, attempts = ?, output = ?, error_code = ?, error_message = ?,
+                            error_category = ?, next_attempt_at = ?, updated_at = ?
+                        WHERE batch_key = ? AND seq = ?
+                        """))
+            let updateRange = RawStatement(
+                try db.cachedStatement(
+                    sql: """
+                        UPDATE items SET status = ?, attempts = ?, output = NULL, error_code = NULL,
+                            error_message = NULL, error_category = NULL, next_attempt_at = NULL, updated_at = ?
+                        WHERE batch_key = ? AND seq BETWEEN ? AND ?
+                        """))
+            // A retry of a batch that has ended will never come: cancel it.
+            let sorted = outcomes.sorted { $0.seq < $1.seq }
+            func storedStatus(of outcome: ItemOutcome) -> ItemStatus {
+                ended && outcome.status == .failed ? .canceled : outcome.status
+            }
+            func isPlain(_ outcome: ItemOutcome) -> Bool { outcome.output == nil && outcome.error == nil }
+            var index = 0
+            while index < sorted.count {
+                let outcome = sorted[index]
+                let status = storedStatus(of: outcome)
+                // Consecutive items with the same plain result are written as one range.
+                var last = index
+                if isPlain(outcome) {
+                    while last + 1 < sorted.count, sorted[last + 1].seq == sorted[last].seq + 1,
+                        isPlain(sorted[last + 1]), sorted[last + 1].attempt == outcome.attempt,
+                        storedStatus(of: sorted[last + 1]) == status
+                    {
+                        last += 1
+                    }
                 }
+                if last > index || isPlain(outcome) {
+                    updateRange.bind(1, Int64(status.rawValue))
+                    updateRange.bind(2, Int64(outcome.attempt))
+                    updateRange.bind(3, nowMS)
+                    updateRange.bind(4, stored.key)
+                    updateRange.bind(5, outcome.seq)
+                    updateRange.bind(6, sorted[last].seq)
+                    try updateRange.execute()
+                } else {
+                    update.bind(1, Int64(status.rawValue))
+                    update.bind(2, Int64(outcome.attempt))
+                    update.bind(3, outcome.output?.text)
+                    update.bind(4, outcome.error?.code)
+                    update.bind(5, outcome.error?.message)
+                    update.bind(6, outcome.error?.category.rawValue)
+                    update.bind(7, status == .failed ? outcome.nextAttemptAt?.milliseconds : nil)
+                    update.bind(8, nowMS)
+                    update.bind(9, stored.key)
+                    update.bind(10, outcome.seq)
+                    try update.execute()
+                }
+                for item in sorted[index...last] {
+                    delta.move(from: item.previousStatus, to: status)
+                    if item.attempt > 1 { delta.retried += 1 }
+                    if status == .dead {
+                        events.append(
+                            try Self.recordEvent(
+                                db, stored, .itemDead, at: now,
+                                data: [
+                                    "seq": .number(Double(item.seq)),
+                                    "code": .string(item.error?.code ?? ""),
+                                    "message": .string(item.error?.message ?? ""),
+                                ]))
+                    }
+                }
+                index = last + 1
             }
             delta.running = -Int64(outcomes.count)
             if finish {
-                let claimed = try Int64.fetchOne(
-                    db.cachedStatement(sql: "SELECT claimed_items FROM chunks WHERE id = ?"),
-                    arguments: [lease.chunkID]) ?? 0
+                let claimed =
+                    try Int64.fetchOne(
+                        db.cachedStatement(sql: "SELECT claimed_items FROM chunks WHERE id = ?"),
+                        arguments: [lease.chunkID]) ?? 0
                 delta.running = -claimed
                 try db.cachedStatement(
                     sql: "UPDATE batches SET leased_chunks = leased_chunks - 1 WHERE key = ?"
@@ -317,7 +360,8 @@ public final class SQLiteBatchStore: BatchStore {
                 stored = try Self.batch(db, key: stored.key)!
             }
             if !stored.record.status.isEnded {
-                let reason = failBatch ?? BatchOutcome.failurePolicyTrips(stored.record.counts, options: stored.record.options)
+                let reason =
+                    failBatch ?? BatchOutcome.failurePolicyTrips(stored.record.counts, options: stored.record.options)
                 if let reason {
                     let applied = try Self.apply(db, stored, .fail, reason: reason, now: now)
                     stored = applied.batch

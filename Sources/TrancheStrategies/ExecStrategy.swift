@@ -1,6 +1,6 @@
 import Foundation
-public import TrancheEngine
 import TrancheCore
+public import TrancheEngine
 
 #if canImport(Glibc)
     import Glibc
@@ -25,7 +25,9 @@ public struct ExecStrategy: BatchStrategy {
         /// Bytes of stdout kept as output. Default 1 MiB.
         public var maxOutputBytes: Int?
 
-        public init(command: String? = nil, argv: [String]? = nil, env: [String: String]? = nil, maxOutputBytes: Int? = nil) {
+        public init(
+            command: String? = nil, argv: [String]? = nil, env: [String: String]? = nil, maxOutputBytes: Int? = nil
+        ) {
             self.command = command
             self.argv = argv
             self.env = env
@@ -95,7 +97,8 @@ public struct ExecStrategy: BatchStrategy {
         case .exit(let code):
             throw ItemError.retryable("exit_\(code)", message.isEmpty ? "the command exited with \(code)" : message)
         case .signal(let signal):
-            throw ItemError.retryable("signal_\(signal)", message.isEmpty ? "the command was killed by signal \(signal)" : message)
+            throw ItemError.retryable(
+                "signal_\(signal)", message.isEmpty ? "the command was killed by signal \(signal)" : message)
         case .launchFailed(let reason):
             throw ItemError.fatal("exec_failed", "the command could not start: \(reason)")
         }

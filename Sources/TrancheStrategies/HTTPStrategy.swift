@@ -96,7 +96,8 @@ public struct HTTPStrategy: BatchStrategy {
         }
         context.method = method
         let probe = context.url.replacingOccurrences(of: "{{", with: "x").replacingOccurrences(of: "}}", with: "x")
-        guard let url = URL(string: probe), let scheme = url.scheme?.lowercased(), scheme == "http" || scheme == "https",
+        guard let url = URL(string: probe), let scheme = url.scheme?.lowercased(),
+            scheme == "http" || scheme == "https",
             let host = url.host, !host.isEmpty
         else {
             throw OptionsError("context.url must be an http or https URL template, got '\(context.url)'")
@@ -164,7 +165,8 @@ public struct HTTPStrategy: BatchStrategy {
         } catch let error as HTTPClientError {
             throw ItemError.retryable("connection_error", "the request failed: \(error.shortDescription)")
         } catch {
-            throw ItemError.retryable("connection_error", "the request failed (\(String(describing: Swift.type(of: error))))")
+            throw ItemError.retryable(
+                "connection_error", "the request failed (\(String(describing: Swift.type(of: error))))")
         }
         let text = String(buffer: body)
         let bodyValue: JSONValue = (try? JSONText(validating: text).value()) ?? (text.isEmpty ? .null : .string(text))
@@ -240,7 +242,11 @@ struct Template {
             }
             let name = rest[open.upperBound..<close.lowerBound].trimmingCharacters(in: .whitespaces)
             let value = self.value(of: name) ?? ""
-            result += encode ? (value.addingPercentEncoding(withAllowedCharacters: .urlPathAllowed.subtracting(CharacterSet(charactersIn: "/?&=#+"))) ?? value) : value
+            result +=
+                encode
+                ? (value.addingPercentEncoding(
+                    withAllowedCharacters: .urlPathAllowed.subtracting(CharacterSet(charactersIn: "/?&=#+"))) ?? value)
+                : value
             rest = rest[close.upperBound...]
         }
         result += rest

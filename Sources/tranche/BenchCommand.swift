@@ -1,6 +1,231 @@
 import ArgumentParser
+import Foundation
+import GRDBSQLite
 
-/// `tranche bench`: throughput figures (filled in below).
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// `tranche bench`: end-to-end throughput of `tranche run` with `noop`
+/// items in both durability modes, with peak RSS, beside the raw SQLite
+/// rates of the same machine. Figures only: nothing is asserted.
 struct BenchCommand: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "bench", abstract: "Measure throughput.")
+    static let configuration = CommandConfiguration(
+        commandName: "bench",
+        abstract: "Measure end-to-end throughput and the raw SQLite rates of this machine.")
+
+    @Option(help: "Items in the end-to-end run.")
+    var items = 1_000_000
+
+    @Option(help: "Chunk size for the end-to-end run and the raw claim/complete loop.")
+    var chunkSize = 1_000
+
+    @Option(help: "Durability modes to measure (comma-separated: full,normal).")
+    var modes = "full,normal"
+
+    @Flag(help: "Skip the raw SQLite measurements.")
+    var skipRaw = false
+
+    @Option(help: "Directory for the input and the state files (default: a new temporary directory).")
+    var directory: String?
+
+    func run() async throws {
+        let folder =
+            directory ?? FileManager.default.temporaryDirectory.appendingPathComponent("tranche-bench-\(getpid())").path
+        try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
+        let input = folder + "/items.ndjson"
+        try generateInput(count: items, path: input)
+        print("| measurement | result |")
+        print("|---|---|")
+        for mode in modes.split(separator: ",").map(String.init) {
+            let state = folder + "/bench-\(mode).db"
+            for suffix in ["", "-wal", "-shm", ".lock"] { unlink(state + suffix) }
+            let result = try measureRun(arguments: [
+                "run", "--input", input, "--type", "noop", "--chunk-size", String(chunkSize), "--durability", mode,
+                "--state", state, "--json", "--quiet",
+            ])
+            let rate = Double(items) / result.seconds
+            print(
+                "| `tranche run` \(format(Int64(items))) noop items, durability \(mode) | "
+                    + "\(format(Int64(rate))) items/s (\(String(format: "%.2f", result.seconds)) s), peak RSS \(result.peakRSSKiB / 1024) MiB |"
+            )
+        }
+        if !skipRaw {
+            let raw = try RawSQLiteBench(folder: folder, rows: min(items, 1_000_000), chunkSize: chunkSize)
+            print("| raw SQLite: prepared inserts, one transaction | \(format(Int64(try raw.inserts()))) rows/s |")
+            for mode in ["FULL", "NORMAL"] {
+                print(
+                    "| raw SQLite: claim + complete, 2 transactions per chunk of \(chunkSize), synchronous=\(mode) | "
+                        + "\(format(Int64(try raw.claimComplete(synchronous: mode)))) items/s |")
+            }
+            print(
+                "| raw SQLite: one commit with synchronous=FULL (fsync) | \(String(format: "%.2f", try raw.commitMilliseconds())) ms |"
+            )
+        }
+        try? FileManager.default.removeItem(atPath: folder)
+    }
+
+    func generateInput(count: Int, path: String) throws {
+        guard FileManager.default.createFile(atPath: path, contents: nil),
+            let handle = FileHandle(forWritingAtPath: path)
+        else { throw CLIError("cannot write \(path)") }
+        defer { try? handle.close() }
+        var block = ""
+        for index in 0..<count {
+            block += #"{"id":\#(index),"email":"user\#(index)@example.com"}"# + "\n"
+            if block.utf8.count > 1 << 20 {
+                try handle.write(contentsOf: Data(block.utf8))
+                block = ""
+            }
+        }
+        try handle.write(contentsOf: Data(block.utf8))
+    }
+
+    /// Runs this binary with `arguments`; returns the wall time and the child's peak RSS.
+    func measureRun(arguments: [String]) throws -> (seconds: Double, peakRSSKiB: Int) {
+        let executable = try FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")
+        let argv = ([executable] + arguments).map { strdup($0) } + [nil]
+        defer { for pointer in argv { free(pointer) } }
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0)
+        var pid: pid_t = 0
+        let started = ContinuousClock.now
+        guard posix_spawn(&pid, executable, &actions, nil, argv, environ) == 0 else {
+            throw CLIError("cannot start \(executable)")
+        }
+        var status: Int32 = 0
+        var usage = rusage()
+        wait4(pid, &status, 0, &usage)
+        let elapsed = started.duration(to: .now)
+        guard status == 0 else { throw CLIError("the benchmark run failed (status \(status))") }
+        return (elapsed.seconds, Int(usage.ru_maxrss))
+    }
+}
+
+/// The same work as Tranche's hot paths, straight on SQLite's C API: the
+/// ceiling Tranche's figures are compared with.
+struct RawSQLiteBench {
+    let folder: String
+    let rows: Int
+    let chunkSize: Int
+
+    final class Connection {
+        var handle: OpaquePointer?
+
+        init(path: String, synchronous: String) throws {
+            for suffix in ["", "-wal", "-shm"] { unlink(path + suffix) }
+            guard sqlite3_open(path, &handle) == SQLITE_OK else { throw CLIError("cannot open \(path)") }
+            try execute("PRAGMA journal_mode = WAL")
+            try execute("PRAGMA synchronous = \(synchronous)")
+            try execute(
+                "CREATE TABLE items (batch_key INTEGER, seq INTEGER, status INTEGER, payload TEXT, PRIMARY KEY (batch_key, seq)) WITHOUT ROWID"
+            )
+            try execute(
+                "CREATE TABLE chunks (id INTEGER PRIMARY KEY, first_seq INTEGER, last_seq INTEGER, state INTEGER)")
+        }
+
+        deinit { sqlite3_close(handle) }
+
+        func execute(_ sql: String) throws {
+            guard sqlite3_exec(handle, sql, nil, nil, nil) == SQLITE_OK else {
+                throw CLIError("SQLite: \(String(cString: sqlite3_errmsg(handle)))")
+            }
+        }
+
+        func prepare(_ sql: String) throws -> OpaquePointer {
+            var statement: OpaquePointer?
+            guard sqlite3_prepare_v2(handle, sql, -1, &statement, nil) == SQLITE_OK, let statement else {
+                throw CLIError("SQLite: \(String(cString: sqlite3_errmsg(handle)))")
+            }
+            return statement
+        }
+    }
+
+    init(folder: String, rows: Int, chunkSize: Int) throws {
+        self.folder = folder
+        self.rows = rows
+        self.chunkSize = chunkSize
+    }
+
+    static let transient = unsafeBitCast(-1, to: sqlite3_destructor_type.self)
+
+    func fill(_ connection: Connection) throws {
+        let insert = try connection.prepare("INSERT INTO items VALUES (1, ?, 0, ?)")
+        defer { sqlite3_finalize(insert) }
+        try connection.execute("BEGIN")
+        for seq in 0..<rows {
+            let payload = #"{"id":\#(seq),"email":"user\#(seq)@example.com"}"#
+            sqlite3_bind_int64(insert, 1, Int64(seq))
+            sqlite3_bind_text(insert, 2, payload, -1, Self.transient)
+            guard sqlite3_step(insert) == SQLITE_DONE else { throw CLIError("insert failed") }
+            sqlite3_reset(insert)
+        }
+        var first = 0
+        while first < rows {
+            try connection.execute(
+                "INSERT INTO chunks(first_seq, last_seq, state) VALUES (\(first), \(min(rows, first + chunkSize) - 1), 0)"
+            )
+            first += chunkSize
+        }
+        try connection.execute("COMMIT")
+    }
+
+    /// Prepared inserts in one transaction, rows a second.
+    func inserts() throws -> Double {
+        let connection = try Connection(path: folder + "/raw-insert.db", synchronous: "FULL")
+        let started = ContinuousClock.now
+        try fill(connection)
+        return Double(rows) / started.duration(to: .now).seconds
+    }
+
+    /// Claim (one transaction) and complete (another) per chunk, items a second.
+    func claimComplete(synchronous: String) throws -> Double {
+        let connection = try Connection(path: folder + "/raw-claim.db", synchronous: synchronous)
+        try fill(connection)
+        let claim = try connection.prepare("UPDATE chunks SET state = 1 WHERE id = ?")
+        let read = try connection.prepare("SELECT seq, payload FROM items WHERE batch_key = 1 AND seq BETWEEN ? AND ?")
+        let complete = try connection.prepare("UPDATE items SET status = 2 WHERE batch_key = 1 AND seq = ?")
+        let done = try connection.prepare("UPDATE chunks SET state = 2 WHERE id = ?")
+        defer { for statement in [claim, read, complete, done] { sqlite3_finalize(statement) } }
+        let chunks = (rows + chunkSize - 1) / chunkSize
+        let started = ContinuousClock.now
+        for chunk in 1...chunks {
+            let first = Int64((chunk - 1) * chunkSize)
+            let last = Int64(min(rows, chunk * chunkSize) - 1)
+            try connection.execute("BEGIN IMMEDIATE")
+            sqlite3_bind_int64(claim, 1, Int64(chunk))
+            _ = sqlite3_step(claim)
+            sqlite3_reset(claim)
+            sqlite3_bind_int64(read, 1, first)
+            sqlite3_bind_int64(read, 2, last)
+            var seqs: [Int64] = []
+            while sqlite3_step(read) == SQLITE_ROW { seqs.append(sqlite3_column_int64(read, 0)) }
+            sqlite3_reset(read)
+            try connection.execute("COMMIT")
+            try connection.execute("BEGIN IMMEDIATE")
+            for seq in seqs {
+                sqlite3_bind_int64(complete, 1, seq)
+                _ = sqlite3_step(complete)
+                sqlite3_reset(complete)
+            }
+            sqlite3_bind_int64(done, 1, Int64(chunk))
+            _ = sqlite3_step(done)
+            sqlite3_reset(done)
+            try connection.execute("COMMIT")
+        }
+        return Double(rows) / started.duration(to: .now).seconds
+    }
+
+    /// The cost of one small durable commit, in milliseconds.
+    func commitMilliseconds() throws -> Double {
+        let connection = try Connection(path: folder + "/raw-commit.db", synchronous: "FULL")
+        let count = 200
+        let started = ContinuousClock.now
+        for index in 0..<count {
+            try connection.execute("INSERT INTO chunks(first_seq, last_seq, state) VALUES (\(index), \(index), 0)")
+        }
+        return started.duration(to: .now).seconds * 1000 / Double(count)
+    }
 }

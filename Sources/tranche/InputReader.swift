@@ -27,7 +27,9 @@ final class InputReader {
             ownsDescriptor = false
         } else {
             descriptor = open(path, O_RDONLY)
-            guard descriptor >= 0 else { throw CLIError("cannot open input \(path): \(String(cString: strerror(errno)))") }
+            guard descriptor >= 0 else {
+                throw CLIError("cannot open input \(path): \(String(cString: strerror(errno)))")
+            }
             ownsDescriptor = true
         }
         self.offset = 0
@@ -51,8 +53,12 @@ final class InputReader {
         var remaining = bytes
         var scratch = [UInt8](repeating: 0, count: 1 << 16)
         while remaining > 0 {
-            let count = scratch.withUnsafeMutableBytes { read(descriptor, $0.baseAddress, min(Int(remaining), 1 << 16)) }
-            guard count > 0 else { throw CLIError("the input ended before the checkpoint at byte \(bytes); it changed") }
+            let count = scratch.withUnsafeMutableBytes {
+                read(descriptor, $0.baseAddress, min(Int(remaining), 1 << 16))
+            }
+            guard count > 0 else {
+                throw CLIError("the input ended before the checkpoint at byte \(bytes); it changed")
+            }
             remaining -= Int64(count)
         }
         offset = bytes
@@ -67,7 +73,8 @@ final class InputReader {
                 var data = [UInt8](repeating: 0, count: InputReader.blockSize)
                 let count = data.withUnsafeMutableBytes { read(fd, $0.baseAddress, InputReader.blockSize) }
                 if count < 0 {
-                    continuation.resume(throwing: CLIError("reading the input failed: \(String(cString: strerror(errno)))"))
+                    continuation.resume(
+                        throwing: CLIError("reading the input failed: \(String(cString: strerror(errno)))"))
                 } else {
                     data.removeSubrange(count...)
                     continuation.resume(returning: data)

@@ -29,7 +29,9 @@ final class ProgressDisplay: Sendable {
             guard let record = try? await engine.store.batch(batchID) else { continue }
             let counts = record.counts
             meter.record(done: counts.processed, at: started.duration(to: clock.now).seconds)
-            let line = Self.line(record: record, rate: meter.rate, eta: meter.eta(remaining: counts.total - counts.terminal), width: terminal ? 24 : 0)
+            let line = Self.line(
+                record: record, rate: meter.rate, eta: meter.eta(remaining: counts.total - counts.terminal),
+                width: terminal ? 24 : 0)
             if terminal {
                 FileHandle.standardError.write(Data("\r\u{1B}[K\(line)".utf8))
                 drawn.withLock { $0 = true }
@@ -50,7 +52,8 @@ final class ProgressDisplay: Sendable {
         var parts: [String] = []
         if width > 0 {
             let filled = Int((percent / 100 * Double(width)).rounded(.down))
-            parts.append("[" + String(repeating: "█", count: filled) + String(repeating: "░", count: width - filled) + "]")
+            parts.append(
+                "[" + String(repeating: "█", count: filled) + String(repeating: "░", count: width - filled) + "]")
         }
         parts.append(String(format: "%5.1f%%", percent))
         parts.append("\(format(counts.terminal))/\(format(counts.total))\(record.sealed ? "" : "+")")

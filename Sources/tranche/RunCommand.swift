@@ -79,7 +79,9 @@ struct RunCommand: AsyncParsableCommand {
     @Flag(help: "Print the summary as one JSON object.")
     var json = false
 
-    @Option(help: "full (default: every commit reaches the disk) or normal (faster; a power loss may lose the last commits).")
+    @Option(
+        help:
+            "full (default: every commit reaches the disk) or normal (faster; a power loss may lose the last commits).")
     var durability: String = "full"
 
     @Option(help: "Seconds between progress lines when not on a terminal.")
@@ -222,7 +224,7 @@ struct RunCommand: AsyncParsableCommand {
                     gracefulShutdownSignals: [.sigint, .sigterm],
                     logger: logger))
             let secondSignal = exitOnSecondSignal()
-            defer { secondSignal.forEach { $0.cancel() } }
+            defer { for source in secondSignal { source.cancel() } }
             do {
                 try await group.run()
             } catch let error as CLIError {
@@ -269,7 +271,8 @@ struct RunCommand: AsyncParsableCommand {
     }
 
     func writeFailed(store: SQLiteBatchStore, batchID: BatchID, to path: String) async throws {
-        guard FileManager.default.createFile(atPath: path, contents: nil), let handle = FileHandle(forWritingAtPath: path)
+        guard FileManager.default.createFile(atPath: path, contents: nil),
+            let handle = FileHandle(forWritingAtPath: path)
         else { throw CLIError("cannot write \(path)") }
         defer { try? handle.close() }
         for status in [ItemStatus.failed, .skipped, .dead, .canceled] {

@@ -81,7 +81,9 @@ struct CrashTests {
         #expect(Set(seen) == Set(0..<Self.count), "every item reached the server")
         let duplicates = seen.count - Self.count
         let rescued = try #require(report["rescued"] as? Int)
-        print("crash test: \(seen.count) requests for \(Self.count) items; \(duplicates) ran twice; bound (rescued) \(rescued)")
+        print(
+            "crash test: \(seen.count) requests for \(Self.count) items; \(duplicates) ran twice; bound (rescued) \(rescued)"
+        )
         #expect(duplicates <= rescued, "items run twice are bounded by what was in flight")
         #expect(rescued <= 2 * 16 * 100 * 2, "at most the chunks leased at each of the two kills")
         // Items were read exactly once into the store: seq N is the input's line N.

@@ -77,9 +77,13 @@ struct RunCommandTests {
             (["run", "--input", "missing.ndjson", "--type", "noop"], "does not exist"),
             (["run", "--input", "in.ndjson", "--exec", "true", "--type", "noop"], "exactly one of"),
             (["run", "--input", "in.ndjson", "--type", "noop", "--rate", "lots"], "rate must look like"),
-            (["run", "--input", "in.ndjson", "--type", "sleep", "--context", "[1]"], "--context must be a JSON object"),
+            (
+                ["run", "--input", "in.ndjson", "--type", "sleep", "--context", "[1]"],
+                "--context must be a JSON object"
+            ),
         ]
-        let parse = try await tranche(["run", "--input", "in.ndjson", "--type", "noop", "--chunk-size", "many"], in: directory)
+        let parse = try await tranche(
+            ["run", "--input", "in.ndjson", "--type", "noop", "--chunk-size", "many"], in: directory)
         #expect(parse.status == 1)
         #expect(parse.stderr.contains("--chunk-size"))
         for (arguments, message) in cases {
@@ -109,8 +113,11 @@ struct RunCommandTests {
     func otherCommand() async throws {
         let directory = try scratchDirectory()
         try writeItems(10, to: directory.appendingPathComponent("in.ndjson"))
-        #expect(try await tranche(["run", "--input", "in.ndjson", "--type", "noop", "--state", "s.db"], in: directory).status == 0)
-        let other = try await tranche(["run", "--input", "in.ndjson", "--exec", "true", "--state", "s.db"], in: directory)
+        #expect(
+            try await tranche(["run", "--input", "in.ndjson", "--type", "noop", "--state", "s.db"], in: directory)
+                .status == 0)
+        let other = try await tranche(
+            ["run", "--input", "in.ndjson", "--exec", "true", "--state", "s.db"], in: directory)
         #expect(other.status == 1)
         #expect(other.stderr.contains("different command"))
     }
@@ -119,7 +126,10 @@ struct RunCommandTests {
     func lines() async throws {
         let directory = try scratchDirectory()
         let process = try TrancheProcess(
-            ["run", "--input", "-", "--lines", "--exec", "cat", "--state", "l.db", "--failed-out", "f.ndjson", "--json"],
+            [
+                "run", "--input", "-", "--lines", "--exec", "cat", "--state", "l.db", "--failed-out", "f.ndjson",
+                "--json",
+            ],
             in: directory, stdinFromPipe: true)
         process.feed(Data("alpha\n\"quoted\" \\ back\nomega".utf8), close: true)
         #expect(try await process.wait() == 0, "\(process.stderr)")

@@ -52,7 +52,9 @@ struct LifecycleTests {
         #expect(throws: IllegalTransition(from: .canceled, action: .confirm)) {
             try BatchLifecycle.next(from: .canceled, .confirm)
         }
-        #expect(IllegalTransition(from: .completed, action: .resume).description == "cannot resume a batch that is completed")
+        #expect(
+            IllegalTransition(from: .completed, action: .resume).description
+                == "cannot resume a batch that is completed")
     }
 
     @Test("every action records its event type")

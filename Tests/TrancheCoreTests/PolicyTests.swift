@@ -32,8 +32,10 @@ struct PolicyTests {
 
     @Test("options decode from snake_case with defaults, and unknown keys are refused")
     func decoding() throws {
-        let options = try JSONText(unchecked: #"{"chunk_size": 50, "rate_limit": {"rate": 10}, "failure_policy": "stop_on_first_error"}"#)
-            .decode(BatchOptions.self)
+        let options = try JSONText(
+            unchecked: #"{"chunk_size": 50, "rate_limit": {"rate": 10}, "failure_policy": "stop_on_first_error"}"#
+        )
+        .decode(BatchOptions.self)
         #expect(options.chunkSize == 50)
         #expect(options.concurrency == 8)
         #expect(options.rateLimit?.rate == 10)
@@ -79,7 +81,8 @@ struct PolicyTests {
             ItemDisposition.after(attempt: 2, error: .retryable("t", "t"), options: options, random: 0.5)
                 == .retry(delay: 2))
         #expect(ItemDisposition.after(attempt: 3, error: .retryable("t", "t"), options: options, random: 0.5) == .dead)
-        #expect(ItemDisposition.after(attempt: 1, error: .permanent("p", "p"), options: options, random: 0.5) == .skipped)
+        #expect(
+            ItemDisposition.after(attempt: 1, error: .permanent("p", "p"), options: options, random: 0.5) == .skipped)
         #expect(ItemDisposition.after(attempt: 1, error: .fatal("f", "f"), options: options, random: 0.5) == .fatal)
         #expect(ItemDisposition.fatal.status == .dead)
     }
@@ -160,6 +163,8 @@ struct PolicyTests {
         let error = ItemError.sanitizing(Secret())
         #expect(error.category == .retryable)
         #expect(!error.message.contains("hunter2"))
-        #expect(ItemError(code: "x", message: String(repeating: "a", count: 5000), category: .permanent).message.count == 2000)
+        #expect(
+            ItemError(code: "x", message: String(repeating: "a", count: 5000), category: .permanent).message.count
+                == 2000)
     }
 }

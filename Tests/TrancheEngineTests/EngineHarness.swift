@@ -5,7 +5,8 @@ import TrancheSQLite
 
 /// An engine on a fresh SQLite file, with short intervals so tests run fast.
 func makeEngine(
-    _ strategies: [AnyBatchStrategy], workers: Int = 16, configure: (inout TrancheEngine.Configuration) -> Void = { _ in }
+    _ strategies: [AnyBatchStrategy], workers: Int = 16,
+    configure: (inout TrancheEngine.Configuration) -> Void = { _ in }
 ) throws -> TrancheEngine {
     let directory = FileManager.default.temporaryDirectory.appendingPathComponent("tranche-engine-\(UUID())")
     try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)

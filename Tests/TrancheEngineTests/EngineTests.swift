@@ -9,7 +9,8 @@ struct EngineTests {
     var strategies: [AnyBatchStrategy] { [AnyBatchStrategy(ScriptedStrategy(probe: probe)), BuiltinStrategies.noop] }
 
     func submission(_ options: BatchOptions = options(), delayMS: Int = 0, dryRun: Bool = false) throws -> Submission {
-        try Submission(type: "scripted", context: ScriptedStrategy.Context(delayMS: delayMS), options: options, dryRun: dryRun)
+        try Submission(
+            type: "scripted", context: ScriptedStrategy.Context(delayMS: delayMS), options: options, dryRun: dryRun)
     }
 
     @Test("a typed strategy runs every item once and stores its output")
@@ -48,7 +49,8 @@ struct EngineTests {
         let engine = try makeEngine(strategies)
         let report = try await withRunning(engine) { engine in
             try await engine.execute(
-                try submission(options(maxAttempts: 2)), items: try items(3) { ["n": .number(Double($0)), "kind": "retry"] })
+                try submission(options(maxAttempts: 2)),
+                items: try items(3) { ["n": .number(Double($0)), "kind": "retry"] })
         }
         #expect(report.batch.status == .failed)
         #expect(report.batch.counts.dead == 3)
@@ -63,7 +65,8 @@ struct EngineTests {
         let engine = try makeEngine(strategies)
         let report = try await withRunning(engine) { engine in
             try await engine.execute(
-                try submission(), items: try items(4) { ["n": .number(Double($0)), "kind": $0 == 1 ? "permanent" : "ok"] })
+                try submission(),
+                items: try items(4) { ["n": .number(Double($0)), "kind": $0 == 1 ? "permanent" : "ok"] })
         }
         #expect(report.batch.status == .completed)
         #expect(report.items[1].status == .skipped)
@@ -94,7 +97,8 @@ struct EngineTests {
         opts.failureMinimumItems = 10
         let report = try await withRunning(engine) { [opts] engine in
             try await engine.execute(
-                try submission(opts), items: try items(200) { ["n": .number(Double($0)), "kind": $0 % 2 == 0 ? "permanent" : "ok"] })
+                try submission(opts),
+                items: try items(200) { ["n": .number(Double($0)), "kind": $0 % 2 == 0 ? "permanent" : "ok"] })
         }
         #expect(report.batch.status == .failed)
         #expect(report.batch.failureReason?.contains("stop_above_ratio") == true)
@@ -105,7 +109,8 @@ struct EngineTests {
     func concurrencyCap() async throws {
         let engine = try makeEngine(strategies, workers: 3)
         let report = try await withRunning(engine) { engine in
-            try await engine.execute(try submission(options(chunkSize: 5, concurrency: 8), delayMS: 20), items: try items(40))
+            try await engine.execute(
+                try submission(options(chunkSize: 5, concurrency: 8), delayMS: 20), items: try items(40))
         }
         #expect(report.batch.counts.succeeded == 40)
         #expect(probe.maxInFlight <= 3)
@@ -132,7 +137,9 @@ struct EngineTests {
         var opts = options(maxAttempts: 2)
         opts.itemTimeout = 0.2
         let report = try await withRunning(engine) { [opts] engine in
-            try await engine.execute(try submission(opts), items: try items(2) { ["n": .number(Double($0)), "kind": $0 == 0 ? "hang" : "ok"] })
+            try await engine.execute(
+                try submission(opts),
+                items: try items(2) { ["n": .number(Double($0)), "kind": $0 == 0 ? "hang" : "ok"] })
         }
         #expect(report.items[0].status == .dead)
         #expect(report.items[0].error?.code == "timeout")
@@ -144,7 +151,8 @@ struct EngineTests {
     func pauseResume() async throws {
         let engine = try makeEngine(strategies)
         try await withRunning(engine) { engine in
-            let batch = try await engine.submit(try self.submission(options(chunkSize: 2, concurrency: 2), delayMS: 30), items: try items(40))
+            let batch = try await engine.submit(
+                try self.submission(options(chunkSize: 2, concurrency: 2), delayMS: 30), items: try items(40))
             try await Task.sleep(for: .milliseconds(100))
             try await engine.pause(batch.id)
             try await Task.sleep(for: .milliseconds(300))
@@ -166,7 +174,8 @@ struct EngineTests {
     func cancelAndRetry() async throws {
         let engine = try makeEngine(strategies)
         try await withRunning(engine) { engine in
-            let batch = try await engine.submit(try self.submission(options(chunkSize: 2, concurrency: 2), delayMS: 20), items: try items(40))
+            let batch = try await engine.submit(
+                try self.submission(options(chunkSize: 2, concurrency: 2), delayMS: 20), items: try items(40))
             try await Task.sleep(for: .milliseconds(100))
             try await engine.cancel(batch.id)
             let canceled = try await engine.waitForEnd(batch.id)
@@ -244,7 +253,8 @@ struct EngineTests {
             #expect(error.message == "chunk_size must be between 1 and 100000, got 0")
         }
         do {
-            _ = try await engine.submit(Submission(type: "scripted", context: JSONText(unchecked: #"{"delayMS": "soon"}"#)), items: [])
+            _ = try await engine.submit(
+                Submission(type: "scripted", context: JSONText(unchecked: #"{"delayMS": "soon"}"#)), items: [])
             Issue.record("accepted a bad context")
         } catch let error as EngineError {
             #expect(error.message.contains("'delayMS' should be a number"))
@@ -257,7 +267,8 @@ struct EngineTests {
         let engine = try makeEngine(strategies)
         try await withRunning(engine) { engine in
             let stream = try await engine.events()
-            let batch = try await engine.submit(try self.submission(options(chunkSize: 5, concurrency: 4), delayMS: 5), items: try items(60))
+            let batch = try await engine.submit(
+                try self.submission(options(chunkSize: 5, concurrency: 4), delayMS: 5), items: try items(60))
             var types: [BatchEventType] = []
             var progress = 0
             for await event in stream where event.batchID == batch.id {
@@ -281,7 +292,8 @@ struct EngineTests {
         let path = directory.appendingPathComponent("d.db").path
         let first = try makeEngineAt(path)
         let batchID = try await withRunning(first) { engine in
-            let batch = try await engine.submit(try self.submission(options(chunkSize: 4, concurrency: 2), delayMS: 50), items: try items(30))
+            let batch = try await engine.submit(
+                try self.submission(options(chunkSize: 4, concurrency: 2), delayMS: 50), items: try items(30))
             while try await engine.store.batch(batch.id)?.counts.succeeded ?? 0 < 4 {
                 try await Task.sleep(for: .milliseconds(10))
             }

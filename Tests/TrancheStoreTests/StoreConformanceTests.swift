@@ -8,7 +8,8 @@ struct StoreConformanceTests {
     @Test("bulk insert stores every item and chunk, counted", arguments: StoreFactory.all)
     func bulkInsert(factory: StoreFactory) async throws {
         let store = try factory.make()
-        let batch = try await store.createBatch(NewBatch(type: "t", options: options(chunkSize: 7)), items: payloads(50))
+        let batch = try await store.createBatch(
+            NewBatch(type: "t", options: options(chunkSize: 7)), items: payloads(50))
         #expect(batch.counts.total == 50)
         #expect(batch.status == .confirmed)
         #expect(batch.sealed)
@@ -81,7 +82,8 @@ struct StoreConformanceTests {
     @Test("a claim leases one chunk with a growing token and marks the batch processing", arguments: StoreFactory.all)
     func claim(factory: StoreFactory) async throws {
         let store = try factory.make()
-        let batch = try await store.createBatch(NewBatch(type: "t", options: options(chunkSize: 10)), items: payloads(30))
+        let batch = try await store.createBatch(
+            NewBatch(type: "t", options: options(chunkSize: 10)), items: payloads(30))
         let first = try #require(try await store.claimChunk(owner: "a", leaseDuration: 30, now: Date()))
         let second = try #require(try await store.claimChunk(owner: "b", leaseDuration: 30, now: Date()))
         #expect(first.firstSeq == 0 && first.lastSeq == 9)
@@ -169,7 +171,8 @@ struct StoreConformanceTests {
     @Test("a rescued chunk runs only its unfinished items again", arguments: StoreFactory.all)
     func rescueKeepsCheckpoints(factory: StoreFactory) async throws {
         let store = try factory.make()
-        let batch = try await store.createBatch(NewBatch(type: "t", options: options(chunkSize: 10)), items: payloads(10))
+        let batch = try await store.createBatch(
+            NewBatch(type: "t", options: options(chunkSize: 10)), items: payloads(10))
         let now = Date()
         let lease = try #require(try await store.claimChunk(owner: "a", leaseDuration: 1, now: now))
         // Four items were checkpointed before the worker died.
@@ -178,7 +181,8 @@ struct StoreConformanceTests {
             now: now)
         let rescued = try await store.rescueExpiredLeases(now: now.addingTimeInterval(10), splitAfter: 10)
         #expect(rescued.first?.unfinished == 6)
-        let again = try #require(try await store.claimChunk(owner: "b", leaseDuration: 30, now: now.addingTimeInterval(10)))
+        let again = try #require(
+            try await store.claimChunk(owner: "b", leaseDuration: 30, now: now.addingTimeInterval(10)))
         #expect(again.items.map(\.seq) == Array(4..<10))
         let record = try #require(try await store.batch(batch.id))
         #expect(record.counts.rescued == 6)
@@ -216,6 +220,34 @@ struct StoreConformanceTests {
         #expect(events.contains { $0.type == .itemDead })
     }
 
+    @Test("a checkpoint writes each outcome exactly, whatever their order and mix", arguments: StoreFactory.all)
+    func mixedOutcomes(factory: StoreFactory) async throws {
+        let store = try factory.make()
+        let batch = try await store.createBatch(
+            NewBatch(type: "t", options: options(chunkSize: 10)), items: payloads(10))
+        let lease = try #require(try await store.claimChunk(owner: "w", leaseDuration: 30, now: Date()))
+        var outcomes = succeeded(lease).filter { $0.seq != 8 }
+        outcomes[4].output = JSONText(unchecked: #"{"id":4}"#)
+        outcomes[7].status = .skipped
+        outcomes[7].error = .permanent("bad", "seven is bad")
+        _ = try await store.checkpoint(
+            lease, outcomes: outcomes.shuffled(), finish: true, failBatch: nil, leaseDuration: 30, now: Date())
+        let items = try await store.items(of: batch.id, status: nil, afterSeq: nil, limit: 10)
+        #expect(
+            items.map(\.status) == [
+                .succeeded, .succeeded, .succeeded, .succeeded, .succeeded, .succeeded, .succeeded, .skipped, .pending,
+                .succeeded,
+            ])
+        #expect(items[4].output?.text == #"{"id":4}"#)
+        #expect(items[3].output == nil && items[5].output == nil)
+        #expect(items[7].error == .permanent("bad", "seven is bad"))
+        #expect(items.filter { $0.status != .pending }.allSatisfy { $0.attempts == 1 })
+        #expect(items[8].attempts == 0)
+        let record = try #require(try await store.batch(batch.id))
+        #expect(record.counts.succeeded == 8 && record.counts.skipped == 1 && record.counts.pending == 1)
+        #expect(record.status == .processing)
+    }
+
     @Test("failed items wait for their retry time and then run alone", arguments: StoreFactory.all)
     func retryDue(factory: StoreFactory) async throws {
         let store = try factory.make()
@@ -226,14 +258,16 @@ struct StoreConformanceTests {
         outcomes[2] = ItemOutcome(
             seq: 2, previousStatus: .pending, attempt: 1, status: .failed,
             error: .retryable("http_503", "unavailable"), nextAttemptAt: now.addingTimeInterval(60))
-        _ = try await store.checkpoint(lease, outcomes: outcomes, finish: true, failBatch: nil, leaseDuration: 30, now: now)
+        _ = try await store.checkpoint(
+            lease, outcomes: outcomes, finish: true, failBatch: nil, leaseDuration: 30, now: now)
         var record = try #require(try await store.batch(batch.id))
         #expect(record.counts.failed == 1)
         #expect(record.status == .processing)
         #expect(try await store.claimChunk(owner: "w", leaseDuration: 30, now: now.addingTimeInterval(30)) == nil)
         let due = try #require(try await store.nextDueTime())
         #expect(abs(due.timeIntervalSince(now.addingTimeInterval(60))) < 0.01)
-        let retry = try #require(try await store.claimChunk(owner: "w", leaseDuration: 30, now: now.addingTimeInterval(61)))
+        let retry = try #require(
+            try await store.claimChunk(owner: "w", leaseDuration: 30, now: now.addingTimeInterval(61)))
         #expect(retry.items.map(\.seq) == [2])
         #expect(retry.items.first?.attempts == 1)
         #expect(retry.items.first?.status == .failed)
@@ -250,7 +284,8 @@ struct StoreConformanceTests {
     @Test("pause stops leasing; resume goes on", arguments: StoreFactory.all)
     func pauseResume(factory: StoreFactory) async throws {
         let store = try factory.make()
-        let batch = try await store.createBatch(NewBatch(type: "t", options: options(chunkSize: 5)), items: payloads(10))
+        let batch = try await store.createBatch(
+            NewBatch(type: "t", options: options(chunkSize: 5)), items: payloads(10))
         let lease = try #require(try await store.claimChunk(owner: "w", leaseDuration: 30, now: Date()))
         let paused = try await store.transition(batch.id, .pause, reason: nil, at: Date())
         #expect(paused.status == .paused)
@@ -272,7 +307,8 @@ struct StoreConformanceTests {
     @Test("cancel cancels what is not in flight; the chunk in flight finishes", arguments: StoreFactory.all)
     func cancel(factory: StoreFactory) async throws {
         let store = try factory.make()
-        let batch = try await store.createBatch(NewBatch(type: "t", options: options(chunkSize: 5)), items: payloads(20))
+        let batch = try await store.createBatch(
+            NewBatch(type: "t", options: options(chunkSize: 5)), items: payloads(20))
         let lease = try #require(try await store.claimChunk(owner: "w", leaseDuration: 30, now: Date()))
         let canceled = try await store.transition(batch.id, .cancel, reason: nil, at: Date())
         #expect(canceled.status == .canceled)
@@ -305,7 +341,8 @@ struct StoreConformanceTests {
         outcomes[1].error = .permanent("bad", "bad item")
         outcomes[3].status = .dead
         outcomes[3].error = .retryable("http_503", "gone")
-        _ = try await store.checkpoint(lease, outcomes: outcomes, finish: true, failBatch: nil, leaseDuration: 30, now: Date())
+        _ = try await store.checkpoint(
+            lease, outcomes: outcomes, finish: true, failBatch: nil, leaseDuration: 30, now: Date())
         #expect(try await store.batch(batch.id)?.status == .completed)
         let (record, count) = try await store.retry(batch.id, statuses: [.skipped, .dead], at: Date())
         #expect(count == 2)
@@ -315,7 +352,8 @@ struct StoreConformanceTests {
         let again = try #require(try await store.claimChunk(owner: "w", leaseDuration: 30, now: Date()))
         #expect(again.items.map(\.seq) == [1, 3])
         #expect(again.items.allSatisfy { $0.attempts == 0 })
-        _ = try await store.checkpoint(again, outcomes: succeeded(again), finish: true, failBatch: nil, leaseDuration: 30, now: Date())
+        _ = try await store.checkpoint(
+            again, outcomes: succeeded(again), finish: true, failBatch: nil, leaseDuration: 30, now: Date())
         let done = try #require(try await store.batch(batch.id))
         #expect(done.status == .completed)
         #expect(done.counts.succeeded == 4)

@@ -6,11 +6,14 @@ import TrancheStrategies
 
 @Suite("exec strategy")
 struct ExecStrategyTests {
-    func run(_ command: String, payload: String = #"{"a":1}"#, context extra: [String: JSONValue] = [:]) async throws -> ItemResult {
+    func run(_ command: String, payload: String = #"{"a":1}"#, context extra: [String: JSONValue] = [:]) async throws
+        -> ItemResult
+    {
         let strategy = AnyBatchStrategy(ExecStrategy())
         var context = extra
         context["command"] = .string(command)
-        let bound = try strategy.bind(context: try strategy.prepare(context: try JSONText(encoding: JSONValue.object(context))))
+        let bound = try strategy.bind(
+            context: try strategy.prepare(context: try JSONText(encoding: JSONValue.object(context))))
         return await bound.process(
             ItemInput(batchID: .generate(), seq: 12, payload: JSONText(unchecked: payload), attempt: 3))
     }
@@ -20,7 +23,9 @@ struct ExecStrategyTests {
         #expect(try await run(#"cat"#).get().text == #"{"a":1}"#)
         #expect(try await run("echo hello").get().text == #""hello\n""#)
         #expect(try await run("true").get() == .null)
-        #expect(try await run(#"echo "{\"seq\": $TRANCHE_SEQ, \"attempt\": $TRANCHE_ATTEMPT}""#).get().text == #"{"attempt":3,"seq":12}"#)
+        #expect(
+            try await run(#"echo "{\"seq\": $TRANCHE_SEQ, \"attempt\": $TRANCHE_ATTEMPT}""#).get().text
+                == #"{"attempt":3,"seq":12}"#)
     }
 
     @Test("exit 65 skips, 77 is fatal, others retry; stderr's tail is the message")
@@ -34,7 +39,8 @@ struct ExecStrategyTests {
         guard case .failure(let fatal) = try await run("exit 77") else { return }
         #expect(fatal.category == .fatal)
         #expect(fatal.code == "exit_77")
-        guard case .failure(let retry) = try await run("head -c 5000 /dev/zero | tr '\\0' x >&2; echo END >&2; exit 3") else { return }
+        guard case .failure(let retry) = try await run("head -c 5000 /dev/zero | tr '\\0' x >&2; echo END >&2; exit 3")
+        else { return }
         #expect(retry.category == .retryable)
         #expect(retry.code == "exit_3")
         #expect(retry.message.hasSuffix("END"))
@@ -53,7 +59,10 @@ struct ExecStrategyTests {
     func badCommand() async throws {
         let strategy = AnyBatchStrategy(ExecStrategy())
         let bound = try strategy.bind(context: JSONText(unchecked: #"{"argv": ["/nonexistent/program"]}"#))
-        guard case .failure(let error) = await bound.process(ItemInput(batchID: .generate(), seq: 0, payload: .null, attempt: 1)) else {
+        guard
+            case .failure(let error) = await bound.process(
+                ItemInput(batchID: .generate(), seq: 0, payload: .null, attempt: 1))
+        else {
             Issue.record("a missing program succeeded")
             return
         }
@@ -79,7 +88,9 @@ struct ExecStrategyTests {
             }
             let report = try await engine.execute(
                 Submission(
-                    type: "exec", context: try JSONText(encoding: ["command": JSONValue.string("echo $$ > \(pidFile); exec sleep 60")]),
+                    type: "exec",
+                    context: try JSONText(encoding: ["command": JSONValue.string("echo $$ > \(pidFile); exec sleep 60")]
+                    ),
                     options: options),
                 items: [.null])
             engine.drain()
@@ -88,7 +99,8 @@ struct ExecStrategyTests {
         }
         #expect(report.items.first?.status == .dead)
         #expect(report.items.first?.error?.code == "timeout")
-        let pid = try #require(Int32(try String(contentsOfFile: pidFile, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)))
+        let pid = try #require(
+            Int32(try String(contentsOfFile: pidFile, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)))
         try await Task.sleep(for: .milliseconds(200))
         // The process is gone (or a zombie about to be reaped): it no longer runs `sleep`.
         let status = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8)

@@ -13,7 +13,9 @@ struct HTTPStrategyTests {
     }
 
     func input(_ payload: String, seq: Int64 = 7, attempt: Int = 1) -> ItemInput {
-        ItemInput(batchID: BatchID("01234567-89ab-7def-8123-456789abcdef")!, seq: seq, payload: JSONText(unchecked: payload), attempt: attempt)
+        ItemInput(
+            batchID: BatchID("01234567-89ab-7def-8123-456789abcdef")!, seq: seq, payload: JSONText(unchecked: payload),
+            attempt: attempt)
     }
 
     @Test("requests are built from templates and succeed with status and body as output")
@@ -44,7 +46,9 @@ struct HTTPStrategyTests {
     func classification() async throws {
         let server = LoopbackHTTPServer { request, _ in
             let status = Int(request.uri.dropFirst())!
-            return .init(status: status, headers: status == 503 || status == 429 ? ["Retry-After": "7"] : [:], body: "nope \(status)")
+            return .init(
+                status: status, headers: status == 503 || status == 429 ? ["Retry-After": "7"] : [:],
+                body: "nope \(status)")
         }
         let port = try await server.start()
         defer { Task { try await server.stop() } }
@@ -72,7 +76,8 @@ struct HTTPStrategyTests {
         let port = try await server.start()
         defer { Task { try await server.stop() } }
         let bound = try bind([
-            "url": .string("http://127.0.0.1:\(port)/"), "method": "GET", "success_codes": [302], "max_response_bytes": 1000,
+            "url": .string("http://127.0.0.1:\(port)/"), "method": "GET", "success_codes": [302],
+            "max_response_bytes": 1000,
         ])
         let output = try await bound.process(input("{}")).get().value()
         #expect(output["status"] == 302)
@@ -94,8 +99,12 @@ struct HTTPStrategyTests {
     @Test("bad contexts and hosts off the allow-list are refused at submission")
     func prepare() throws {
         let strategy = AnyBatchStrategy(HTTPStrategy(configuration: .init(allowedHosts: ["api.example.com"])))
-        #expect(throws: OptionsError.self) { try strategy.prepare(context: JSONText(unchecked: #"{"url": "ftp://x/"}"#)) }
-        #expect(throws: OptionsError.self) { try strategy.prepare(context: JSONText(unchecked: #"{"url": "http://10.0.0.1/"}"#)) }
+        #expect(throws: OptionsError.self) {
+            try strategy.prepare(context: JSONText(unchecked: #"{"url": "ftp://x/"}"#))
+        }
+        #expect(throws: OptionsError.self) {
+            try strategy.prepare(context: JSONText(unchecked: #"{"url": "http://10.0.0.1/"}"#))
+        }
         #expect(throws: OptionsError.self) {
             try strategy.prepare(context: JSONText(unchecked: #"{"url": "http://api.example.com/", "method": "BREW"}"#))
         }
@@ -107,7 +116,8 @@ struct HTTPStrategyTests {
     func engineRun() async throws {
         let server = LoopbackHTTPServer { request, index in
             // Every third request fails once with 503 and a short Retry-After.
-            index % 3 == 0 ? .init(status: 503, headers: ["Retry-After": "0"]) : .init(status: 200, body: #"{"ok":true}"#)
+            index % 3 == 0
+                ? .init(status: 503, headers: ["Retry-After": "0"]) : .init(status: 200, body: #"{"ok":true}"#)
         }
         let port = try await server.start()
         defer { Task { try await server.stop() } }
@@ -126,7 +136,10 @@ struct HTTPStrategyTests {
                 return nil
             }
             let report = try await engine.execute(
-                Submission(type: "http", context: try JSONText(encoding: ["url": JSONValue.string("http://127.0.0.1:\(port)/items/{{seq}}")]), options: options),
+                Submission(
+                    type: "http",
+                    context: try JSONText(encoding: ["url": JSONValue.string("http://127.0.0.1:\(port)/items/{{seq}}")]
+                    ), options: options),
                 items: (0..<60).map { JSONText(unchecked: #"{"n":\#($0)}"#) })
             engine.drain()
             while try await group.next() != nil {}

@@ -1,5 +1,5 @@
 import Foundation
-public import NIOCore
+import NIOCore
 import NIOHTTP1
 import NIOPosix
 import Synchronization
@@ -97,7 +97,10 @@ public final class LoopbackHTTPServer: Sendable {
                 responseHeaders.add(name: "Content-Length", value: String(response.body.utf8.count))
                 context.write(
                     wrapOutboundOut(
-                        .head(HTTPResponseHead(version: head.version, status: .init(statusCode: response.status), headers: responseHeaders))),
+                        .head(
+                            HTTPResponseHead(
+                                version: head.version, status: .init(statusCode: response.status),
+                                headers: responseHeaders))),
                     promise: nil)
                 context.write(wrapOutboundOut(.body(.byteBuffer(ByteBuffer(string: response.body)))), promise: nil)
                 context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)

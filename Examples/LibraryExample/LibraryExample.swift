@@ -1,0 +1,69 @@
+import Foundation
+import TrancheEngine
+import TrancheSQLite
+
+/// A typed strategy: one welcome e-mail per new user.
+struct WelcomeEmail: BatchStrategy {
+    struct Context: Codable, Sendable {
+        var sender: String
+    }
+
+    struct Item: Codable, Sendable {
+        var email: String
+        var name: String
+    }
+
+    struct Output: Codable, Sendable {
+        var messageID: String
+    }
+
+    var type: String { "welcome-email" }
+
+    /// Runs at upload: a bad address is skipped before anything is sent.
+    func validate(_ item: Item, context: Context) throws {
+        guard item.email.contains("@") else {
+            throw ItemError.permanent("invalid_email", "'\(item.email)' is not an e-mail address")
+        }
+    }
+
+    func process(_ item: Item, context: Context, input: ItemInput) async throws -> Output {
+        // Send the e-mail here. Pass input.idempotencyKey to the mail API so
+        // that a retry after a crash is not sent twice. Throw
+        // ItemError.retryable(...) for a timeout or a 503: Tranche retries it
+        // with backoff.
+        Output(messageID: "\(context.sender)/\(input.seq)")
+    }
+}
+
+@main
+struct LibraryExample {
+    static func main() async throws {
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("welcome-\(UUID()).db").path
+        let store = try SQLiteBatchStore(path: path)
+        let engine = TrancheEngine(store: store, strategies: [AnyBatchStrategy(WelcomeEmail())])
+
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask { try await engine.run() }
+
+            let users = (0..<1_000).map { index in
+                WelcomeEmail.Item(
+                    email: index == 7 ? "not-an-address" : "user\(index)@example.com", name: "User \(index)")
+            }
+            var options = BatchOptions()
+            options.concurrency = 16
+            let batch = try await engine.submit(
+                try Submission(
+                    type: "welcome-email", context: WelcomeEmail.Context(sender: "hello@example.com"),
+                    options: options),
+                items: users)
+
+            let done = try await engine.waitForEnd(batch.id)
+            print("\(done.status): \(done.counts.succeeded) sent, \(done.counts.skipped) skipped")
+            for item in try await store.items(of: batch.id, status: .skipped, afterSeq: nil, limit: 10) {
+                print("  item \(item.seq): \(item.error?.message ?? "")")
+            }
+            engine.drain()
+            try await group.waitForAll()
+        }
+    }
+}
