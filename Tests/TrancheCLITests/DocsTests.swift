@@ -10,7 +10,8 @@ struct DocsTests {
     func libraryExample() throws {
         let guide = try String(contentsOf: Self.root.appendingPathComponent("docs/library.md"), encoding: .utf8)
         let source = try String(
-            contentsOf: Self.root.appendingPathComponent("Examples/LibraryExample/LibraryExample.swift"), encoding: .utf8)
+            contentsOf: Self.root.appendingPathComponent("Examples/LibraryExample/LibraryExample.swift"),
+            encoding: .utf8)
         let begin = try #require(guide.range(of: "<!-- example:begin -->\n```swift\n"))
         let end = try #require(guide.range(of: "```\n<!-- example:end -->"))
         #expect(String(guide[begin.upperBound..<end.lowerBound]) == source)
