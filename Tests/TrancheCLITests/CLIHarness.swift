@@ -29,8 +29,8 @@ final class TrancheProcess: @unchecked Sendable {
     init(_ arguments: [String], in directory: URL, stdinFromPipe: Bool = false) throws {
         stdoutURL = directory.appendingPathComponent("stdout-\(UUID())")
         stderrURL = directory.appendingPathComponent("stderr-\(UUID())")
-        FileManager.default.createFile(atPath: stdoutURL.path, contents: nil)
-        FileManager.default.createFile(atPath: stderrURL.path, contents: nil)
+        _ = FileManager.default.createFile(atPath: stdoutURL.path, contents: nil)
+        _ = FileManager.default.createFile(atPath: stderrURL.path, contents: nil)
         process.executableURL = URL(fileURLWithPath: trancheBinary)
         process.arguments = arguments
         process.currentDirectoryURL = directory
