@@ -17,6 +17,7 @@ let package = Package(
         .library(name: "TrancheSQLite", targets: ["TrancheSQLite"]),
         .library(name: "TrancheEngine", targets: ["TrancheEngine"]),
         .library(name: "TrancheStrategies", targets: ["TrancheStrategies"]),
+        .library(name: "TrancheHTTP", targets: ["TrancheHTTP"]),
     ],
     dependencies: [
         .package(url: "https://github.com/groue/GRDB.swift", from: "7.10.0"),
@@ -25,6 +26,9 @@ let package = Package(
         .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
         .package(url: "https://github.com/swift-server/async-http-client", from: "1.37.0"),
         .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
+        .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1"),
+        .package(url: "https://github.com/adam-fowler/compress-nio", from: "1.5.0"),
+        .package(url: "https://github.com/apple/swift-crypto", "3.12.3"..<"5.0.0"),
     ],
     targets: [
         .target(name: "TrancheCore", swiftSettings: strictSwift),
@@ -58,9 +62,23 @@ let package = Package(
             ],
             swiftSettings: strictSwift
         ),
+        .target(
+            name: "TrancheHTTP",
+            dependencies: [
+                "TrancheEngine",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "CompressNIO", package: "compress-nio"),
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strictSwift
+        ),
         .executableTarget(
             name: "tranche",
             dependencies: [
+                "TrancheHTTP",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 "TrancheSQLite",
                 "TrancheEngine",
                 "TrancheStrategies",
@@ -101,6 +119,14 @@ let package = Package(
         .testTarget(
             name: "TrancheStrategiesTests",
             dependencies: ["TrancheStrategies", "TrancheSQLite", "TrancheTestSupport"],
+            swiftSettings: strictSwift
+        ),
+        .testTarget(
+            name: "TrancheHTTPTests",
+            dependencies: [
+                "TrancheHTTP", "TrancheSQLite", "TrancheStrategies", "TrancheTestSupport",
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+            ],
             swiftSettings: strictSwift
         ),
         .testTarget(

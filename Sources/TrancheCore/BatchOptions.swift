@@ -192,14 +192,7 @@ public struct BatchOptions: Sendable, Hashable, Codable {
 
     /// Decodes with defaults for missing fields and an error for unknown ones.
     public init(from decoder: any Decoder) throws {
-        let known = Set(CodingKeys.allCases.map(\.stringValue))
-        let any = try decoder.container(keyedBy: AnyKey.self)
-        if let unknown = any.allKeys.first(where: { !known.contains($0.stringValue) }) {
-            throw DecodingError.dataCorrupted(
-                .init(
-                    codingPath: decoder.codingPath + [unknown],
-                    debugDescription: "unknown option '\(unknown.stringValue)'"))
-        }
+        try UnknownKeys.reject(in: decoder, known: CodingKeys.allCases.map(\.stringValue), what: "option")
         let container = try decoder.container(keyedBy: CodingKeys.self)
         let defaults = BatchOptions()
         chunkSize = try container.decodeIfPresent(Int.self, forKey: .chunkSize) ?? defaults.chunkSize
@@ -217,6 +210,22 @@ public struct BatchOptions: Sendable, Hashable, Codable {
         failureMinimumItems =
             try container.decodeIfPresent(Int.self, forKey: .failureMinimumItems) ?? defaults.failureMinimumItems
         idempotencyKey = try container.decodeIfPresent(String.self, forKey: .idempotencyKey)
+    }
+}
+
+/// Refuses objects with keys a type does not know, so a typo in a field
+/// name is an error rather than a silently ignored setting.
+public enum UnknownKeys {
+    /// Throws `DecodingError.dataCorrupted` naming the first unknown key.
+    public static func reject(in decoder: any Decoder, known: [String], what: String) throws {
+        let container = try decoder.container(keyedBy: AnyKey.self)
+        let known = Set(known)
+        if let unknown = container.allKeys.first(where: { !known.contains($0.stringValue) }) {
+            throw DecodingError.dataCorrupted(
+                .init(
+                    codingPath: decoder.codingPath + [unknown],
+                    debugDescription: "unknown \(what) '\(unknown.stringValue)'"))
+        }
     }
 }
 

@@ -350,8 +350,13 @@ extension TrancheEngine {
     }
 
     func publishProgress(_ id: BatchID, _ result: CheckpointResult, force: Bool = false) {
-        guard hub.hasSubscribers else { return }
         let now = clock.now
+        meters.withLock { meters in
+            if meters[id] == nil, meters.count > 10_000 { meters.removeAll() }
+            meters[id, default: ProgressMeter(window: 10)].record(
+                done: result.counts.processed, at: now.secondsSinceReference)
+        }
+        guard hub.hasSubscribers else { return }
         let due = progressTimes.withLock { times -> Bool in
             if !force, let last = times[id],
                 last.duration(to: now) < .milliseconds(Int(configuration.progressInterval * 1000))

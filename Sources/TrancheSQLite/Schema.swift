@@ -84,6 +84,27 @@ enum Schema {
                     INSERT INTO counters(name, value) VALUES ('lease_token', 0);
                     """)
         }
+        migrator.registerMigration("v2: api keys and idempotency") { db in
+            try db.execute(
+                sql: """
+                    CREATE TABLE api_keys (
+                        id TEXT PRIMARY KEY,
+                        tenant TEXT NOT NULL,
+                        hash TEXT NOT NULL,
+                        created_at INTEGER NOT NULL,
+                        revoked_at INTEGER
+                    );
+                    CREATE TABLE idempotency (
+                        tenant TEXT NOT NULL,
+                        key TEXT NOT NULL,
+                        fingerprint TEXT NOT NULL,
+                        status INTEGER,
+                        body TEXT,
+                        created_at INTEGER NOT NULL,
+                        PRIMARY KEY (tenant, key)
+                    ) WITHOUT ROWID;
+                    """)
+        }
         return migrator
     }
 }

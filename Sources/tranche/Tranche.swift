@@ -7,7 +7,7 @@ struct Tranche: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "tranche",
         abstract: "Durable batch processing: chunks, bounded concurrency, retries, checkpoints.",
-        subcommands: [RunCommand.self, BenchCommand.self])
+        subcommands: [ServeCommand.self, RunCommand.self, KeysCommand.self, BenchCommand.self])
 
     /// Parses and runs; a usage error exits 1 (not ArgumentParser's 64), as documented.
     static func main() async {
@@ -18,6 +18,9 @@ struct Tranche: AsyncParsableCommand {
             } else {
                 try command.run()
             }
+        } catch let error as CLIError {
+            printError(error.message)
+            Foundation.exit(ExitCodes.failure)
         } catch {
             if exitCode(for: error) == .validationFailure {
                 FileHandle.standardError.write(Data((fullMessage(for: error) + "\n").utf8))

@@ -1,0 +1,71 @@
+import Foundation
+import Hummingbird
+import NIOCore
+import TrancheEngine
+
+/// `POST /v1/batches`.
+struct CreateBatchBody: Decodable {
+    var type: String
+    var context: JSONValue?
+    var items: [JSONValue]?
+    var options: BatchOptions?
+    var mode: String?
+    var dryRun: Bool?
+    var priority: Int?
+    var requireConfirmation: Bool?
+
+    enum CodingKeys: String, CodingKey, CaseIterable {
+        case type, context, items, options, mode, priority
+        case dryRun = "dry_run"
+        case requireConfirmation = "require_confirmation"
+    }
+
+    init(from decoder: any Decoder) throws {
+        try UnknownKeys.reject(in: decoder, known: CodingKeys.allCases.map(\.stringValue), what: "field")
+        let container = try decoder.container(keyedBy: CodingKeys.self)
+        type = try container.decode(String.self, forKey: .type)
+        context = try container.decodeIfPresent(JSONValue.self, forKey: .context)
+        items = try container.decodeIfPresent([JSONValue].self, forKey: .items)
+        options = try container.decodeIfPresent(BatchOptions.self, forKey: .options)
+        mode = try container.decodeIfPresent(String.self, forKey: .mode)
+        dryRun = try container.decodeIfPresent(Bool.self, forKey: .dryRun)
+        priority = try container.decodeIfPresent(Int.self, forKey: .priority)
+        requireConfirmation = try container.decodeIfPresent(Bool.self, forKey: .requireConfirmation)
+    }
+}
+
+/// `POST /v1/batches/{id}/retry`.
+struct RetryBody: Decodable {
+    var statuses: [String]?
+}
+
+extension Request {
+    /// Reads a JSON body of at most `limit` bytes and decodes it, with a
+    /// precise 4xx for a body that is too large, not JSON, or of the wrong shape.
+    func decodeJSON<T: Decodable>(_ type: T.Type, limit: Int) async throws -> T {
+        let buffer = try await collectBody(limit: limit)
+        return try decodeJSON(type, from: buffer)
+    }
+
+    func collectBody(limit: Int) async throws -> ByteBuffer {
+        do {
+            return try await body.collect(upTo: limit)
+        } catch let error as HTTPError where error.status == .contentTooLarge {
+            throw Problem(.contentTooLarge, "the request body is larger than \(limit) bytes")
+        }
+    }
+
+    func decodeJSON<T: Decodable>(_ type: T.Type, from buffer: ByteBuffer) throws -> T {
+        let text = String(buffer: buffer)
+        do {
+            try JSONSyntax.validate(text)
+        } catch {
+            throw Problem(.badRequest, "the body is not valid JSON: \(error)")
+        }
+        do {
+            return try JSONDecoder().decode(T.self, from: Data(text.utf8))
+        } catch {
+            throw Problem(.unprocessableContent, "the body is not a valid request: \(describeDecodingError(error))")
+        }
+    }
+}
