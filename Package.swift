@@ -126,6 +126,9 @@ let package = Package(
             dependencies: [
                 "TrancheHTTP", "TrancheSQLite", "TrancheStrategies", "TrancheTestSupport",
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "CompressNIO", package: "compress-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
             ],
             swiftSettings: strictSwift
         ),

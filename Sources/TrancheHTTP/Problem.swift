@@ -56,6 +56,11 @@ public struct Problem: HTTPResponseError, Sendable {
             return Problem(
                 error.status,
                 error.status == .contentTooLarge ? "the request body is larger than the server accepts" : detail)
+        case let error as any HTTPResponseError where error.status.code < 500:
+            return Problem(
+                error.status,
+                error.status == .contentTooLarge
+                    ? "the request body is larger than the server accepts" : error.status.reasonPhrase)
         default:
             return Problem(.internalServerError, "the request failed")
         }

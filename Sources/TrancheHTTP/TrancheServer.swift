@@ -134,7 +134,7 @@ public struct TrancheServer: Sendable {
         guard !key.isEmpty, key.utf8.count <= 255 else {
             throw Problem(.badRequest, "Idempotency-Key must be 1 to 255 bytes")
         }
-        let fingerprint = APIKeys.hash(String(buffer: buffer))
+        let fingerprint = Self.fingerprint(of: String(buffer: buffer))
         switch try await store.beginIdempotent(tenant: context.tenant, key: key, fingerprint: fingerprint, at: Date()) {
         case .inFlight:
             throw Problem(.conflict, "a request with this Idempotency-Key is still being accepted", retryAfter: 1)
@@ -425,6 +425,11 @@ public struct TrancheServer: Sendable {
     }
 
     // MARK: - Helpers
+
+    /// What identifies a request body for `Idempotency-Key`: its SHA-256.
+    public static func fingerprint(of body: String) -> String {
+        APIKeys.hash(body)
+    }
 
     /// The batch named in the path, if it exists and belongs to the caller; 404 otherwise.
     func owned(_ context: TrancheRequestContext) async throws -> BatchRecord {

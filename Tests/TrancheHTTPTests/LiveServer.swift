@@ -1,0 +1,115 @@
+import AsyncHTTPClient
+import Foundation
+import Hummingbird
+import NIOCore
+import NIOHTTP1
+import Synchronization
+import Testing
+import TrancheEngine
+import TrancheHTTP
+import TrancheSQLite
+import TrancheStrategies
+
+/// A real `tranche` HTTP server on 127.0.0.1 with a fresh SQLite store.
+struct LiveServer {
+    let port: Int
+    let store: SQLiteBatchStore
+    let engine: TrancheEngine
+
+    struct Reply {
+        var status: Int
+        var headers: [String: String]
+        var body: Data
+
+        var text: String { String(decoding: body, as: UTF8.self) }
+        var json: [String: Any] { (try? JSONSerialization.jsonObject(with: body)) as? [String: Any] ?? [:] }
+    }
+
+    /// Runs `body` against a live server; `keyed` makes tenants with keys "a" and "b".
+    static func with(
+        keyed: Bool = false, configure: (inout TrancheServer.Configuration) -> Void = { _ in },
+        _ body: @Sendable (LiveServer, [String: String]) async throws -> Void
+    ) async throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("tranche-http-\(UUID())")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        let store = try SQLiteBatchStore(path: directory.appendingPathComponent("api.db").path)
+        var keys: [String: String] = [:]
+        if keyed {
+            for tenant in ["a", "b"] {
+                let (record, key) = APIKeys.make(tenant: tenant)
+                try await store.createAPIKey(record)
+                keys[tenant] = key
+            }
+        }
+        var engineConfiguration = TrancheEngine.Configuration()
+        engineConfiguration.sweepInterval = 0.05
+        engineConfiguration.checkpointInterval = 0.1
+        let engine = TrancheEngine(
+            store: store,
+            strategies: [BuiltinStrategies.noop, AnyBatchStrategy(SleepStrategy()), AnyBatchStrategy(ExecStrategy())],
+            configuration: engineConfiguration)
+        var configuration = TrancheServer.Configuration()
+        configuration.open = !keyed
+        configure(&configuration)
+        let server = TrancheServer(engine: engine, store: store, configuration: configuration)
+        let (ports, continuation) = AsyncStream<Int>.makeStream()
+        let application = Application(
+            router: server.router(),
+            configuration: .init(address: .hostname("127.0.0.1", port: 0)),
+            onServerRunning: { channel in continuation.yield(channel.localAddress?.port ?? 0) })
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask { try await engine.run() }
+            group.addTask { try await application.run() }
+            var iterator = ports.makeAsyncIterator()
+            let port = try #require(await iterator.next())
+            defer {
+                engine.drain()
+                group.cancelAll()
+            }
+            try await body(LiveServer(port: port, store: store, engine: engine), keys)
+        }
+    }
+
+    /// A client that leaves compressed bodies compressed (the shared one inflates them).
+    static let client = HTTPClient(eventLoopGroup: HTTPClient.defaultEventLoopGroup, configuration: .init())
+
+    /// Sends a request; `body` is sent as is.
+    func request(
+        _ method: NIOHTTP1.HTTPMethod, _ path: String, body: String? = nil, key: String? = nil,
+        headers: [String: String] = [:]
+    ) async throws -> Reply {
+        var request = HTTPClientRequest(url: "http://127.0.0.1:\(port)\(path)")
+        request.method = method
+        if let key { request.headers.add(name: "Authorization", value: "Bearer \(key)") }
+        for (name, value) in headers { request.headers.add(name: name, value: value) }
+        if let body { request.body = .bytes(ByteBuffer(string: body)) }
+        let response = try await Self.client.execute(request, timeout: .seconds(60))
+        let buffer = try await response.body.collect(upTo: 512 << 20)
+        var replyHeaders: [String: String] = [:]
+        for header in response.headers { replyHeaders[header.name.lowercased()] = header.value }
+        return Reply(status: Int(response.status.code), headers: replyHeaders, body: Data(buffer.readableBytesView))
+    }
+
+    /// Polls the batch until `condition` holds.
+    func waitFor(_ id: String, key: String? = nil, _ condition: ([String: Any]) -> Bool) async throws -> [String: Any] {
+        let deadline = ContinuousClock.now + .seconds(30)
+        while true {
+            let reply = try await request(.GET, "/v1/batches/\(id)", key: key)
+            if condition(reply.json) { return reply.json }
+            if ContinuousClock.now > deadline {
+                Issue.record("batch \(id) never reached the condition: \(reply.text)")
+                return reply.json
+            }
+            try await Task.sleep(for: .milliseconds(20))
+        }
+    }
+}
+
+func items(_ count: Int) -> String {
+    "[" + (0..<count).map { #"{"n":\#($0)}"# }.joined(separator: ",") + "]"
+}
+
+extension [String: Any] {
+    func int(_ key: String) -> Int? { self[key] as? Int }
+    subscript(path first: String, _ second: String) -> Any? { (self[first] as? [String: Any])?[second] }
+}
