@@ -84,7 +84,7 @@ struct APITests {
 
     @Test("bad input gets a precise 4xx problem, never a 500")
     func badInput() async throws {
-        try await LiveServer.with(configure: { $0.maxBodyBytes = 10_000 }) { server, _ in
+        try await LiveServer.with(maxBodyBytes: 10_000) { server, _ in
             let cases: [(String, String, Int, String)] = [
                 ("/v1/batches", #"{"type":"noop","items":[1,2"#, 400, "not valid JSON"),
                 ("/v1/batches", #"{"type":5}"#, 422, "'type' should be a string"),

@@ -27,7 +27,7 @@ struct LiveServer {
 
     /// Runs `body` against a live server; `keyed` makes tenants with keys "a" and "b".
     static func with(
-        keyed: Bool = false, configure: (inout TrancheServer.Configuration) -> Void = { _ in },
+        keyed: Bool = false, maxBodyBytes: Int? = nil,
         _ body: @Sendable (LiveServer, [String: String]) async throws -> Void
     ) async throws {
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("tranche-http-\(UUID())")
@@ -50,7 +50,7 @@ struct LiveServer {
             configuration: engineConfiguration)
         var configuration = TrancheServer.Configuration()
         configuration.open = !keyed
-        configure(&configuration)
+        if let maxBodyBytes { configuration.maxBodyBytes = maxBodyBytes }
         let server = TrancheServer(engine: engine, store: store, configuration: configuration)
         let (ports, continuation) = AsyncStream<Int>.makeStream()
         let application = Application(
