@@ -79,6 +79,7 @@ let package = Package(
                 "TrancheHTTP",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
                 "TrancheSQLite",
                 "TrancheEngine",
                 "TrancheStrategies",

@@ -70,7 +70,7 @@ struct ServeCommand: AsyncParsableCommand {
             configuration: .init(address: .hostname(host, port: port), serverName: "tranche"),
             onServerRunning: { channel in
                 let port = channel.localAddress?.port ?? 0
-                FileHandle.standardOutput.write(
+                writeStandardOutput(
                     Data("tranche: listening on http://\(host):\(port) (database \(store.path))\n".utf8))
             },
             logger: logger)

@@ -7,10 +7,17 @@ struct Tranche: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "tranche",
         abstract: "Durable batch processing: chunks, bounded concurrency, retries, checkpoints.",
-        subcommands: [ServeCommand.self, RunCommand.self, KeysCommand.self, BenchCommand.self])
+        subcommands: [
+            ServeCommand.self, RunCommand.self, SubmitCommand.self, StatusCommand.self, WatchCommand.self,
+            ListCommand.self, PauseCommand.self, ResumeCommand.self, CancelCommand.self, ConfirmCommand.self,
+            RetryCommand.self, ResultsCommand.self, ExportCommand.self, EventsCommand.self, KeysCommand.self,
+            BenchCommand.self,
+        ])
 
     /// Parses and runs; a usage error exits 1 (not ArgumentParser's 64), as documented.
     static func main() async {
+        // A closed pipe is an error to handle where we write, not a signal that kills us.
+        signal(SIGPIPE, SIG_IGN)
         do {
             var command = try parseAsRoot()
             if var command = command as? any AsyncParsableCommand {
