@@ -135,7 +135,12 @@ let package = Package(
         ),
         .testTarget(
             name: "TrancheCLITests",
-            dependencies: ["tranche", "TrancheSQLite", "TrancheTestSupport"],
+            dependencies: [
+                "tranche", "TrancheSQLite", "TrancheTestSupport",
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+            ],
             swiftSettings: strictSwift
         ),
     ]

@@ -1,0 +1,162 @@
+import AsyncHTTPClient
+import Foundation
+import NIOCore
+import NIOHTTP1
+import Testing
+import TrancheSQLite
+import TrancheStore
+
+/// `tranche serve` as a real process on loopback.
+@Suite("tranche serve")
+struct ServeTests {
+    /// Starts a server on a free port; returns it and its base URL.
+    func start(_ arguments: [String], in directory: URL) async throws -> (TrancheProcess, String) {
+        let process = try TrancheProcess(["serve", "--port", "0"] + arguments, in: directory)
+        let deadline = ContinuousClock.now + .seconds(60)
+        while ContinuousClock.now < deadline {
+            if let range = process.stdout.range(of: "listening on ") {
+                let rest = process.stdout[range.upperBound...]
+                let url = String(rest.prefix { !$0.isWhitespace })
+                return (process, url)
+            }
+            guard process.process.isRunning else { break }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        Issue.record("the server did not start: \(process.stderr)")
+        throw CLIFailure()
+    }
+
+    struct CLIFailure: Error {}
+
+    static let client = HTTPClient(eventLoopGroup: HTTPClient.defaultEventLoopGroup, configuration: .init())
+
+    func call(
+        _ method: HTTPMethod, _ url: String, body: HTTPClientRequest.Body? = nil,
+        contentType: String = "application/json"
+    )
+        async throws -> [String: Any]
+    {
+        var request = HTTPClientRequest(url: url)
+        request.method = method
+        request.headers.add(name: "Content-Type", value: contentType)
+        request.body = body
+        let response = try await Self.client.execute(request, timeout: .seconds(300))
+        let buffer = try await response.body.collect(upTo: 64 << 20)
+        let json = (try? JSONSerialization.jsonObject(with: Data(buffer.readableBytesView))) as? [String: Any] ?? [:]
+        #expect((200..<300).contains(Int(response.status.code)), "\(method) \(url): \(String(buffer: buffer))")
+        return json
+    }
+
+    func counts(_ batch: [String: Any]) -> [String: Int] { batch["counts"] as? [String: Int] ?? [:] }
+
+    @Test("SIGTERM drains and exits 0; a restart finishes the batch with nothing lost or run twice")
+    func sigtermAndRestart() async throws {
+        let directory = try scratchDirectory()
+        let arguments = ["--database", "serve.db", "--drain-grace", "2", "--workers", "8"]
+        let (first, url) = try await start(arguments, in: directory)
+        let items = "[" + (0..<3_000).map { #"{"n":\#($0)}"# }.joined(separator: ",") + "]"
+        let created = try await call(
+            .POST, url + "/v1/batches",
+            body: .bytes(
+                ByteBuffer(
+                    string:
+                        #"{"type":"sleep","context":{"ms":5},"items":\#(items),"options":{"chunk_size":50,"concurrency":8}}"#
+                )))
+        let id = try #require(created["id"] as? String)
+        while counts(try await call(.GET, url + "/v1/batches/\(id)"))["succeeded", default: 0] < 300 {
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        kill(first.process.processIdentifier, SIGTERM)
+        #expect(try await first.wait(seconds: 30) == 0, "\(first.stderr)")
+        // Between the two servers, the store shows what the drain left: nothing leased.
+        let store = try SQLiteBatchStore(path: directory.appendingPathComponent("serve.db").path)
+        let batchID = try #require(BatchID(id))
+        let stopped = try #require(try await store.batch(batchID))
+        #expect(stopped.counts.succeeded < 3_000)
+        #expect(stopped.counts.running == 0, "the drain released what was left")
+        #expect(stopped.status == .processing)
+
+        let (second, url2) = try await start(arguments, in: directory)
+        defer { kill(second.process.processIdentifier, SIGKILL) }
+        var batch = try await call(.GET, url2 + "/v1/batches/\(id)")
+        let deadline = ContinuousClock.now + .seconds(120)
+        while batch["status"] as? String != "completed", ContinuousClock.now < deadline {
+            try await Task.sleep(for: .milliseconds(100))
+            batch = try await call(.GET, url2 + "/v1/batches/\(id)")
+        }
+        #expect(batch["status"] as? String == "completed")
+        #expect(counts(batch)["succeeded"] == 3_000)
+        #expect(counts(batch)["rescued"] == 0)
+    }
+
+    @Test("the CLI client: keys, submit --wait, status, export, and errors as exit status 1")
+    func client() async throws {
+        let directory = try scratchDirectory()
+        let created = try await tranche(["keys", "create", "--tenant", "acme", "--database", "c.db"], in: directory)
+        #expect(created.status == 0, "\(created.stderr)")
+        let key = created.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+        #expect(key.hasPrefix("tr_"))
+        let (server, url) = try await start(["--database", "c.db"], in: directory)
+        defer { kill(server.process.processIdentifier, SIGKILL) }
+        try writeItems(1_500, to: directory.appendingPathComponent("items.ndjson"))
+        let submit = [
+            "submit", "--server", url, "--type", "noop", "--items", "items.ndjson", "--option", "chunk_size=100",
+        ]
+        let refused = try await tranche(submit, in: directory)
+        #expect(refused.status == 1)
+        #expect(refused.stderr.contains("send an API key"))
+        let done = try await tranche(submit + ["--token", key, "--wait", "--json"], in: directory)
+        #expect(done.status == 0, "\(done.stderr)")
+        let batch = try summary(done.stdout)
+        #expect(batch["status"] as? String == "completed")
+        #expect((batch["counts"] as? [String: Any])?["succeeded"] as? Int == 1_500)
+        let id = try #require(batch["id"] as? String)
+        let status = try await tranche(["status", id, "--server", url, "--token", key], in: directory)
+        #expect(status.status == 0)
+        #expect(status.stdout.contains("1,500 succeeded"))
+        let export = try await tranche(
+            ["export", id, "--format", "csv", "--server", url, "--token", key], in: directory)
+        #expect(export.stdout.split(separator: "\n").count == 1_501)
+        let pause = try await tranche(["pause", id, "--server", url, "--token", key], in: directory)
+        #expect(pause.status == 1)
+        #expect(pause.stderr.contains("cannot pause a batch that is completed"))
+        let list = try await tranche(["keys", "list", "--database", "c.db"], in: directory)
+        #expect(list.stdout.contains("acme"))
+        #expect(!list.stdout.contains(key))
+    }
+
+    @Test("a 1,000,000-item NDJSON upload streams through with the server's memory bounded")
+    func millionItemUpload() async throws {
+        let directory = try scratchDirectory()
+        let (server, url) = try await start(["--database", "upload.db"], in: directory)
+        defer { kill(server.process.processIdentifier, SIGKILL) }
+        let created = try await call(
+            .POST, url + "/v1/batches",
+            body: .bytes(ByteBuffer(string: #"{"type":"noop","options":{"chunk_size":1000}}"#)))
+        let id = try #require(created["id"] as? String)
+        let total = 1_000_000
+        let blocks = AsyncStream<ByteBuffer> { continuation in
+            var seq = 0
+            while seq < total {
+                var text = ""
+                for _ in 0..<10_000 {
+                    text += #"{"id":\#(seq),"email":"user\#(seq)@example.com"}"# + "\n"
+                    seq += 1
+                }
+                continuation.yield(ByteBuffer(string: text))
+            }
+            continuation.finish()
+        }
+        let appended = try await call(
+            .POST, url + "/v1/batches/\(id)/items?start_seq=0", body: .stream(blocks, length: .unknown),
+            contentType: "application/x-ndjson")
+        #expect(appended["inserted"] as? Int == total)
+        #expect(appended["total"] as? Int == total)
+        let status = try String(contentsOfFile: "/proc/\(server.process.processIdentifier)/status", encoding: .utf8)
+        let peakLine = try #require(status.split(separator: "\n").first { $0.hasPrefix("VmHWM:") })
+        let peakKiB = try #require(Int(peakLine.split(separator: " ", omittingEmptySubsequences: true)[1]))
+        print("upload: 1,000,000 items; server peak RSS \(peakKiB / 1024) MiB")
+        // The body is ~48 MB; holding it, or the items, whole would show here.
+        #expect(peakKiB < 200 * 1024)
+    }
+}
