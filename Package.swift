@@ -104,12 +104,13 @@ let package = Package(
         ),
         .testTarget(
             name: "TrancheEngineTests",
-            dependencies: ["TrancheEngine", "TrancheSQLite", "TrancheStrategies"],
+            dependencies: ["TrancheEngine", "TrancheSQLite", "TrancheStrategies", "TrancheTestSupport"],
             swiftSettings: strictSwift
         ),
         .target(
             name: "TrancheTestSupport",
             dependencies: [
+                "TrancheEngine",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),

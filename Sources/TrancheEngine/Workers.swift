@@ -403,8 +403,10 @@ extension TrancheEngine {
                 let events = try await store.enforceDeadlines(now: Date())
                 _ = try await store.prune(now: Date(), limit: 5_000)
                 if !rescued.isEmpty || !events.isEmpty { signalWork() }
-            } catch {
+            } catch where !Task.isCancelled {
                 logger.warning("maintenance failed", metadata: ["error": "\(error)"])
+            } catch {
+                return
             }
             await sleep(configuration.sweepInterval, orUntil: draining)
         }
@@ -428,8 +430,10 @@ extension TrancheEngine {
                     }
                     hub.publish(events)
                 }
-            } catch {
+            } catch where !Task.isCancelled {
                 logger.warning("reading events failed", metadata: ["error": "\(error)"])
+            } catch {
+                return
             }
             if stop || Task.isCancelled { return }
             await eventWakeup.wait(timeout: 1)

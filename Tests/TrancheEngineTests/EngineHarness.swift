@@ -2,6 +2,7 @@ import Foundation
 import Synchronization
 import TrancheEngine
 import TrancheSQLite
+import TrancheTestSupport
 
 /// An engine on a fresh SQLite file, with short intervals so tests run fast.
 func makeEngine(
@@ -19,23 +20,6 @@ func makeEngine(
     configuration.drainGracePeriod = 2
     configure(&configuration)
     return TrancheEngine(store: store, strategies: strategies, configuration: configuration)
-}
-
-/// Runs `body` while `engine` runs, then drains it.
-func withRunning<T: Sendable>(
-    _ engine: TrancheEngine, _ body: @Sendable (TrancheEngine) async throws -> T
-) async throws -> T {
-    try await withThrowingTaskGroup(of: T?.self) { group in
-        group.addTask {
-            try await engine.run()
-            return nil
-        }
-        defer { engine.drain() }
-        let result = try await body(engine)
-        engine.drain()
-        while let next = try await group.next() { _ = next }
-        return result
-    }
 }
 
 func items(_ count: Int, _ make: (Int) -> JSONValue = { ["n": .number(Double($0))] }) throws -> [JSONText] {

@@ -2,6 +2,7 @@ import Foundation
 import Testing
 import TrancheEngine
 import TrancheStrategies
+import TrancheTestSupport
 
 @Suite("Engine")
 struct EngineTests {

@@ -3,6 +3,7 @@ import Testing
 import TrancheEngine
 import TrancheSQLite
 import TrancheStrategies
+import TrancheTestSupport
 
 @Suite("exec strategy")
 struct ExecStrategyTests {
@@ -81,21 +82,14 @@ struct ExecStrategyTests {
         var options = BatchOptions()
         options.itemTimeout = 0.5
         options.maxAttempts = 1
-        let report = try await withThrowingTaskGroup(of: BatchReport?.self) { group in
-            group.addTask {
-                try await engine.run()
-                return nil
-            }
-            let report = try await engine.execute(
+        let report = try await withRunning(engine) { [options] engine in
+            try await engine.execute(
                 Submission(
                     type: "exec",
                     context: try JSONText(encoding: ["command": JSONValue.string("echo $$ > \(pidFile); exec sleep 60")]
                     ),
                     options: options),
                 items: [.null])
-            engine.drain()
-            while try await group.next() != nil {}
-            return report
         }
         #expect(report.items.first?.status == .dead)
         #expect(report.items.first?.error?.code == "timeout")

@@ -130,20 +130,14 @@ struct HTTPStrategyTests {
         var options = BatchOptions()
         options.chunkSize = 10
         options.backoff = Backoff(base: 0.01, cap: 0.02)
-        let report = try await withThrowingTaskGroup(of: BatchReport?.self) { group in
-            group.addTask {
-                try await engine.run()
-                return nil
-            }
-            let report = try await engine.execute(
+        let report = try await withRunning(engine) { [options] engine in
+            try await engine.execute(
                 Submission(
                     type: "http",
                     context: try JSONText(encoding: ["url": JSONValue.string("http://127.0.0.1:\(port)/items/{{seq}}")]
-                    ), options: options),
+                    ),
+                    options: options),
                 items: (0..<60).map { JSONText(unchecked: #"{"n":\#($0)}"#) })
-            engine.drain()
-            while try await group.next() != nil {}
-            return report
         }
         #expect(report.batch.status == .completed)
         #expect(report.batch.counts.succeeded == 60)
