@@ -403,7 +403,7 @@ extension TrancheEngine {
                 let events = try await store.enforceDeadlines(now: Date())
                 _ = try await store.prune(now: Date(), limit: 5_000)
                 if !rescued.isEmpty || !events.isEmpty { signalWork() }
-            } catch  where !Task.isCancelled {
+            } catch let error where !Task.isCancelled {
                 logger.warning("maintenance failed", metadata: ["error": "\(error)"])
             } catch {
                 return
@@ -430,7 +430,7 @@ extension TrancheEngine {
                     }
                     hub.publish(events)
                 }
-            } catch  where !Task.isCancelled {
+            } catch let error where !Task.isCancelled {
                 logger.warning("reading events failed", metadata: ["error": "\(error)"])
             } catch {
                 return
