@@ -294,10 +294,16 @@ public final class TrancheEngine: Service, Sendable {
 
     // MARK: - Observing
 
-    /// Events of one batch (or all batches) from now on, while the engine
-    /// runs: every stored event once, in order, and throttled progress.
-    public func events(of id: BatchID? = nil) async throws -> AsyncStream<BatchEvent> {
-        hub.subscribe(batchID: id, after: try await store.latestEventID())
+    /// Events of one batch (or all batches) while the engine runs: every
+    /// stored event after `after` (default: from now on) once, in order,
+    /// then live ones, and throttled progress. A client that reconnects with
+    /// the id of the last event it saw misses nothing.
+    public func events(of id: BatchID? = nil, after: Int64? = nil) async throws -> AsyncStream<BatchEvent> {
+        var cursor = after
+        if cursor == nil { cursor = try await store.latestEventID() }
+        let stream = hub.subscribe(batchID: id, after: cursor ?? 0)
+        eventWakeup.signal()
+        return stream
     }
 
     /// Waits until the batch ends (completed, failed or canceled) and its

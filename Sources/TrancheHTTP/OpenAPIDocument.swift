@@ -172,6 +172,25 @@ enum OpenAPIDocument {
                         properties:
                           events: {type: array, items: {$ref: "#/components/schemas/Event"}}
                 "404": {$ref: "#/components/responses/Problem"}
+          /v1/batches/{id}/events/stream:
+            parameters: [{$ref: "#/components/parameters/id"}]
+            get:
+              summary: The batch's events as Server-Sent Events; reconnect with Last-Event-ID to miss nothing
+              parameters:
+                - {name: Last-Event-ID, in: header, schema: {type: integer}}
+                - {name: after, in: query, schema: {type: integer}}
+              responses:
+                "200": {description: "An event stream: id (stored events), event (the type), data (an Event)", content: {text/event-stream: {schema: {type: string}}}}
+                "404": {$ref: "#/components/responses/Problem"}
+          /v1/events/stream:
+            get:
+              summary: Every event of the caller's batches as Server-Sent Events
+              parameters:
+                - {name: Last-Event-ID, in: header, schema: {type: integer}}
+                - {name: after, in: query, schema: {type: integer}}
+              responses:
+                "200": {description: An event stream, content: {text/event-stream: {schema: {type: string}}}}
+                "401": {$ref: "#/components/responses/Problem"}
           /v1/batches/{id}/export:
             parameters: [{$ref: "#/components/parameters/id"}]
             get:

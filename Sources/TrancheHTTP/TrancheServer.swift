@@ -120,6 +120,10 @@ public struct TrancheServer: Sendable {
             return Self.json(["events": .array(events.map(Views.event))])
         }
         v1.get("batches/:id/export") { request, context in try await export(request, context) }
+        v1.get("batches/:id/events/stream") { request, context in
+            try await eventStream(request, context, batch: try await owned(context))
+        }
+        v1.get("events/stream") { request, context in try await eventStream(request, context, batch: nil) }
         return router
     }
 

@@ -76,7 +76,9 @@ struct ServeCommand: AsyncParsableCommand {
             logger: logger)
         let group = ServiceGroup(
             configuration: .init(
-                services: [.init(service: engine), .init(service: application)],
+                // Shut down in reverse: the engine drains first and ends the
+                // event streams, then the HTTP server finishes its requests.
+                services: [.init(service: application), .init(service: engine)],
                 gracefulShutdownSignals: [.sigterm, .sigint],
                 logger: logger))
         let secondSignal = exitOnSecondSignal()
