@@ -105,10 +105,10 @@ extension TrancheEngine {
                     continue
                 }
                 if let lease {
-                    chunksInFlight.add(1, ordering: .relaxed)
+                    EngineMetrics.runningChunks(chunksInFlight.add(1, ordering: .relaxed).newValue)
                     group.addTask {
                         await self.runChunk(lease)
-                        self.chunksInFlight.subtract(1, ordering: .relaxed)
+                        EngineMetrics.runningChunks(self.chunksInFlight.subtract(1, ordering: .relaxed).newValue)
                         self.claimWakeup.signal()
                     }
                     eventWakeup.signal()
@@ -233,6 +233,8 @@ extension TrancheEngine {
         let input = ItemInput(batchID: lease.batchID, seq: item.seq, payload: item.payload, attempt: item.attempts + 1)
         let timeout = binding.options.itemTimeout
         let process = binding.bound.process
+        let started = ContinuousClock.now
+        defer { EngineMetrics.attempt(type: lease.type, duration: started.duration(to: .now)) }
         let first: Race = await withTaskGroup(of: Race.self) { group in
             group.addTask { .done(await process(input)) }
             group.addTask {
@@ -297,6 +299,7 @@ extension TrancheEngine {
                     run.lease, outcomes: outcomes, finish: false, failBatch: failBatch,
                     leaseDuration: configuration.leaseDuration, now: Date())
                 if result.batchStatus.isEnded { run.stopStarting() }
+                EngineMetrics.record(outcomes, type: run.lease.type)
                 publishProgress(run.lease.batchID, result)
             } catch let error as StoreError where error.code == .leaseLost {
                 logger.warning(
@@ -334,6 +337,7 @@ extension TrancheEngine {
                 let result = try await store.checkpoint(
                     run.lease, outcomes: outcomes, finish: true, failBatch: failBatch ?? extraFailure,
                     leaseDuration: configuration.leaseDuration, now: Date())
+                EngineMetrics.record(outcomes, type: run.lease.type)
                 publishProgress(run.lease.batchID, result, force: result.batchStatus.isEnded)
                 if result.batchStatus.isEnded { _ = bindings.withLock { $0.removeValue(forKey: run.lease.batchID) } }
                 eventWakeup.signal()
@@ -392,6 +396,7 @@ extension TrancheEngine {
             do {
                 let rescued = try await store.rescueExpiredLeases(
                     now: Date(), splitAfter: configuration.splitAfterRescues)
+                if !rescued.isEmpty { EngineMetrics.leaseExpired(count: rescued.count) }
                 for chunk in rescued {
                     logger.info(
                         "rescued an expired lease",

@@ -4,6 +4,7 @@ import HTTPTypes
 public import Hummingbird
 import Logging
 import NIOCore
+public import Prometheus
 import Synchronization
 public import TrancheEngine
 
@@ -45,6 +46,9 @@ public struct TrancheServer: Sendable {
         public var maxRequestsInFlight: Int = 1_024
         /// No API keys: every caller is the `local` tenant (loopback only).
         public var open: Bool = false
+        /// Where `/metrics` reads from: the registry the process bootstrapped
+        /// swift-metrics with. Nil: no `/metrics`.
+        public var metrics: PrometheusCollectorRegistry?
 
         public init() {}
     }
@@ -63,6 +67,7 @@ public struct TrancheServer: Sendable {
     public func router() -> Router<TrancheRequestContext> {
         let router = Router(context: TrancheRequestContext.self)
         router.add(middleware: ProblemMiddleware())
+        if configuration.metrics != nil { router.add(middleware: MetricsMiddleware()) }
         router.add(middleware: BackpressureMiddleware(gate: RequestGate(limit: configuration.maxRequestsInFlight)))
         router.get("healthz") { _, _ in Self.json(["status": "ok"]) }
         router.get("readyz") { _, _ in
@@ -71,6 +76,27 @@ public struct TrancheServer: Sendable {
                 return Self.json(["status": "ready"])
             } catch {
                 throw Problem(.serviceUnavailable, "the store is not reachable", retryAfter: 1)
+            }
+        }
+        if let registry = configuration.metrics {
+            router.get("metrics") { _, _ in
+                // Queue depth is read from the store at each scrape.
+                var byStatus = Dictionary(uniqueKeysWithValues: BatchStatus.allCases.map { ($0, (Int64(0), Int64(0))) })
+                for summary in try await store.statusSummary() {
+                    byStatus[summary.status] = (summary.batches, summary.waitingItems)
+                }
+                var waiting: Int64 = 0
+                for (status, (batches, items)) in byStatus {
+                    registry.makeGauge(descriptor: Self.batchesGauge, labels: [("status", status.rawValue)])
+                        .set(Double(batches))
+                    if status.isRunnable || status == .paused || status == .created || status == .preProcessed {
+                        waiting += items
+                    }
+                }
+                registry.makeGauge(descriptor: Self.pendingGauge).set(Double(waiting))
+                return Response(
+                    status: .ok, headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"],
+                    body: .init(byteBuffer: ByteBuffer(bytes: registry.emitToBuffer())))
             }
         }
         router.get("openapi.yaml") { _, _ in
@@ -429,6 +455,16 @@ public struct TrancheServer: Sendable {
     }
 
     // MARK: - Helpers
+
+    static var batchesGauge: MetricNameDescriptor {
+        MetricNameDescriptor(metricName: "tranche_batches", unitName: "", helpText: "Batches by status")
+    }
+
+    static var pendingGauge: MetricNameDescriptor {
+        MetricNameDescriptor(
+            metricName: "tranche_pending_items", unitName: "",
+            helpText: "Items of unfinished batches waiting to run (pending or waiting for a retry)")
+    }
 
     /// What identifies a request body for `Idempotency-Key`: its SHA-256.
     public static func fingerprint(of body: String) -> String {

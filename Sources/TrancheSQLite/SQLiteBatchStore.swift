@@ -612,6 +612,23 @@ public final class SQLiteBatchStore: BatchStore {
         }
     }
 
+    public func statusSummary() async throws -> [BatchStatusSummary] {
+        try await pool.read { db in
+            try Row.fetchAll(
+                db,
+                sql: """
+                    SELECT status, count(*),
+                           sum(max(0, total - succeeded - skipped - dead - canceled - running))
+                    FROM batches GROUP BY status
+                    """
+            ).compactMap { row in
+                BatchStatus(rawValue: row[0]).map {
+                    BatchStatusSummary(status: $0, batches: row[1], waitingItems: row[2] ?? 0)
+                }
+            }
+        }
+    }
+
     public func latestEventID() async throws -> Int64 {
         try await pool.read { db in try Int64.fetchOne(db, sql: "SELECT max(id) FROM events") ?? 0 }
     }

@@ -107,4 +107,21 @@ public protocol BatchStore: Sendable {
     func allEvents(afterID: Int64, limit: Int) async throws -> [BatchEvent]
     /// The id of the newest event, or 0.
     func latestEventID() async throws -> Int64
+
+    /// Batches, and items waiting to run, per batch status: the queue depth.
+    func statusSummary() async throws -> [BatchStatusSummary]
+}
+
+/// How many batches are in one status and how many of their items wait to run.
+public struct BatchStatusSummary: Sendable, Hashable {
+    public var status: BatchStatus
+    public var batches: Int64
+    /// Items neither finished nor running (pending, or failed and waiting for a retry).
+    public var waitingItems: Int64
+
+    public init(status: BatchStatus, batches: Int64, waitingItems: Int64) {
+        self.status = status
+        self.batches = batches
+        self.waitingItems = waitingItems
+    }
 }

@@ -2,6 +2,8 @@ import ArgumentParser
 import Foundation
 import Hummingbird
 import Logging
+import Metrics
+import Prometheus
 import ServiceLifecycle
 import TrancheEngine
 import TrancheHTTP
@@ -63,6 +65,9 @@ struct ServeCommand: AsyncParsableCommand {
         var serverConfiguration = TrancheServer.Configuration()
         serverConfiguration.syncThreshold = syncThreshold
         serverConfiguration.open = keys.isEmpty
+        let registry = PrometheusCollectorRegistry()
+        MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: registry))
+        serverConfiguration.metrics = registry
         let server = TrancheServer(engine: engine, store: store, configuration: serverConfiguration)
         let host = self.host
         let application = Application(

@@ -89,6 +89,63 @@ struct ServeTests {
         #expect(counts(batch)["rescued"] == 0)
     }
 
+    /// A sample's value from Prometheus text, 0 when absent.
+    func sample(_ text: String, _ name: String) -> Double {
+        for line in text.split(separator: "\n") where line.hasPrefix(name + " ") {
+            return Double(line.split(separator: " ").last ?? "") ?? 0
+        }
+        return 0
+    }
+
+    func scrape(_ url: String) async throws -> String {
+        let response = try await Self.client.execute(HTTPClientRequest(url: url + "/metrics"), timeout: .seconds(30))
+        #expect(response.headers.first(name: "content-type")?.hasPrefix("text/plain") == true)
+        return String(buffer: try await response.body.collect(upTo: 16 << 20))
+    }
+
+    @Test("/metrics, scraped during a batch and after it, agrees with the batch's counts")
+    func metrics() async throws {
+        let directory = try scratchDirectory()
+        let (server, url) = try await start(["--database", "metrics.db", "--allow-exec"], in: directory)
+        defer { kill(server.process.processIdentifier, SIGKILL) }
+        let items = "[" + (0..<300).map { #"{"n":\#($0)}"# }.joined(separator: ",") + "]"
+        let command = #"sleep 0.01; if [ $((TRANCHE_SEQ % 10)) = 3 ]; then exit 65; fi"#
+        let created = try await call(
+            .POST, url + "/v1/batches",
+            body: .bytes(
+                ByteBuffer(
+                    string:
+                        #"{"type":"exec","context":{"command":"\#(command)"},"items":\#(items),"mode":"async","options":{"chunk_size":10,"concurrency":4}}"#
+                )))
+        let id = try #require(created["id"] as? String)
+        while counts(try await call(.GET, url + "/v1/batches/\(id)"))["processed", default: 0] < 30 {
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        let during = try await scrape(url)
+        let after = counts(try await call(.GET, url + "/v1/batches/\(id)"))
+        let succeededDuring = sample(during, #"tranche_items_total{type="exec",outcome="succeeded"}"#)
+        #expect(succeededDuring > 0)
+        #expect(succeededDuring <= Double(after["succeeded", default: 0]))
+        #expect(sample(during, "tranche_pending_items") > 0)
+        #expect(sample(during, #"tranche_batches{status="processing"}"#) == 1)
+        var batch = try await call(.GET, url + "/v1/batches/\(id)")
+        while batch["status"] as? String != "completed" {
+            try await Task.sleep(for: .milliseconds(100))
+            batch = try await call(.GET, url + "/v1/batches/\(id)")
+        }
+        let final = try await scrape(url)
+        #expect(
+            sample(final, #"tranche_items_total{type="exec",outcome="succeeded"}"#)
+                == Double(counts(batch)["succeeded"]!))
+        #expect(
+            sample(final, #"tranche_items_total{type="exec",outcome="skipped"}"#) == Double(counts(batch)["skipped"]!))
+        #expect(counts(batch)["skipped"] == 30)
+        #expect(sample(final, #"tranche_batches{status="completed"}"#) == 1)
+        #expect(sample(final, "tranche_pending_items") == 0)
+        #expect(sample(final, #"tranche_item_duration_seconds_count{type="exec"}"#) == 300)
+        #expect(final.contains(#"http_route="/v1/batches/{id}""#))
+    }
+
     @Test("the CLI client: keys, submit --wait, status, export, and errors as exit status 1")
     func client() async throws {
         let directory = try scratchDirectory()
