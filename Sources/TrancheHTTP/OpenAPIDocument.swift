@@ -207,6 +207,73 @@ enum OpenAPIDocument {
                     application/json: {schema: {type: array, items: {$ref: "#/components/schemas/Item"}}}
                 "400": {$ref: "#/components/responses/Problem"}
                 "404": {$ref: "#/components/responses/Problem"}
+          /v1/webhooks:
+            post:
+              summary: Subscribe a URL to events (delivered as signed POSTs, retried with backoff)
+              requestBody:
+                required: true
+                content:
+                  application/json:
+                    schema:
+                      type: object
+                      required: [url]
+                      properties:
+                        url: {type: string}
+                        events: {type: array, items: {type: string}}
+                        secret: {type: string}
+              responses:
+                "201": {description: "The webhook, with its secret (shown once)", content: {application/json: {schema: {$ref: "#/components/schemas/Webhook"}}}}
+                "422": {$ref: "#/components/responses/Problem"}
+            get:
+              summary: The tenant's webhooks (without secrets)
+              responses:
+                "200":
+                  description: Webhooks
+                  content:
+                    application/json:
+                      schema:
+                        type: object
+                        properties:
+                          webhooks: {type: array, items: {$ref: "#/components/schemas/Webhook"}}
+          /v1/webhooks/{hook}:
+            parameters: [{name: hook, in: path, required: true, schema: {type: string}}]
+            delete:
+              summary: Remove a webhook
+              responses:
+                "204": {description: Deleted}
+                "404": {$ref: "#/components/responses/Problem"}
+          /v1/webhooks/{hook}/deliveries:
+            parameters: [{name: hook, in: path, required: true, schema: {type: string}}]
+            get:
+              summary: The delivery log, newest first
+              responses:
+                "200":
+                  description: Deliveries
+                  content:
+                    application/json:
+                      schema:
+                        type: object
+                        properties:
+                          deliveries:
+                            type: array
+                            items:
+                              type: object
+                              properties:
+                                id: {type: integer}
+                                event_id: {type: integer}
+                                status: {type: string, enum: [pending, delivered, failed]}
+                                attempts: {type: integer}
+                                last_status_code: {type: [integer, "null"]}
+                                last_error: {type: [string, "null"]}
+                                next_attempt_at: {type: [string, "null"]}
+                                delivered_at: {type: [string, "null"]}
+                "404": {$ref: "#/components/responses/Problem"}
+          /metrics:
+            get:
+              summary: Prometheus metrics
+              security: []
+              responses:
+                "200": {description: Prometheus text format, content: {text/plain: {schema: {type: string}}}}
         components:
           securitySchemes:
             bearer: {type: http, scheme: bearer}
@@ -390,6 +457,15 @@ enum OpenAPIDocument {
                     type: object
                     required: [seq, message]
                     properties: {seq: {type: integer}, message: {type: string}}
+            Webhook:
+              type: object
+              required: [id, url, events, created_at]
+              properties:
+                id: {type: string}
+                url: {type: string}
+                events: {type: array, items: {type: string}}
+                secret: {type: string}
+                created_at: {type: string}
             Event:
               type: object
               required: [id, batch_id, type, at, data]

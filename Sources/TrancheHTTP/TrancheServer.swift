@@ -49,6 +49,8 @@ public struct TrancheServer: Sendable {
         /// Where `/metrics` reads from: the registry the process bootstrapped
         /// swift-metrics with. Nil: no `/metrics`.
         public var metrics: PrometheusCollectorRegistry?
+        /// Hosts webhooks may call; nil allows any.
+        public var webhookHosts: Set<String>?
 
         public init() {}
     }
@@ -150,6 +152,7 @@ public struct TrancheServer: Sendable {
             try await eventStream(request, context, batch: try await owned(context))
         }
         v1.get("events/stream") { request, context in try await eventStream(request, context, batch: nil) }
+        addWebhookRoutes(v1)
         return router
     }
 

@@ -79,3 +79,147 @@ extension SQLiteBatchStore: ServerStore {
         }
     }
 }
+
+extension SQLiteBatchStore {
+    public func createWebhook(_ webhook: WebhookRecord) async throws {
+        let events = try JSONText(encoding: webhook.events).text
+        try await pool.write { db in
+            try db.execute(
+                sql: "INSERT INTO webhooks(id, tenant, url, events, secret, created_at) VALUES (?, ?, ?, ?, ?, ?)",
+                arguments: [
+                    webhook.id, webhook.tenant, webhook.url, events, webhook.secret, webhook.createdAt.milliseconds,
+                ])
+        }
+    }
+
+    public func webhooks(tenant: String?) async throws -> [WebhookRecord] {
+        try await pool.read { db in
+            try Self.fetchWebhooks(db, tenant: tenant)
+        }
+    }
+
+    static func fetchWebhooks(_ db: Database, tenant: String?) throws -> [WebhookRecord] {
+        let rows = try Row.fetchAll(
+            db,
+            sql:
+                "SELECT id, tenant, url, events, secret, created_at FROM webhooks WHERE ?1 IS NULL OR tenant = ?1 ORDER BY created_at",
+            arguments: [tenant])
+        return try rows.map(decodeWebhook)
+    }
+
+    static func decodeWebhook(_ row: Row) throws -> WebhookRecord {
+        WebhookRecord(
+            id: row[0], tenant: row[1], url: row[2], events: try JSONText(unchecked: row[3]).decode([String].self),
+            secret: row[4], createdAt: Date(milliseconds: row[5]))
+    }
+
+    public func deleteWebhook(id: String, tenant: String) async throws -> Bool {
+        try await pool.write { db in
+            try db.execute(sql: "DELETE FROM webhooks WHERE id = ? AND tenant = ?", arguments: [id, tenant])
+            let deleted = db.changesCount == 1
+            if deleted { try db.execute(sql: "DELETE FROM deliveries WHERE webhook_id = ?", arguments: [id]) }
+            return deleted
+        }
+    }
+
+    public func queueDeliveries(limit: Int, now: Date) async throws -> Int {
+        try await pool.write { db in
+            let cursor = try Int64.fetchOne(db, sql: "SELECT value FROM counters WHERE name = 'delivery_cursor'") ?? 0
+            let rows = try Row.fetchAll(
+                db,
+                sql: """
+                    SELECT e.id, e.type, b.owner FROM events e JOIN batches b ON b.key = e.batch_key
+                    WHERE e.id > ? ORDER BY e.id LIMIT ?
+                    """,
+                arguments: [cursor, limit])
+            guard let last = rows.last else { return 0 }
+            let hooks = try Self.fetchWebhooks(db, tenant: nil)
+            var queued = 0
+            for row in rows {
+                let eventID: Int64 = row[0]
+                let type: String = row[1]
+                let owner: String = row[2]
+                for hook in hooks where hook.tenant == owner && (hook.events.isEmpty || hook.events.contains(type)) {
+                    try db.execute(
+                        sql: """
+                            INSERT OR IGNORE INTO deliveries(webhook_id, event_id, next_attempt_at) VALUES (?, ?, ?)
+                            """,
+                        arguments: [hook.id, eventID, now.milliseconds])
+                    queued += db.changesCount
+                }
+            }
+            let lastID: Int64 = last[0]
+            try db.execute(sql: "UPDATE counters SET value = ? WHERE name = 'delivery_cursor'", arguments: [lastID])
+            return queued
+        }
+    }
+
+    public func dueDeliveries(now: Date, limit: Int) async throws -> [(DeliveryRecord, WebhookRecord, BatchEvent)] {
+        try await pool.read { db in
+            let rows = try Row.fetchAll(
+                db,
+                sql: """
+                    SELECT d.id, d.webhook_id, d.event_id, d.status, d.attempts, d.last_status_code, d.last_error,
+                           d.next_attempt_at, d.delivered_at,
+                           w.id, w.tenant, w.url, w.events, w.secret, w.created_at,
+                           e.type, e.at, e.data, b.id
+                    FROM deliveries d
+                    JOIN webhooks w ON w.id = d.webhook_id
+                    JOIN events e ON e.id = d.event_id
+                    JOIN batches b ON b.key = e.batch_key
+                    WHERE d.status = 'pending' AND d.next_attempt_at <= ?
+                    ORDER BY d.next_attempt_at, d.id LIMIT ?
+                    """,
+                arguments: [now.milliseconds, limit])
+            return try rows.map { row in
+                let delivery = Self.decodeDelivery(row)
+                let hook = WebhookRecord(
+                    id: row[9], tenant: row[10], url: row[11],
+                    events: try JSONText(unchecked: row[12]).decode([String].self), secret: row[13],
+                    createdAt: Date(milliseconds: row[14]))
+                let event = BatchEvent(
+                    id: delivery.eventID, batchID: BatchID(row[18] as String)!, type: BatchEventType(rawValue: row[15]),
+                    at: Date(milliseconds: row[16]), data: try JSONText(unchecked: row[17]).value())
+                return (delivery, hook, event)
+            }
+        }
+    }
+
+    static func decodeDelivery(_ row: Row) -> DeliveryRecord {
+        DeliveryRecord(
+            id: row[0], webhookID: row[1], eventID: row[2], status: row[3], attempts: row[4], lastStatusCode: row[5],
+            lastError: row[6], nextAttemptAt: (row[7] as Int64?).map(Date.init(milliseconds:)),
+            deliveredAt: (row[8] as Int64?).map(Date.init(milliseconds:)))
+    }
+
+    public func recordDelivery(
+        id: Int64, delivered: Bool, statusCode: Int?, error: String?, nextAttemptAt: Date?, now: Date
+    ) async throws {
+        try await pool.write { db in
+            let status = delivered ? "delivered" : (nextAttemptAt == nil ? "failed" : "pending")
+            try db.execute(
+                sql: """
+                    UPDATE deliveries SET status = ?, attempts = attempts + 1, last_status_code = ?, last_error = ?,
+                        next_attempt_at = ?, delivered_at = ?
+                    WHERE id = ?
+                    """,
+                arguments: [
+                    status, statusCode, error, nextAttemptAt?.milliseconds, delivered ? now.milliseconds : nil, id,
+                ])
+        }
+    }
+
+    public func deliveries(webhookID: String, limit: Int) async throws -> [DeliveryRecord] {
+        try await pool.read { db in
+            try Row.fetchAll(
+                db,
+                sql: """
+                    SELECT id, webhook_id, event_id, status, attempts, last_status_code, last_error, next_attempt_at,
+                           delivered_at
+                    FROM deliveries WHERE webhook_id = ? ORDER BY id DESC LIMIT ?
+                    """,
+                arguments: [webhookID, limit]
+            ).map(Self.decodeDelivery)
+        }
+    }
+}

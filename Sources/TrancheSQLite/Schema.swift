@@ -105,6 +105,33 @@ enum Schema {
                     ) WITHOUT ROWID;
                     """)
         }
+        migrator.registerMigration("v3: webhooks") { db in
+            try db.execute(
+                sql: """
+                    CREATE TABLE webhooks (
+                        id TEXT PRIMARY KEY,
+                        tenant TEXT NOT NULL,
+                        url TEXT NOT NULL,
+                        events TEXT NOT NULL,
+                        secret TEXT NOT NULL,
+                        created_at INTEGER NOT NULL
+                    );
+                    CREATE TABLE deliveries (
+                        id INTEGER PRIMARY KEY,
+                        webhook_id TEXT NOT NULL,
+                        event_id INTEGER NOT NULL,
+                        status TEXT NOT NULL DEFAULT 'pending',
+                        attempts INTEGER NOT NULL DEFAULT 0,
+                        last_status_code INTEGER,
+                        last_error TEXT,
+                        next_attempt_at INTEGER,
+                        delivered_at INTEGER,
+                        UNIQUE (webhook_id, event_id)
+                    );
+                    CREATE INDEX deliveries_due ON deliveries(status, next_attempt_at);
+                    INSERT INTO counters(name, value) VALUES ('delivery_cursor', (SELECT coalesce(max(id), 0) FROM events));
+                    """)
+        }
         return migrator
     }
 }

@@ -29,7 +29,7 @@ struct ServeCommand: AsyncParsableCommand {
     @Flag(help: "Enable the exec strategy (it runs commands on this machine).")
     var allowExec = false
 
-    @Option(help: "Hosts the http strategy may call, comma-separated (default: none).")
+    @Option(help: "Hosts the http strategy and webhooks may call, comma-separated (default: none).")
     var httpAllow: String = ""
 
     @Option(help: "Batches of at most this many items run at once in mode auto.")
@@ -68,6 +68,8 @@ struct ServeCommand: AsyncParsableCommand {
         let registry = PrometheusCollectorRegistry()
         MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: registry))
         serverConfiguration.metrics = registry
+        serverConfiguration.webhookHosts = allowed
+        let dispatcher = WebhookDispatcher(store: store, configuration: .init(allowedHosts: allowed), logger: logger)
         let server = TrancheServer(engine: engine, store: store, configuration: serverConfiguration)
         let host = self.host
         let application = Application(
@@ -83,7 +85,7 @@ struct ServeCommand: AsyncParsableCommand {
             configuration: .init(
                 // Shut down in reverse: the engine drains first and ends the
                 // event streams, then the HTTP server finishes its requests.
-                services: [.init(service: application), .init(service: engine)],
+                services: [.init(service: application), .init(service: dispatcher), .init(service: engine)],
                 gracefulShutdownSignals: [.sigterm, .sigint],
                 logger: logger))
         let secondSignal = exitOnSecondSignal()

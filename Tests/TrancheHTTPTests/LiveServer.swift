@@ -1,6 +1,7 @@
 import AsyncHTTPClient
 import Foundation
 import Hummingbird
+import Logging
 import NIOCore
 import NIOHTTP1
 import Synchronization
@@ -51,6 +52,11 @@ struct LiveServer {
         var configuration = TrancheServer.Configuration()
         configuration.open = !keyed
         if let maxBodyBytes { configuration.maxBodyBytes = maxBodyBytes }
+        configuration.webhookHosts = ["127.0.0.1"]
+        var webhooks = WebhookDispatcher.Configuration(allowedHosts: ["127.0.0.1"])
+        webhooks.backoff = Backoff(base: 0.05, cap: 0.1)
+        webhooks.pollInterval = 0.05
+        let dispatcher = WebhookDispatcher(store: store, configuration: webhooks, logger: Logger(label: "test"))
         let server = TrancheServer(engine: engine, store: store, configuration: configuration)
         let (ports, continuation) = AsyncStream<Int>.makeStream()
         let application = Application(
@@ -60,6 +66,7 @@ struct LiveServer {
         try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask { try await engine.run() }
             group.addTask { try await application.run() }
+            group.addTask { try await dispatcher.run() }
             var iterator = ports.makeAsyncIterator()
             let port = try #require(await iterator.next())
             defer {

@@ -1,0 +1,207 @@
+import AsyncHTTPClient
+import Crypto
+import Foundation
+import HTTPTypes
+import Hummingbird
+public import Logging
+import NIOCore
+import NIOHTTP1
+public import ServiceLifecycle
+public import TrancheEngine
+
+/// Delivers events to webhooks: each stored event becomes a durable
+/// delivery row (so a restart loses none), POSTed as JSON, signed with
+/// HMAC-SHA256, and retried with backoff until the receiver answers 2xx.
+public final class WebhookDispatcher: Service, Sendable {
+    /// Delivery settings. Every field has a documented default.
+    public struct Configuration: Sendable {
+        /// Hosts webhooks may call; nil allows any. The server passes its `--http-allow`.
+        public var allowedHosts: Set<String>?
+        /// Attempts before a delivery is `failed`. Default 12.
+        public var maxAttempts: Int = 12
+        /// Waits between attempts. Default base 2 s, cap 10 min.
+        public var backoff: Backoff = Backoff(base: 2, cap: 600)
+        /// Seconds one POST may take. Default 10.
+        public var timeout: Double = 10
+        /// Seconds between looks for new events when idle. Default 0.2.
+        public var pollInterval: Double = 0.2
+
+        public init(allowedHosts: Set<String>? = nil) {
+            self.allowedHosts = allowedHosts
+        }
+    }
+
+    let store: any ServerStore
+    let configuration: Configuration
+    let logger: Logger
+
+    static let client: HTTPClient = {
+        var configuration = HTTPClient.Configuration()
+        configuration.redirectConfiguration = .disallow
+        configuration.timeout = .init(connect: .seconds(5), read: .seconds(30))
+        configuration.connectionPool.retryConnectionEstablishment = false
+        return HTTPClient(eventLoopGroup: HTTPClient.defaultEventLoopGroup, configuration: configuration)
+    }()
+
+    public init(store: any ServerStore, configuration: Configuration = Configuration(), logger: Logger) {
+        self.store = store
+        self.configuration = configuration
+        self.logger = logger
+    }
+
+    /// The `Tranche-Signature` header for `body` sent at `timestamp`:
+    /// `t=<unix seconds>,v1=<hex HMAC-SHA256(secret, "<t>.<body>")>`.
+    public static func signature(secret: String, timestamp: Int, body: String) -> String {
+        let mac = HMAC<SHA256>.authenticationCode(
+            for: Data("\(timestamp).\(body)".utf8), using: SymmetricKey(data: Data(secret.utf8)))
+        return "t=\(timestamp),v1=" + mac.map { String(format: "%02x", $0) }.joined()
+    }
+
+    public func run() async throws {
+        try await cancelWhenGracefulShutdown {
+            while !Task.isCancelled {
+                var busy = false
+                do {
+                    busy = try await self.store.queueDeliveries(limit: 500, now: Date()) > 0
+                    let due = try await self.store.dueDeliveries(now: Date(), limit: 32)
+                    busy = busy || !due.isEmpty
+                    await withTaskGroup(of: Void.self) { group in
+                        for (delivery, hook, event) in due {
+                            group.addTask { await self.deliver(delivery, hook, event) }
+                        }
+                    }
+                } catch  where !Task.isCancelled {
+                    self.logger.warning("webhook delivery failed", metadata: ["error": "\(error)"])
+                }
+                if !busy { try await Task.sleep(for: .milliseconds(Int(self.configuration.pollInterval * 1000))) }
+            }
+        }
+    }
+
+    func deliver(_ delivery: DeliveryRecord, _ hook: WebhookRecord, _ event: BatchEvent) async {
+        let body = (try? JSONText(encoding: Views.event(event)).text) ?? "{}"
+        var statusCode: Int?
+        var failure: String?
+        do {
+            guard let host = URL(string: hook.url)?.host,
+                configuration.allowedHosts?.contains(host.lowercased()) ?? true
+            else { throw WebhookFailure(message: "the host is not on the outbound allow-list") }
+            var request = HTTPClientRequest(url: hook.url)
+            request.method = .POST
+            request.headers.add(name: "Content-Type", value: "application/json")
+            request.headers.add(name: "User-Agent", value: "tranche-webhooks")
+            request.headers.add(name: "Tranche-Event-Id", value: String(event.id))
+            request.headers.add(name: "Tranche-Event-Type", value: event.type.rawValue)
+            request.headers.add(
+                name: "Tranche-Signature",
+                value: Self.signature(secret: hook.secret, timestamp: Int(Date().timeIntervalSince1970), body: body))
+            request.body = .bytes(ByteBuffer(string: body))
+            let response = try await Self.client.execute(
+                request, timeout: .milliseconds(Int64(configuration.timeout * 1000)))
+            statusCode = Int(response.status.code)
+            _ = try? await response.body.collect(upTo: 64 << 10)
+            if !(200..<300).contains(statusCode ?? 0) { failure = "the receiver answered \(statusCode ?? 0)" }
+        } catch let error as WebhookFailure {
+            failure = error.message
+        } catch {
+            failure = "the request failed (\(String(describing: type(of: error))))"
+        }
+        let attempt = delivery.attempts + 1
+        var next: Date?
+        if failure != nil, attempt < configuration.maxAttempts {
+            next = Date(
+                timeIntervalSinceNow: configuration.backoff.delay(
+                    afterAttempt: attempt, retryAfter: nil, random: Double.random(in: 0..<1)))
+        }
+        do {
+            try await store.recordDelivery(
+                id: delivery.id, delivered: failure == nil, statusCode: statusCode, error: failure, nextAttemptAt: next,
+                now: Date())
+        } catch {
+            logger.warning("recording a webhook delivery failed", metadata: ["error": "\(error)"])
+        }
+    }
+
+    struct WebhookFailure: Error {
+        var message: String
+    }
+}
+
+/// `POST /v1/webhooks`.
+struct CreateWebhookBody: Decodable {
+    var url: String
+    var events: [String]?
+    var secret: String?
+}
+
+extension TrancheServer {
+    func addWebhookRoutes(_ v1: RouterGroup<TrancheRequestContext>) {
+        v1.post("webhooks") { request, context in
+            let body = try await request.decodeJSON(CreateWebhookBody.self, limit: 64 << 10)
+            guard let url = URL(string: body.url), let scheme = url.scheme?.lowercased(),
+                scheme == "http" || scheme == "https", let host = url.host
+            else { throw Problem(.unprocessableContent, "url must be an http or https URL") }
+            if let allowed = configuration.webhookHosts, !allowed.contains(host.lowercased()) {
+                throw Problem(.unprocessableContent, "host '\(host)' is not on this server's outbound allow-list")
+            }
+            let known = Set(Self.webhookEventTypes)
+            if let unknown = body.events?.first(where: { !known.contains($0) }) {
+                throw Problem(
+                    .unprocessableContent,
+                    "unknown event type '\(unknown)'; known: \(Self.webhookEventTypes.joined(separator: ", "))")
+            }
+            let secret = body.secret ?? APIKeys.randomHex(bytes: 24)
+            let hook = WebhookRecord(
+                id: APIKeys.randomHex(bytes: 8), tenant: context.tenant, url: body.url, events: body.events ?? [],
+                secret: secret, createdAt: Date())
+            try await store.createWebhook(hook)
+            var view = Self.webhookView(hook)
+            view["secret"] = .string(secret)
+            return Self.json(.object(view), status: .created)
+        }
+        v1.get("webhooks") { _, context in
+            let hooks = try await store.webhooks(tenant: context.tenant)
+            return Self.json(["webhooks": .array(hooks.map { .object(Self.webhookView($0)) })])
+        }
+        v1.delete("webhooks/:hook") { _, context in
+            let id = context.parameters.get("hook") ?? ""
+            guard try await store.deleteWebhook(id: id, tenant: context.tenant) else {
+                throw Problem(.notFound, "no webhook \(id)")
+            }
+            return Response(status: .noContent)
+        }
+        v1.get("webhooks/:hook/deliveries") { _, context in
+            let id = context.parameters.get("hook") ?? ""
+            guard try await store.webhooks(tenant: context.tenant).contains(where: { $0.id == id }) else {
+                throw Problem(.notFound, "no webhook \(id)")
+            }
+            let deliveries = try await store.deliveries(webhookID: id, limit: 100)
+            return Self.json([
+                "deliveries": .array(
+                    deliveries.map { delivery in
+                        [
+                            "id": .number(Double(delivery.id)), "event_id": .number(Double(delivery.eventID)),
+                            "status": .string(delivery.status), "attempts": .number(Double(delivery.attempts)),
+                            "last_status_code": delivery.lastStatusCode.map { .number(Double($0)) } ?? .null,
+                            "last_error": delivery.lastError.map(JSONValue.string) ?? .null,
+                            "next_attempt_at": Views.date(delivery.nextAttemptAt),
+                            "delivered_at": Views.date(delivery.deliveredAt),
+                        ]
+                    })
+            ])
+        }
+    }
+
+    static let webhookEventTypes = [
+        "batch.created", "batch.pre_processed", "batch.confirmed", "batch.processing", "batch.paused",
+        "batch.resumed", "batch.completed", "batch.failed", "batch.canceled", "batch.retried", "batch.sealed",
+        "chunk.rescued", "item.dead",
+    ]
+
+    static func webhookView(_ hook: WebhookRecord) -> [String: JSONValue] {
+        [
+            "id": .string(hook.id), "url": .string(hook.url), "events": .array(hook.events.map(JSONValue.string)),
+            "created_at": Views.date(hook.createdAt),
+        ]
+    }
+}
