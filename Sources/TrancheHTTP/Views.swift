@@ -3,15 +3,7 @@ import TrancheEngine
 
 /// The JSON the API answers with, built in one place per resource.
 enum Views {
-    nonisolated(unsafe) static let dateFormatter: ISO8601DateFormatter = {
-        let formatter = ISO8601DateFormatter()
-        formatter.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
-        return formatter
-    }()
-
-    static func date(_ date: Date?) -> JSONValue {
-        date.map { .string(dateFormatter.string(from: $0)) } ?? .null
-    }
+    static func date(_ date: Date?) -> JSONValue { WireFormat.date(date) }
 
     static func number(_ value: Int64) -> JSONValue { .number(Double(value)) }
 
@@ -59,21 +51,7 @@ enum Views {
     }
 
     static func item(_ item: ItemRecord, payload: Bool) -> JSONValue {
-        var view: [String: JSONValue] = [
-            "seq": number(item.seq),
-            "status": .string(item.status.name),
-            "attempts": .number(Double(item.attempts)),
-            "output": (try? item.output?.value()) ?? .null,
-            "error": item.error.map(error) ?? .null,
-            "updated_at": date(item.updatedAt),
-        ]
-        if payload { view["item"] = (try? item.payload?.value()) ?? .null }
-        if let next = item.nextAttemptAt { view["next_attempt_at"] = date(next) }
-        return .object(view)
-    }
-
-    static func error(_ error: ItemError) -> JSONValue {
-        ["code": .string(error.code), "message": .string(error.message), "category": .string(error.category.rawValue)]
+        WireFormat.item(item, includingPayload: payload)
     }
 
     static func errorGroup(_ group: ErrorGroup) -> JSONValue {

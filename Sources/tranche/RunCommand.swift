@@ -281,18 +281,7 @@ struct RunCommand: AsyncParsableCommand {
                 let page = try await store.items(of: batchID, status: status, afterSeq: after, limit: 1_000)
                 var text = ""
                 for item in page {
-                    var line: [String: JSONValue] = [
-                        "seq": .number(Double(item.seq)), "status": .string(item.status.name),
-                        "attempts": .number(Double(item.attempts)),
-                        "item": (try? item.payload?.value()) ?? .null,
-                    ]
-                    if let error = item.error {
-                        line["error"] = [
-                            "code": .string(error.code), "message": .string(error.message),
-                            "category": .string(error.category.rawValue),
-                        ]
-                    }
-                    text += try JSONText(encoding: JSONValue.object(line)).text + "\n"
+                    text += try JSONText(encoding: WireFormat.item(item, includingPayload: true)).text + "\n"
                 }
                 try handle.write(contentsOf: Data(text.utf8))
                 guard page.count == 1_000, let last = page.last else { break }
