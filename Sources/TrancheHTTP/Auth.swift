@@ -67,10 +67,15 @@ struct APIKeyMiddleware: RouterMiddleware {
             context.tenant = "local"
             return try await next(request, context)
         }
-        guard let header = request.headers[.authorization], header.lowercased().hasPrefix("bearer ") else {
+        let key: String
+        if let header = request.headers[.authorization], header.lowercased().hasPrefix("bearer ") {
+            key = String(header.dropFirst("bearer ".count)).trimmingCharacters(in: .whitespaces)
+        } else if request.method == .get, let token = request.uri.queryParameters.get("access_token") {
+            // Browsers cannot set headers on EventSource or download links.
+            key = String(token)
+        } else {
             throw Problem(.unauthorized, "send an API key as 'Authorization: Bearer KEY'")
         }
-        let key = String(header.dropFirst("bearer ".count)).trimmingCharacters(in: .whitespaces)
         guard let tenant = try await APIKeys.tenant(for: key, store: store) else {
             throw Problem(.unauthorized, "the API key is not valid")
         }

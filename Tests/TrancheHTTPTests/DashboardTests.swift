@@ -1,0 +1,49 @@
+import Foundation
+import Testing
+
+/// The dashboard in a real headless Chromium, driven over the DevTools
+/// protocol by `scripts/dashboard_check.py`.
+@Suite("Dashboard")
+struct DashboardTests {
+    static let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+        .deletingLastPathComponent()
+
+    @Test("live progress without reload, pause and resume from the batch page, the error log")
+    func chromium() async throws {
+        try await LiveServer.with { server, _ in
+            let page = try await server.request(.GET, "/")
+            #expect(page.headers["content-type"]?.hasPrefix("text/html") == true)
+            let items = "[" + (0..<3_000).map { #"{"n":\#($0)}"# }.joined(separator: ",") + "]"
+            let running = try await server.request(
+                .POST, "/v1/batches",
+                body:
+                    #"{"type":"sleep","context":{"ms":30},"items":\#(items),"options":{"chunk_size":10,"concurrency":2}}"#
+            )
+            let runningID = try #require(running.json["id"] as? String)
+            let failing = try await server.request(
+                .POST, "/v1/batches",
+                body:
+                    #"{"type":"exec","context":{"command":"echo 'no such user' >&2; exit 65"},"items":[1,2,3],"mode":"async"}"#
+            )
+            let failingID = try #require(failing.json["id"] as? String)
+            let screenshots = FileManager.default.temporaryDirectory.appendingPathComponent("tranche-shots-\(UUID())")
+            let process = Process()
+            process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+            process.arguments = [
+                "python3", Self.root.appendingPathComponent("scripts/dashboard_check.py").path,
+                "http://127.0.0.1:\(server.port)", runningID, failingID, screenshots.path,
+            ]
+            let output = Pipe()
+            process.standardOutput = output
+            process.standardError = output
+            try process.run()
+            let text = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+            process.waitUntilExit()
+            #expect(process.terminationStatus == 0, "\(text)")
+            #expect(text.contains("dashboard checks passed"), "\(text)")
+            for name in ["dashboard-list.png", "dashboard-batch.png", "dashboard-errors.png"] {
+                #expect(FileManager.default.fileExists(atPath: screenshots.appendingPathComponent(name).path))
+            }
+        }
+    }
+}
