@@ -58,6 +58,14 @@ public final class WebhookDispatcher: Service, Sendable {
     }
 
     public func run() async throws {
+        do {
+            try await deliverUntilShutdown()
+        } catch is CancellationError {
+            // A graceful shutdown: deliveries not made yet stay stored for the next start.
+        }
+    }
+
+    func deliverUntilShutdown() async throws {
         try await cancelWhenGracefulShutdown {
             while !Task.isCancelled {
                 var busy = false
