@@ -15,9 +15,8 @@ struct APITests {
             #expect(try await server.request(.GET, "/readyz").status == 200)
             let document = try await server.request(.GET, "/openapi.yaml")
             #expect(document.headers["content-type"] == "application/yaml")
-            let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
-                .deletingLastPathComponent()
-            let file = try String(contentsOf: root.appendingPathComponent("docs/openapi.yaml"), encoding: .utf8)
+            let file = try String(
+                contentsOf: repositoryRoot.appendingPathComponent("docs/openapi.yaml"), encoding: .utf8)
             #expect(document.text == file)
         }
     }

@@ -5,9 +5,6 @@ import Testing
 /// protocol by `scripts/dashboard_check.py`.
 @Suite("Dashboard")
 struct DashboardTests {
-    static let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
-        .deletingLastPathComponent()
-
     @Test("live progress without reload, pause and resume from the batch page, the error log")
     func chromium() async throws {
         try await LiveServer.with { server, _ in
@@ -27,19 +24,9 @@ struct DashboardTests {
             )
             let failingID = try #require(failing.json["id"] as? String)
             let screenshots = FileManager.default.temporaryDirectory.appendingPathComponent("tranche-shots-\(UUID())")
-            let process = Process()
-            process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-            process.arguments = [
-                "python3", Self.root.appendingPathComponent("scripts/dashboard_check.py").path,
-                "http://127.0.0.1:\(server.port)", runningID, failingID, screenshots.path,
-            ]
-            let output = Pipe()
-            process.standardOutput = output
-            process.standardError = output
-            try process.run()
-            let text = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-            process.waitUntilExit()
-            #expect(process.terminationStatus == 0, "\(text)")
+            let (status, text) = try runScript(
+                "dashboard_check.py", ["http://127.0.0.1:\(server.port)", runningID, failingID, screenshots.path])
+            #expect(status == 0, "\(text)")
             #expect(text.contains("dashboard checks passed"), "\(text)")
             for name in ["dashboard-list.png", "dashboard-batch.png", "dashboard-errors.png"] {
                 #expect(FileManager.default.fileExists(atPath: screenshots.appendingPathComponent(name).path))

@@ -6,9 +6,6 @@ import Testing
 /// `scripts/check_openapi.py` (jsonschema and openapi-spec-validator).
 @Suite("OpenAPI conformance")
 struct OpenAPITests {
-    static let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
-        .deletingLastPathComponent()
-
     @Test("every answer matches the document: its status, its content type and its schema")
     func responsesMatchTheDocument() async throws {
         try await LiveServer.with { server, _ in
@@ -62,19 +59,9 @@ struct OpenAPITests {
 
             let file = FileManager.default.temporaryDirectory.appendingPathComponent("responses-\(UUID()).json")
             try JSONSerialization.data(withJSONObject: captured).write(to: file)
-            let process = Process()
-            process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-            process.arguments = [
-                "python3", Self.root.appendingPathComponent("scripts/check_openapi.py").path,
-                Self.root.appendingPathComponent("docs/openapi.yaml").path, file.path,
-            ]
-            let output = Pipe()
-            process.standardOutput = output
-            process.standardError = output
-            try process.run()
-            let text = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-            process.waitUntilExit()
-            #expect(process.terminationStatus == 0, "\(text)")
+            let (status, text) = try runScript(
+                "check_openapi.py", [repositoryRoot.appendingPathComponent("docs/openapi.yaml").path, file.path])
+            #expect(status == 0, "\(text)")
             #expect(text.contains("\(captured.count) responses checked, 0 mismatches"), "\(text)")
         }
     }
