@@ -49,6 +49,7 @@ enum OpenAPIDocument {
                 "409": {$ref: "#/components/responses/Problem"}
                 "413": {$ref: "#/components/responses/Problem"}
                 "422": {$ref: "#/components/responses/Problem"}
+                "429": {$ref: "#/components/responses/Problem"}
             get:
               summary: List batches, newest first
               parameters:
@@ -99,6 +100,7 @@ enum OpenAPIDocument {
                 "404": {$ref: "#/components/responses/Problem"}
                 "409": {$ref: "#/components/responses/Problem"}
                 "413": {$ref: "#/components/responses/Problem"}
+                "429": {$ref: "#/components/responses/Problem"}
             get:
               summary: Per-item results, by seq
               parameters:

@@ -44,6 +44,9 @@ public struct TrancheServer: Sendable {
         public var maxItemBytes: Int = 1 << 20
         /// Requests in flight before the server answers 503. Default 1,024.
         public var maxRequestsInFlight: Int = 1_024
+        /// Items one tenant may have queued (accepted, not yet finished)
+        /// before submits and appends answer 429. Default 50,000,000.
+        public var maxQueuedItemsPerTenant: Int64 = 50_000_000
         /// No API keys: every caller is the `local` tenant (loopback only).
         public var open: Bool = false
         /// Where `/metrics` reads from: the registry the process bootstrapped
@@ -217,6 +220,7 @@ public struct TrancheServer: Sendable {
             let record = try await engine.open(submission)
             return (.accepted, accepted(record))
         }
+        try await admit(values.count, tenant: context.tenant)
         guard values.count <= configuration.maxInlineItems else {
             throw Problem(
                 .contentTooLarge,
@@ -253,6 +257,17 @@ public struct TrancheServer: Sendable {
         view["items"] = .array(outcomes)
         view["error_groups"] = .array(groups.map(Views.errorGroup))
         return (.ok, .object(view))
+    }
+
+    /// Answers 429 at once when `count` more items would put the tenant over its queue limit.
+    func admit(_ count: Int, tenant: String) async throws {
+        let queued = try await store.queuedItems(owner: tenant)
+        guard queued + Int64(count) <= configuration.maxQueuedItemsPerTenant else {
+            throw Problem(
+                .tooManyRequests,
+                "\(queued) items are queued for this tenant; the limit is \(configuration.maxQueuedItemsPerTenant)",
+                retryAfter: 5)
+        }
     }
 
     func waitForEnd(_ id: BatchID, seconds: Double) async throws -> BatchRecord? {
@@ -355,6 +370,7 @@ public struct TrancheServer: Sendable {
         var total = record.counts.total
         func flush(_ items: inout [NewItem]) async throws {
             guard !items.isEmpty else { return }
+            try await admit(items.count, tenant: context.tenant)
             let result = try await engine.append(to: record.id, startSeq: seq, items: items)
             inserted += result.inserted
             total = result.total

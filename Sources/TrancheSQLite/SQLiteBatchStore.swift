@@ -629,6 +629,18 @@ public final class SQLiteBatchStore: BatchStore {
         }
     }
 
+    public func queuedItems(owner: String) async throws -> Int64 {
+        try await pool.read { db in
+            try Int64.fetchOne(
+                db,
+                sql: """
+                    SELECT coalesce(sum(max(0, total - succeeded - skipped - dead - canceled)), 0) FROM batches
+                    WHERE owner = ? AND status NOT IN ('completed', 'failed', 'canceled')
+                    """,
+                arguments: [owner]) ?? 0
+        }
+    }
+
     public func latestEventID() async throws -> Int64 {
         try await pool.read { db in try Int64.fetchOne(db, sql: "SELECT max(id) FROM events") ?? 0 }
     }

@@ -110,6 +110,10 @@ public protocol BatchStore: Sendable {
 
     /// Batches, and items waiting to run, per batch status: the queue depth.
     func statusSummary() async throws -> [BatchStatusSummary]
+
+    /// Items of `owner`'s unfinished batches that have not ended yet: what a
+    /// tenant has queued, for backpressure.
+    func queuedItems(owner: String) async throws -> Int64
 }
 
 /// How many batches are in one status and how many of their items wait to run.

@@ -129,6 +129,24 @@ struct APITests {
         }
     }
 
+    @Test("a tenant over its queue limit gets 429 with Retry-After at once; others are unaffected")
+    func backpressure() async throws {
+        try await LiveServer.with(keyed: true, maxQueuedItems: 100) { server, keys in
+            let a = try #require(keys["a"])
+            let slow =
+                #"{"type":"sleep","context":{"ms":200},"items":\#(items(60)),"mode":"async","options":{"concurrency":1}}"#
+            #expect(try await server.request(.POST, "/v1/batches", body: slow, key: a).status == 202)
+            let refused = try await server.request(.POST, "/v1/batches", body: slow, key: a)
+            #expect(refused.status == 429)
+            #expect(refused.headers["retry-after"] == "5")
+            #expect((refused.json["detail"] as? String)?.contains("the limit is 100") == true)
+            let open = try await server.request(.POST, "/v1/batches", body: #"{"type":"noop"}"#, key: a)
+            let id = try #require(open.json["id"] as? String)
+            #expect(try await server.request(.POST, "/v1/batches/\(id)/items", body: items(50), key: a).status == 429)
+            #expect(try await server.request(.POST, "/v1/batches", body: slow, key: keys["b"]).status == 202)
+        }
+    }
+
     @Test("Idempotency-Key: a repeat returns the first answer, a different body is 422, in flight is 409")
     func idempotency() async throws {
         try await LiveServer.with { server, _ in

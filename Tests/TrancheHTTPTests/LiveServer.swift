@@ -28,7 +28,7 @@ struct LiveServer {
 
     /// Runs `body` against a live server; `keyed` makes tenants with keys "a" and "b".
     static func with(
-        keyed: Bool = false, maxBodyBytes: Int? = nil,
+        keyed: Bool = false, maxBodyBytes: Int? = nil, maxQueuedItems: Int64? = nil,
         _ body: @Sendable (LiveServer, [String: String]) async throws -> Void
     ) async throws {
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("tranche-http-\(UUID())")
@@ -52,6 +52,7 @@ struct LiveServer {
         var configuration = TrancheServer.Configuration()
         configuration.open = !keyed
         if let maxBodyBytes { configuration.maxBodyBytes = maxBodyBytes }
+        if let maxQueuedItems { configuration.maxQueuedItemsPerTenant = maxQueuedItems }
         configuration.webhookHosts = ["127.0.0.1"]
         var webhooks = WebhookDispatcher.Configuration(allowedHosts: ["127.0.0.1"])
         webhooks.backoff = Backoff(base: 0.05, cap: 0.1)
