@@ -345,6 +345,9 @@ extension TrancheEngine {
             } catch let error as StoreError where error.code == .leaseLost {
                 logger.warning("lease lost before the final checkpoint", metadata: ["chunk": "\(run.lease.chunkID)"])
                 return
+            } catch where Task.isCancelled {
+                // Canceled, not drained: the lease expires and the chunk is rescued.
+                return
             } catch {
                 logger.warning("final checkpoint failed", metadata: ["error": "\(error)", "attempt": "\(attempt)"])
                 try? await Task.sleep(for: .milliseconds(200 * attempt))
