@@ -345,7 +345,7 @@ extension TrancheEngine {
             } catch let error as StoreError where error.code == .leaseLost {
                 logger.warning("lease lost before the final checkpoint", metadata: ["chunk": "\(run.lease.chunkID)"])
                 return
-            } catch where Task.isCancelled {
+            } catch _ where Task.isCancelled {
                 // Canceled, not drained: the lease expires and the chunk is rescued.
                 return
             } catch {
