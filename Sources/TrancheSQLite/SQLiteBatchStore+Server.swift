@@ -4,7 +4,7 @@ public import TrancheStore
 
 extension SQLiteBatchStore: ServerStore {
     public func createAPIKey(_ key: APIKeyRecord) async throws {
-        try await pool.write { db in
+        try await write { db in
             try db.execute(
                 sql: "INSERT INTO api_keys(id, tenant, hash, created_at) VALUES (?, ?, ?, ?)",
                 arguments: [key.id, key.tenant, key.hash, key.createdAt.milliseconds])
@@ -12,7 +12,7 @@ extension SQLiteBatchStore: ServerStore {
     }
 
     public func apiKeys() async throws -> [APIKeyRecord] {
-        try await pool.read { db in
+        try await read { db in
             try Row.fetchAll(
                 db, sql: "SELECT id, tenant, hash, created_at, revoked_at FROM api_keys ORDER BY created_at"
             )
@@ -21,7 +21,7 @@ extension SQLiteBatchStore: ServerStore {
     }
 
     public func apiKey(id: String) async throws -> APIKeyRecord? {
-        try await pool.read { db in
+        try await read { db in
             try Row.fetchOne(
                 db, sql: "SELECT id, tenant, hash, created_at, revoked_at FROM api_keys WHERE id = ?", arguments: [id]
             ).map(Self.decodeKey)
@@ -29,7 +29,7 @@ extension SQLiteBatchStore: ServerStore {
     }
 
     public func revokeAPIKey(id: String, at now: Date) async throws -> Bool {
-        try await pool.write { db in
+        try await write { db in
             try db.execute(
                 sql: "UPDATE api_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL",
                 arguments: [now.milliseconds, id])
@@ -46,7 +46,7 @@ extension SQLiteBatchStore: ServerStore {
     public func beginIdempotent(tenant: String, key: String, fingerprint: String, at now: Date) async throws
         -> IdempotencyState
     {
-        try await pool.write { db in
+        try await write { db in
             if let row = try Row.fetchOne(
                 db, sql: "SELECT fingerprint, status, body FROM idempotency WHERE tenant = ? AND key = ?",
                 arguments: [tenant, key])
@@ -64,7 +64,7 @@ extension SQLiteBatchStore: ServerStore {
     }
 
     public func completeIdempotent(tenant: String, key: String, status: Int, body: String) async throws {
-        try await pool.write { db in
+        try await write { db in
             try db.execute(
                 sql: "UPDATE idempotency SET status = ?, body = ? WHERE tenant = ? AND key = ?",
                 arguments: [status, body, tenant, key])
@@ -72,7 +72,7 @@ extension SQLiteBatchStore: ServerStore {
     }
 
     public func abandonIdempotent(tenant: String, key: String) async throws {
-        try await pool.write { db in
+        try await write { db in
             try db.execute(
                 sql: "DELETE FROM idempotency WHERE tenant = ? AND key = ? AND status IS NULL",
                 arguments: [tenant, key])
@@ -83,7 +83,7 @@ extension SQLiteBatchStore: ServerStore {
 extension SQLiteBatchStore {
     public func createWebhook(_ webhook: WebhookRecord) async throws {
         let events = try JSONText(encoding: webhook.events).text
-        try await pool.write { db in
+        try await write { db in
             try db.execute(
                 sql: "INSERT INTO webhooks(id, tenant, url, events, secret, created_at) VALUES (?, ?, ?, ?, ?, ?)",
                 arguments: [
@@ -93,7 +93,7 @@ extension SQLiteBatchStore {
     }
 
     public func webhooks(tenant: String?) async throws -> [WebhookRecord] {
-        try await pool.read { db in
+        try await read { db in
             try Self.fetchWebhooks(db, tenant: tenant)
         }
     }
@@ -114,7 +114,7 @@ extension SQLiteBatchStore {
     }
 
     public func deleteWebhook(id: String, tenant: String) async throws -> Bool {
-        try await pool.write { db in
+        try await write { db in
             try db.execute(sql: "DELETE FROM webhooks WHERE id = ? AND tenant = ?", arguments: [id, tenant])
             let deleted = db.changesCount == 1
             if deleted { try db.execute(sql: "DELETE FROM deliveries WHERE webhook_id = ?", arguments: [id]) }
@@ -123,7 +123,7 @@ extension SQLiteBatchStore {
     }
 
     public func queueDeliveries(limit: Int, now: Date) async throws -> Int {
-        try await pool.write { db in
+        try await write { db in
             let cursor = try Int64.fetchOne(db, sql: "SELECT value FROM counters WHERE name = 'delivery_cursor'") ?? 0
             let rows = try Row.fetchAll(
                 db,
@@ -155,7 +155,7 @@ extension SQLiteBatchStore {
     }
 
     public func dueDeliveries(now: Date, limit: Int) async throws -> [(DeliveryRecord, WebhookRecord, BatchEvent)] {
-        try await pool.read { db in
+        try await read { db in
             let rows = try Row.fetchAll(
                 db,
                 sql: """
@@ -195,7 +195,7 @@ extension SQLiteBatchStore {
     public func recordDelivery(
         id: Int64, delivered: Bool, statusCode: Int?, error: String?, nextAttemptAt: Date?, now: Date
     ) async throws {
-        try await pool.write { db in
+        try await write { db in
             let status = delivered ? "delivered" : (nextAttemptAt == nil ? "failed" : "pending")
             try db.execute(
                 sql: """
@@ -210,7 +210,7 @@ extension SQLiteBatchStore {
     }
 
     public func deliveries(webhookID: String, limit: Int) async throws -> [DeliveryRecord] {
-        try await pool.read { db in
+        try await read { db in
             try Row.fetchAll(
                 db,
                 sql: """

@@ -444,7 +444,7 @@ public final class SQLiteBatchStore: BatchStore {
     }
 
     public func nextDueTime() async throws -> Date? {
-        try await pool.read { db in
+        try await read { db in
             let ms = try Int64.fetchOne(
                 db,
                 sql: """
@@ -471,11 +471,11 @@ public final class SQLiteBatchStore: BatchStore {
     // MARK: - Queries
 
     public func batch(_ id: BatchID) async throws -> BatchRecord? {
-        try await pool.read { db in try Self.batch(db, id: id)?.record }
+        try await read { db in try Self.batch(db, id: id)?.record }
     }
 
     public func batches(_ query: BatchQuery) async throws -> [BatchRecord] {
-        try await pool.read { db in
+        try await read { db in
             var conditions: [String] = []
             var arguments: [(any DatabaseValueConvertible)?] = []
             if let owner = query.owner {
@@ -506,7 +506,7 @@ public final class SQLiteBatchStore: BatchStore {
     public func items(of id: BatchID, status: ItemStatus?, afterSeq: Int64?, limit: Int) async throws
         -> [ItemRecord]
     {
-        try await pool.read { db in
+        try await read { db in
             guard let stored = try Self.batch(db, id: id) else {
                 throw StoreError(.batchNotFound, "no batch \(id)")
             }
@@ -550,7 +550,7 @@ public final class SQLiteBatchStore: BatchStore {
     }
 
     public func events(of id: BatchID, afterID: Int64, limit: Int) async throws -> [BatchEvent] {
-        try await pool.read { db in
+        try await read { db in
             guard let stored = try Self.batch(db, id: id) else {
                 throw StoreError(.batchNotFound, "no batch \(id)")
             }
@@ -567,7 +567,7 @@ public final class SQLiteBatchStore: BatchStore {
     }
 
     public func errorGroups(of id: BatchID, samples: Int) async throws -> [ErrorGroup] {
-        try await pool.read { db in
+        try await read { db in
             guard let stored = try Self.batch(db, id: id) else {
                 throw StoreError(.batchNotFound, "no batch \(id)")
             }
@@ -596,7 +596,7 @@ public final class SQLiteBatchStore: BatchStore {
     }
 
     public func allEvents(afterID: Int64, limit: Int) async throws -> [BatchEvent] {
-        try await pool.read { db in
+        try await read { db in
             let rows = try Row.fetchAll(
                 db,
                 sql: """
@@ -613,7 +613,7 @@ public final class SQLiteBatchStore: BatchStore {
     }
 
     public func statusSummary() async throws -> [BatchStatusSummary] {
-        try await pool.read { db in
+        try await read { db in
             try Row.fetchAll(
                 db,
                 sql: """
@@ -630,7 +630,7 @@ public final class SQLiteBatchStore: BatchStore {
     }
 
     public func queuedItems(owner: String) async throws -> Int64 {
-        try await pool.read { db in
+        try await read { db in
             try Int64.fetchOne(
                 db,
                 sql: """
@@ -642,7 +642,7 @@ public final class SQLiteBatchStore: BatchStore {
     }
 
     public func latestEventID() async throws -> Int64 {
-        try await pool.read { db in try Int64.fetchOne(db, sql: "SELECT max(id) FROM events") ?? 0 }
+        try await read { db in try Int64.fetchOne(db, sql: "SELECT max(id) FROM events") ?? 0 }
     }
 
     /// Writes the WAL back into the database file and truncates it, so the
@@ -653,13 +653,19 @@ public final class SQLiteBatchStore: BatchStore {
         }
     }
 
-    private func write<T: Sendable>(_ body: @escaping @Sendable (Database) throws -> T) async throws -> T {
+    /// A write transaction; database failures become `StoreError.storage`.
+    func write<T: Sendable>(_ body: @escaping @Sendable (Database) throws -> T) async throws -> T {
         do {
             return try await pool.write(body)
-        } catch let error as StoreError {
-            throw error
-        } catch let error as IllegalTransition {
-            throw error
+        } catch let error as DatabaseError {
+            throw StoreError(.storage, "the database failed (\(error.resultCode))")
+        }
+    }
+
+    /// A read on the reader pool; database failures become `StoreError.storage`.
+    func read<T: Sendable>(_ body: @escaping @Sendable (Database) throws -> T) async throws -> T {
+        do {
+            return try await pool.read(body)
         } catch let error as DatabaseError {
             throw StoreError(.storage, "the database failed (\(error.resultCode))")
         }
