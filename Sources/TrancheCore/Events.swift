@@ -21,6 +21,12 @@ public struct BatchEventType: RawRepresentable, Sendable, Hashable, Codable, Cus
     public static let chunkRescued = BatchEventType(rawValue: "chunk.rescued")
     public static let itemDead = BatchEventType(rawValue: "item.dead")
 
+    /// Every type the store records (progress is live only): what webhooks can subscribe to.
+    public static let stored: [BatchEventType] = [
+        .created, .preProcessed, .confirmed, .processing, .paused, .resumed, .completed, .failed, .canceled,
+        .retried, .sealed, .chunkRescued, .itemDead,
+    ]
+
     public init(from decoder: any Decoder) throws {
         rawValue = try decoder.singleValueContainer().decode(String.self)
     }

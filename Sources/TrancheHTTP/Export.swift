@@ -40,7 +40,7 @@ enum ExportFormat: String {
     }
 
     func json(_ item: ItemRecord) -> String {
-        (try? JSONText(encoding: Views.item(item, payload: true)).text) ?? "{}"
+        (try? JSONText(encoding: WireFormat.item(item, includingPayload: true)).text) ?? "{}"
     }
 
     /// RFC 4180 quoting.

@@ -247,7 +247,7 @@ public struct TrancheServer: Sendable {
         var after: Int64? = nil
         while true {
             let page = try await store.items(of: record.id, status: nil, afterSeq: after, limit: 1_000)
-            outcomes += page.map { Views.item($0, payload: false) }
+            outcomes += page.map { WireFormat.item($0, includingPayload: false) }
             guard page.count == 1_000, let last = page.last else { break }
             after = last.seq
         }
@@ -336,7 +336,9 @@ public struct TrancheServer: Sendable {
         let page = try await store.items(of: record.id, status: status, afterSeq: after, limit: limit)
         let payload = query.get("include") == "item"
         let next: JSONValue = page.count == limit ? page.last.map { .string(String($0.seq)) } ?? .null : .null
-        return Self.json(["items": .array(page.map { Views.item($0, payload: payload) }), "next_cursor": next])
+        return Self.json([
+            "items": .array(page.map { WireFormat.item($0, includingPayload: payload) }), "next_cursor": next,
+        ])
     }
 
     func retry(_ request: Request, _ context: TrancheRequestContext) async throws -> Response {

@@ -3,8 +3,6 @@ import TrancheEngine
 
 /// The JSON the API answers with, built in one place per resource.
 enum Views {
-    static func date(_ date: Date?) -> JSONValue { WireFormat.date(date) }
-
     static func number(_ value: Int64) -> JSONValue { .number(Double(value)) }
 
     static func counts(_ counts: BatchCounts) -> JSONValue {
@@ -31,11 +29,11 @@ enum Views {
             "progress": .number((record.counts.progress * 10).rounded() / 10),
             "rate": .number((rate * 10).rounded() / 10),
             "eta_seconds": eta.map { .number($0.rounded()) } ?? .null,
-            "created_at": date(record.createdAt),
-            "confirmed_at": date(record.confirmedAt),
-            "started_at": date(record.startedAt),
-            "completed_at": date(record.completedAt),
-            "expires_at": date(record.expiresAt),
+            "created_at": WireFormat.date(record.createdAt),
+            "confirmed_at": WireFormat.date(record.confirmedAt),
+            "started_at": WireFormat.date(record.startedAt),
+            "completed_at": WireFormat.date(record.completedAt),
+            "expires_at": WireFormat.date(record.expiresAt),
             "failure_reason": record.failureReason.map(JSONValue.string) ?? .null,
             "result": (try? record.result?.value()) ?? .null,
         ]
@@ -48,10 +46,6 @@ enum Views {
             view["errors"] = []
         }
         return .object(view)
-    }
-
-    static func item(_ item: ItemRecord, payload: Bool) -> JSONValue {
-        WireFormat.item(item, includingPayload: payload)
     }
 
     static func errorGroup(_ group: ErrorGroup) -> JSONValue {
@@ -68,7 +62,7 @@ enum Views {
             "id": number(event.id),
             "batch_id": .string(event.batchID.rawValue),
             "type": .string(event.type.rawValue),
-            "at": date(event.at),
+            "at": WireFormat.date(event.at),
             "data": event.data,
         ]
     }

@@ -192,24 +192,20 @@ extension TrancheServer {
                             "status": .string(delivery.status), "attempts": .number(Double(delivery.attempts)),
                             "last_status_code": delivery.lastStatusCode.map { .number(Double($0)) } ?? .null,
                             "last_error": delivery.lastError.map(JSONValue.string) ?? .null,
-                            "next_attempt_at": Views.date(delivery.nextAttemptAt),
-                            "delivered_at": Views.date(delivery.deliveredAt),
+                            "next_attempt_at": WireFormat.date(delivery.nextAttemptAt),
+                            "delivered_at": WireFormat.date(delivery.deliveredAt),
                         ]
                     })
             ])
         }
     }
 
-    static let webhookEventTypes = [
-        "batch.created", "batch.pre_processed", "batch.confirmed", "batch.processing", "batch.paused",
-        "batch.resumed", "batch.completed", "batch.failed", "batch.canceled", "batch.retried", "batch.sealed",
-        "chunk.rescued", "item.dead",
-    ]
+    static let webhookEventTypes = BatchEventType.stored.map(\.rawValue)
 
     static func webhookView(_ hook: WebhookRecord) -> [String: JSONValue] {
         [
             "id": .string(hook.id), "url": .string(hook.url), "events": .array(hook.events.map(JSONValue.string)),
-            "created_at": Views.date(hook.createdAt),
+            "created_at": WireFormat.date(hook.createdAt),
         ]
     }
 }
