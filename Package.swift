@@ -78,7 +78,7 @@ let package = Package(
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
-            resources: [.embedInCode("Dashboard/dashboard.html")],
+            resources: [.embedInCode("Dashboard/dashboard.html"), .embedInCode("openapi.yaml")],
             swiftSettings: strictSwift
         ),
         .executableTarget(

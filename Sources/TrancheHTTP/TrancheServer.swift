@@ -112,7 +112,7 @@ public struct TrancheServer: Sendable {
         router.get("openapi.yaml") { _, _ in
             Response(
                 status: .ok, headers: [.contentType: "application/yaml"],
-                body: .init(byteBuffer: ByteBuffer(string: OpenAPIDocument.yaml)))
+                body: .init(byteBuffer: ByteBuffer(bytes: PackageResources.openapi_yaml)))
         }
         let v1 = router.group("v1").add(middleware: APIKeyMiddleware(store: store, open: configuration.open))
         v1.post("batches") { request, context in try await create(request, context) }

@@ -8,7 +8,7 @@ import TrancheHTTP
 
 @Suite("HTTP API")
 struct APITests {
-    @Test("health, readiness and the OpenAPI document, which is the one in docs/")
+    @Test("health, readiness and the OpenAPI document, served whole")
     func health() async throws {
         try await LiveServer.with { server, _ in
             #expect(try await server.request(.GET, "/healthz").json["status"] as? String == "ok")
