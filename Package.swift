@@ -15,6 +15,7 @@ let package = Package(
         .library(name: "TrancheCore", targets: ["TrancheCore"]),
         .library(name: "TrancheStore", targets: ["TrancheStore"]),
         .library(name: "TrancheSQLite", targets: ["TrancheSQLite"]),
+        .library(name: "TranchePostgres", targets: ["TranchePostgres"]),
         .library(name: "TrancheEngine", targets: ["TrancheEngine"]),
         .library(name: "TrancheStrategies", targets: ["TrancheStrategies"]),
         .library(name: "TrancheHTTP", targets: ["TrancheHTTP"]),
@@ -31,6 +32,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-crypto", "3.12.3"..<"5.0.0"),
         .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
         .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
+        .package(url: "https://github.com/vapor/postgres-nio", from: "1.33.2"),
     ],
     targets: [
         .target(name: "TrancheCore", swiftSettings: strictSwift),
@@ -41,6 +43,16 @@ let package = Package(
                 "TrancheStore",
                 .product(name: "GRDB", package: "GRDB.swift"),
                 .product(name: "GRDBSQLite", package: "GRDB.swift"),
+            ],
+            swiftSettings: strictSwift
+        ),
+        .target(
+            name: "TranchePostgres",
+            dependencies: [
+                "TrancheStore",
+                .product(name: "PostgresNIO", package: "postgres-nio"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOCore", package: "swift-nio"),
             ],
             swiftSettings: strictSwift
         ),
@@ -89,6 +101,7 @@ let package = Package(
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
                 "TrancheSQLite",
+                "TranchePostgres",
                 "TrancheEngine",
                 "TrancheStrategies",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
@@ -107,18 +120,22 @@ let package = Package(
         .testTarget(name: "TrancheCoreTests", dependencies: ["TrancheCore"], swiftSettings: strictSwift),
         .testTarget(
             name: "TrancheStoreTests",
-            dependencies: ["TrancheSQLite", "TrancheStore"],
+            dependencies: ["TrancheSQLite", "TranchePostgres", "TrancheStore", "TrancheTestSupport"],
             swiftSettings: strictSwift
         ),
         .testTarget(
             name: "TrancheEngineTests",
-            dependencies: ["TrancheEngine", "TrancheSQLite", "TrancheStrategies", "TrancheTestSupport"],
+            dependencies: [
+                "TrancheEngine", "TrancheSQLite", "TranchePostgres", "TrancheStrategies", "TrancheTestSupport",
+            ],
             swiftSettings: strictSwift
         ),
         .target(
             name: "TrancheTestSupport",
             dependencies: [
                 "TrancheEngine",
+                .product(name: "PostgresNIO", package: "postgres-nio"),
+                .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
@@ -147,7 +164,7 @@ let package = Package(
         .testTarget(
             name: "TrancheCLITests",
             dependencies: [
-                "tranche", "TrancheSQLite", "TrancheTestSupport",
+                "tranche", "TrancheSQLite", "TranchePostgres", "TrancheTestSupport",
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),

@@ -8,15 +8,6 @@ struct StoredBatch {
     var record: BatchRecord
 }
 
-extension Date {
-    /// Milliseconds since 1970, as stored.
-    var milliseconds: Int64 { Int64((timeIntervalSince1970 * 1000).rounded()) }
-
-    init(milliseconds: Int64) {
-        self.init(timeIntervalSince1970: Double(milliseconds) / 1000)
-    }
-}
-
 extension SQLiteBatchStore {
     static let batchColumns = """
         key, id, type, owner, status, paused_from, context, options, dry_run, priority, sealed,

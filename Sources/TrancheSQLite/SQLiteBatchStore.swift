@@ -386,7 +386,9 @@ public final class SQLiteBatchStore: BatchStore {
 
     public func releaseAllLeases(now: Date) async throws -> [RescuedChunk] {
         try await write { db in
-            try Self.rescue(db, condition: "state = 1", arguments: [], now: now, splitAfter: Int.max)
+            // The caller owns the file alone: whoever led before is gone too.
+            try db.execute(sql: "DELETE FROM leader")
+            return try Self.rescue(db, condition: "state = 1", arguments: [], now: now, splitAfter: Int.max)
         }
     }
 

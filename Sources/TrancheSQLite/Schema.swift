@@ -132,6 +132,25 @@ enum Schema {
                     INSERT INTO counters(name, value) VALUES ('delivery_cursor', (SELECT coalesce(max(id), 0) FROM events));
                     """)
         }
+        migrator.registerMigration("v4: nodes and leadership") { db in
+            try db.execute(
+                sql: """
+                    CREATE TABLE nodes (
+                        id TEXT PRIMARY KEY,
+                        role TEXT NOT NULL,
+                        host TEXT NOT NULL,
+                        pid INTEGER NOT NULL,
+                        workers INTEGER NOT NULL,
+                        started_at INTEGER NOT NULL,
+                        heartbeat_at INTEGER NOT NULL
+                    );
+                    CREATE TABLE leader (
+                        id INTEGER PRIMARY KEY CHECK (id = 1),
+                        node TEXT NOT NULL,
+                        expires_at INTEGER NOT NULL
+                    );
+                    """)
+        }
         return migrator
     }
 }

@@ -114,6 +114,26 @@ public protocol BatchStore: Sendable {
     /// Items of `owner`'s unfinished batches that have not ended yet: what a
     /// tenant has queued, for backpressure.
     func queuedItems(owner: String) async throws -> Int64
+
+    // MARK: Nodes
+
+    /// Takes or renews the maintenance leadership for `seconds`. Returns
+    /// whether `node` leads: only the leader rescues leases, enforces
+    /// deadlines and prunes. A leader that stops renewing is replaced once
+    /// its term runs out.
+    func acquireLeadership(node: String, for seconds: Double, now: Date) async throws -> Bool
+
+    /// Gives up the leadership if `node` holds it, so another node takes over at once.
+    func resignLeadership(node: String) async throws
+
+    /// Records that a node is alive (inserting it on its first heartbeat).
+    func recordHeartbeat(_ node: NodeRecord) async throws
+
+    /// Removes a node that stopped cleanly.
+    func removeNode(id: String) async throws
+
+    /// Nodes heard from since `since`, with the chunks they hold and whether they lead.
+    func nodes(since: Date, now: Date) async throws -> [NodeRecord]
 }
 
 /// How many batches are in one status and how many of their items wait to run.

@@ -35,3 +35,12 @@ public enum WireFormat {
         return .object(view)
     }
 }
+
+extension Date {
+    /// Milliseconds since 1970, as both stores keep times.
+    package var milliseconds: Int64 { Int64((timeIntervalSince1970 * 1000).rounded()) }
+
+    package init(milliseconds: Int64) {
+        self.init(timeIntervalSince1970: Double(milliseconds) / 1000)
+    }
+}

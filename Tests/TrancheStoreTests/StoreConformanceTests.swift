@@ -7,7 +7,7 @@ import TrancheStore
 struct StoreConformanceTests {
     @Test("bulk insert stores every item and chunk, counted", arguments: StoreFactory.all)
     func bulkInsert(factory: StoreFactory) async throws {
-        let store = try factory.make()
+        let store = try await factory.make()
         let batch = try await store.createBatch(
             NewBatch(type: "t", options: options(chunkSize: 7)), items: payloads(50))
         #expect(batch.counts.total == 50)
@@ -28,14 +28,14 @@ struct StoreConformanceTests {
 
     @Test("an empty sealed batch completes at once", arguments: StoreFactory.all)
     func emptyBatch(factory: StoreFactory) async throws {
-        let store = try factory.make()
+        let store = try await factory.make()
         let batch = try await store.createBatch(NewBatch(type: "t"), items: [])
         #expect(batch.status == .completed)
     }
 
     @Test("rejected items are stored as skipped with their error", arguments: StoreFactory.all)
     func rejectedItems(factory: StoreFactory) async throws {
-        let store = try factory.make()
+        let store = try await factory.make()
         var items = payloads(3)
         items[1].rejection = .permanent("invalid_json", "line 2: bad")
         let batch = try await store.createBatch(NewBatch(type: "t"), items: items)
@@ -51,7 +51,7 @@ struct StoreConformanceTests {
 
     @Test("appends are idempotent by start seq and refuse gaps", arguments: StoreFactory.all)
     func appendIdempotent(factory: StoreFactory) async throws {
-        let store = try factory.make()
+        let store = try await factory.make()
         let batch = try await store.createBatch(NewBatch(type: "t", options: options(), sealed: false), items: [])
         #expect(batch.status == .confirmed)
         #expect(!batch.sealed)
@@ -81,7 +81,7 @@ struct StoreConformanceTests {
 
     @Test("a claim leases one chunk with a growing token and marks the batch processing", arguments: StoreFactory.all)
     func claim(factory: StoreFactory) async throws {
-        let store = try factory.make()
+        let store = try await factory.make()
         let batch = try await store.createBatch(
             NewBatch(type: "t", options: options(chunkSize: 10)), items: payloads(30))
         let first = try #require(try await store.claimChunk(owner: "a", leaseDuration: 30, now: Date()))
@@ -99,7 +99,7 @@ struct StoreConformanceTests {
 
     @Test("a batch's chunks in flight are capped by its concurrency", arguments: StoreFactory.all)
     func chunkCap(factory: StoreFactory) async throws {
-        let store = try factory.make()
+        let store = try await factory.make()
         // concurrency 10 with chunks of 10: one chunk working, one prefetched.
         _ = try await store.createBatch(
             NewBatch(type: "t", options: options(chunkSize: 10, concurrency: 10)), items: payloads(100))
@@ -112,7 +112,7 @@ struct StoreConformanceTests {
 
     @Test("higher priority runs first, then batches share fairly", arguments: StoreFactory.all)
     func priorityAndFairness(factory: StoreFactory) async throws {
-        let store = try factory.make()
+        let store = try await factory.make()
         let many = options(chunkSize: 1, concurrency: 100)
         let low = try await store.createBatch(NewBatch(type: "t", options: many, priority: 0), items: payloads(6))
         let other = try await store.createBatch(NewBatch(type: "t", options: many, priority: 0), items: payloads(6))
@@ -134,7 +134,7 @@ struct StoreConformanceTests {
 
     @Test("writes with a stale lease token are refused", arguments: StoreFactory.all)
     func fencing(factory: StoreFactory) async throws {
-        let store = try factory.make()
+        let store = try await factory.make()
         let batch = try await store.createBatch(NewBatch(type: "t", options: options(chunkSize: 5)), items: payloads(5))
         let start = Date()
         let stale = try #require(try await store.claimChunk(owner: "old", leaseDuration: 1, now: start))
@@ -170,7 +170,7 @@ struct StoreConformanceTests {
 
     @Test("a rescued chunk runs only its unfinished items again", arguments: StoreFactory.all)
     func rescueKeepsCheckpoints(factory: StoreFactory) async throws {
-        let store = try factory.make()
+        let store = try await factory.make()
         let batch = try await store.createBatch(
             NewBatch(type: "t", options: options(chunkSize: 10)), items: payloads(10))
         let now = Date()
@@ -191,7 +191,7 @@ struct StoreConformanceTests {
 
     @Test("a chunk that keeps killing its worker is split until the poison item is dead", arguments: StoreFactory.all)
     func poisonSplit(factory: StoreFactory) async throws {
-        let store = try factory.make()
+        let store = try await factory.make()
         let batch = try await store.createBatch(NewBatch(type: "t", options: options(chunkSize: 8)), items: payloads(8))
         let poison: Int64 = 5
         var now = Date()
@@ -222,7 +222,7 @@ struct StoreConformanceTests {
 
     @Test("a checkpoint writes each outcome exactly, whatever their order and mix", arguments: StoreFactory.all)
     func mixedOutcomes(factory: StoreFactory) async throws {
-        let store = try factory.make()
+        let store = try await factory.make()
         let batch = try await store.createBatch(
             NewBatch(type: "t", options: options(chunkSize: 10)), items: payloads(10))
         let lease = try #require(try await store.claimChunk(owner: "w", leaseDuration: 30, now: Date()))
@@ -250,7 +250,7 @@ struct StoreConformanceTests {
 
     @Test("failed items wait for their retry time and then run alone", arguments: StoreFactory.all)
     func retryDue(factory: StoreFactory) async throws {
-        let store = try factory.make()
+        let store = try await factory.make()
         let batch = try await store.createBatch(NewBatch(type: "t", options: options(chunkSize: 4)), items: payloads(4))
         let now = Date()
         let lease = try #require(try await store.claimChunk(owner: "w", leaseDuration: 30, now: now))
@@ -283,7 +283,7 @@ struct StoreConformanceTests {
 
     @Test("pause stops leasing; resume goes on", arguments: StoreFactory.all)
     func pauseResume(factory: StoreFactory) async throws {
-        let store = try factory.make()
+        let store = try await factory.make()
         let batch = try await store.createBatch(
             NewBatch(type: "t", options: options(chunkSize: 5)), items: payloads(10))
         let lease = try #require(try await store.claimChunk(owner: "w", leaseDuration: 30, now: Date()))
@@ -306,7 +306,7 @@ struct StoreConformanceTests {
 
     @Test("cancel cancels what is not in flight; the chunk in flight finishes", arguments: StoreFactory.all)
     func cancel(factory: StoreFactory) async throws {
-        let store = try factory.make()
+        let store = try await factory.make()
         let batch = try await store.createBatch(
             NewBatch(type: "t", options: options(chunkSize: 5)), items: payloads(20))
         let lease = try #require(try await store.claimChunk(owner: "w", leaseDuration: 30, now: Date()))
@@ -333,7 +333,7 @@ struct StoreConformanceTests {
 
     @Test("retry runs failed, skipped and dead items of an ended batch again", arguments: StoreFactory.all)
     func retryEnded(factory: StoreFactory) async throws {
-        let store = try factory.make()
+        let store = try await factory.make()
         let batch = try await store.createBatch(NewBatch(type: "t", options: options(chunkSize: 4)), items: payloads(4))
         let lease = try #require(try await store.claimChunk(owner: "w", leaseDuration: 30, now: Date()))
         var outcomes = succeeded(lease)
@@ -361,7 +361,7 @@ struct StoreConformanceTests {
 
     @Test("the failure policy fails the batch and cancels the rest", arguments: StoreFactory.all)
     func failurePolicy(factory: StoreFactory) async throws {
-        let store = try factory.make()
+        let store = try await factory.make()
         var opts = options(chunkSize: 2)
         opts.failurePolicy = .stopOnFirstError
         let batch = try await store.createBatch(NewBatch(type: "t", options: opts), items: payloads(10))
@@ -379,7 +379,7 @@ struct StoreConformanceTests {
 
     @Test("a fatal error fails the batch with its reason", arguments: StoreFactory.all)
     func fatal(factory: StoreFactory) async throws {
-        let store = try factory.make()
+        let store = try await factory.make()
         let batch = try await store.createBatch(NewBatch(type: "t", options: options(chunkSize: 2)), items: payloads(6))
         let lease = try #require(try await store.claimChunk(owner: "w", leaseDuration: 30, now: Date()))
         let result = try await store.checkpoint(
@@ -393,7 +393,7 @@ struct StoreConformanceTests {
 
     @Test("confirmation: a batch waits in pre_processed until confirmed", arguments: StoreFactory.all)
     func confirmation(factory: StoreFactory) async throws {
-        let store = try factory.make()
+        let store = try await factory.make()
         var opts = options()
         opts.requireConfirmation = true
         let batch = try await store.createBatch(NewBatch(type: "t", options: opts), items: payloads(3))
@@ -411,7 +411,7 @@ struct StoreConformanceTests {
 
     @Test("the batch timeout fails a batch that runs too long", arguments: StoreFactory.all)
     func batchTimeout(factory: StoreFactory) async throws {
-        let store = try factory.make()
+        let store = try await factory.make()
         var opts = options()
         opts.batchTimeout = 60
         let batch = try await store.createBatch(NewBatch(type: "t", options: opts), items: payloads(3))
@@ -426,7 +426,7 @@ struct StoreConformanceTests {
 
     @Test("errors are grouped by code with samples", arguments: StoreFactory.all)
     func errorGroups(factory: StoreFactory) async throws {
-        let store = try factory.make()
+        let store = try await factory.make()
         var items = payloads(6)
         for index in [1, 3, 5] { items[index].rejection = .permanent("invalid_json", "line \(index + 1): bad") }
         items[2].rejection = .permanent("too_big", "too big")
@@ -439,7 +439,7 @@ struct StoreConformanceTests {
 
     @Test("listing pages newest first and filters", arguments: StoreFactory.all)
     func listing(factory: StoreFactory) async throws {
-        let store = try factory.make()
+        let store = try await factory.make()
         var ids: [BatchID] = []
         for index in 0..<5 {
             let batch = try await store.createBatch(
@@ -457,7 +457,7 @@ struct StoreConformanceTests {
 
     @Test("pruning removes items of expired batches, keeping the summary", arguments: StoreFactory.all)
     func prune(factory: StoreFactory) async throws {
-        let store = try factory.make()
+        let store = try await factory.make()
         var opts = options()
         opts.ttl = 10
         let batch = try await store.createBatch(NewBatch(type: "t", options: opts), items: payloads(30))
@@ -470,5 +470,85 @@ struct StoreConformanceTests {
         let record = try #require(try await store.batch(batch.id))
         #expect(record.counts.succeeded == 30)
         #expect(!(try await store.events(of: batch.id, afterID: 0, limit: 10)).isEmpty)
+    }
+
+    @Test("concurrent claimers never lease the same chunk and every item runs once", arguments: StoreFactory.all)
+    func concurrentClaims(factory: StoreFactory) async throws {
+        let store = try await factory.make()
+        let batch = try await store.createBatch(
+            NewBatch(type: "t", options: options(chunkSize: 5, concurrency: 40)), items: payloads(600))
+        let leases = try await withThrowingTaskGroup(of: [ChunkLease].self) { group in
+            for worker in 0..<6 {
+                group.addTask {
+                    var mine: [ChunkLease] = []
+                    while true {
+                        guard
+                            let lease = try await store.claimChunk(owner: "w\(worker)", leaseDuration: 30, now: Date())
+                        else {
+                            let record = try await store.batch(batch.id)
+                            if record?.status.isEnded ?? true { return mine }
+                            try await Task.sleep(for: .milliseconds(2))
+                            continue
+                        }
+                        mine.append(lease)
+                        _ = try await store.checkpoint(
+                            lease, outcomes: succeeded(lease), finish: true, failBatch: nil, leaseDuration: 30,
+                            now: Date())
+                    }
+                }
+            }
+            return try await group.reduce(into: []) { $0 += $1 }
+        }
+        #expect(Set(leases.map(\.chunkID)).count == leases.count)
+        #expect(leases.count == 120)
+        #expect(leases.reduce(0) { $0 + $1.items.count } == 600)
+        let record = try #require(try await store.batch(batch.id))
+        #expect(record.status == .completed)
+        #expect(record.counts.succeeded == 600)
+        #expect(record.counts.running == 0)
+        let items = try await store.items(of: batch.id, status: nil, afterSeq: nil, limit: 1000)
+        #expect(items.allSatisfy { $0.attempts == 1 && $0.status == .succeeded })
+    }
+
+    @Test("one node leads at a time; a silent leader is replaced after its term", arguments: StoreFactory.all)
+    func leadership(factory: StoreFactory) async throws {
+        let store = try await factory.make()
+        let now = Date()
+        #expect(try await store.acquireLeadership(node: "a", for: 5, now: now))
+        #expect(!(try await store.acquireLeadership(node: "b", for: 5, now: now.addingTimeInterval(1))))
+        // The leader renews its term.
+        #expect(try await store.acquireLeadership(node: "a", for: 5, now: now.addingTimeInterval(4)))
+        #expect(!(try await store.acquireLeadership(node: "b", for: 5, now: now.addingTimeInterval(8))))
+        // Silent past its term: replaced.
+        #expect(try await store.acquireLeadership(node: "b", for: 5, now: now.addingTimeInterval(10)))
+        #expect(!(try await store.acquireLeadership(node: "a", for: 5, now: now.addingTimeInterval(11))))
+        // Resigning hands over at once; resigning what one does not hold changes nothing.
+        try await store.resignLeadership(node: "a")
+        #expect(!(try await store.acquireLeadership(node: "a", for: 5, now: now.addingTimeInterval(11))))
+        try await store.resignLeadership(node: "b")
+        #expect(try await store.acquireLeadership(node: "a", for: 5, now: now.addingTimeInterval(11)))
+    }
+
+    @Test("heartbeats list live nodes with the chunks they hold", arguments: StoreFactory.all)
+    func nodes(factory: StoreFactory) async throws {
+        let store = try await factory.make()
+        let now = Date()
+        for (id, age) in [("a", 0.0), ("b", 1.0), ("gone", 60.0)] {
+            try await store.recordHeartbeat(
+                NodeRecord(
+                    id: id, role: "worker", host: "h", pid: 7, workers: 4, startedAt: now.addingTimeInterval(-100),
+                    heartbeatAt: now.addingTimeInterval(-age)))
+        }
+        _ = try await store.createBatch(NewBatch(type: "t", options: options(chunkSize: 10)), items: payloads(30))
+        let lease = try #require(try await store.claimChunk(owner: "b", leaseDuration: 30, now: now))
+        #expect(try await store.acquireLeadership(node: "a", for: 5, now: now))
+        let live = try await store.nodes(since: now.addingTimeInterval(-15), now: now)
+        #expect(live.map(\.id) == ["a", "b"])
+        #expect(live[0].isLeader && !live[1].isLeader)
+        #expect(live[0].chunks == 0)
+        #expect(live[1].chunks == 1 && live[1].runningItems == Int64(lease.items.count))
+        #expect(live[1].workers == 4 && live[1].role == "worker")
+        try await store.removeNode(id: "a")
+        #expect(try await store.nodes(since: now.addingTimeInterval(-15), now: now).map(\.id) == ["b"])
     }
 }

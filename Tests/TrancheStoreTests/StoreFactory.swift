@@ -1,12 +1,14 @@
 import Foundation
+import TranchePostgres
 import TrancheSQLite
 import TrancheStore
+import TrancheTestSupport
 
 /// The stores the conformance suite runs against. Each case makes a fresh,
 /// empty store backed by a real database.
 struct StoreFactory: CustomStringConvertible, Sendable {
     var description: String
-    var make: @Sendable () throws -> any BatchStore
+    var make: @Sendable () async throws -> any BatchStore
 
     static let sqlite = StoreFactory(description: "sqlite") {
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("tranche-store-\(UUID())")
@@ -14,7 +16,12 @@ struct StoreFactory: CustomStringConvertible, Sendable {
         return try SQLiteBatchStore(path: directory.appendingPathComponent("test.db").path)
     }
 
-    static let all: [StoreFactory] = [.sqlite]
+    /// A fresh database on the test cluster; fails when PostgreSQL is missing.
+    static let postgres = StoreFactory(description: "postgres") {
+        try await PostgresBatchStore(url: try await TestPostgres.freshDatabaseURL())
+    }
+
+    static let all: [StoreFactory] = [.sqlite, .postgres]
 }
 
 func payloads(_ count: Int, from start: Int = 0) -> [NewItem] {

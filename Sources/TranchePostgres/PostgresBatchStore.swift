@@ -1,0 +1,217 @@
+import Foundation
+public import Logging
+import NIOCore
+import PostgresNIO
+public import TrancheStore
+
+/// The shared store: batches in PostgreSQL, for several Tranche processes on
+/// several machines. Chunks are claimed with `FOR UPDATE SKIP LOCKED`, items
+/// are inserted in bulk with `UNNEST`, and nodes learn of new work through
+/// `LISTEN/NOTIFY`.
+///
+/// Every method is one transaction, retried on a deadlock or serialization
+/// failure; a lost connection surfaces as `StoreError.storage` and the pool
+/// reconnects on the next call.
+public final class PostgresBatchStore: ServerStore, WorkNotifying {
+    /// Settings for connecting.
+    public struct Configuration: Sendable {
+        /// Connections in the pool. Default 10 (see docs/operations.md for sizing).
+        public var maximumConnections: Int = 10
+        /// Seconds to wait for a connection. Default 10.
+        public var connectTimeout: Double = 10
+
+        public init(maximumConnections: Int = 10, connectTimeout: Double = 10) {
+            self.maximumConnections = maximumConnections
+            self.connectTimeout = connectTimeout
+        }
+    }
+
+    /// The channel that tells nodes there is work to claim or events to read.
+    static let channel = "tranche_work"
+
+    let client: PostgresClient
+    let logger: Logger
+    private let runner: Task<Void, Never>
+    /// A safe description of where the store lives (no password).
+    public let location: String
+
+    /// Connects to `url` (`postgres://user:password@host:port/database`,
+    /// `?sslmode=disable|prefer|require`) and runs the migrations.
+    public init(
+        url: String, configuration: Configuration = Configuration(), logger: Logger = Logger(label: "tranche.postgres")
+    ) async throws {
+        let parsed = try PostgresURL(url)
+        var clientConfiguration = PostgresClient.Configuration(
+            host: parsed.host, port: parsed.port, username: parsed.user, password: parsed.password,
+            database: parsed.database, tls: parsed.tls)
+        clientConfiguration.options.maximumConnections = max(2, configuration.maximumConnections)
+        clientConfiguration.options.connectTimeout = .milliseconds(Int64(configuration.connectTimeout * 1000))
+        clientConfiguration.options.keepAliveBehavior = .init(frequency: .seconds(15))
+        let client = PostgresClient(configuration: clientConfiguration, backgroundLogger: logger)
+        self.client = client
+        self.logger = logger
+        self.location = parsed.safeDescription
+        self.runner = Task { await client.run() }
+        do {
+            try await Self.mapErrors { try await PostgresSchema.migrate(client, logger: logger) }
+        } catch {
+            runner.cancel()
+            throw error
+        }
+    }
+
+    deinit {
+        runner.cancel()
+    }
+
+    /// Closes the pool. The store cannot be used afterwards.
+    public func close() {
+        runner.cancel()
+    }
+
+    // MARK: - Transactions
+
+    /// Runs `body` in one transaction, retried on deadlocks and serialization
+    /// failures; database failures become `StoreError.storage`.
+    func write<T: Sendable>(_ body: (PostgresConnection) async throws -> T) async throws -> T {
+        var attempt = 0
+        while true {
+            do {
+                return try await Self.mapErrors {
+                    try await client.withConnection { connection in
+                        try await connection.run("BEGIN")
+                        do {
+                            let value = try await body(connection)
+                            try await connection.run("COMMIT")
+                            return value
+                        } catch {
+                            try? await connection.run("ROLLBACK")
+                            throw error
+                        }
+                    }
+                }
+            } catch let error as RetryableConflict where attempt < 20 {
+                attempt += 1
+                logger.debug("transaction conflict; retrying", metadata: ["sqlstate": "\(error.sqlState)"])
+                try await Task.sleep(for: .milliseconds(Int.random(in: 1...(5 * min(attempt, 10)))))
+            }
+        }
+    }
+
+    /// Runs `body` on a pooled connection outside a transaction.
+    func read<T: Sendable>(_ body: (PostgresConnection) async throws -> T) async throws -> T {
+        try await Self.mapErrors { try await client.withConnection { try await body($0) } }
+    }
+
+    /// A conflict PostgreSQL resolves by aborting one transaction: run it again.
+    struct RetryableConflict: Error {
+        var sqlState: String
+    }
+
+    /// Maps driver errors to `StoreError.storage` (or `RetryableConflict`),
+    /// leaving the store's own errors as they are.
+    static func mapErrors<T>(_ body: () async throws -> T) async throws -> T {
+        do {
+            return try await body()
+        } catch let error as PSQLError {
+            let state = error.serverInfo?[.sqlState]
+            if let state, state == "40001" || state == "40P01" { throw RetryableConflict(sqlState: state) }
+            let detail = state.map { "SQLSTATE \($0)" } ?? "\(error.code)"
+            throw StoreError(.storage, "the database failed (\(detail))")
+        } catch let error as PostgresDecodingError {
+            throw StoreError(.storage, "the database returned an unexpected value (\(error.columnName))")
+        } catch let error as PostgresTransactionError {
+            throw StoreError(.storage, "the database failed (\(String(describing: error).prefix(120)))")
+        }
+    }
+
+    /// Lowers the write barrier for benchmarks: commits return before the WAL
+    /// reaches the disk. Only for a session's own transactions; never the default.
+    static let relaxedCommit: PostgresQuery = "SET LOCAL synchronous_commit = off"
+}
+
+extension PostgresConnection {
+    static let quiet = Logger(label: "tranche.postgres.query", factory: { _ in SwiftLogNoOpLogHandler() })
+
+    /// Runs a statement, discarding its rows.
+    func run(_ query: PostgresQuery) async throws {
+        let rows = try await self.query(query, logger: Self.quiet)
+        for try await _ in rows {}
+    }
+
+    /// Every row of a query.
+    func rows(_ query: PostgresQuery) async throws -> [PostgresRandomAccessRow] {
+        var result: [PostgresRandomAccessRow] = []
+        for try await row in try await self.query(query, logger: Self.quiet) {
+            result.append(row.makeRandomAccess())
+        }
+        return result
+    }
+
+    /// The first row of a query, if any.
+    func one(_ query: PostgresQuery) async throws -> PostgresRandomAccessRow? {
+        try await rows(query).first
+    }
+
+    /// How many rows a statement returned (use `RETURNING 1` to count changes).
+    func count(_ query: PostgresQuery) async throws -> Int {
+        var count = 0
+        for try await _ in try await self.query(query, logger: Self.quiet) { count += 1 }
+        return count
+    }
+
+    /// Queues a wake-up for other nodes, sent when the transaction commits.
+    func notifyWork() async throws {
+        try await run("SELECT pg_notify('tranche_work', '')")
+    }
+}
+
+extension PostgresRandomAccessRow {
+    /// The value of column `index`.
+    func get<T: PostgresDecodable>(_ index: Int, as type: T.Type = T.self) throws -> T {
+        try self[index].decode(T.self)
+    }
+}
+
+/// A `postgres://` URL taken apart.
+struct PostgresURL {
+    var host: String
+    var port: Int
+    var user: String
+    var password: String?
+    var database: String?
+    var sslMode: String
+
+    init(_ text: String) throws {
+        guard let components = URLComponents(string: text),
+            components.scheme == "postgres" || components.scheme == "postgresql",
+            let host = components.host, !host.isEmpty
+        else {
+            throw StoreError(
+                .storage, "not a PostgreSQL URL: expected postgres://user:password@host:port/database")
+        }
+        self.host = host
+        self.port = components.port ?? 5432
+        self.user = components.user.flatMap { $0.removingPercentEncoding } ?? "postgres"
+        self.password = components.password.flatMap { $0.removingPercentEncoding }
+        let path = components.path.hasPrefix("/") ? String(components.path.dropFirst()) : components.path
+        self.database = path.isEmpty ? nil : path
+        self.sslMode = components.queryItems?.first { $0.name == "sslmode" }?.value ?? "prefer"
+        guard ["disable", "prefer", "require"].contains(sslMode) else {
+            throw StoreError(.storage, "sslmode must be disable, prefer or require, got \(sslMode)")
+        }
+    }
+
+    var tls: PostgresClient.Configuration.TLS {
+        switch sslMode {
+        case "disable": .disable
+        case "require": .require(.makeClientConfiguration())
+        default: .prefer(.makeClientConfiguration())
+        }
+    }
+
+    /// The URL without its password.
+    var safeDescription: String {
+        "postgres://\(user)@\(host):\(port)/\(database ?? "")"
+    }
+}

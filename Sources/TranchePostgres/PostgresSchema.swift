@@ -1,0 +1,191 @@
+import Logging
+import PostgresNIO
+
+/// Versioned migrations, run at start-up under an advisory lock so that
+/// nodes starting together migrate once.
+enum PostgresSchema {
+    /// The advisory lock key that serialises migrations ("tranche" in ASCII, folded).
+    static let migrationLock: Int64 = 0x7472_616e_6368_6501
+
+    static let migrations: [(version: Int, sql: [String])] = [
+        (
+            1,
+            [
+                """
+                CREATE TABLE batches (
+                    key BIGSERIAL PRIMARY KEY,
+                    id TEXT NOT NULL UNIQUE,
+                    type TEXT NOT NULL,
+                    owner TEXT NOT NULL,
+                    status TEXT NOT NULL,
+                    paused_from TEXT,
+                    context TEXT NOT NULL,
+                    options TEXT NOT NULL,
+                    dry_run BOOLEAN NOT NULL,
+                    priority INTEGER NOT NULL,
+                    sealed BOOLEAN NOT NULL,
+                    total BIGINT NOT NULL DEFAULT 0,
+                    running BIGINT NOT NULL DEFAULT 0,
+                    succeeded BIGINT NOT NULL DEFAULT 0,
+                    failed BIGINT NOT NULL DEFAULT 0,
+                    skipped BIGINT NOT NULL DEFAULT 0,
+                    dead BIGINT NOT NULL DEFAULT 0,
+                    canceled BIGINT NOT NULL DEFAULT 0,
+                    retried BIGINT NOT NULL DEFAULT 0,
+                    rescued BIGINT NOT NULL DEFAULT 0,
+                    leased_chunks INTEGER NOT NULL DEFAULT 0,
+                    max_chunks INTEGER NOT NULL,
+                    last_claim_at BIGINT NOT NULL DEFAULT 0,
+                    failure_reason TEXT,
+                    result TEXT,
+                    cursor TEXT,
+                    created_at BIGINT NOT NULL,
+                    confirmed_at BIGINT,
+                    started_at BIGINT,
+                    completed_at BIGINT,
+                    expires_at BIGINT,
+                    pruned BOOLEAN NOT NULL DEFAULT false
+                )
+                """,
+                "CREATE INDEX batches_runnable ON batches(priority DESC, leased_chunks, last_claim_at, key) WHERE status IN ('confirmed', 'processing')",
+                "CREATE INDEX batches_by_status ON batches(status)",
+                "CREATE INDEX batches_by_owner ON batches(owner, status)",
+                "CREATE INDEX batches_by_expiry ON batches(expires_at) WHERE NOT pruned",
+                """
+                CREATE TABLE items (
+                    batch_key BIGINT NOT NULL,
+                    seq BIGINT NOT NULL,
+                    status SMALLINT NOT NULL,
+                    attempts INTEGER NOT NULL DEFAULT 0,
+                    payload TEXT,
+                    output TEXT,
+                    error_code TEXT,
+                    error_message TEXT,
+                    error_category TEXT,
+                    next_attempt_at BIGINT,
+                    updated_at BIGINT,
+                    PRIMARY KEY (batch_key, seq)
+                ) WITH (fillfactor = 80)
+                """,
+                """
+                CREATE TABLE chunks (
+                    id BIGSERIAL PRIMARY KEY,
+                    batch_key BIGINT NOT NULL,
+                    first_seq BIGINT NOT NULL,
+                    last_seq BIGINT NOT NULL,
+                    state SMALLINT NOT NULL DEFAULT 0,
+                    ready_at BIGINT NOT NULL DEFAULT 0,
+                    lease_owner TEXT,
+                    lease_token BIGINT NOT NULL DEFAULT 0,
+                    lease_expires_at BIGINT,
+                    claimed_items BIGINT NOT NULL DEFAULT 0,
+                    rescues INTEGER NOT NULL DEFAULT 0
+                )
+                """,
+                "CREATE INDEX chunks_by_batch ON chunks(batch_key, first_seq)",
+                "CREATE INDEX chunks_to_claim ON chunks(batch_key, ready_at, first_seq) WHERE state = 0",
+                "CREATE INDEX chunks_leased ON chunks(lease_expires_at) WHERE state = 1",
+                "CREATE SEQUENCE lease_tokens",
+                """
+                CREATE TABLE events (
+                    id BIGSERIAL PRIMARY KEY,
+                    batch_key BIGINT NOT NULL,
+                    type TEXT NOT NULL,
+                    at BIGINT NOT NULL,
+                    data TEXT NOT NULL
+                )
+                """,
+                "CREATE INDEX events_by_batch ON events(batch_key, id)",
+                "CREATE TABLE counters (name TEXT PRIMARY KEY, value BIGINT NOT NULL)",
+                """
+                CREATE TABLE api_keys (
+                    id TEXT PRIMARY KEY,
+                    tenant TEXT NOT NULL,
+                    hash TEXT NOT NULL,
+                    created_at BIGINT NOT NULL,
+                    revoked_at BIGINT
+                )
+                """,
+                """
+                CREATE TABLE idempotency (
+                    tenant TEXT NOT NULL,
+                    key TEXT NOT NULL,
+                    fingerprint TEXT NOT NULL,
+                    status INTEGER,
+                    body TEXT,
+                    created_at BIGINT NOT NULL,
+                    PRIMARY KEY (tenant, key)
+                )
+                """,
+                """
+                CREATE TABLE webhooks (
+                    id TEXT PRIMARY KEY,
+                    tenant TEXT NOT NULL,
+                    url TEXT NOT NULL,
+                    events TEXT NOT NULL,
+                    secret TEXT NOT NULL,
+                    created_at BIGINT NOT NULL
+                )
+                """,
+                """
+                CREATE TABLE deliveries (
+                    id BIGSERIAL PRIMARY KEY,
+                    webhook_id TEXT NOT NULL,
+                    event_id BIGINT NOT NULL,
+                    status TEXT NOT NULL DEFAULT 'pending',
+                    attempts INTEGER NOT NULL DEFAULT 0,
+                    last_status_code INTEGER,
+                    last_error TEXT,
+                    next_attempt_at BIGINT,
+                    delivered_at BIGINT,
+                    UNIQUE (webhook_id, event_id)
+                )
+                """,
+                "CREATE INDEX deliveries_due ON deliveries(status, next_attempt_at)",
+                "INSERT INTO counters(name, value) VALUES ('delivery_cursor', 0)",
+                """
+                CREATE TABLE nodes (
+                    id TEXT PRIMARY KEY,
+                    role TEXT NOT NULL,
+                    host TEXT NOT NULL,
+                    pid INTEGER NOT NULL,
+                    workers INTEGER NOT NULL,
+                    started_at BIGINT NOT NULL,
+                    heartbeat_at BIGINT NOT NULL
+                )
+                """,
+                """
+                CREATE TABLE leader (
+                    id INTEGER PRIMARY KEY CHECK (id = 1),
+                    node TEXT NOT NULL,
+                    expires_at BIGINT NOT NULL
+                )
+                """,
+            ]
+        )
+    ]
+
+    /// Brings the database to the newest version, once, whatever other nodes do meanwhile.
+    static func migrate(_ client: PostgresClient, logger: Logger) async throws {
+        try await client.withTransaction(logger: logger) { connection in
+            try await connection.query("SELECT pg_advisory_xact_lock(\(migrationLock))", logger: logger)
+            try await connection.query(
+                "CREATE TABLE IF NOT EXISTS tranche_migrations (version INTEGER PRIMARY KEY, applied_at TIMESTAMPTZ NOT NULL DEFAULT now())",
+                logger: logger)
+            var applied = Set<Int>()
+            for try await version in try await connection.query(
+                "SELECT version FROM tranche_migrations", logger: logger
+            ).decode(Int.self) {
+                applied.insert(version)
+            }
+            for migration in migrations where !applied.contains(migration.version) {
+                for statement in migration.sql {
+                    try await connection.query(PostgresQuery(unsafeSQL: statement), logger: logger)
+                }
+                try await connection.query(
+                    "INSERT INTO tranche_migrations(version) VALUES (\(migration.version))", logger: logger)
+                logger.info("migrated the PostgreSQL schema", metadata: ["version": "\(migration.version)"])
+            }
+        }
+    }
+}

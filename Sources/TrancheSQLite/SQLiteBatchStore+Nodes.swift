@@ -1,0 +1,68 @@
+public import Foundation
+import GRDB
+public import TrancheStore
+
+extension SQLiteBatchStore {
+    public func acquireLeadership(node: String, for seconds: Double, now: Date) async throws -> Bool {
+        try await write { db in
+            let expires = now.milliseconds + Int64(seconds * 1000)
+            try db.execute(
+                sql: """
+                    INSERT INTO leader(id, node, expires_at) VALUES (1, ?1, ?2)
+                    ON CONFLICT (id) DO UPDATE SET node = ?1, expires_at = ?2
+                    WHERE leader.node = ?1 OR leader.expires_at < ?3
+                    """,
+                arguments: [node, expires, now.milliseconds])
+            return try String.fetchOne(db, sql: "SELECT node FROM leader WHERE id = 1") == node
+        }
+    }
+
+    public func resignLeadership(node: String) async throws {
+        try await write { db in
+            try db.execute(sql: "DELETE FROM leader WHERE node = ?", arguments: [node])
+        }
+    }
+
+    public func recordHeartbeat(_ node: NodeRecord) async throws {
+        try await write { db in
+            try db.execute(
+                sql: """
+                    INSERT INTO nodes(id, role, host, pid, workers, started_at, heartbeat_at)
+                    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+                    ON CONFLICT (id) DO UPDATE SET heartbeat_at = ?7, workers = ?5
+                    """,
+                arguments: [
+                    node.id, node.role, node.host, node.pid, node.workers, node.startedAt.milliseconds,
+                    node.heartbeatAt.milliseconds,
+                ])
+        }
+    }
+
+    public func removeNode(id: String) async throws {
+        try await write { db in
+            try db.execute(sql: "DELETE FROM nodes WHERE id = ?", arguments: [id])
+        }
+    }
+
+    public func nodes(since: Date, now: Date) async throws -> [NodeRecord] {
+        try await read { db in
+            try Row.fetchAll(
+                db,
+                sql: """
+                    SELECT n.id, n.role, n.host, n.pid, n.workers, n.started_at, n.heartbeat_at,
+                           (SELECT count(*) FROM chunks c WHERE c.state = 1 AND c.lease_owner = n.id),
+                           (SELECT coalesce(sum(c.claimed_items), 0) FROM chunks c
+                            WHERE c.state = 1 AND c.lease_owner = n.id),
+                           EXISTS (SELECT 1 FROM leader l WHERE l.node = n.id AND l.expires_at >= ?)
+                    FROM nodes n WHERE n.heartbeat_at >= ? ORDER BY n.started_at, n.id
+                    """,
+                arguments: [now.milliseconds, since.milliseconds]
+            ).map { row in
+                NodeRecord(
+                    id: row[0], role: row[1], host: row[2], pid: row[3], workers: row[4],
+                    startedAt: Date(milliseconds: row[5]), heartbeatAt: Date(milliseconds: row[6]), chunks: row[7],
+                    runningItems: row[8], isLeader: row[9])
+            }
+        }
+    }
+}

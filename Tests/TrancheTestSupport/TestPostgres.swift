@@ -1,0 +1,54 @@
+import Foundation
+import Logging
+import PostgresNIO
+
+/// The PostgreSQL server the tests use: `scripts/test` starts a throwaway
+/// cluster and exports its URL. Without it, PostgreSQL tests fail (never skip).
+public enum TestPostgres {
+    public struct Missing: Error, CustomStringConvertible {
+        public var description: String {
+            "TRANCHE_TEST_POSTGRES_URL is not set: run scripts/test, which starts a throwaway PostgreSQL cluster"
+        }
+    }
+
+    /// The server's URL (its `postgres` database).
+    public static func serverURL() throws -> String {
+        guard let url = ProcessInfo.processInfo.environment["TRANCHE_TEST_POSTGRES_URL"], !url.isEmpty else {
+            throw Missing()
+        }
+        return url
+    }
+
+    /// Creates an empty database and returns its URL: each test gets its own.
+    public static func freshDatabaseURL() async throws -> String {
+        let server = try serverURL()
+        guard var components = URLComponents(string: server), let host = components.host else { throw Missing() }
+        let name = "tranche_test_" + UUID().uuidString.lowercased().replacingOccurrences(of: "-", with: "")
+        let configuration = PostgresConnection.Configuration(
+            host: host, port: components.port ?? 5432, username: components.user ?? "postgres",
+            password: components.password, database: "postgres", tls: .disable)
+        let logger = Logger(label: "tranche.test.postgres")
+        let connection = try await PostgresConnection.connect(
+            configuration: configuration, id: 1, logger: logger)
+        do {
+            try await connection.query(PostgresQuery(unsafeSQL: "CREATE DATABASE \(name)"), logger: logger)
+        } catch {
+            try? await connection.close()
+            throw error
+        }
+        try await connection.close()
+        components.path = "/" + name
+        components.query = "sslmode=disable"
+        return components.string!
+    }
+
+    /// `pg_ctl` and the data directory of the throwaway cluster, for tests
+    /// that restart the server.
+    public static func restartCommand() throws -> [String] {
+        let environment = ProcessInfo.processInfo.environment
+        guard let pgctl = environment["TRANCHE_TEST_PGCTL"], let data = environment["TRANCHE_TEST_PGDATA"] else {
+            throw Missing()
+        }
+        return pgctl.split(separator: " ").map(String.init) + ["-D", data, "restart", "-m", "fast", "-w"]
+    }
+}
