@@ -429,10 +429,18 @@ struct OutcomeWriter: Sendable {
         var status: Int
         var attempts: Int
         var output: String?
-        var error_code: String?
-        var error_message: String?
-        var error_category: String?
-        var next_attempt_at: Int64?
+        var errorCode: String?
+        var errorMessage: String?
+        var errorCategory: String?
+        var nextAttemptAt: Int64?
+
+        enum CodingKeys: String, CodingKey {
+            case seq, status, attempts, output
+            case errorCode = "error_code"
+            case errorMessage = "error_message"
+            case errorCategory = "error_category"
+            case nextAttemptAt = "next_attempt_at"
+        }
     }
 
     let outcomes: [ItemOutcome]
@@ -463,9 +471,9 @@ struct OutcomeWriter: Sendable {
                 detailed.append(
                     Row(
                         seq: outcome.seq, status: status.rawValue, attempts: outcome.attempt,
-                        output: outcome.output?.text, error_code: outcome.error?.code,
-                        error_message: outcome.error?.message, error_category: outcome.error?.category.rawValue,
-                        next_attempt_at: status == .failed ? outcome.nextAttemptAt?.milliseconds : nil))
+                        output: outcome.output?.text, errorCode: outcome.error?.code,
+                        errorMessage: outcome.error?.message, errorCategory: outcome.error?.category.rawValue,
+                        nextAttemptAt: status == .failed ? outcome.nextAttemptAt?.milliseconds : nil))
                 bySeq[outcome.seq] = outcome
                 index += 1
                 continue
