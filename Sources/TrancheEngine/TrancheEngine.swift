@@ -104,6 +104,14 @@ public final class TrancheEngine: Service, Sendable {
         public var releaseLeasesAtStart: Bool = false
         /// Seconds between progress events of one batch. Default 0.5.
         public var progressInterval: Double = 0.5
+        /// What this node is, as `GET /v1/nodes` shows it: `serve`, `worker` or `run`.
+        public var role: String = "serve"
+        /// Seconds a maintenance leader's term lasts; it renews every sweep,
+        /// and a leader that stops renewing is replaced after this. Default 5.
+        public var leaderTerm: Double = 5
+        /// Longest idle sleep when the store sends wake-ups (PostgreSQL's
+        /// `LISTEN/NOTIFY`); the slow poll behind them. Default 5.
+        public var notifiedIdlePoll: Double = 5
 
         public init() {}
     }
@@ -126,6 +134,7 @@ public final class TrancheEngine: Service, Sendable {
     let meters = Mutex<[BatchID: ProgressMeter]>([:])
     let chunksInFlight = Atomic<Int>(0)
     let clock = ContinuousClock()
+    let startedAt = Date()
 
     /// Creates an engine over `store` that can run `strategies`.
     public init(
@@ -367,14 +376,35 @@ public final class TrancheEngine: Service, Sendable {
             await withDiscardingTaskGroup { group in
                 group.addTask { await self.pumpEvents(after: firstEventID) }
                 group.addTask { await self.maintain() }
+                let listener = (store as? any WorkNotifying).map { notifying in
+                    Task { await self.listen(to: notifying) }
+                }
                 await self.schedule()
+                listener?.cancel()
                 self.stopped.fire()
                 self.eventWakeup.signal()
             }
         } onGracefulShutdown: {
             self.drain()
         }
+        try? await store.resignLeadership(node: configuration.nodeID)
+        try? await store.removeNode(id: configuration.nodeID)
         hub.finishAll()
+    }
+
+    /// Nodes sharing this store that were heard from within three leader
+    /// terms, with the chunks they hold.
+    public func liveNodes() async throws -> [NodeRecord] {
+        let now = Date()
+        return try await store.nodes(since: now.addingTimeInterval(-3 * configuration.leaderTerm), now: now)
+    }
+
+    /// Wakes the claim loop and the event pump whenever another process says there is work.
+    func listen(to notifying: any WorkNotifying) async {
+        for await _ in notifying.workNotifications() {
+            if stopped.hasFired { return }
+            signalWork()
+        }
     }
 
     /// Starts a graceful drain: no new chunks; running items get

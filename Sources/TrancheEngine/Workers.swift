@@ -114,7 +114,7 @@ extension TrancheEngine {
                     eventWakeup.signal()
                     continue
                 }
-                var timeout = configuration.sweepInterval
+                var timeout = store is any WorkNotifying ? configuration.notifiedIdlePoll : configuration.sweepInterval
                 if let due = try? await store.nextDueTime() {
                     timeout = min(timeout, max(0.002, due.timeIntervalSinceNow))
                 }
@@ -332,7 +332,11 @@ extension TrancheEngine {
     func finish(_ run: ChunkRun, failBatch extraFailure: String?) async {
         guard !run.leaseLost else { return }
         let (outcomes, failBatch) = run.takeOutcomes()
-        for attempt in 1...5 {
+        // Tries while the lease may still hold: a database restart loses nothing.
+        let deadline = ContinuousClock.now + .milliseconds(Int(configuration.leaseDuration * 1000))
+        var attempt = 0
+        while ContinuousClock.now < deadline {
+            attempt += 1
             do {
                 let result = try await store.checkpoint(
                     run.lease, outcomes: outcomes, finish: true, failBatch: failBatch ?? extraFailure,
@@ -350,7 +354,7 @@ extension TrancheEngine {
                 return
             } catch {
                 logger.warning("final checkpoint failed", metadata: ["error": "\(error)", "attempt": "\(attempt)"])
-                try? await Task.sleep(for: .milliseconds(200 * attempt))
+                try? await Task.sleep(for: .milliseconds(min(2_000, 200 * attempt)))
             }
         }
         // The lease expires and the chunk is rescued: its items run again.
@@ -395,8 +399,22 @@ extension TrancheEngine {
     /// The maintenance loop: rescues expired leases, enforces deadlines,
     /// finishes batches and prunes, every `sweepInterval`, until the drain.
     func maintain() async {
+        let host = ProcessInfo.processInfo.hostName
+        let pid = Int(ProcessInfo.processInfo.processIdentifier)
         while !draining.hasFired && !Task.isCancelled {
             do {
+                try await store.recordHeartbeat(
+                    NodeRecord(
+                        id: configuration.nodeID, role: configuration.role, host: host, pid: pid,
+                        workers: configuration.workers, startedAt: startedAt, heartbeatAt: Date()))
+                // Only the leader sweeps; the others stand by to take over.
+                guard
+                    try await store.acquireLeadership(
+                        node: configuration.nodeID, for: configuration.leaderTerm, now: Date())
+                else {
+                    await sleep(configuration.sweepInterval, orUntil: draining)
+                    continue
+                }
                 let rescued = try await store.rescueExpiredLeases(
                     now: Date(), splitAfter: configuration.splitAfterRescues)
                 if !rescued.isEmpty { EngineMetrics.leaseExpired(count: rescued.count) }
