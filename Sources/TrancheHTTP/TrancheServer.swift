@@ -142,6 +142,10 @@ public struct TrancheServer: Sendable {
             }
         }
         v1.post("batches/:id/retry") { request, context in try await retry(request, context) }
+        v1.get("nodes") { _, _ in
+            let nodes = try await engine.liveNodes()
+            return Self.json(["nodes": .array(nodes.map(Views.node))])
+        }
         v1.get("batches/:id/items") { request, context in try await items(request, context) }
         v1.get("batches/:id/errors") { _, context in
             let record = try await owned(context)

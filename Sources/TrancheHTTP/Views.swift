@@ -57,6 +57,21 @@ enum Views {
         ]
     }
 
+    static func node(_ node: NodeRecord) -> JSONValue {
+        [
+            "id": .string(node.id),
+            "role": .string(node.role),
+            "host": .string(node.host),
+            "pid": .number(Double(node.pid)),
+            "workers": .number(Double(node.workers)),
+            "leader": .bool(node.isLeader),
+            "chunks": number(node.chunks),
+            "running_items": number(node.runningItems),
+            "started_at": WireFormat.date(node.startedAt),
+            "heartbeat_at": WireFormat.date(node.heartbeatAt),
+        ]
+    }
+
     static func event(_ event: BatchEvent) -> JSONValue {
         [
             "id": number(event.id),

@@ -64,6 +64,11 @@ public final class PostgresBatchStore: ServerStore, WorkNotifying {
         runner.cancel()
     }
 
+    /// `url` with its password hidden, for messages.
+    public static func redacted(_ url: String) -> String {
+        (try? PostgresURL(url))?.safeDescription ?? "the PostgreSQL URL"
+    }
+
     /// Closes the pool. The store cannot be used afterwards.
     public func close() {
         runner.cancel()

@@ -287,6 +287,28 @@ struct ListCommand: AsyncParsableCommand {
     }
 }
 
+/// `tranche nodes`: the live nodes sharing the server's store.
+struct NodesCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "nodes", abstract: "List live nodes: role, workers, chunks held, leader.")
+    @OptionGroup var client: ClientOptions
+
+    func run() async throws {
+        let data = try await client.client.send(.GET, "/v1/nodes")
+        if client.json { return printJSON(data) }
+        let list = (try JSONSerialization.jsonObject(with: data) as? [String: Any])?["nodes"] as? [[String: Any]] ?? []
+        print("NODE\tROLE\tWORKERS\tCHUNKS\tRUNNING\tLEADER\tHEARTBEAT")
+        for node in list {
+            let fields: [String] = [
+                node["id"] as? String ?? "", node["role"] as? String ?? "", "\(node["workers"] as? Int ?? 0)",
+                "\(node["chunks"] as? Int ?? 0)", "\(node["running_items"] as? Int ?? 0)",
+                (node["leader"] as? Bool ?? false) ? "yes" : "no", node["heartbeat_at"] as? String ?? "",
+            ]
+            print(fields.joined(separator: "\t"))
+        }
+    }
+}
+
 /// `tranche pause|resume|cancel|confirm|retry ID`.
 struct ActionCommand: ParsableArguments {
     @OptionGroup var client: ClientOptions

@@ -7,7 +7,9 @@ import Prometheus
 import ServiceLifecycle
 import TrancheEngine
 import TrancheHTTP
+import TranchePostgres
 import TrancheSQLite
+import TrancheStore
 import TrancheStrategies
 
 /// `tranche serve`: the HTTP API and the workers, on one store.
@@ -23,14 +25,7 @@ struct ServeCommand: AsyncParsableCommand {
     @Option(help: "Port to listen on (0 picks a free one).")
     var port = 8080
 
-    @Option(help: "Items running at once on this node (default 16).")
-    var workers = 16
-
-    @Flag(help: "Enable the exec strategy (it runs commands on this machine).")
-    var allowExec = false
-
-    @Option(help: "Hosts the http strategy and webhooks may call, comma-separated (default: none).")
-    var httpAllow: String = ""
+    @OptionGroup var node: NodeOptions
 
     @Option(help: "Batches of at most this many items run at once in mode auto.")
     var syncThreshold = 200
@@ -41,7 +36,7 @@ struct ServeCommand: AsyncParsableCommand {
     func run() async throws {
         var logger = Logger(label: "tranche")
         logger.logLevel = .info
-        let store = try database.open()
+        let store = try await database.open(logger: logger)
         let keys = try await store.apiKeys().filter { $0.revokedAt == nil }
         let loopback = ["127.0.0.1", "localhost", "::1"].contains(host)
         if keys.isEmpty {
@@ -53,15 +48,10 @@ struct ServeCommand: AsyncParsableCommand {
             }
             logger.warning("no API keys: the API is open to anyone on this machine (loopback only)")
         }
-        var strategies = [BuiltinStrategies.noop, AnyBatchStrategy(SleepStrategy())]
-        let allowed = Set(httpAllow.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces).lowercased() })
-        strategies.append(AnyBatchStrategy(HTTPStrategy(configuration: .init(allowedHosts: allowed))))
-        if allowExec { strategies.append(AnyBatchStrategy(ExecStrategy())) }
-        var engineConfiguration = TrancheEngine.Configuration()
-        engineConfiguration.workers = workers
-        engineConfiguration.drainGracePeriod = drainGrace
+        let allowed = node.allowedHosts
         let engine = TrancheEngine(
-            store: store, strategies: strategies, configuration: engineConfiguration, logger: logger)
+            store: store, strategies: node.strategies(),
+            configuration: node.engineConfiguration(role: "serve", drainGrace: drainGrace), logger: logger)
         var serverConfiguration = TrancheServer.Configuration()
         serverConfiguration.syncThreshold = syncThreshold
         serverConfiguration.open = keys.isEmpty
@@ -78,7 +68,9 @@ struct ServeCommand: AsyncParsableCommand {
             onServerRunning: { channel in
                 let port = channel.localAddress?.port ?? 0
                 writeStandardOutput(
-                    Data("tranche: listening on http://\(host):\(port) (database \(store.path))\n".utf8))
+                    Data(
+                        "tranche: listening on http://\(host):\(port) (database \(database.location(of: store)))\n".utf8
+                    ))
             },
             logger: logger)
         let group = ServiceGroup(
@@ -94,21 +86,108 @@ struct ServeCommand: AsyncParsableCommand {
     }
 }
 
-/// `--database`: a SQLite path (PostgreSQL arrives with its own store).
+/// `--database`: a SQLite path, or a `postgres://` URL for a store that
+/// several nodes share.
 struct DatabaseOptions: ParsableArguments {
-    @Option(help: "SQLite file (default ./tranche.db).")
+    @Option(
+        help: ArgumentHelp(
+            "SQLite file, or postgres://user:password@host:port/database (default ./tranche.db).",
+            valueName: "path-or-url"))
     var database = "tranche.db"
 
     @Option(help: "SQLite durability: full (default) or normal.")
     var durability = "full"
 
-    func open() throws -> SQLiteBatchStore {
-        if database.hasPrefix("postgres://") || database.hasPrefix("postgresql://") {
-            throw CLIError("PostgreSQL is not supported by this build yet; use a SQLite path")
+    @Option(help: "PostgreSQL connections in this process's pool (default 10).")
+    var poolSize = 10
+
+    var isPostgres: Bool { database.hasPrefix("postgres://") || database.hasPrefix("postgresql://") }
+
+    func open(logger: Logger = Logger(label: "tranche")) async throws -> any ServerStore {
+        if isPostgres {
+            guard (2...500).contains(poolSize) else { throw CLIError("--pool-size must be between 2 and 500") }
+            do {
+                return try await PostgresBatchStore(
+                    url: database, configuration: .init(maximumConnections: poolSize), logger: logger)
+            } catch let error as StoreError {
+                throw CLIError("cannot open \(PostgresBatchStore.redacted(database)): \(error.message)")
+            }
         }
         guard ["full", "normal"].contains(durability) else { throw CLIError("--durability must be full or normal") }
         return try SQLiteBatchStore(
             path: database, configuration: .init(durability: SQLiteBatchStore.Durability(rawValue: durability)))
+    }
+
+    /// Where the store lives, safe to print (no password).
+    func location(of store: any ServerStore) -> String {
+        (store as? PostgresBatchStore)?.location ?? (store as? SQLiteBatchStore)?.path ?? database
+    }
+}
+
+/// What a node runs: its workers and the strategies it enables.
+struct NodeOptions: ParsableArguments {
+    @Option(help: "Items running at once on this node (default 16).")
+    var workers = 16
+
+    @Flag(help: "Enable the exec strategy (it runs commands on this machine).")
+    var allowExec = false
+
+    @Option(help: "Hosts the http strategy and webhooks may call, comma-separated (default: none).")
+    var httpAllow: String = ""
+
+    @Option(help: "This node's name in leases and `tranche nodes` (default host-pid).")
+    var nodeID: String?
+
+    var allowedHosts: Set<String> {
+        Set(httpAllow.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces).lowercased() })
+    }
+
+    func strategies() -> [AnyBatchStrategy] {
+        var strategies = [BuiltinStrategies.noop, AnyBatchStrategy(SleepStrategy())]
+        strategies.append(AnyBatchStrategy(HTTPStrategy(configuration: .init(allowedHosts: allowedHosts))))
+        if allowExec { strategies.append(AnyBatchStrategy(ExecStrategy())) }
+        return strategies
+    }
+
+    func engineConfiguration(role: String, drainGrace: Double) -> TrancheEngine.Configuration {
+        var configuration = TrancheEngine.Configuration()
+        configuration.workers = workers
+        configuration.drainGracePeriod = drainGrace
+        configuration.role = role
+        configuration.nodeID = nodeID ?? "\(ProcessInfo.processInfo.hostName)-\(getpid())"
+        return configuration
+    }
+}
+
+/// `tranche worker`: a node with workers and no HTTP, sharing a PostgreSQL
+/// store with the other nodes.
+struct WorkerCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "worker", abstract: "Run workers only (no HTTP), on a store shared with other nodes.")
+
+    @OptionGroup var database: DatabaseOptions
+    @OptionGroup var node: NodeOptions
+
+    @Option(help: "Seconds running items get to finish on shutdown.")
+    var drainGrace: Double = 20
+
+    func run() async throws {
+        var logger = Logger(label: "tranche")
+        logger.logLevel = .info
+        let store = try await database.open(logger: logger)
+        let configuration = node.engineConfiguration(role: "worker", drainGrace: drainGrace)
+        let engine = TrancheEngine(
+            store: store, strategies: node.strategies(), configuration: configuration, logger: logger)
+        writeStandardOutput(
+            Data(
+                "tranche: worker \(configuration.nodeID) with \(node.workers) workers (database \(database.location(of: store)))\n"
+                    .utf8))
+        let group = ServiceGroup(
+            configuration: .init(
+                services: [.init(service: engine)], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+        let secondSignal = exitOnSecondSignal()
+        defer { for source in secondSignal { source.cancel() } }
+        try await group.run()
     }
 }
 
@@ -125,7 +204,7 @@ struct KeysCommand: AsyncParsableCommand {
 
         func run() async throws {
             guard !tenant.isEmpty, tenant.count <= 100 else { throw CLIError("--tenant must be 1 to 100 characters") }
-            let store = try database.open()
+            let store = try await database.open()
             let (record, key) = APIKeys.make(tenant: tenant)
             try await store.createAPIKey(record)
             print(key)
@@ -138,7 +217,7 @@ struct KeysCommand: AsyncParsableCommand {
         @OptionGroup var database: DatabaseOptions
 
         func run() async throws {
-            let store = try database.open()
+            let store = try await database.open()
             for key in try await store.apiKeys() {
                 let state = key.revokedAt.map { "revoked \($0.formatted(.iso8601))" } ?? "active"
                 print("\(key.id)\t\(key.tenant)\t\(key.createdAt.formatted(.iso8601))\t\(state)")
@@ -152,7 +231,7 @@ struct KeysCommand: AsyncParsableCommand {
         @Argument(help: "The key's id (the part after tr_).") var id: String
 
         func run() async throws {
-            let store = try database.open()
+            let store = try await database.open()
             guard try await store.revokeAPIKey(id: id, at: Date()) else {
                 throw CLIError("no active key \(id)")
             }

@@ -11,7 +11,7 @@ struct Tranche: AsyncParsableCommand {
             ServeCommand.self, RunCommand.self, SubmitCommand.self, StatusCommand.self, WatchCommand.self,
             ListCommand.self, PauseCommand.self, ResumeCommand.self, CancelCommand.self, ConfirmCommand.self,
             RetryCommand.self, ResultsCommand.self, ExportCommand.self, EventsCommand.self, KeysCommand.self,
-            BenchCommand.self,
+            BenchCommand.self, WorkerCommand.self, NodesCommand.self,
         ])
 
     /// Parses and runs; a usage error exits 1 (not ArgumentParser's 64), as documented.
