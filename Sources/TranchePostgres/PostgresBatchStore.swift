@@ -51,7 +51,14 @@ public final class PostgresBatchStore: ServerStore, WorkNotifying {
         self.client = client
         self.logger = logger
         self.location = parsed.safeDescription
-        self.runner = Task { await client.run() }
+        // The pool must be running before the first lease.
+        let (started, signal) = AsyncStream.makeStream(of: Void.self)
+        self.runner = Task {
+            signal.finish()
+            await client.run()
+        }
+        for await _ in started {}
+        await Task.yield()
         do {
             try await Self.mapErrors { try await PostgresSchema.migrate(client, logger: logger) }
         } catch {

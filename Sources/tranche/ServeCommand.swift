@@ -138,6 +138,9 @@ struct NodeOptions: ParsableArguments {
     @Option(help: "This node's name in leases and `tranche nodes` (default host-pid).")
     var nodeID: String?
 
+    @Option(help: "Seconds a chunk's lease lasts without a checkpoint; a dead node's chunks run again after it.")
+    var leaseDuration: Double = 30
+
     var allowedHosts: Set<String> {
         Set(httpAllow.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces).lowercased() })
     }
@@ -154,6 +157,7 @@ struct NodeOptions: ParsableArguments {
         configuration.workers = workers
         configuration.drainGracePeriod = drainGrace
         configuration.role = role
+        configuration.leaseDuration = max(2, leaseDuration)
         configuration.nodeID = nodeID ?? "\(ProcessInfo.processInfo.hostName)-\(getpid())"
         return configuration
     }

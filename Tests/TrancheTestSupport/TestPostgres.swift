@@ -42,13 +42,35 @@ public enum TestPostgres {
         return components.string!
     }
 
-    /// `pg_ctl` and the data directory of the throwaway cluster, for tests
-    /// that restart the server.
-    public static func restartCommand() throws -> [String] {
+    /// Restarts the throwaway cluster (`pg_ctl restart -m fast`): every
+    /// connection drops. Returns `pg_ctl`'s exit status.
+    ///
+    /// Spawned and reaped with `posix_spawn`/`waitpid`: Foundation's `Process`
+    /// never saw `runuser` exit here, as the server it starts outlives it.
+    public static func restart() async throws -> Int32 {
         let environment = ProcessInfo.processInfo.environment
         guard let pgctl = environment["TRANCHE_TEST_PGCTL"], let data = environment["TRANCHE_TEST_PGDATA"] else {
             throw Missing()
         }
-        return pgctl.split(separator: " ").map(String.init) + ["-D", data, "restart", "-m", "fast", "-w"]
+        let arguments = pgctl.split(separator: " ").map(String.init) + ["-D", data, "restart", "-m", "fast", "-w"]
+        return await withCheckedContinuation { continuation in
+            DispatchQueue.global().async {
+                var pid: pid_t = 0
+                let argv = arguments.map { strdup($0) } + [nil]
+                defer { for pointer in argv { free(pointer) } }
+                var actions = posix_spawn_file_actions_t()
+                posix_spawn_file_actions_init(&actions)
+                posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0)
+                posix_spawn_file_actions_addopen(&actions, 2, "/dev/null", O_WRONLY, 0)
+                defer { posix_spawn_file_actions_destroy(&actions) }
+                guard let program = argv[0], posix_spawnp(&pid, program, &actions, nil, argv, environ) == 0 else {
+                    continuation.resume(returning: -1)
+                    return
+                }
+                var status: Int32 = 0
+                waitpid(pid, &status, 0)
+                continuation.resume(returning: (status >> 8) & 0xff)
+            }
+        }
     }
 }

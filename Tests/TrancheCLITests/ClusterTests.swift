@@ -1,0 +1,159 @@
+import Foundation
+import Testing
+import TranchePostgres
+import TrancheStore
+import TrancheTestSupport
+
+/// Several `tranche worker` processes on one PostgreSQL database, with the
+/// failures a cluster meets: a node killed mid-run, the database restarted,
+/// the maintenance leader killed.
+@Suite("nodes on PostgreSQL", .serialized)
+struct ClusterTests {
+    func waitUntil(seconds: Double = 120, _ condition: () async throws -> Bool) async throws -> Bool {
+        let deadline = ContinuousClock.now + .seconds(seconds)
+        while try await !condition() {
+            if ContinuousClock.now > deadline { return false }
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        return true
+    }
+
+    func worker(_ url: String, id: String, in directory: URL, workers: Int = 32) throws -> TrancheProcess {
+        try TrancheProcess(
+            [
+                "worker", "--database", url, "--node-id", id, "--workers", String(workers), "--lease-duration", "4",
+                "--drain-grace", "1",
+            ], in: directory)
+    }
+
+    func stop(_ processes: [TrancheProcess]) async throws {
+        for process in processes where process.process.isRunning { process.process.terminate() }
+        for process in processes { _ = try await process.wait(seconds: 30) }
+    }
+
+    /// Every item of a batch, page by page.
+    func allItems(_ store: PostgresBatchStore, _ id: BatchID) async throws -> [ItemRecord] {
+        var all: [ItemRecord] = []
+        var after: Int64?
+        while true {
+            let page = try await store.items(of: id, status: nil, afterSeq: after, limit: 10_000)
+            all += page
+            guard let last = page.last, page.count == 10_000 else { return all }
+            after = last.seq
+        }
+    }
+
+    func payloads(_ count: Int) -> [NewItem] {
+        (0..<count).map { NewItem(payload: JSONText(unchecked: #"{"n":\#($0)}"#)) }
+    }
+
+    @Test("three workers share 100,000 items; one is killed with kill -9; every item succeeds once or is counted")
+    func killOneOfThree() async throws {
+        let url = try await TestPostgres.freshDatabaseURL()
+        let store = try await PostgresBatchStore(url: url)
+        defer { store.close() }
+        let directory = try scratchDirectory()
+        let workers = try (1...3).map { try worker(url, id: "w\($0)", in: directory) }
+        var options = BatchOptions()
+        options.chunkSize = 250
+        options.concurrency = 3_000
+        let batch = try await store.createBatch(
+            NewBatch(type: "sleep", context: JSONText(unchecked: #"{"ms":1}"#), options: options),
+            items: payloads(100_000))
+        // Kill w2 once the batch is well under way, while it holds chunks.
+        let underWay = try await waitUntil {
+            let record = try await store.batch(batch.id)
+            let nodes = try await store.nodes(since: Date().addingTimeInterval(-10), now: Date())
+            let held = nodes.first { $0.id == "w2" }?.chunks ?? 0
+            return (record?.counts.processed ?? 0) >= 20_000 && held > 0
+        }
+        #expect(underWay, "the batch never got under way with w2 holding chunks")
+        let held = try await store.nodes(since: Date().addingTimeInterval(-10), now: Date())
+            .first { $0.id == "w2" }
+        workers[1].kill9()
+        let notDone = try #require(try await store.batch(batch.id))
+        #expect(notDone.status == .processing, "the kill must land mid-run")
+        let finished = try await waitUntil { try await store.batch(batch.id)?.status.isEnded ?? false }
+        #expect(finished)
+        let record = try #require(try await store.batch(batch.id))
+        #expect(record.status == .completed)
+        #expect(record.counts.succeeded == 100_000)
+        #expect(record.counts.running == 0)
+        let items = try await allItems(store, batch.id)
+        #expect(items.count == 100_000)
+        #expect(items.allSatisfy { $0.status == .succeeded })
+        // Items run twice: only those of the chunks the dead node held, and counted.
+        let twice = items.filter { $0.attempts > 1 }.count
+        // A node holds at most one chunk per worker: 32 chunks of 250.
+        #expect(Int64(twice) <= record.counts.rescued)
+        #expect(record.counts.rescued <= Int64(32 * 250))
+        print("kill -9 of w2 holding \(held?.chunks ?? 0) chunks: rescued \(record.counts.rescued), ran twice \(twice)")
+        try await stop([workers[0], workers[2]])
+    }
+
+    @Test("PostgreSQL restarted mid-run: the nodes reconnect and the batch completes, nothing lost")
+    func databaseRestart() async throws {
+        let url = try await TestPostgres.freshDatabaseURL()
+        let store = try await PostgresBatchStore(url: url)
+        defer { store.close() }
+        let directory = try scratchDirectory()
+        let workers = try (1...2).map { try worker(url, id: "r\($0)", in: directory) }
+        var options = BatchOptions()
+        options.chunkSize = 100
+        options.concurrency = 64
+        let batch = try await store.createBatch(
+            NewBatch(type: "sleep", context: JSONText(unchecked: #"{"ms":4}"#), options: options),
+            items: payloads(30_000))
+        let started = try await waitUntil { (try await store.batch(batch.id)?.counts.processed ?? 0) >= 3_000 }
+        #expect(started)
+        #expect(try await TestPostgres.restart() == 0, "pg_ctl restart failed")
+        // Reads right after the restart may fail while the pool reconnects.
+        let finished = try await waitUntil {
+            (try? await store.batch(batch.id))?.status.isEnded ?? false
+        }
+        #expect(finished)
+        let record = try #require(try await store.batch(batch.id))
+        #expect(record.status == .completed)
+        #expect(record.counts.succeeded == 30_000)
+        #expect(record.counts.running == 0)
+        let items = try await allItems(store, batch.id)
+        #expect(items.count == 30_000 && items.allSatisfy { $0.status == .succeeded })
+        #expect(Int64(items.filter { $0.attempts > 1 }.count) <= record.counts.rescued)
+        for worker in workers { #expect(worker.process.isRunning, "a node died with the database: \(worker.stderr)") }
+        try await stop(workers)
+    }
+
+    @Test("the maintenance leader killed: another node takes over and enforces a batch timeout")
+    func leaderKilled() async throws {
+        let url = try await TestPostgres.freshDatabaseURL()
+        let store = try await PostgresBatchStore(url: url)
+        defer { store.close() }
+        let directory = try scratchDirectory()
+        let workers = try ["a", "b"].map { try worker(url, id: $0, in: directory) }
+        var leader: NodeRecord?
+        let elected = try await waitUntil(seconds: 30) {
+            let nodes = try await store.nodes(since: Date().addingTimeInterval(-10), now: Date())
+            leader = nodes.first { $0.isLeader }
+            return nodes.count == 2 && leader != nil
+        }
+        #expect(elected)
+        let leaderID = try #require(leader?.id)
+        let survivorID = leaderID == "a" ? "b" : "a"
+        workers[leaderID == "a" ? 0 : 1].kill9()
+        // Only a leader fails batches that run too long.
+        var options = BatchOptions()
+        options.batchTimeout = 2
+        options.itemTimeout = 120
+        let batch = try await store.createBatch(
+            NewBatch(type: "sleep", context: JSONText(unchecked: #"{"ms":60000}"#), options: options),
+            items: payloads(2))
+        let failed = try await waitUntil(seconds: 60) { try await store.batch(batch.id)?.status == .failed }
+        #expect(failed)
+        let record = try #require(try await store.batch(batch.id))
+        #expect(record.failureReason?.hasPrefix("batch_timeout") == true)
+        let nodes = try await store.nodes(since: Date().addingTimeInterval(-3), now: Date())
+        #expect(nodes.map(\.id) == [survivorID])
+        #expect(nodes.first?.isLeader == true)
+        try await stop([workers[leaderID == "a" ? 1 : 0]])
+    }
+}
