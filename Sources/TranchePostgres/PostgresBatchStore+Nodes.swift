@@ -63,12 +63,12 @@ extension PostgresBatchStore {
     /// since notifications sent meanwhile were lost.
     public func workNotifications() -> AsyncStream<Void> {
         let (stream, continuation) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
-        let client = self.client
         let logger = self.logger
-        let task = Task {
-            while !Task.isCancelled {
+        let task = Task { [weak self] in
+            while !Task.isCancelled, let store = self {
                 do {
-                    try await client.withConnection { connection in
+                    // No deadline here: a listening connection stays leased as long as it listens.
+                    try await store.currentPool.client.withConnection { connection in
                         try await connection.listen(on: Self.channel) { notifications in
                             continuation.yield()
                             for try await _ in notifications { continuation.yield() }

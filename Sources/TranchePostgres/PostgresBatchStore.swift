@@ -2,6 +2,7 @@ import Foundation
 public import Logging
 import NIOCore
 import PostgresNIO
+import Synchronization
 public import TrancheStore
 
 /// The shared store: batches in PostgreSQL, for several Tranche processes on
@@ -19,21 +20,35 @@ public final class PostgresBatchStore: ServerStore, WorkNotifying {
         public var maximumConnections: Int = 10
         /// Seconds to wait for a connection. Default 10.
         public var connectTimeout: Double = 10
+        /// Seconds one store call may take before its connection is closed
+        /// and the call fails (a lost server can leave a query unanswered). Default 15.
+        public var operationTimeout: Double = 15
 
-        public init(maximumConnections: Int = 10, connectTimeout: Double = 10) {
+        public init(maximumConnections: Int = 10, connectTimeout: Double = 10, operationTimeout: Double = 15) {
             self.maximumConnections = maximumConnections
             self.connectTimeout = connectTimeout
+            self.operationTimeout = operationTimeout
         }
     }
 
     /// The channel that tells nodes there is work to claim or events to read.
     static let channel = "tranche_work"
 
-    let client: PostgresClient
+    /// The pool in use; replaced when it stops handing out connections.
+    private let pool: Mutex<Pool>
     let logger: Logger
-    private let runner: Task<Void, Never>
+    private let clientConfiguration: PostgresClient.Configuration
+    /// Seconds one call may hold a connection before the connection is closed.
+    private let operationTimeout: Double
     /// A safe description of where the store lives (no password).
     public let location: String
+
+    /// One `PostgresClient` and the task running it.
+    struct Pool: Sendable {
+        var client: PostgresClient
+        var runner: Task<Void, Never>
+        var generation: Int
+    }
 
     /// Connects to `url` (`postgres://user:password@host:port/database`,
     /// `?sslmode=disable|prefer|require`) and runs the migrations.
@@ -47,28 +62,38 @@ public final class PostgresBatchStore: ServerStore, WorkNotifying {
         clientConfiguration.options.maximumConnections = max(2, configuration.maximumConnections)
         clientConfiguration.options.connectTimeout = .milliseconds(Int64(configuration.connectTimeout * 1000))
         clientConfiguration.options.keepAliveBehavior = .init(frequency: .seconds(15))
-        let client = PostgresClient(configuration: clientConfiguration, backgroundLogger: logger)
-        self.client = client
+        self.clientConfiguration = clientConfiguration
         self.logger = logger
         self.location = parsed.safeDescription
-        // The pool must be running before the first lease.
+        self.operationTimeout = max(1, configuration.operationTimeout)
+        self.pool = Mutex(await Self.startPool(clientConfiguration, logger: logger, generation: 0))
+        do {
+            try await Self.mapErrors { try await PostgresSchema.migrate(currentPool.client, logger: logger) }
+        } catch {
+            close()
+            throw error
+        }
+    }
+
+    /// Starts a client and waits until it runs (a lease before `run()` only warns, but noisily).
+    private static func startPool(
+        _ configuration: PostgresClient.Configuration, logger: Logger, generation: Int
+    ) async -> Pool {
+        let client = PostgresClient(configuration: configuration, backgroundLogger: logger)
         let (started, signal) = AsyncStream.makeStream(of: Void.self)
-        self.runner = Task {
+        let runner = Task {
             signal.finish()
             await client.run()
         }
         for await _ in started {}
         await Task.yield()
-        do {
-            try await Self.mapErrors { try await PostgresSchema.migrate(client, logger: logger) }
-        } catch {
-            runner.cancel()
-            throw error
-        }
+        return Pool(client: client, runner: runner, generation: generation)
     }
 
+    var currentPool: Pool { pool.withLock { $0 } }
+
     deinit {
-        runner.cancel()
+        pool.withLock { $0.runner.cancel() }
     }
 
     /// `url` with its password hidden, for messages.
@@ -78,19 +103,74 @@ public final class PostgresBatchStore: ServerStore, WorkNotifying {
 
     /// Closes the pool. The store cannot be used afterwards.
     public func close() {
-        runner.cancel()
+        pool.withLock { $0.runner.cancel() }
+    }
+
+    /// Leases a connection for `body`, within `operationTimeout`.
+    ///
+    /// A call the server never answers (seen when PostgreSQL restarts: a
+    /// query sent as its connection dies, or a connection attempt that never
+    /// completes) would otherwise wait forever; closing the connection does
+    /// not end it. Past the deadline the call fails as a storage error, is
+    /// abandoned, and the pool is replaced by a fresh one; the caller's retry
+    /// runs on the new pool.
+    func withConnection<T: Sendable>(
+        _ body: @escaping @Sendable (PostgresConnection) async throws -> T
+    ) async throws -> T {
+        let current = currentPool
+        let race = DeadlineRace<T>()
+        return try await withTaskCancellationHandler {
+            try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<T, any Error>) in
+                race.continuation = continuation
+                race.call = Task {
+                    do {
+                        let value = try await current.client.withConnection { connection in
+                            try await body(connection)
+                        }
+                        race.finish(.success(value))
+                    } catch {
+                        race.finish(.failure(error))
+                    }
+                }
+                Task { [weak self, operationTimeout] in
+                    try? await Task.sleep(for: .milliseconds(Int(operationTimeout * 1000)))
+                    let message = "the database did not answer within \(Int(operationTimeout)) s"
+                    guard race.finish(.failure(StoreError(.storage, message))) else { return }
+                    race.cancel()
+                    await self?.replacePool(generation: current.generation)
+                }
+            }
+        } onCancel: {
+            race.cancel()
+        }
+    }
+
+    /// Replaces the pool of `generation` (once, whoever notices first).
+    private func replacePool(generation: Int) async {
+        let fresh = await Self.startPool(clientConfiguration, logger: logger, generation: generation + 1)
+        let old = pool.withLock { pool -> Pool? in
+            guard pool.generation == generation else { return nil }
+            defer { pool = fresh }
+            return pool
+        }
+        if let old {
+            logger.warning("no connection from the pool; replaced it", metadata: ["generation": "\(generation + 1)"])
+            old.runner.cancel()
+        } else {
+            fresh.runner.cancel()
+        }
     }
 
     // MARK: - Transactions
 
     /// Runs `body` in one transaction, retried on deadlocks and serialization
     /// failures; database failures become `StoreError.storage`.
-    func write<T: Sendable>(_ body: (PostgresConnection) async throws -> T) async throws -> T {
+    func write<T: Sendable>(_ body: @escaping @Sendable (PostgresConnection) async throws -> T) async throws -> T {
         var attempt = 0
         while true {
             do {
                 return try await Self.mapErrors {
-                    try await client.withConnection { connection in
+                    try await withConnection { connection in
                         try await connection.run("BEGIN")
                         do {
                             let value = try await body(connection)
@@ -111,8 +191,8 @@ public final class PostgresBatchStore: ServerStore, WorkNotifying {
     }
 
     /// Runs `body` on a pooled connection outside a transaction.
-    func read<T: Sendable>(_ body: (PostgresConnection) async throws -> T) async throws -> T {
-        try await Self.mapErrors { try await client.withConnection { try await body($0) } }
+    func read<T: Sendable>(_ body: @escaping @Sendable (PostgresConnection) async throws -> T) async throws -> T {
+        try await Self.mapErrors { try await withConnection(body) }
     }
 
     /// A conflict PostgreSQL resolves by aborting one transaction: run it again.
@@ -225,5 +305,42 @@ struct PostgresURL {
     /// The URL without its password.
     var safeDescription: String {
         "postgres://\(user)@\(host):\(port)/\(database ?? "")"
+    }
+}
+
+/// A call racing its deadline: the first to finish resumes the caller.
+final class DeadlineRace<T: Sendable>: Sendable {
+    private struct State {
+        var continuation: CheckedContinuation<T, any Error>?
+        var call: Task<Void, Never>?
+        var done = false
+    }
+
+    private let state = Mutex(State())
+
+    var continuation: CheckedContinuation<T, any Error>? {
+        get { state.withLock { $0.continuation } }
+        set { state.withLock { $0.continuation = newValue } }
+    }
+
+    var call: Task<Void, Never>? {
+        get { state.withLock { $0.call } }
+        set { state.withLock { $0.call = newValue } }
+    }
+
+    /// Resumes the caller unless it was resumed already; returns whether this call did.
+    @discardableResult
+    func finish(_ result: Result<T, any Error>) -> Bool {
+        let continuation = state.withLock { state -> CheckedContinuation<T, any Error>? in
+            guard !state.done else { return nil }
+            state.done = true
+            return state.continuation
+        }
+        continuation?.resume(with: result)
+        return continuation != nil
+    }
+
+    func cancel() {
+        state.withLock { $0.call }?.cancel()
     }
 }

@@ -29,7 +29,22 @@ struct BenchCommand: AsyncParsableCommand {
     @Option(help: "Directory for the input and the state files (default: a new temporary directory).")
     var directory: String?
 
+    @Option(help: "A postgres:// URL: measure PostgreSQL instead (its database is emptied first).")
+    var database: String?
+
+    @Option(help: "With --database: worker-node counts to measure, comma-separated.")
+    var nodes = "1,2"
+
+    @Option(help: "With --database: workers per node.")
+    var nodeWorkers = 16
+
     func run() async throws {
+        if let database {
+            let bench = PostgresBench(
+                url: database, items: items, chunkSize: chunkSize, nodeWorkers: nodeWorkers,
+                nodeCounts: nodes.split(separator: ",").compactMap { Int($0) })
+            return try await bench.run()
+        }
         let folder =
             directory ?? FileManager.default.temporaryDirectory.appendingPathComponent("tranche-bench-\(getpid())").path
         try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
@@ -83,6 +98,16 @@ struct BenchCommand: AsyncParsableCommand {
 
     /// Runs this binary with `arguments`; returns the wall time and the child's peak RSS.
     func measureRun(arguments: [String]) throws -> (seconds: Double, peakRSSKiB: Int) {
+        let started = ContinuousClock.now
+        let pid = try Self.spawnSelf(arguments)
+        let (status, peak) = Self.reap(pid)
+        let elapsed = started.duration(to: .now)
+        guard status == 0 else { throw CLIError("the benchmark run failed (status \(status))") }
+        return (elapsed.seconds, peak)
+    }
+
+    /// Starts this binary with `arguments`, its stdout discarded.
+    static func spawnSelf(_ arguments: [String]) throws -> pid_t {
         let executable = try FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")
         let argv = ([executable] + arguments).map { strdup($0) } + [nil]
         defer { for pointer in argv { free(pointer) } }
@@ -91,16 +116,18 @@ struct BenchCommand: AsyncParsableCommand {
         defer { posix_spawn_file_actions_destroy(&actions) }
         posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0)
         var pid: pid_t = 0
-        let started = ContinuousClock.now
         guard posix_spawn(&pid, executable, &actions, nil, argv, environ) == 0 else {
             throw CLIError("cannot start \(executable)")
         }
+        return pid
+    }
+
+    /// Waits for a child; returns its exit status and peak RSS in KiB.
+    static func reap(_ pid: pid_t) -> (status: Int32, peakRSSKiB: Int) {
         var status: Int32 = 0
         var usage = rusage()
         wait4(pid, &status, 0, &usage)
-        let elapsed = started.duration(to: .now)
-        guard status == 0 else { throw CLIError("the benchmark run failed (status \(status))") }
-        return (elapsed.seconds, Int(usage.ru_maxrss))
+        return (status, Int(usage.ru_maxrss))
     }
 }
 

@@ -177,7 +177,8 @@ struct WorkerCommand: AsyncParsableCommand {
 
     func run() async throws {
         var logger = Logger(label: "tranche")
-        logger.logLevel = .info
+        logger.logLevel =
+            Logger.Level(rawValue: ProcessInfo.processInfo.environment["TRANCHE_LOG_LEVEL"] ?? "") ?? .info
         let store = try await database.open(logger: logger)
         let configuration = node.engineConfiguration(role: "worker", drainGrace: drainGrace)
         let engine = TrancheEngine(

@@ -46,6 +46,7 @@ struct OpenAPITests {
                 _ = try await record(.GET, "/v1/batches/\(syncID)\(path)", template: template)
             }
             _ = try await record(.GET, "/v1/batches?limit=2", template: "/v1/batches")
+            _ = try await record(.GET, "/v1/nodes", template: "/v1/nodes")
             _ = try await record(.GET, "/v1/batches/\(id)/export?format=json", template: "/v1/batches/{id}/export")
             _ = try await record(.GET, "/v1/batches/\(id)/export?format=csv", template: "/v1/batches/{id}/export")
             _ = try await record(

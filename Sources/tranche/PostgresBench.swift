@@ -1,0 +1,121 @@
+import Foundation
+import TranchePostgres
+import TrancheStore
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// `tranche bench --database postgres://…`: bulk insert, end-to-end `noop`
+/// throughput with one and more `tranche worker` processes, and claim
+/// latency under contention. Figures only: nothing is asserted.
+struct PostgresBench {
+    let url: String
+    let items: Int
+    let chunkSize: Int
+    let nodeWorkers: Int
+    let nodeCounts: [Int]
+
+    func run() async throws {
+        let store = try await PostgresBatchStore(url: url)
+        defer { store.close() }
+        print("| measurement | result |")
+        print("|---|---|")
+        for nodes in nodeCounts {
+            var options = BatchOptions()
+            options.chunkSize = chunkSize
+            options.concurrency = min(BatchOptions.maximumConcurrency, nodes * nodeWorkers * chunkSize)
+            options.requireConfirmation = true
+            // Insert first, then confirm with the workers ready: the run measures processing alone.
+            let batch = try await store.createBatch(NewBatch(type: "noop", options: options, sealed: false), items: [])
+            let insertStarted = ContinuousClock.now
+            var seq = 0
+            while seq < items {
+                let count = min(10_000, items - seq)
+                let block = (seq..<(seq + count)).map {
+                    NewItem(payload: JSONText(unchecked: #"{"id":\#($0),"email":"user\#($0)@example.com"}"#))
+                }
+                _ = try await store.appendItems(to: batch.id, startSeq: Int64(seq), items: block, cursor: nil)
+                seq += count
+            }
+            _ = try await store.seal(batch.id, at: Date())
+            let insertSeconds = insertStarted.duration(to: .now).seconds
+            print(
+                "| insert \(format(Int64(items))) items (`UNNEST`, blocks of 10,000) | \(format(Int64(Double(items) / insertSeconds))) items/s |"
+            )
+            let pids = try (0..<nodes).map { index in
+                try BenchCommand.spawnSelf([
+                    "worker", "--database", url, "--workers", String(nodeWorkers), "--node-id", "bench-\(index)",
+                    "--drain-grace", "1",
+                ])
+            }
+            try await Task.sleep(for: .seconds(2))
+            let started = ContinuousClock.now
+            _ = try await store.transition(batch.id, .confirm, reason: nil, at: Date())
+            while try await !(store.batch(batch.id)?.status.isEnded ?? true) {
+                try await Task.sleep(for: .milliseconds(20))
+            }
+            let seconds = started.duration(to: .now).seconds
+            var peak = 0
+            for pid in pids {
+                kill(pid, SIGTERM)
+                peak = max(peak, BenchCommand.reap(pid).peakRSSKiB)
+            }
+            let record = try await store.batch(batch.id)
+            print(
+                "| `noop` end to end, \(format(Int64(items))) items, \(nodes) worker node\(nodes == 1 ? "" : "s") × \(nodeWorkers) workers, chunks of \(chunkSize), durable | "
+                    + "\(format(Int64(Double(items) / seconds))) items/s (\(String(format: "%.2f", seconds)) s, "
+                    + "\(record?.counts.succeeded ?? 0) succeeded), peak RSS per node \(peak / 1024) MiB |")
+            _ = try? await store.deleteBatch(batch.id)
+        }
+        try await claimLatency(store)
+    }
+
+    /// Claim + finish of empty-outcome chunks by 8 concurrent claimers on
+    /// one batch: the cost of the claim statement when claimers collide.
+    func claimLatency(_ store: PostgresBatchStore) async throws {
+        var options = BatchOptions()
+        options.chunkSize = 100
+        options.concurrency = BatchOptions.maximumConcurrency
+        let count = min(items, 200_000)
+        let batch = try await store.createBatch(NewBatch(type: "noop", options: options, sealed: false), items: [])
+        var seq = 0
+        while seq < count {
+            let block = (seq..<min(count, seq + 10_000)).map { NewItem(payload: JSONText(unchecked: "{\"n\":\($0)}")) }
+            _ = try await store.appendItems(to: batch.id, startSeq: Int64(seq), items: block, cursor: nil)
+            seq += block.count
+        }
+        _ = try await store.seal(batch.id, at: Date())
+        let claimers = 8
+        let started = ContinuousClock.now
+        let latencies = try await withThrowingTaskGroup(of: [Double].self) { group in
+            for index in 0..<claimers {
+                group.addTask {
+                    var mine: [Double] = []
+                    while true {
+                        let before = ContinuousClock.now
+                        guard let lease = try await store.claimChunk(owner: "c\(index)", leaseDuration: 30, now: Date())
+                        else { return mine }
+                        mine.append(before.duration(to: .now).seconds * 1000)
+                        let outcomes = lease.items.map {
+                            ItemOutcome(
+                                seq: $0.seq, previousStatus: $0.status, attempt: $0.attempts + 1, status: .succeeded)
+                        }
+                        _ = try await store.checkpoint(
+                            lease, outcomes: outcomes, finish: true, failBatch: nil, leaseDuration: 30, now: Date())
+                    }
+                }
+            }
+            return try await group.reduce(into: []) { $0 += $1 }.sorted()
+        }
+        let seconds = started.duration(to: .now).seconds
+        guard !latencies.isEmpty else { return }
+        func percentile(_ p: Double) -> Double { latencies[min(latencies.count - 1, Int(Double(latencies.count) * p))] }
+        print(
+            "| claim under contention: \(claimers) claimers, \(latencies.count) chunks of 100 | "
+                + String(
+                    format: "p50 %.2f ms, p99 %.2f ms; claim + complete %@ items/s |", percentile(0.5),
+                    percentile(0.99), format(Int64(Double(count) / seconds))))
+        _ = try? await store.deleteBatch(batch.id)
+    }
+}
