@@ -101,6 +101,9 @@ def main():
         if browser.eval("window.trancheLoads") != 1:
             fail("the list page reloaded")
         print(f"list: progress went from {first}% to {later}% without a reload")
+        browser.wait("document.querySelector('#nodes tbody') && "
+                     "document.querySelector('#nodes tbody').textContent.includes('serve')", "the nodes table")
+        print("list: the nodes table shows the serving node")
         browser.screenshot(os.path.join(out, "dashboard-list.png"))
 
         browser.open(f"{base}/#/batch/{running}")

@@ -94,16 +94,9 @@ public final class SQLiteBatchStore: BatchStore {
     ) async throws -> AppendResult {
         try await write { db in
             let stored = try Self.requireBatch(db, id)
-            guard !stored.record.sealed, !stored.record.status.isEnded else {
-                throw StoreError(.invalidAppend, "batch \(id) is sealed; no more items can be added")
-            }
             let total = stored.record.counts.total
-            guard startSeq >= 0, startSeq <= total else {
-                throw StoreError(
-                    .invalidAppend, "items must be appended at seq \(total) or earlier (got start seq \(startSeq))")
-            }
-            let skip = Int(min(Int64(items.count), total - startSeq))
-            let fresh = items.dropFirst(skip)
+            let fresh = items.dropFirst(
+                try stored.record.itemsAlreadyStored(appendingAt: startSeq, count: items.count))
             try Self.insertItems(db, stored, startSeq: total, items: fresh, now: Date())
             if let cursor {
                 try db.execute(

@@ -305,3 +305,20 @@ public struct BatchQuery: Sendable, Hashable {
         self.limit = limit
     }
 }
+
+extension BatchRecord {
+    /// How many of the items appended at `startSeq` are stored already (a
+    /// repeated append), or why the append is refused: the one rule both
+    /// stores apply.
+    package func itemsAlreadyStored(appendingAt startSeq: Int64, count: Int) throws -> Int {
+        guard !sealed, !status.isEnded else {
+            throw StoreError(.invalidAppend, "batch \(id) is sealed; no more items can be added")
+        }
+        guard startSeq >= 0, startSeq <= counts.total else {
+            throw StoreError(
+                .invalidAppend,
+                "items must be appended at seq \(counts.total) or earlier (got start seq \(startSeq))")
+        }
+        return Int(min(Int64(count), counts.total - startSeq))
+    }
+}
