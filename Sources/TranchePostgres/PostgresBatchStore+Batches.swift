@@ -141,8 +141,9 @@ extension PostgresBatchStore {
             for key in candidates {
                 switch try await claim(in: key, owner: owner, nowMS: nowMS, expires: expires, now: now) {
                 case .leased(let lease): return lease
-                case .nothing: continue
-                case .raced: raced = true
+                // The candidates were read without locks: another node may have
+                // emptied this one, so read them again rather than give up.
+                case .nothing, .raced: raced = true
                 }
             }
             if !raced { return nil }
@@ -259,6 +260,8 @@ extension PostgresBatchStore {
             var stored = try await Self.batch(db, key: key, lock: true)!
             if finish {
                 try await db.run("UPDATE batches SET leased_chunks = greatest(0, leased_chunks - 1) WHERE key = \(key)")
+                // A slot of the batch's chunk cap is free again.
+                try await db.notifyWork()
                 if stored.record.status.isEnded && !before.record.status.isEnded {
                     // Ended while this checkpoint ran: what is left of the chunk will never run.
                     delta.add(try await Self.cancelItems(db, key, first: lease.firstSeq, last: lease.lastSeq))
@@ -464,8 +467,8 @@ struct OutcomeWriter: Sendable {
                 detailed.append(
                     Row(
                         seq: outcome.seq, status: status.rawValue, attempts: outcome.attempt,
-                        output: outcome.output?.text, errorCode: outcome.error?.code,
-                        errorMessage: outcome.error?.message, errorCategory: outcome.error?.category.rawValue,
+                        output: outcome.output?.text.storable, errorCode: outcome.error?.code.storable,
+                        errorMessage: outcome.error?.message.storable, errorCategory: outcome.error?.category.rawValue,
                         nextAttemptAt: status == .failed ? outcome.nextAttemptAt?.milliseconds : nil))
                 bySeq[outcome.seq] = outcome
                 index += 1

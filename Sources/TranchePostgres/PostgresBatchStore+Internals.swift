@@ -15,9 +15,6 @@ enum ChunkState: Int16 {
     case done = 2
 }
 
-/// The statuses a batch can hand out chunks in.
-let runnableStatuses = "('confirmed', 'processing')"
-
 extension PostgresBatchStore {
     static let batchColumns = """
         key, id, type, owner, status, paused_from, context, options, dry_run, priority, sealed,
@@ -161,8 +158,8 @@ extension PostgresBatchStore {
                 rejected += 1
                 rejectedSeqs.append(seq)
                 rejectedPayloads.append(item.payload.text)
-                codes.append(rejection.code)
-                messages.append(rejection.message)
+                codes.append(rejection.code.storable)
+                messages.append(rejection.message.storable)
                 categories.append(rejection.category.rawValue)
             } else {
                 runnableInChunk += 1
@@ -238,15 +235,28 @@ extension PostgresBatchStore {
         return delta
     }
 
-    /// Cancels every item that is not in flight: the chunks not leased.
+    /// Cancels every item that is not in flight (the chunks not leased), in
+    /// one statement whatever the batch's size.
     static func cancelPending(_ db: PostgresConnection, _ stored: StoredBatch) async throws {
-        var delta = BatchCounts()
-        let chunks = try await db.rows(
+        let rows = try await db.rows(
             """
-            UPDATE chunks SET state = 2 WHERE batch_key = \(stored.key) AND state = 0 RETURNING first_seq, last_seq
+            WITH closed AS (
+                UPDATE chunks SET state = 2 WHERE batch_key = \(stored.key) AND state = 0
+                RETURNING first_seq, last_seq),
+            prev AS (
+                SELECT i.seq, i.status FROM items i JOIN closed ON i.seq BETWEEN closed.first_seq AND closed.last_seq
+                WHERE i.batch_key = \(stored.key) AND i.status IN (0, 3) FOR UPDATE OF i),
+            changed AS (
+                UPDATE items i SET status = 6, next_attempt_at = NULL FROM prev
+                WHERE i.batch_key = \(stored.key) AND i.seq = prev.seq RETURNING prev.status AS old)
+            SELECT old, count(*) FROM changed GROUP BY old
             """)
-        for chunk in chunks {
-            delta.add(try await cancelItems(db, stored.key, first: try chunk.get(0), last: try chunk.get(1)))
+        var delta = BatchCounts()
+        for row in rows {
+            let status = ItemStatus(rawValue: try row.get(0, as: Int.self)) ?? .pending
+            let changed: Int64 = try row.get(1)
+            delta[status] -= changed
+            delta.canceled += changed
         }
         try await addCounts(db, stored.key, delta)
     }
@@ -309,7 +319,7 @@ extension PostgresBatchStore {
             break
         }
         if action == .fail {
-            assignments.append("failure_reason = \(try bind(reason ?? "the batch failed"))")
+            assignments.append("failure_reason = \(try bind((reason ?? "the batch failed").storable))")
         }
         if to.isEnded {
             assignments += [
@@ -329,7 +339,7 @@ extension PostgresBatchStore {
         var eventData = data
         eventData["status"] = .string(to.rawValue)
         eventData["from"] = .string(from.rawValue)
-        if let reason { eventData["reason"] = .string(reason) }
+        if let reason { eventData["reason"] = .string(reason.storable) }
         let updated = try await batch(db, key: stored.key)!
         let event = try await recordEvent(db, updated, action.eventType, at: now, data: eventData)
         return (updated, [event])

@@ -28,7 +28,8 @@ extension PostgresBatchStore {
                 INSERT INTO nodes(id, role, host, pid, workers, started_at, heartbeat_at)
                 VALUES (\(node.id), \(node.role), \(node.host), \(node.pid), \(node.workers),
                         \(node.startedAt.milliseconds), \(node.heartbeatAt.milliseconds))
-                ON CONFLICT (id) DO UPDATE SET heartbeat_at = EXCLUDED.heartbeat_at, workers = EXCLUDED.workers
+                ON CONFLICT (id) DO UPDATE SET heartbeat_at = EXCLUDED.heartbeat_at, workers = EXCLUDED.workers,
+                    role = EXCLUDED.role, host = EXCLUDED.host, pid = EXCLUDED.pid, started_at = EXCLUDED.started_at
                 """)
         }
     }

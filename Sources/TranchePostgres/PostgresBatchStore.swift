@@ -20,11 +20,12 @@ public final class PostgresBatchStore: ServerStore, WorkNotifying {
         public var maximumConnections: Int = 10
         /// Seconds to wait for a connection. Default 10.
         public var connectTimeout: Double = 10
-        /// Seconds one store call may take before its connection is closed
-        /// and the call fails (a lost server can leave a query unanswered). Default 15.
-        public var operationTimeout: Double = 15
+        /// Seconds one store call (waiting for a connection included) may
+        /// take before it fails and the pool is replaced: a lost server can
+        /// leave a query unanswered forever. Default 30.
+        public var operationTimeout: Double = 30
 
-        public init(maximumConnections: Int = 10, connectTimeout: Double = 10, operationTimeout: Double = 15) {
+        public init(maximumConnections: Int = 10, connectTimeout: Double = 10, operationTimeout: Double = 30) {
             self.maximumConnections = maximumConnections
             self.connectTimeout = connectTimeout
             self.operationTimeout = operationTimeout
@@ -132,10 +133,12 @@ public final class PostgresBatchStore: ServerStore, WorkNotifying {
                         race.finish(.failure(error))
                     }
                 }
-                Task { [weak self, operationTimeout] in
+                race.timer = Task { [weak self, operationTimeout] in
                     try? await Task.sleep(for: .milliseconds(Int(operationTimeout * 1000)))
                     let message = "the database did not answer within \(Int(operationTimeout)) s"
-                    guard race.finish(.failure(StoreError(.storage, message))) else { return }
+                    guard !Task.isCancelled, race.finish(.failure(StoreError(.storage, message)), byTimer: true) else {
+                        return
+                    }
                     race.cancel()
                     await self?.replacePool(generation: current.generation)
                 }
@@ -313,6 +316,7 @@ final class DeadlineRace<T: Sendable>: Sendable {
     private struct State {
         var continuation: CheckedContinuation<T, any Error>?
         var call: Task<Void, Never>?
+        var timer: Task<Void, Never>?
         var done = false
     }
 
@@ -328,15 +332,29 @@ final class DeadlineRace<T: Sendable>: Sendable {
         set { state.withLock { $0.call = newValue } }
     }
 
-    /// Resumes the caller unless it was resumed already; returns whether this call did.
+    var timer: Task<Void, Never>? {
+        get { state.withLock { $0.timer } }
+        set {
+            let done = state.withLock { state in
+                state.timer = newValue
+                return state.done
+            }
+            if done { newValue?.cancel() }
+        }
+    }
+
+    /// Resumes the caller unless it was resumed already; returns whether this
+    /// call did. The first to finish stops the deadline's timer.
     @discardableResult
-    func finish(_ result: Result<T, any Error>) -> Bool {
-        let continuation = state.withLock { state -> CheckedContinuation<T, any Error>? in
-            guard !state.done else { return nil }
+    func finish(_ result: Result<T, any Error>, byTimer: Bool = false) -> Bool {
+        let (continuation, timer) = state.withLock {
+            state -> (CheckedContinuation<T, any Error>?, Task<Void, Never>?) in
+            guard !state.done else { return (nil, nil) }
             state.done = true
-            return state.continuation
+            return (state.continuation, state.timer)
         }
         continuation?.resume(with: result)
+        if !byTimer { timer?.cancel() }
         return continuation != nil
     }
 

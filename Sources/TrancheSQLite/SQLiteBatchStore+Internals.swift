@@ -102,8 +102,8 @@ extension SQLiteBatchStore {
             if let rejection = item.rejection {
                 rejected += 1
                 raw.bind(3, Int64(ItemStatus.skipped.rawValue))
-                raw.bind(5, rejection.code)
-                raw.bind(6, rejection.message)
+                raw.bind(5, rejection.code.storable)
+                raw.bind(6, rejection.message.storable)
                 raw.bind(7, rejection.category.rawValue)
             } else {
                 runnableInChunk += 1
@@ -246,7 +246,7 @@ extension SQLiteBatchStore {
         }
         if action == .fail {
             assignments.append("failure_reason = ?")
-            arguments.append(reason ?? "the batch failed")
+            arguments.append((reason ?? "the batch failed").storable)
         }
         if to.isEnded {
             assignments += ["completed_at = ?", "expires_at = ?"]

@@ -29,7 +29,8 @@ extension SQLiteBatchStore {
                 sql: """
                     INSERT INTO nodes(id, role, host, pid, workers, started_at, heartbeat_at)
                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
-                    ON CONFLICT (id) DO UPDATE SET heartbeat_at = ?7, workers = ?5
+                    ON CONFLICT (id) DO UPDATE SET heartbeat_at = ?7, workers = ?5, role = ?2, host = ?3, pid = ?4,
+                        started_at = ?6
                     """,
                 arguments: [
                     node.id, node.role, node.host, node.pid, node.workers, node.startedAt.milliseconds,

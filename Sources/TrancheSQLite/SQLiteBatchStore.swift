@@ -298,9 +298,9 @@ public final class SQLiteBatchStore: BatchStore {
                 } else {
                     update.bind(1, Int64(status.rawValue))
                     update.bind(2, Int64(outcome.attempt))
-                    update.bind(3, outcome.output?.text)
-                    update.bind(4, outcome.error?.code)
-                    update.bind(5, outcome.error?.message)
+                    update.bind(3, outcome.output?.text.storable)
+                    update.bind(4, outcome.error?.code.storable)
+                    update.bind(5, outcome.error?.message.storable)
                     update.bind(6, outcome.error?.category.rawValue)
                     update.bind(7, status == .failed ? outcome.nextAttemptAt?.milliseconds : nil)
                     update.bind(8, nowMS)

@@ -44,3 +44,12 @@ extension Date {
         self.init(timeIntervalSince1970: Double(milliseconds) / 1000)
     }
 }
+
+extension String {
+    /// Text both stores keep whole: PostgreSQL's `text` refuses NUL and
+    /// SQLite's text ends at it, and a strategy's message may carry one (a
+    /// command's stderr). NUL becomes U+FFFD.
+    package var storable: String {
+        utf8.contains(0) ? replacingOccurrences(of: "\u{0}", with: "\u{FFFD}") : self
+    }
+}

@@ -28,7 +28,7 @@ struct ClusterTests {
 
     func stop(_ processes: [TrancheProcess]) async throws {
         for process in processes where process.process.isRunning { process.process.terminate() }
-        for process in processes { _ = try await process.wait(seconds: 30) }
+        for process in processes { _ = try await process.wait(seconds: 60) }
     }
 
     /// Every item of a batch, page by page.

@@ -551,4 +551,24 @@ struct StoreConformanceTests {
         try await store.removeNode(id: "a")
         #expect(try await store.nodes(since: now.addingTimeInterval(-15), now: now).map(\.id) == ["b"])
     }
+
+    @Test("an error message with a NUL byte is stored and the chunk goes on", arguments: StoreFactory.all)
+    func nulInMessage(factory: StoreFactory) async throws {
+        let store = try await factory.make()
+        let batch = try await store.createBatch(
+            NewBatch(type: "t", options: options(maxAttempts: 1)), items: payloads(2))
+        let lease = try #require(try await store.claimChunk(owner: "w", leaseDuration: 30, now: Date()))
+        let outcomes = lease.items.map {
+            ItemOutcome(
+                seq: $0.seq, previousStatus: $0.status, attempt: 1, status: .dead,
+                error: ItemError(code: "exit_1", message: "bad\u{0}byte", category: .retryable))
+        }
+        _ = try await store.checkpoint(
+            lease, outcomes: outcomes, finish: true, failBatch: nil, leaseDuration: 30, now: Date())
+        let items = try await store.items(of: batch.id, status: .dead, afterSeq: nil, limit: 10)
+        #expect(items.count == 2)
+        let message = try #require(items.first?.error?.message)
+        #expect(message.hasPrefix("bad") && message.hasSuffix("byte"))
+        #expect(try await store.batch(batch.id)?.status.isEnded == true)
+    }
 }
