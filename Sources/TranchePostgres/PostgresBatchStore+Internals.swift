@@ -16,12 +16,6 @@ enum ChunkState: Int16 {
 }
 
 extension PostgresBatchStore {
-    static let batchColumns = """
-        key, id, type, owner, status, paused_from, context, options, dry_run, priority, sealed,
-        total, running, succeeded, failed, skipped, dead, canceled, retried, rescued,
-        failure_reason, result, cursor, created_at, confirmed_at, started_at, completed_at, expires_at
-        """
-
     static func decodeBatch(_ row: PostgresRandomAccessRow) throws -> StoredBatch {
         var counts = BatchCounts()
         counts.total = try row.get(11)
@@ -57,14 +51,14 @@ extension PostgresBatchStore {
     static func batch(_ db: PostgresConnection, key: Int64, lock: Bool = false) async throws -> StoredBatch? {
         let suffix = lock ? " FOR UPDATE" : ""
         return try await db.one(
-            "SELECT \(unescaped: batchColumns) FROM batches WHERE key = \(key)\(unescaped: suffix)"
+            "SELECT \(unescaped: BatchRecord.storedColumns) FROM batches WHERE key = \(key)\(unescaped: suffix)"
         ).map(decodeBatch)
     }
 
     static func batch(_ db: PostgresConnection, id: BatchID, lock: Bool = false) async throws -> StoredBatch? {
         let suffix = lock ? " FOR UPDATE" : ""
         return try await db.one(
-            "SELECT \(unescaped: batchColumns) FROM batches WHERE id = \(id.rawValue)\(unescaped: suffix)"
+            "SELECT \(unescaped: BatchRecord.storedColumns) FROM batches WHERE id = \(id.rawValue)\(unescaped: suffix)"
         ).map(decodeBatch)
     }
 

@@ -23,7 +23,8 @@ extension PostgresBatchStore {
             let limit = max(1, min(query.limit, 1000))
             return try await db.rows(
                 PostgresQuery(
-                    unsafeSQL: "SELECT \(Self.batchColumns) FROM batches \(filter) ORDER BY id DESC LIMIT \(limit)",
+                    unsafeSQL:
+                        "SELECT \(BatchRecord.storedColumns) FROM batches \(filter) ORDER BY id DESC LIMIT \(limit)",
                     binds: binds)
             ).map { try Self.decodeBatch($0).record }
         }

@@ -9,12 +9,6 @@ struct StoredBatch {
 }
 
 extension SQLiteBatchStore {
-    static let batchColumns = """
-        key, id, type, owner, status, paused_from, context, options, dry_run, priority, sealed,
-        total, running, succeeded, failed, skipped, dead, canceled, retried, rescued,
-        failure_reason, result, cursor, created_at, confirmed_at, started_at, completed_at, expires_at
-        """
-
     static func decodeBatch(_ row: Row) throws -> StoredBatch {
         var counts = BatchCounts()
         counts.total = row[11]
@@ -45,13 +39,14 @@ extension SQLiteBatchStore {
 
     static func batch(_ db: Database, key: Int64) throws -> StoredBatch? {
         try Row.fetchOne(
-            db.cachedStatement(sql: "SELECT \(batchColumns) FROM batches WHERE key = ?"), arguments: [key]
+            db.cachedStatement(sql: "SELECT \(BatchRecord.storedColumns) FROM batches WHERE key = ?"), arguments: [key]
         ).map(decodeBatch)
     }
 
     static func batch(_ db: Database, id: BatchID) throws -> StoredBatch? {
         try Row.fetchOne(
-            db.cachedStatement(sql: "SELECT \(batchColumns) FROM batches WHERE id = ?"), arguments: [id.rawValue]
+            db.cachedStatement(sql: "SELECT \(BatchRecord.storedColumns) FROM batches WHERE id = ?"),
+            arguments: [id.rawValue]
         ).map(decodeBatch)
     }
 

@@ -492,7 +492,7 @@ public final class SQLiteBatchStore: BatchStore {
             let filter = conditions.isEmpty ? "" : "WHERE " + conditions.joined(separator: " AND ")
             arguments.append(max(1, min(query.limit, 1000)))
             let rows = try Row.fetchAll(
-                db, sql: "SELECT \(Self.batchColumns) FROM batches \(filter) ORDER BY id DESC LIMIT ?",
+                db, sql: "SELECT \(BatchRecord.storedColumns) FROM batches \(filter) ORDER BY id DESC LIMIT ?",
                 arguments: StatementArguments(arguments))
             return try rows.map { try Self.decodeBatch($0).record }
         }

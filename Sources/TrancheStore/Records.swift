@@ -322,3 +322,12 @@ extension BatchRecord {
         return Int(min(Int64(count), counts.total - startSeq))
     }
 }
+
+extension BatchRecord {
+    /// The `batches` columns both stores select, in the order their decoders read them.
+    package static let storedColumns = """
+        key, id, type, owner, status, paused_from, context, options, dry_run, priority, sealed,
+        total, running, succeeded, failed, skipped, dead, canceled, retried, rescued,
+        failure_reason, result, cursor, created_at, confirmed_at, started_at, completed_at, expires_at
+        """
+}
