@@ -203,8 +203,9 @@ extension PostgresBatchStore {
                     continue
                 }
                 try await db.run("UPDATE chunks SET claimed_items = \(Int64(items.count)) WHERE id = \(chunkID)")
-                try await db.run("UPDATE batches SET running = running + \(Int64(items.count)) WHERE key = \(key)")
-                var stored = try await Self.batch(db, key: key)!
+                var running = BatchCounts()
+                running.running = Int64(items.count)
+                var stored = try await Self.addCounts(db, key, running)
                 if stored.record.status == .confirmed {
                     stored = try await Self.apply(db, stored, .start, reason: nil, now: now).batch
                 }
@@ -257,19 +258,17 @@ extension PostgresBatchStore {
                 )
             }
             // The batch row last: its lock is the contended one.
-            var stored = try await Self.batch(db, key: key, lock: true)!
+            var stored = try await Self.addCounts(db, key, delta, releasingChunk: finish)
             if finish {
-                try await db.run("UPDATE batches SET leased_chunks = greatest(0, leased_chunks - 1) WHERE key = \(key)")
                 // A slot of the batch's chunk cap is free again.
                 try await db.notifyWork()
                 if stored.record.status.isEnded && !before.record.status.isEnded {
                     // Ended while this checkpoint ran: what is left of the chunk will never run.
-                    delta.add(try await Self.cancelItems(db, key, first: lease.firstSeq, last: lease.lastSeq))
+                    let canceled = try await Self.cancelItems(db, key, first: lease.firstSeq, last: lease.lastSeq)
                     try await db.run("UPDATE chunks SET state = 2 WHERE id = \(lease.chunkID)")
+                    stored = try await Self.addCounts(db, key, canceled)
                 }
             }
-            try await Self.addCounts(db, key, delta)
-            stored = try await Self.batch(db, key: key)!
             var events: [BatchEvent] = []
             for dead in written.dead {
                 events.append(

@@ -178,15 +178,27 @@ extension PostgresBatchStore {
         if chunkStates.contains(ChunkState.pending.rawValue) { try await db.notifyWork() }
     }
 
-    static func addCounts(_ db: PostgresConnection, _ key: Int64, _ delta: BatchCounts) async throws {
-        try await db.run(
-            """
-            UPDATE batches SET total = total + \(delta.total), running = greatest(0, running + \(delta.running)),
-                succeeded = succeeded + \(delta.succeeded), failed = failed + \(delta.failed),
-                skipped = skipped + \(delta.skipped), dead = dead + \(delta.dead), canceled = canceled + \(delta.canceled),
-                retried = retried + \(delta.retried), rescued = rescued + \(delta.rescued)
-            WHERE key = \(key)
-            """)
+    /// Moves the batch's counters by `delta` (and, `releasingChunk`, frees one
+    /// of its chunk slots); returns the batch as it now is. One statement
+    /// takes the batch row, so callers need no separate lock or re-read.
+    @discardableResult
+    static func addCounts(
+        _ db: PostgresConnection, _ key: Int64, _ delta: BatchCounts, releasingChunk: Bool = false
+    ) async throws -> StoredBatch {
+        let released: Int32 = releasingChunk ? 1 : 0
+        guard
+            let row = try await db.one(
+                """
+                UPDATE batches SET total = total + \(delta.total), running = greatest(0, running + \(delta.running)),
+                    succeeded = succeeded + \(delta.succeeded), failed = failed + \(delta.failed),
+                    skipped = skipped + \(delta.skipped), dead = dead + \(delta.dead), canceled = canceled + \(delta.canceled),
+                    retried = retried + \(delta.retried), rescued = rescued + \(delta.rescued),
+                    leased_chunks = greatest(0, leased_chunks - \(released))
+                WHERE key = \(key)
+                RETURNING \(unescaped: BatchRecord.storedColumns)
+                """)
+        else { throw StoreError(.batchNotFound, "no batch with key \(key)") }
+        return try decodeBatch(row)
     }
 
     /// Recounts the stored item counters from the items themselves (after bulk changes).
@@ -403,7 +415,6 @@ extension PostgresBatchStore {
         var delta = BatchCounts()
         delta.running = -unfinished
         delta.rescued = unfinished
-        try await db.run("UPDATE batches SET leased_chunks = greatest(0, leased_chunks - 1) WHERE key = \(key)")
         try await db.run(
             """
             UPDATE chunks SET lease_owner = NULL, lease_expires_at = NULL, claimed_items = 0, rescues = \(rescues)
@@ -450,7 +461,7 @@ extension PostgresBatchStore {
         } else {
             try await settleChunk(db, chunkID: chunkID, batchKey: key)
         }
-        try await addCounts(db, key, delta)
+        try await addCounts(db, key, delta, releasingChunk: true)
         if let quarantined {
             _ = try await recordEvent(
                 db, stored, .itemDead, at: now,
