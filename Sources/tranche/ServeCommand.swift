@@ -34,8 +34,7 @@ struct ServeCommand: AsyncParsableCommand {
     var drainGrace: Double = 20
 
     func run() async throws {
-        var logger = Logger(label: "tranche")
-        logger.logLevel = .info
+        let logger = nodeLogger()
         let store = try await database.open(logger: logger)
         let keys = try await store.apiKeys().filter { $0.revokedAt == nil }
         let loopback = ["127.0.0.1", "localhost", "::1"].contains(host)
@@ -73,16 +72,9 @@ struct ServeCommand: AsyncParsableCommand {
                     ))
             },
             logger: logger)
-        let group = ServiceGroup(
-            configuration: .init(
-                // Shut down in reverse: the engine drains first and ends the
-                // event streams, then the HTTP server finishes its requests.
-                services: [.init(service: application), .init(service: dispatcher), .init(service: engine)],
-                gracefulShutdownSignals: [.sigterm, .sigint],
-                logger: logger))
-        let secondSignal = exitOnSecondSignal()
-        defer { for source in secondSignal { source.cancel() } }
-        try await group.run()
+        // Shut down in reverse: the engine drains first and ends the event
+        // streams, then the HTTP server finishes its requests.
+        try await runUntilSignalled([application, dispatcher, engine], logger: logger)
     }
 }
 
@@ -176,9 +168,7 @@ struct WorkerCommand: AsyncParsableCommand {
     var drainGrace: Double = 20
 
     func run() async throws {
-        var logger = Logger(label: "tranche")
-        logger.logLevel =
-            Logger.Level(rawValue: ProcessInfo.processInfo.environment["TRANCHE_LOG_LEVEL"] ?? "") ?? .info
+        let logger = nodeLogger()
         let store = try await database.open(logger: logger)
         let configuration = node.engineConfiguration(role: "worker", drainGrace: drainGrace)
         let engine = TrancheEngine(
@@ -187,13 +177,27 @@ struct WorkerCommand: AsyncParsableCommand {
             Data(
                 "tranche: worker \(configuration.nodeID) with \(node.workers) workers (database \(database.location(of: store)))\n"
                     .utf8))
-        let group = ServiceGroup(
-            configuration: .init(
-                services: [.init(service: engine)], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
-        let secondSignal = exitOnSecondSignal()
-        defer { for source in secondSignal { source.cancel() } }
-        try await group.run()
+        try await runUntilSignalled([engine], logger: logger)
     }
+}
+
+/// The log of a long-running node: info, or `TRANCHE_LOG_LEVEL` (trace … critical).
+func nodeLogger() -> Logger {
+    var logger = Logger(label: "tranche")
+    logger.logLevel = Logger.Level(rawValue: ProcessInfo.processInfo.environment["TRANCHE_LOG_LEVEL"] ?? "") ?? .info
+    return logger
+}
+
+/// Runs a node's services until SIGTERM or SIGINT drains them (in reverse
+/// order); a second signal exits at once.
+func runUntilSignalled(_ services: [any Service], logger: Logger) async throws {
+    let group = ServiceGroup(
+        configuration: .init(
+            services: services.map { .init(service: $0) }, gracefulShutdownSignals: [.sigterm, .sigint],
+            logger: logger))
+    let secondSignal = exitOnSecondSignal()
+    defer { for source in secondSignal { source.cancel() } }
+    try await group.run()
 }
 
 /// `tranche keys create|list|revoke`.
