@@ -20,6 +20,15 @@ public enum BatchStatus: String, Sendable, Hashable, Codable, CaseIterable, Cust
     /// True when chunks of the batch may be leased.
     public var isRunnable: Bool { self == .confirmed || self == .processing }
 
+    /// The statuses whose chunks may be leased: `confirmed` and `processing`.
+    public static let runnable: [BatchStatus] = allCases.filter(\.isRunnable)
+
+    /// The statuses of batches that have not ended.
+    public static let open: [BatchStatus] = allCases.filter { !$0.isEnded }
+
+    /// The statuses of batches that have ended.
+    public static let ended: [BatchStatus] = allCases.filter(\.isEnded)
+
     public var description: String { rawValue }
 }
 
@@ -66,6 +75,18 @@ public enum ItemStatus: Int, Sendable, Hashable, CaseIterable, CustomStringConve
         case .pending, .running, .failed: return false
         }
     }
+
+    /// True for items that will run (again): `pending`, or `failed` and waiting for a retry.
+    public var isWaiting: Bool { self == .pending || self == .failed }
+
+    /// The stored statuses of items that will run (again).
+    public static let waiting: [ItemStatus] = [.pending, .failed]
+
+    /// The stored statuses that carry an error: the error log's items.
+    public static let withErrors: [ItemStatus] = [.failed, .skipped, .dead]
+
+    /// The statuses a user may run again with `retry`.
+    public static let retriable: [ItemStatus] = [.failed, .skipped, .dead, .canceled]
 
     public var description: String { name }
 }

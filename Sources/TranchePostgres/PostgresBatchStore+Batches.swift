@@ -6,44 +6,44 @@ extension PostgresBatchStore {
     // MARK: - Submission
 
     public func createBatch(_ batch: NewBatch, items: [NewItem]) async throws -> BatchRecord {
+        try await write { db in try await Self.insertBatch(db, batch, items: items).record }
+    }
+
+    /// Stores a batch, its first items and its first events inside the
+    /// caller's transaction (the idempotent submit adds its record to the same one).
+    static func insertBatch(_ db: PostgresConnection, _ batch: NewBatch, items: [NewItem]) async throws
+        -> StoredBatch
+    {
         let optionsText = try JSONText(encoding: batch.options).text
-        return try await write { db in
-            let now = batch.createdAt
-            let chunkSize = batch.options.chunkSize
-            let maxChunks = (batch.options.concurrency + chunkSize - 1) / chunkSize + 1
-            let keyRow = try await db.one(
-                """
-                INSERT INTO batches(id, type, owner, status, context, options, dry_run, priority, sealed,
-                                    max_chunks, created_at)
-                VALUES (\(batch.id.rawValue), \(batch.type), \(batch.owner), 'created', \(batch.context.text),
-                        \(optionsText), \(batch.dryRun), \(batch.priority), false, \(maxChunks), \(now.milliseconds))
-                RETURNING key
-                """)
-            let key: Int64 = try keyRow!.get(0)
-            var stored = try await Self.batch(db, key: key, lock: true)!
-            try await Self.insertItems(db, stored, startSeq: 0, items: items, now: now)
-            stored = try await Self.batch(db, key: key)!
-            _ = try await Self.recordEvent(db, stored, .created, at: now, data: ["status": "created"])
-            if batch.sealed {
-                stored = try await Self.seal(db, stored, now: now).batch
-            } else if !batch.options.requireConfirmation && !batch.dryRun {
-                // Streaming uploads start running before the total is known.
-                stored = try await Self.apply(db, stored, .preProcess, reason: nil, now: now).batch
-                stored = try await Self.apply(db, stored, .confirm, reason: nil, now: now).batch
-            }
-            return stored.record
-        }
+        let now = batch.createdAt
+        let keyRow = try await db.one(
+            """
+            INSERT INTO batches(id, type, owner, status, context, options, dry_run, priority, sealed,
+                                max_chunks, created_at)
+            VALUES (\(batch.id.rawValue), \(batch.type), \(batch.owner), \(BatchStatus.created.rawValue),
+                    \(batch.context.text), \(optionsText), \(batch.dryRun), \(batch.priority), false,
+                    \(batch.options.maxChunksInFlight), \(now.milliseconds))
+            RETURNING key
+            """)
+        guard let keyRow else { throw StoreError(.storage, "the batch was not stored") }
+        let key = try PostgresStoredRow(row: keyRow).int64(0)
+        try await Self.insertItems(db, try await Self.current(db, key: key), startSeq: 0, items: items, now: now)
+        let stored = try await Self.current(db, key: key)
+        _ = try await Self.recordEvent(
+            db, stored, .created, at: now, data: ["status": .string(BatchStatus.created.rawValue)])
+        if batch.sealed { return try await Self.seal(db, stored, now: now).batch }
+        return try await Self.apply(db, stored, BatchRules.actionsForStreamingBatch(stored.record), now: now).batch
     }
 
     public func appendItems(
-        to id: BatchID, startSeq: Int64, items: [NewItem], cursor: JSONText?
+        to id: BatchID, startSeq: Int64, items: [NewItem], cursor: JSONText?, at now: Date
     ) async throws -> AppendResult {
         try await write { db in
             let stored = try await Self.requireBatch(db, id)
             let total = stored.record.counts.total
             let fresh = items.dropFirst(
                 try stored.record.itemsAlreadyStored(appendingAt: startSeq, count: items.count))
-            try await Self.insertItems(db, stored, startSeq: total, items: fresh, now: Date())
+            try await Self.insertItems(db, stored, startSeq: total, items: fresh, now: now)
             if let cursor {
                 try await db.run("UPDATE batches SET cursor = \(cursor.text) WHERE key = \(stored.key)")
             }
@@ -69,36 +69,33 @@ extension PostgresBatchStore {
 
     public func retry(_ id: BatchID, statuses: Set<ItemStatus>, at now: Date) async throws -> (BatchRecord, Int64) {
         try await write { db in
-            var stored = try await Self.requireBatch(db, id)
-            // Checks the transition before touching any item.
-            _ = try Self.next(stored.record, .retry)
-            let codes = statuses.filter { $0 != .pending && $0 != .running && $0 != .succeeded }.map {
-                Int16($0.rawValue)
-            }
-            guard !codes.isEmpty else { return (stored.record, 0) }
-            let reset = try await db.count(
+            let stored = try await Self.requireBatch(db, id)
+            let reset = try BatchRules.statusesToRetry(stored.record, statuses, at: now)
+            guard !reset.isEmpty else { return (stored.record, 0) }
+            let count = try await db.count(
                 """
-                UPDATE items SET status = 0, attempts = 0, next_attempt_at = NULL,
+                UPDATE items SET status = \(Int16(ItemStatus.pending.rawValue)), attempts = 0, next_attempt_at = NULL,
                     error_code = NULL, error_message = NULL, error_category = NULL, updated_at = \(now.milliseconds)
-                WHERE batch_key = \(stored.key) AND status = ANY(\(codes)::smallint[])
-                  AND NOT EXISTS (SELECT 1 FROM chunks c WHERE c.batch_key = items.batch_key AND c.state = 1
+                WHERE batch_key = \(stored.key) AND status IN (\(unescaped: SQLList.of(reset)))
+                  AND NOT EXISTS (SELECT 1 FROM chunks c WHERE c.batch_key = items.batch_key
+                                  AND c.state = \(ChunkState.leased.rawValue)
                                   AND items.seq BETWEEN c.first_seq AND c.last_seq)
                 RETURNING 1
                 """)
             try await db.run(
                 """
-                UPDATE chunks SET state = 0, ready_at = 0, rescues = 0
-                WHERE batch_key = \(stored.key) AND state = 2 AND EXISTS (
-                    SELECT 1 FROM items i WHERE i.batch_key = chunks.batch_key AND i.status = 0
+                UPDATE chunks SET state = \(ChunkState.pending.rawValue), ready_at = 0, rescues = 0
+                WHERE batch_key = \(stored.key) AND state = \(ChunkState.done.rawValue) AND EXISTS (
+                    SELECT 1 FROM items i WHERE i.batch_key = chunks.batch_key
+                      AND i.status = \(Int16(ItemStatus.pending.rawValue))
                       AND i.seq BETWEEN chunks.first_seq AND chunks.last_seq)
                 """)
             try await Self.recountItems(db, stored.key)
-            stored = try await Self.batch(db, key: stored.key)!
-            stored = try await Self.apply(
-                db, stored, .retry, reason: nil, now: now, data: ["items": .number(Double(reset))]
-            ).batch
+            let retried = try await Self.apply(
+                db, try await Self.current(db, key: stored.key), .retry, reason: nil, now: now,
+                data: EventData.retried(items: Int64(count)))
             try await db.notifyWork()
-            return (stored.record, Int64(reset))
+            return (retried.batch.record, Int64(count))
         }
     }
 
@@ -121,20 +118,20 @@ extension PostgresBatchStore {
 
     public func claimChunk(owner: String, leaseDuration: Double, now: Date) async throws -> ChunkLease? {
         let nowMS = now.milliseconds
-        let expires = nowMS + Int64(leaseDuration * 1000)
+        let expires = nowMS + Int64.saturating(leaseDuration * 1000)
         for _ in 0..<16 {
             // Candidates in the claim order, read without locks.
             let candidates = try await read { db in
                 try await db.rows(
                     """
                     SELECT b.key FROM batches b
-                    WHERE b.status IN ('confirmed', 'processing') AND b.leased_chunks < b.max_chunks
-                      AND EXISTS (SELECT 1 FROM chunks c WHERE c.batch_key = b.key AND c.state = 0
-                                  AND c.ready_at <= \(nowMS))
+                    WHERE b.status IN (\(unescaped: SQLList.runnableBatches)) AND b.leased_chunks < b.max_chunks
+                      AND EXISTS (SELECT 1 FROM chunks c WHERE c.batch_key = b.key
+                                  AND c.state = \(ChunkState.pending.rawValue) AND c.ready_at <= \(nowMS))
                     ORDER BY b.priority DESC, b.leased_chunks, b.last_claim_at, b.key
                     LIMIT 4
                     """
-                ).map { try $0.get(0, as: Int64.self) }
+                ).map { try PostgresStoredRow(row: $0).int64(0) }
             }
             guard !candidates.isEmpty else { return nil }
             var raced = false
@@ -159,7 +156,7 @@ extension PostgresBatchStore {
             let gate = try await db.count(
                 """
                 UPDATE batches SET leased_chunks = leased_chunks + 1, last_claim_at = \(nowMS)
-                WHERE key = \(key) AND status IN ('confirmed', 'processing') AND leased_chunks < max_chunks
+                WHERE key = \(key) AND status IN (\(unescaped: SQLList.runnableBatches)) AND leased_chunks < max_chunks
                 RETURNING 1
                 """)
             guard gate == 1 else { return .raced }
@@ -167,9 +164,9 @@ extension PostgresBatchStore {
                 guard
                     let claimed = try await db.one(
                         """
-                        UPDATE chunks SET state = 1, lease_owner = \(owner), lease_token = nextval('lease_tokens'),
-                            lease_expires_at = \(expires)
-                        WHERE id = (SELECT id FROM chunks WHERE batch_key = \(key) AND state = 0
+                        UPDATE chunks SET state = \(ChunkState.leased.rawValue), lease_owner = \(owner),
+                            lease_token = nextval('lease_tokens'), lease_expires_at = \(expires)
+                        WHERE id = (SELECT id FROM chunks WHERE batch_key = \(key) AND state = \(ChunkState.pending.rawValue)
                                       AND ready_at <= \(nowMS)
                                     ORDER BY ready_at, first_seq LIMIT 1 FOR UPDATE SKIP LOCKED)
                         RETURNING id, first_seq, last_seq, lease_token
@@ -178,16 +175,18 @@ extension PostgresBatchStore {
                     try await db.run("UPDATE batches SET leased_chunks = leased_chunks - 1 WHERE key = \(key)")
                     return .nothing
                 }
-                let chunkID: Int64 = try claimed.get(0)
-                let firstSeq: Int64 = try claimed.get(1)
-                let lastSeq: Int64 = try claimed.get(2)
-                let token: Int64 = try claimed.get(3)
+                let chunk = PostgresStoredRow(row: claimed)
+                let chunkID = try chunk.int64(0)
+                let firstSeq = try chunk.int64(1)
+                let lastSeq = try chunk.int64(2)
+                let token = try chunk.int64(3)
                 var items: [LeasedItem] = []
-                items.reserveCapacity(Int(lastSeq - firstSeq + 1))
+                items.reserveCapacity(Int(clamping: lastSeq - firstSeq + 1))
                 let rows = try await db.query(
                     """
                     SELECT seq, payload, attempts, status FROM items
-                    WHERE batch_key = \(key) AND seq BETWEEN \(firstSeq) AND \(lastSeq) AND status IN (0, 3)
+                    WHERE batch_key = \(key) AND seq BETWEEN \(firstSeq) AND \(lastSeq)
+                      AND status IN (\(unescaped: SQLList.waitingItems))
                       AND (next_attempt_at IS NULL OR next_attempt_at <= \(nowMS))
                     ORDER BY seq
                     """, logger: PostgresConnection.quiet)
@@ -221,51 +220,52 @@ extension PostgresBatchStore {
         _ lease: ChunkLease, outcomes: [ItemOutcome], finish: Bool, failBatch: String?, leaseDuration: Double,
         now: Date
     ) async throws -> CheckpointResult {
-        let applier = OutcomeWriter(outcomes: outcomes, now: now)
+        let writer = OutcomeWriter(outcomes: outcomes, now: now)
         return try await write { db in
             let nowMS = now.milliseconds
             let fenced = try await db.one(
                 """
-                UPDATE chunks SET lease_expires_at = \(nowMS + Int64(leaseDuration * 1000))
-                WHERE id = \(lease.chunkID) AND lease_token = \(lease.token) AND state = 1
+                UPDATE chunks SET lease_expires_at = \(nowMS + Int64.saturating(leaseDuration * 1000))
+                WHERE id = \(lease.chunkID) AND lease_token = \(lease.token) AND state = \(ChunkState.leased.rawValue)
                 RETURNING batch_key, claimed_items
                 """)
             guard let fenced else {
                 throw StoreError(.leaseLost, "the lease on chunk \(lease.chunkID) was taken over")
             }
-            let key: Int64 = try fenced.get(0)
-            let claimed: Int64 = try fenced.get(1)
+            let key = try PostgresStoredRow(row: fenced).int64(0)
+            let claimed = try PostgresStoredRow(row: fenced).int64(1)
             // Read without a lock: only whether the batch ended matters here.
             guard let before = try await Self.batch(db, key: key) else {
                 throw StoreError(.leaseLost, "the batch of chunk \(lease.chunkID) is gone")
             }
-            let written = try await applier.write(db, key: key, ended: before.record.status.isEnded)
+            let ended = before.record.status.isEnded
+            let written = try await writer.write(db, key: key, batchEnded: ended)
             var delta = written.delta
             if finish {
                 delta.running = -claimed
-                if before.record.status.isEnded {
+                if ended {
                     delta.add(try await Self.cancelItems(db, key, first: lease.firstSeq, last: lease.lastSeq))
-                    try await db.run(
-                        "UPDATE chunks SET state = 2, lease_owner = NULL, lease_expires_at = NULL WHERE id = \(lease.chunkID)"
-                    )
+                    try await Self.closeChunk(db, chunkID: lease.chunkID)
                 } else {
                     try await Self.settleChunk(db, chunkID: lease.chunkID, batchKey: key)
                 }
             } else {
                 delta.running = -written.applied
                 try await db.run(
-                    "UPDATE chunks SET claimed_items = greatest(0, claimed_items - \(written.applied)) WHERE id = \(lease.chunkID)"
-                )
+                    """
+                    UPDATE chunks SET claimed_items = greatest(0, claimed_items - \(written.applied))
+                    WHERE id = \(lease.chunkID)
+                    """)
             }
             // The batch row last: its lock is the contended one.
             var stored = try await Self.addCounts(db, key, delta, releasingChunk: finish)
             if finish {
                 // A slot of the batch's chunk cap is free again.
                 try await db.notifyWork()
-                if stored.record.status.isEnded && !before.record.status.isEnded {
+                if stored.record.status.isEnded && !ended {
                     // Ended while this checkpoint ran: what is left of the chunk will never run.
                     let canceled = try await Self.cancelItems(db, key, first: lease.firstSeq, last: lease.lastSeq)
-                    try await db.run("UPDATE chunks SET state = 2 WHERE id = \(lease.chunkID)")
+                    try await Self.closeChunk(db, chunkID: lease.chunkID)
                     stored = try await Self.addCounts(db, key, canceled)
                 }
             }
@@ -273,24 +273,16 @@ extension PostgresBatchStore {
             for dead in written.dead {
                 events.append(
                     try await Self.recordEvent(
-                        db, stored, .itemDead, at: now,
-                        data: [
-                            "seq": .number(Double(dead.seq)), "code": .string(dead.error?.code ?? ""),
-                            "message": .string(dead.error?.message ?? ""),
-                        ]))
+                        db, stored, .itemDead, at: now, data: EventData.itemDead(seq: dead.seq, error: dead.error)))
             }
-            if !stored.record.status.isEnded {
-                let reason =
-                    failBatch ?? BatchOutcome.failurePolicyTrips(stored.record.counts, options: stored.record.options)
-                if let reason {
-                    let applied = try await Self.apply(db, stored, .fail, reason: reason, now: now)
-                    stored = applied.batch
-                    events += applied.events
-                } else if finish {
-                    let finished = try await Self.finishIfDone(db, stored, now: now)
-                    stored = finished.batch
-                    events += finished.events
-                }
+            if let reason = BatchRules.failureAfterCheckpoint(stored.record, fatal: failBatch) {
+                let applied = try await Self.apply(db, stored, .fail, reason: reason, now: now)
+                stored = applied.batch
+                events += applied.events
+            } else if finish {
+                let finished = try await Self.finishIfDone(db, stored, now: now)
+                stored = finished.batch
+                events += finished.events
             }
             return CheckpointResult(batchStatus: stored.record.status, counts: stored.record.counts, events: events)
         }
@@ -298,12 +290,13 @@ extension PostgresBatchStore {
 
     public func rescueExpiredLeases(now: Date, splitAfter: Int) async throws -> [RescuedChunk] {
         try await rescue(
-            where: "state = 1 AND lease_expires_at < \(now.milliseconds)", now: now, splitAfter: splitAfter)
+            where: "state = \(ChunkState.leased.rawValue) AND lease_expires_at < \(now.milliseconds)", now: now,
+            splitAfter: splitAfter)
     }
 
     public func releaseAllLeases(now: Date) async throws -> [RescuedChunk] {
         try await write { db in try await db.run("DELETE FROM leader") }
-        return try await rescue(where: "state = 1", now: now, splitAfter: Int.max)
+        return try await rescue(where: "state = \(ChunkState.leased.rawValue)", now: now, splitAfter: Int.max)
     }
 
     /// Rescues the chunks matching `condition`, one transaction per chunk so
@@ -311,7 +304,7 @@ extension PostgresBatchStore {
     private func rescue(where condition: String, now: Date, splitAfter: Int) async throws -> [RescuedChunk] {
         let ids = try await read { db in
             try await db.rows(PostgresQuery(unsafeSQL: "SELECT id FROM chunks WHERE \(condition) LIMIT 1000")).map {
-                try $0.get(0, as: Int64.self)
+                try PostgresStoredRow(row: $0).int64(0)
             }
         }
         var rescued: [RescuedChunk] = []
@@ -337,56 +330,68 @@ extension PostgresBatchStore {
     public func enforceDeadlines(now: Date) async throws -> [BatchEvent] {
         let keys = try await read { db in
             try await db.rows(
-                """
-                SELECT key FROM batches
-                WHERE status IN ('created', 'pre_processed', 'confirmed', 'processing', 'paused')
-                """
-            ).map { try $0.get(0, as: Int64.self) }
+                "SELECT key FROM batches WHERE status IN (\(unescaped: SQLList.openBatches))"
+            ).map { try PostgresStoredRow(row: $0).int64(0) }
         }
         var events: [BatchEvent] = []
         for key in keys {
             events += try await write { db in
-                guard let stored = try await Self.batch(db, key: key, lock: true), !stored.record.status.isEnded
-                else { return [] }
-                let start = stored.record.startedAt ?? stored.record.confirmedAt ?? stored.record.createdAt
-                if now.timeIntervalSince(start) > stored.record.options.batchTimeout {
-                    let seconds = stored.record.options.batchTimeout
-                    return try await Self.apply(
-                        db, stored, .fail, reason: "batch_timeout: the batch ran longer than \(Int(seconds)) s",
-                        now: now
-                    ).events
+                guard let stored = try await Self.batch(db, key: key, lock: true) else { return [] }
+                if let reason = BatchRules.timeoutReason(stored.record, at: now) {
+                    return try await Self.apply(db, stored, .fail, reason: reason, now: now).events
                 }
-                if stored.record.status.isRunnable {
-                    return try await Self.finishIfDone(db, stored, now: now).events
-                }
-                return []
+                return try await Self.finishIfDone(db, stored, now: now).events
             }
         }
         return events
     }
 
-    public func prune(now: Date, limit: Int) async throws -> Int {
+    public func prune(now: Date, retention: Double, limit: Int) async throws -> Int {
         try await write { db in
-            guard
-                let row = try await db.one(
-                    """
-                    SELECT key FROM batches WHERE NOT pruned AND expires_at < \(now.milliseconds)
-                    ORDER BY expires_at LIMIT 1 FOR UPDATE SKIP LOCKED
-                    """)
-            else { return 0 }
-            let key: Int64 = try row.get(0)
-            let deleted = try await db.count(
+            if let row = try await db.one(
                 """
-                DELETE FROM items WHERE batch_key = \(key) AND seq IN (
-                    SELECT seq FROM items WHERE batch_key = \(key) ORDER BY seq LIMIT \(Int64(limit)))
-                RETURNING 1
+                SELECT key FROM batches WHERE NOT pruned AND expires_at < \(now.milliseconds)
+                ORDER BY expires_at LIMIT 1 FOR UPDATE SKIP LOCKED
                 """)
-            if deleted < limit {
-                try await db.run("DELETE FROM chunks WHERE batch_key = \(key)")
-                try await db.run("UPDATE batches SET pruned = true WHERE key = \(key)")
+            {
+                return try await Self.pruneItems(db, try PostgresStoredRow(row: row).int64(0), limit: limit)
             }
-            return max(deleted, 1)
+            let forgetBefore = now.addingTimeInterval(-min(max(0, retention), BatchRules.maximumRetention))
+            let keys = try await db.rows(
+                """
+                SELECT key FROM batches
+                WHERE pruned AND completed_at < \(forgetBefore.milliseconds)
+                  AND status IN (\(unescaped: SQLList.endedBatches))
+                ORDER BY completed_at LIMIT \(Int64(max(1, min(limit, 100)))) FOR UPDATE SKIP LOCKED
+                """
+            ).map { try PostgresStoredRow(row: $0).int64(0) }
+            for key in keys { try await Self.deleteRows(db, key) }
+            return keys.count
         }
+    }
+
+    /// Deletes up to `limit` items of an expired batch; once none are left,
+    /// its chunks go and it is marked pruned (its summary stays).
+    static func pruneItems(_ db: PostgresConnection, _ key: Int64, limit: Int) async throws -> Int {
+        let deleted = try await db.count(
+            """
+            DELETE FROM items WHERE batch_key = \(key) AND seq IN (
+                SELECT seq FROM items WHERE batch_key = \(key) ORDER BY seq LIMIT \(Int64(limit)))
+            RETURNING 1
+            """)
+        if deleted < limit {
+            try await db.run("DELETE FROM chunks WHERE batch_key = \(key)")
+            try await db.run("UPDATE batches SET pruned = true WHERE key = \(key)")
+        }
+        return max(deleted, 1)
+    }
+
+    /// Deletes a batch and everything it holds.
+    static func deleteRows(_ db: PostgresConnection, _ key: Int64) async throws {
+        try await db.run("DELETE FROM items WHERE batch_key = \(key)")
+        try await db.run("DELETE FROM chunks WHERE batch_key = \(key)")
+        try await db.run("DELETE FROM events WHERE batch_key = \(key)")
+        try await db.run("DELETE FROM batches WHERE key = \(key)")
     }
 
     public func nextDueTime() async throws -> Date? {
@@ -394,31 +399,27 @@ extension PostgresBatchStore {
             let row = try await db.one(
                 """
                 SELECT min(c.ready_at) FROM chunks c JOIN batches b ON b.key = c.batch_key
-                WHERE c.state = 0 AND b.status IN ('confirmed', 'processing')
+                WHERE c.state = \(ChunkState.pending.rawValue) AND b.status IN (\(unescaped: SQLList.runnableBatches))
                 """)
-            return try row?.get(0, as: Int64?.self).map(Date.init(milliseconds:))
+            return try row.flatMap { try PostgresStoredRow(row: $0).date(at: 0) }
         }
     }
 
     public func deleteBatch(_ id: BatchID) async throws {
         try await write { db in
             let stored = try await Self.requireBatch(db, id)
-            guard stored.record.status.isEnded || stored.record.dryRun else {
-                throw StoreError(.conflict, "batch \(id) is \(stored.record.status); cancel it before deleting it")
-            }
-            try await db.run("DELETE FROM items WHERE batch_key = \(stored.key)")
-            try await db.run("DELETE FROM chunks WHERE batch_key = \(stored.key)")
-            try await db.run("DELETE FROM events WHERE batch_key = \(stored.key)")
-            try await db.run("DELETE FROM batches WHERE key = \(stored.key)")
+            try BatchRules.checkDeletable(stored.record)
+            try await Self.deleteRows(db, stored.key)
         }
     }
 }
 
-/// Writes a checkpoint's outcomes. Each outcome is applied only if the item's
-/// stored attempts are below the outcome's attempt, so a checkpoint repeated
-/// after an unknown commit result never counts an outcome twice.
+/// Writes a checkpoint's outcomes as ``OutcomeRules`` groups them. Each
+/// outcome is applied only if the item's stored attempts are below the
+/// outcome's attempt, so a checkpoint repeated after an unknown commit
+/// result never counts an outcome twice.
 struct OutcomeWriter: Sendable {
-    /// One non-plain outcome, as the JSON the statement unpacks.
+    /// One detailed outcome, as the JSON the statement unpacks.
     struct Row: Encodable {
         var seq: Int64
         var status: Int
@@ -443,98 +444,96 @@ struct OutcomeWriter: Sendable {
 
     /// Applies the outcomes; returns the counter change, how many applied,
     /// and the outcomes that made items dead.
-    func write(_ db: PostgresConnection, key: Int64, ended: Bool) async throws -> (
+    func write(_ db: PostgresConnection, key: Int64, batchEnded: Bool) async throws -> (
         delta: BatchCounts, applied: Int64, dead: [ItemOutcome]
     ) {
         var delta = BatchCounts()
         var applied: Int64 = 0
+        var detailed: [(ItemOutcome, ItemStatus)] = []
         var dead: [ItemOutcome] = []
-        let nowMS = now.milliseconds
-        // A retry of a batch that has ended will never come: cancel it.
-        func storedStatus(of outcome: ItemOutcome) -> ItemStatus {
-            ended && outcome.status == .failed ? .canceled : outcome.status
-        }
-        func isPlain(_ outcome: ItemOutcome) -> Bool { outcome.output == nil && outcome.error == nil }
-        let sorted = outcomes.sorted { $0.seq < $1.seq }
-        var detailed: [Row] = []
-        var bySeq: [Int64: ItemOutcome] = [:]
-        var index = 0
-        while index < sorted.count {
-            let outcome = sorted[index]
-            let status = storedStatus(of: outcome)
-            guard isPlain(outcome) else {
-                detailed.append(
-                    Row(
-                        seq: outcome.seq, status: status.rawValue, attempts: outcome.attempt,
-                        output: outcome.output?.text.storable, errorCode: outcome.error?.code.storable,
-                        errorMessage: outcome.error?.message.storable, errorCategory: outcome.error?.category.rawValue,
-                        nextAttemptAt: status == .failed ? outcome.nextAttemptAt?.milliseconds : nil))
-                bySeq[outcome.seq] = outcome
-                index += 1
-                continue
+        for run in OutcomeRules.runs(outcomes, batchEnded: batchEnded) {
+            switch run {
+            case .plain(let first, let last, let status, let attempt, let items):
+                let moved = try await writeRange(
+                    db, key: key, first: first, last: last, status: status, attempt: attempt)
+                delta.add(moved.delta)
+                applied += moved.changed
+                if status == .dead && moved.changed > 0 { dead += items }
+            case .detailed(let outcome, let status):
+                detailed.append((outcome, status))
             }
-            // Consecutive items with the same plain result are written as one range.
-            var last = index
-            while last + 1 < sorted.count, sorted[last + 1].seq == sorted[last].seq + 1, isPlain(sorted[last + 1]),
-                sorted[last + 1].attempt == outcome.attempt, storedStatus(of: sorted[last + 1]) == status
-            {
-                last += 1
-            }
-            let rows = try await db.rows(
-                """
-                WITH prev AS (
-                    SELECT seq, status FROM items
-                    WHERE batch_key = \(key) AND seq BETWEEN \(outcome.seq) AND \(sorted[last].seq)
-                      AND attempts < \(outcome.attempt) FOR UPDATE),
-                changed AS (
-                    UPDATE items i SET status = \(Int16(status.rawValue)), attempts = \(outcome.attempt), output = NULL,
-                        error_code = NULL, error_message = NULL, error_category = NULL, next_attempt_at = NULL,
-                        updated_at = \(nowMS)
-                    FROM prev WHERE i.batch_key = \(key) AND i.seq = prev.seq RETURNING prev.status AS old)
-                SELECT old, count(*) FROM changed GROUP BY old
-                """)
-            for row in rows {
-                let old = ItemStatus(rawValue: try row.get(0, as: Int.self)) ?? .pending
-                let count: Int64 = try row.get(1)
-                delta[old] -= count
-                delta[status] += count
-                applied += count
-                if outcome.attempt > 1 { delta.retried += count }
-            }
-            index = last + 1
         }
         if !detailed.isEmpty {
-            let json = String(decoding: try JSONEncoder().encode(detailed), as: UTF8.self)
-            let rows = try await db.rows(
-                """
-                WITH input AS (
-                    SELECT * FROM jsonb_to_recordset(\(json)::jsonb) AS x(
-                        seq bigint, status smallint, attempts int, output text, error_code text,
-                        error_message text, error_category text, next_attempt_at bigint)),
-                prev AS (
-                    SELECT i.seq, i.status FROM items i JOIN input ON input.seq = i.seq
-                    WHERE i.batch_key = \(key) AND i.attempts < input.attempts FOR UPDATE OF i),
-                changed AS (
-                    UPDATE items i SET status = input.status, attempts = input.attempts, output = input.output,
-                        error_code = input.error_code, error_message = input.error_message,
-                        error_category = input.error_category, next_attempt_at = input.next_attempt_at,
-                        updated_at = \(nowMS)
-                    FROM prev JOIN input ON input.seq = prev.seq
-                    WHERE i.batch_key = \(key) AND i.seq = prev.seq
-                    RETURNING i.seq, prev.status AS old)
-                SELECT seq, old FROM changed
-                """)
-            for row in rows {
-                let seq: Int64 = try row.get(0)
-                let old = ItemStatus(rawValue: try row.get(1, as: Int.self)) ?? .pending
-                guard let outcome = bySeq[seq] else { continue }
-                let status = storedStatus(of: outcome)
-                delta[old] -= 1
-                delta[status] += 1
-                applied += 1
-                if outcome.attempt > 1 { delta.retried += 1 }
-                if status == .dead { dead.append(outcome) }
-            }
+            let written = try await writeDetailed(db, key: key, detailed)
+            delta.add(written.delta)
+            applied += written.applied
+            dead += written.dead
+        }
+        return (delta, applied, dead)
+    }
+
+    private func writeRange(
+        _ db: PostgresConnection, key: Int64, first: Int64, last: Int64, status: ItemStatus, attempt: Int
+    ) async throws -> (delta: BatchCounts, changed: Int64) {
+        let rows = try await db.rows(
+            """
+            WITH prev AS (
+                SELECT seq, status FROM items
+                WHERE batch_key = \(key) AND seq BETWEEN \(first) AND \(last)
+                  AND attempts < \(attempt) FOR UPDATE),
+            changed AS (
+                UPDATE items i SET status = \(Int16(status.rawValue)), attempts = \(attempt), output = NULL,
+                    error_code = NULL, error_message = NULL, error_category = NULL, next_attempt_at = NULL,
+                    updated_at = \(now.milliseconds)
+                FROM prev WHERE i.batch_key = \(key) AND i.seq = prev.seq RETURNING prev.status AS old)
+            SELECT old, count(*) FROM changed GROUP BY old
+            """)
+        let changed = try rows.reduce(Int64(0)) { $0 + (try PostgresStoredRow(row: $1).int64(1)) }
+        return (try PostgresBatchStore.movedCounts(rows, to: status, attempt: attempt), changed)
+    }
+
+    private func writeDetailed(_ db: PostgresConnection, key: Int64, _ outcomes: [(ItemOutcome, ItemStatus)])
+        async throws -> (delta: BatchCounts, applied: Int64, dead: [ItemOutcome])
+    {
+        var bySeq: [Int64: (ItemOutcome, ItemStatus)] = [:]
+        let rows = outcomes.map { outcome, status in
+            bySeq[outcome.seq] = (outcome, status)
+            return Row(
+                seq: outcome.seq, status: status.rawValue, attempts: outcome.attempt,
+                output: outcome.output?.text.storable, errorCode: outcome.error?.code.storable,
+                errorMessage: outcome.error?.message.storable, errorCategory: outcome.error?.category.rawValue,
+                nextAttemptAt: OutcomeRules.nextAttempt(outcome, status: status)?.milliseconds)
+        }
+        let json = String(decoding: try JSONEncoder().encode(rows), as: UTF8.self)
+        let changed = try await db.rows(
+            """
+            WITH input AS (
+                SELECT * FROM jsonb_to_recordset(\(json)::jsonb) AS x(
+                    seq bigint, status smallint, attempts int, output text, error_code text,
+                    error_message text, error_category text, next_attempt_at bigint)),
+            prev AS (
+                SELECT i.seq, i.status FROM items i JOIN input ON input.seq = i.seq
+                WHERE i.batch_key = \(key) AND i.attempts < input.attempts FOR UPDATE OF i),
+            changed AS (
+                UPDATE items i SET status = input.status, attempts = input.attempts, output = input.output,
+                    error_code = input.error_code, error_message = input.error_message,
+                    error_category = input.error_category, next_attempt_at = input.next_attempt_at,
+                    updated_at = \(now.milliseconds)
+                FROM prev JOIN input ON input.seq = prev.seq
+                WHERE i.batch_key = \(key) AND i.seq = prev.seq
+                RETURNING i.seq, prev.status AS old)
+            SELECT seq, old FROM changed
+            """)
+        var delta = BatchCounts()
+        var dead: [ItemOutcome] = []
+        var applied: Int64 = 0
+        for row in changed {
+            let read = PostgresStoredRow(row: row)
+            guard let (outcome, status) = bySeq[try read.int64(0)] else { continue }
+            let old = ItemStatus(rawValue: try read.int(1)) ?? .pending
+            delta.add(OutcomeRules.counts(moving: 1, from: old, to: status, attempt: outcome.attempt))
+            applied += 1
+            if status == .dead { dead.append(outcome) }
         }
         return (delta, applied, dead)
     }

@@ -2,64 +2,50 @@ import Foundation
 import PostgresNIO
 import TrancheStore
 
-/// A batch row with its internal key.
-struct StoredBatch {
-    var key: Int64
-    var record: BatchRecord
-}
+/// A PostgreSQL row read by position, without trapping on NULL or a wrong type.
+struct PostgresStoredRow: StoredRow {
+    let row: PostgresRandomAccessRow
 
-/// Chunk states as stored.
-enum ChunkState: Int16 {
-    case pending = 0
-    case leased = 1
-    case done = 2
+    func int64(at index: Int) throws -> Int64? { try value(at: index, Int64?.self) }
+    func string(at index: Int) throws -> String? { try value(at: index, String?.self) }
+    func bool(at index: Int) throws -> Bool? { try value(at: index, Bool?.self) }
+
+    private func value<T: PostgresDecodable>(at index: Int, _ type: T.Type) throws -> T {
+        guard index < row.count else { throw StoreError(.storage, "a stored row has no column \(index)") }
+        do {
+            return try row[index].decode(T.self)
+        } catch {
+            throw StoreError(.storage, "a stored value in column \(index) has the wrong type")
+        }
+    }
 }
 
 extension PostgresBatchStore {
     static func decodeBatch(_ row: PostgresRandomAccessRow) throws -> StoredBatch {
-        var counts = BatchCounts()
-        counts.total = try row.get(11)
-        counts.running = try row.get(12)
-        counts.succeeded = try row.get(13)
-        counts.failed = try row.get(14)
-        counts.skipped = try row.get(15)
-        counts.dead = try row.get(16)
-        counts.canceled = try row.get(17)
-        counts.retried = try row.get(18)
-        counts.rescued = try row.get(19)
-        let pausedFrom = try row.get(5, as: String?.self)
-        let result = try row.get(21, as: String?.self)
-        let cursor = try row.get(22, as: String?.self)
-        func date(_ index: Int) throws -> Date? { try row.get(index, as: Int64?.self).map(Date.init(milliseconds:)) }
-        guard let id = BatchID(try row.get(1, as: String.self)) else {
-            throw StoreError(.storage, "a stored batch id is malformed")
-        }
-        let record = BatchRecord(
-            id: id, type: try row.get(2), owner: try row.get(3),
-            status: BatchStatus(rawValue: try row.get(4)) ?? .failed,
-            pausedFrom: pausedFrom.flatMap(BatchStatus.init(rawValue:)),
-            context: JSONText(unchecked: try row.get(6)),
-            options: try JSONText(unchecked: try row.get(7, as: String.self)).decode(),
-            dryRun: try row.get(8), priority: try row.get(9), sealed: try row.get(10), counts: counts,
-            failureReason: try row.get(20), result: result.map(JSONText.init(unchecked:)),
-            cursor: cursor.map(JSONText.init(unchecked:)), createdAt: Date(milliseconds: try row.get(23)),
-            confirmedAt: try date(24), startedAt: try date(25), completedAt: try date(26), expiresAt: try date(27))
-        return StoredBatch(key: try row.get(0), record: record)
+        try StoredBatch(row: PostgresStoredRow(row: row))
     }
 
     /// The batch with internal `key`; with `lock`, held until the transaction ends.
     static func batch(_ db: PostgresConnection, key: Int64, lock: Bool = false) async throws -> StoredBatch? {
         let suffix = lock ? " FOR UPDATE" : ""
         return try await db.one(
-            "SELECT \(unescaped: BatchRecord.storedColumns) FROM batches WHERE key = \(key)\(unescaped: suffix)"
+            "SELECT \(unescaped: StoredBatch.columns) FROM batches WHERE key = \(key)\(unescaped: suffix)"
         ).map(decodeBatch)
     }
 
     static func batch(_ db: PostgresConnection, id: BatchID, lock: Bool = false) async throws -> StoredBatch? {
         let suffix = lock ? " FOR UPDATE" : ""
         return try await db.one(
-            "SELECT \(unescaped: BatchRecord.storedColumns) FROM batches WHERE id = \(id.rawValue)\(unescaped: suffix)"
+            "SELECT \(unescaped: StoredBatch.columns) FROM batches WHERE id = \(id.rawValue)\(unescaped: suffix)"
         ).map(decodeBatch)
+    }
+
+    /// The batch with `key`, which the transaction has just written.
+    static func current(_ db: PostgresConnection, key: Int64) async throws -> StoredBatch {
+        guard let stored = try await batch(db, key: key) else {
+            throw StoreError(.batchNotFound, "no batch with key \(key)")
+        }
+        return stored
     }
 
     /// The batch, locked for this transaction, or `batchNotFound`.
@@ -86,8 +72,10 @@ extension PostgresBatchStore {
             RETURNING id
             """)
         try await db.notifyWork()
+        guard let row else { throw StoreError(.storage, "the event was not stored") }
         return BatchEvent(
-            id: try row!.get(0), batchID: stored.record.id, type: type, at: now, data: .object(data))
+            id: try PostgresStoredRow(row: row).int64(0), batchID: stored.record.id, type: type, at: now,
+            data: .object(data))
     }
 
     /// The advisory lock that orders event ids.
@@ -119,7 +107,7 @@ extension PostgresBatchStore {
                 try await db.run(
                     """
                     INSERT INTO items(batch_key, seq, status, payload, updated_at)
-                    SELECT \(stored.key), s, 0, p, \(nowMS) FROM unnest(\(seqs)::bigint[], \(payloads)::text[]) AS u(s, p)
+                    SELECT \(stored.key), s, \(Int16(ItemStatus.pending.rawValue)), p, \(nowMS) FROM unnest(\(seqs)::bigint[], \(payloads)::text[]) AS u(s, p)
                     """)
                 seqs.removeAll(keepingCapacity: true)
                 payloads.removeAll(keepingCapacity: true)
@@ -142,7 +130,7 @@ extension PostgresBatchStore {
         func closeChunk(through last: Int64) {
             chunkFirst.append(chunkStart)
             chunkLast.append(last)
-            chunkStates.append(runnableInChunk > 0 ? ChunkState.pending.rawValue : ChunkState.done.rawValue)
+            chunkStates.append((runnableInChunk > 0 ? ChunkState.pending : ChunkState.done).rawValue)
             chunkStart = last + 1
             runnableInChunk = 0
         }
@@ -195,7 +183,7 @@ extension PostgresBatchStore {
                     retried = retried + \(delta.retried), rescued = rescued + \(delta.rescued),
                     leased_chunks = greatest(0, leased_chunks - \(released))
                 WHERE key = \(key)
-                RETURNING \(unescaped: BatchRecord.storedColumns)
+                RETURNING \(unescaped: StoredBatch.columns)
                 """)
         else { throw StoreError(.batchNotFound, "no batch with key \(key)") }
         return try decodeBatch(row)
@@ -217,26 +205,33 @@ extension PostgresBatchStore {
             """)
     }
 
-    /// Cancels the not-yet-terminal items of a seq range; returns the counter change.
+    /// Cancels the waiting items of a seq range; returns the counter change.
     static func cancelItems(_ db: PostgresConnection, _ key: Int64, first: Int64, last: Int64) async throws
         -> BatchCounts
     {
+        try await movedCounts(
+            db.rows(
+                """
+                WITH prev AS (
+                    SELECT seq, status FROM items
+                    WHERE batch_key = \(key) AND seq BETWEEN \(first) AND \(last)
+                      AND status IN (\(unescaped: SQLList.waitingItems)) FOR UPDATE),
+                changed AS (
+                    UPDATE items i SET status = \(Int16(ItemStatus.canceled.rawValue)), next_attempt_at = NULL FROM prev
+                    WHERE i.batch_key = \(key) AND i.seq = prev.seq RETURNING prev.status AS old)
+                SELECT old, count(*) FROM changed GROUP BY old
+                """), to: .canceled)
+    }
+
+    /// The counter change of rows `(old status, count)` moved to `status`.
+    static func movedCounts(_ rows: [PostgresRandomAccessRow], to status: ItemStatus, attempt: Int = 0) throws
+        -> BatchCounts
+    {
         var delta = BatchCounts()
-        let rows = try await db.rows(
-            """
-            WITH prev AS (
-                SELECT seq, status FROM items
-                WHERE batch_key = \(key) AND seq BETWEEN \(first) AND \(last) AND status IN (0, 3) FOR UPDATE),
-            changed AS (
-                UPDATE items i SET status = 6, next_attempt_at = NULL FROM prev
-                WHERE i.batch_key = \(key) AND i.seq = prev.seq RETURNING prev.status AS old)
-            SELECT old, count(*) FROM changed GROUP BY old
-            """)
         for row in rows {
-            let status = ItemStatus(rawValue: try row.get(0, as: Int.self)) ?? .pending
-            let changed: Int64 = try row.get(1)
-            delta[status] -= changed
-            delta.canceled += changed
+            let read = PostgresStoredRow(row: row)
+            let old = ItemStatus(rawValue: try read.int(0)) ?? .pending
+            delta.add(OutcomeRules.counts(moving: try read.int64(1), from: old, to: status, attempt: attempt))
         }
         return delta
     }
@@ -244,241 +239,241 @@ extension PostgresBatchStore {
     /// Cancels every item that is not in flight (the chunks not leased), in
     /// one statement whatever the batch's size.
     static func cancelPending(_ db: PostgresConnection, _ stored: StoredBatch) async throws {
-        let rows = try await db.rows(
-            """
-            WITH closed AS (
-                UPDATE chunks SET state = 2 WHERE batch_key = \(stored.key) AND state = 0
-                RETURNING first_seq, last_seq),
-            prev AS (
-                SELECT i.seq, i.status FROM items i JOIN closed ON i.seq BETWEEN closed.first_seq AND closed.last_seq
-                WHERE i.batch_key = \(stored.key) AND i.status IN (0, 3) FOR UPDATE OF i),
-            changed AS (
-                UPDATE items i SET status = 6, next_attempt_at = NULL FROM prev
-                WHERE i.batch_key = \(stored.key) AND i.seq = prev.seq RETURNING prev.status AS old)
-            SELECT old, count(*) FROM changed GROUP BY old
-            """)
-        var delta = BatchCounts()
-        for row in rows {
-            let status = ItemStatus(rawValue: try row.get(0, as: Int.self)) ?? .pending
-            let changed: Int64 = try row.get(1)
-            delta[status] -= changed
-            delta.canceled += changed
-        }
+        let delta = try await movedCounts(
+            db.rows(
+                """
+                WITH closed AS (
+                    UPDATE chunks SET state = \(ChunkState.done.rawValue)
+                    WHERE batch_key = \(stored.key) AND state = \(ChunkState.pending.rawValue)
+                    RETURNING first_seq, last_seq),
+                prev AS (
+                    SELECT i.seq, i.status FROM items i JOIN closed ON i.seq BETWEEN closed.first_seq AND closed.last_seq
+                    WHERE i.batch_key = \(stored.key) AND i.status IN (\(unescaped: SQLList.waitingItems)) FOR UPDATE OF i),
+                changed AS (
+                    UPDATE items i SET status = \(Int16(ItemStatus.canceled.rawValue)), next_attempt_at = NULL FROM prev
+                    WHERE i.batch_key = \(stored.key) AND i.seq = prev.seq RETURNING prev.status AS old)
+                SELECT old, count(*) FROM changed GROUP BY old
+                """), to: .canceled)
         try await addCounts(db, stored.key, delta)
     }
 
-    /// Ends a chunk's lease and sets its state from its items: done when all
-    /// are terminal, otherwise pending again from the earliest due retry.
+    /// Ends a chunk's lease and sets its state from its items (``SettleRules``).
     static func settleChunk(_ db: PostgresConnection, chunkID: Int64, batchKey: Int64) async throws {
         let row = try await db.one(
             """
-            SELECT count(i.seq), min(CASE WHEN i.status = 0 THEN 0 ELSE coalesce(i.next_attempt_at, 0) END)
+            SELECT count(i.seq), min(CASE WHEN i.status = \(Int16(ItemStatus.pending.rawValue)) THEN 0
+                                     ELSE coalesce(i.next_attempt_at, 0) END)
             FROM chunks c JOIN items i ON i.batch_key = c.batch_key AND i.seq BETWEEN c.first_seq AND c.last_seq
-            WHERE c.id = \(chunkID) AND i.status IN (0, 3)
+            WHERE c.id = \(chunkID) AND i.status IN (\(unescaped: SQLList.waitingItems))
             """)
-        let remaining: Int64 = try row?.get(0) ?? 0
-        let readyAt: Int64 = try row?.get(1, as: Int64?.self) ?? 0
-        let state = remaining > 0 ? ChunkState.pending : .done
+        let read = row.map(PostgresStoredRow.init(row:))
+        let state = SettleRules.state(waitingItems: try read?.int64(at: 0) ?? 0)
         try await db.run(
             """
-            UPDATE chunks SET state = \(state.rawValue), ready_at = \(readyAt), lease_owner = NULL,
+            UPDATE chunks SET state = \(state.rawValue), ready_at = \(try read?.int64(at: 1) ?? 0), lease_owner = NULL,
                 lease_expires_at = NULL, claimed_items = 0 WHERE id = \(chunkID)
             """)
         if state == .pending { try await db.notifyWork() }
     }
 
-    static func next(_ record: BatchRecord, _ action: LifecycleAction) throws -> BatchStatus {
-        try BatchLifecycle.next(from: record.status, action, pausedFrom: record.pausedFrom)
+    /// Marks a chunk done and ends its lease.
+    static func closeChunk(_ db: PostgresConnection, chunkID: Int64) async throws {
+        try await db.run(
+            """
+            UPDATE chunks SET state = \(ChunkState.done.rawValue), lease_owner = NULL, lease_expires_at = NULL,
+                claimed_items = 0 WHERE id = \(chunkID)
+            """)
     }
 
-    /// Applies one lifecycle action with its side effects and event: the one
-    /// place where a batch's status changes. The caller holds the batch row.
+    /// Writes the lifecycle columns of `record` (``BatchRecord/lifecycleColumns``).
+    static func writeLifecycle(_ db: PostgresConnection, _ key: Int64, _ record: BatchRecord) async throws {
+        var binds = PostgresBindings()
+        for value in record.lifecycleValues {
+            switch value {
+            case .int(let number): binds.append(number)
+            case .text(let text): binds.append(text)
+            }
+        }
+        binds.append(key)
+        let assignments = BatchRecord.lifecycleAssignments { "$\($0)" }
+        try await db.run(
+            PostgresQuery(
+                unsafeSQL: "UPDATE batches SET \(assignments) WHERE key = $\(binds.count)", binds: binds))
+    }
+
+    /// Applies one lifecycle action as ``BatchRules/step(_:_:reason:now:data:)``
+    /// decides it: the one place where a batch's status is written. The
+    /// caller holds the batch row.
     static func apply(
         _ db: PostgresConnection, _ stored: StoredBatch, _ action: LifecycleAction, reason: String?, now: Date,
         data: [String: JSONValue] = [:]
     ) async throws -> (batch: StoredBatch, events: [BatchEvent]) {
-        let from = stored.record.status
-        let to = try next(stored.record, action)
-        let nowMS = now.milliseconds
-        var binds = PostgresBindings()
-        binds.append(to.rawValue)
-        var assignments = ["status = $1"]
-        func bind(_ value: some PostgresEncodable & Sendable) throws -> String {
-            try binds.append(value)
-            return "$\(binds.count)"
+        var step = try BatchRules.step(stored.record, action, reason: reason, now: now, data: data)
+        if step.cancelsWaitingItems { try await cancelPending(db, stored) }
+        if step.endsBatch {
+            step.batch.counts = try await current(db, key: stored.key).record.counts
+            step.batch.summary = try step.batch.summaryText(
+                errors: await errorGroups(db, stored.key, samples: BatchSummary.samplesPerGroup))
         }
-        switch action {
-        case .pause:
-            assignments.append("paused_from = \(try bind(from.rawValue))")
-        case .resume:
-            assignments.append("paused_from = NULL")
-        case .confirm:
-            assignments.append("confirmed_at = \(try bind(nowMS))")
-        case .start:
-            assignments.append("started_at = coalesce(started_at, \(try bind(nowMS)))")
-        case .retry where from.isEnded:
-            assignments += [
-                "completed_at = NULL", "expires_at = NULL", "failure_reason = NULL", "paused_from = NULL",
-                "confirmed_at = \(try bind(nowMS))",
-            ]
-        default:
-            break
-        }
-        if action == .fail {
-            assignments.append("failure_reason = \(try bind((reason ?? "the batch failed").storable))")
-        }
-        if to.isEnded {
-            assignments += [
-                "completed_at = \(try bind(nowMS))",
-                "expires_at = \(try bind(nowMS + Int64(stored.record.options.ttl * 1000)))",
-            ]
-        }
-        let keyPlaceholder = try bind(stored.key)
-        try await db.run(
-            PostgresQuery(
-                unsafeSQL: "UPDATE batches SET \(assignments.joined(separator: ", ")) WHERE key = \(keyPlaceholder)",
-                binds: binds))
-        if action == .cancel || action == .fail {
-            try await cancelPending(db, stored)
-        }
-        if to.isRunnable && !from.isRunnable { try await db.notifyWork() }
-        var eventData = data
-        eventData["status"] = .string(to.rawValue)
-        eventData["from"] = .string(from.rawValue)
-        if let reason { eventData["reason"] = .string(reason.storable) }
-        let updated = try await batch(db, key: stored.key)!
-        let event = try await recordEvent(db, updated, action.eventType, at: now, data: eventData)
+        try await writeLifecycle(db, stored.key, step.batch)
+        if step.wakesWorkers { try await db.notifyWork() }
+        let updated = try await current(db, key: stored.key)
+        let event = try await recordEvent(db, updated, step.event, at: now, data: step.eventData)
         return (updated, [event])
     }
 
-    /// Seals a batch: pre-processes it, confirms it unless confirmation is
-    /// required, and completes it at once when it holds nothing to run.
+    /// Applies `actions` in order.
+    static func apply(_ db: PostgresConnection, _ stored: StoredBatch, _ actions: [LifecycleAction], now: Date)
+        async throws -> (batch: StoredBatch, events: [BatchEvent])
+    {
+        var current = stored
+        var events: [BatchEvent] = []
+        for action in actions {
+            let applied = try await apply(db, current, action, reason: nil, now: now)
+            current = applied.batch
+            events += applied.events
+        }
+        return (current, events)
+    }
+
+    /// Seals a batch: its items are known, so it is pre-processed, confirmed
+    /// unless that waits for a person, and finished at once when it holds nothing to run.
     static func seal(_ db: PostgresConnection, _ stored: StoredBatch, now: Date) async throws -> (
         batch: StoredBatch, events: [BatchEvent]
     ) {
-        guard !stored.record.sealed else { return (stored, []) }
-        guard !stored.record.status.isEnded else {
-            throw StoreError(.invalidAppend, "batch \(stored.record.id) has ended")
-        }
+        guard try BatchRules.mustSeal(stored.record) else { return (stored, []) }
         try await db.run("UPDATE batches SET sealed = true WHERE key = \(stored.key)")
-        var current = try await batch(db, key: stored.key)!
-        var events: [BatchEvent] = []
-        events.append(
-            try await recordEvent(
-                db, current, .sealed, at: now, data: ["total": .number(Double(current.record.counts.total))]))
-        if current.record.status == .created {
-            let applied = try await apply(db, current, .preProcess, reason: nil, now: now)
-            current = applied.batch
-            events += applied.events
-            if !current.record.options.requireConfirmation && !current.record.dryRun {
-                let confirmed = try await apply(db, current, .confirm, reason: nil, now: now)
-                current = confirmed.batch
-                events += confirmed.events
-            }
-        }
-        let finished = try await finishIfDone(db, current, now: now)
-        return (finished.batch, events + finished.events)
+        let sealed = try await current(db, key: stored.key)
+        let event = try await recordEvent(
+            db, sealed, .sealed, at: now, data: EventData.sealed(total: sealed.record.counts.total))
+        let known = try await apply(db, sealed, BatchRules.actionsWhenItemsKnown(sealed.record), now: now)
+        let finished = try await finishIfDone(db, known.batch, now: now)
+        return (finished.batch, [event] + known.events + finished.events)
     }
 
-    /// Ends a sealed, running batch whose chunks are all done, by the outcome
-    /// rule. The caller holds the batch row, so two nodes finishing the last
-    /// chunks see each other's commits.
+    /// Ends a sealed, running batch whose chunks are all done
+    /// (``BatchRules/finishingAction(_:)``). The caller holds the batch row,
+    /// so two nodes finishing the last chunks see each other's commits.
     static func finishIfDone(_ db: PostgresConnection, _ stored: StoredBatch, now: Date) async throws -> (
         batch: StoredBatch, events: [BatchEvent]
     ) {
-        guard stored.record.sealed, stored.record.status.isRunnable else { return (stored, []) }
+        guard BatchRules.mayFinish(stored.record) else { return (stored, []) }
         let unfinished = try await db.count(
-            "SELECT 1 FROM chunks WHERE batch_key = \(stored.key) AND state != 2 LIMIT 1")
+            """
+            SELECT 1 FROM chunks WHERE batch_key = \(stored.key) AND state != \(ChunkState.done.rawValue) LIMIT 1
+            """)
         guard unfinished == 0 else { return (stored, []) }
-        switch BatchOutcome.whenAllTerminal(stored.record.counts) {
-        case .completed:
-            return try await apply(db, stored, .complete, reason: nil, now: now)
-        default:
-            return try await apply(db, stored, .fail, reason: "no item succeeded", now: now)
-        }
+        let finishing = BatchRules.finishingAction(stored.record)
+        return try await apply(db, stored, finishing.action, reason: finishing.reason, now: now)
     }
 
-    /// Makes one chunk claimable again, splitting it when it was rescued
-    /// `splitAfter` times so a poison item ends up alone and `dead`. The
-    /// chunk row is locked by the caller; the batch row is locked here.
+    /// Errors of a batch's items grouped by code, with samples.
+    static func errorGroups(_ db: PostgresConnection, _ key: Int64, samples: Int) async throws -> [ErrorGroup] {
+        let groups = try await db.rows(
+            """
+            SELECT error_code, error_category, count(*) AS n FROM items
+            WHERE batch_key = \(key) AND error_code IS NOT NULL AND status IN (\(unescaped: SQLList.itemsWithErrors))
+            GROUP BY error_code, error_category ORDER BY n DESC, error_code
+            """)
+        var result: [ErrorGroup] = []
+        for group in groups {
+            let row = PostgresStoredRow(row: group)
+            let code = try row.string(0)
+            let sampleRows = try await db.rows(
+                """
+                SELECT seq, error_message FROM items
+                WHERE batch_key = \(key) AND error_code = \(code) AND status IN (\(unescaped: SQLList.itemsWithErrors))
+                ORDER BY seq LIMIT \(Int64(samples))
+                """)
+            result.append(
+                ErrorGroup(
+                    code: code,
+                    category: try row.string(at: 1).flatMap(ErrorCategory.init(rawValue:)) ?? .retryable,
+                    count: try row.int64(2),
+                    samples: try sampleRows.map {
+                        let sample = PostgresStoredRow(row: $0)
+                        return ErrorSample(seq: try sample.int64(0), message: try sample.string(at: 1) ?? "")
+                    }))
+        }
+        return result
+    }
+
+    /// Rescues one chunk as ``RescueRules`` decides. The chunk row is locked
+    /// by the caller; the batch row is locked here.
     static func rescueChunk(
         _ db: PostgresConnection, chunk row: PostgresRandomAccessRow, now: Date, splitAfter: Int
     ) async throws -> RescuedChunk? {
-        let nowMS = now.milliseconds
-        let chunkID: Int64 = try row.get(0)
-        let key: Int64 = try row.get(1)
-        let first: Int64 = try row.get(2)
-        let last: Int64 = try row.get(3)
-        let rescues = try row.get(4, as: Int.self) + 1
-        let unfinished: Int64 = try row.get(5)
-        guard let stored = try await batch(db, key: key, lock: true) else { return nil }
-        var delta = BatchCounts()
-        delta.running = -unfinished
-        delta.rescued = unfinished
+        let read = PostgresStoredRow(row: row)
+        let chunk = RescueRules.Chunk(
+            id: try read.int64(0), batchKey: try read.int64(1), firstSeq: try read.int64(2),
+            lastSeq: try read.int64(3), rescues: try read.int(4), unfinished: try read.int64(5))
+        guard let stored = try await batch(db, key: chunk.batchKey, lock: true) else { return nil }
+        let ended = stored.record.status.isEnded
         try await db.run(
             """
-            UPDATE chunks SET lease_owner = NULL, lease_expires_at = NULL, claimed_items = 0, rescues = \(rescues)
-            WHERE id = \(chunkID)
+            UPDATE chunks SET lease_owner = NULL, lease_expires_at = NULL, claimed_items = 0,
+                rescues = \(Int64(chunk.rescuesAfter))
+            WHERE id = \(chunk.id)
             """)
-        var split = false
-        var quarantined: (seq: Int64, message: String)?
-        if stored.record.status.isEnded {
-            delta.add(try await cancelItems(db, key, first: first, last: last))
-            try await db.run("UPDATE chunks SET state = 2 WHERE id = \(chunkID)")
-        } else if rescues >= splitAfter {
-            let open = try await db.rows(
+        var open: [(seq: Int64, status: ItemStatus)] = []
+        if RescueRules.needsOpenItems(chunk, batchEnded: ended, splitAfter: splitAfter) {
+            open = try await db.rows(
                 """
-                SELECT seq, status FROM items WHERE batch_key = \(key) AND seq BETWEEN \(first) AND \(last)
-                  AND status IN (0, 3) ORDER BY seq
-                """)
-            if open.count == 1, let item = open.first {
-                let seq: Int64 = try item.get(0)
-                let previous = ItemStatus(rawValue: try item.get(1, as: Int.self)) ?? .pending
-                let message = "the item's worker stopped \(rescues) times while running it; quarantined"
-                try await db.run(
-                    """
-                    UPDATE items SET status = 5, error_code = 'worker_lost', error_message = \(message),
-                        error_category = 'retryable', next_attempt_at = NULL, updated_at = \(nowMS)
-                    WHERE batch_key = \(key) AND seq = \(seq)
-                    """)
-                delta.move(from: previous, to: .dead)
-                quarantined = (seq, message)
-                try await settleChunk(db, chunkID: chunkID, batchKey: key)
-            } else if open.count > 1 {
-                let middle: Int64 = try open[open.count / 2 - 1].get(0)
-                try await db.run(
-                    "UPDATE chunks SET last_seq = \(middle), state = 0, ready_at = 0 WHERE id = \(chunkID)")
-                try await db.run(
-                    """
-                    INSERT INTO chunks(batch_key, first_seq, last_seq, state, rescues)
-                    VALUES (\(key), \(middle + 1), \(last), 0, \(rescues))
-                    """)
-                try await db.notifyWork()
-                split = true
-            } else {
-                try await settleChunk(db, chunkID: chunkID, batchKey: key)
+                SELECT seq, status FROM items WHERE batch_key = \(chunk.batchKey)
+                  AND seq BETWEEN \(chunk.firstSeq) AND \(chunk.lastSeq)
+                  AND status IN (\(unescaped: SQLList.waitingItems)) ORDER BY seq
+                """
+            ).map { row in
+                let item = PostgresStoredRow(row: row)
+                return (try item.int64(0), ItemStatus(rawValue: try item.int(1)) ?? .pending)
             }
-        } else {
-            try await settleChunk(db, chunkID: chunkID, batchKey: key)
         }
-        try await addCounts(db, key, delta, releasingChunk: true)
-        if let quarantined {
+        var delta = RescueRules.counts(chunk)
+        var result = RescuedChunk(
+            batchID: stored.record.id, firstSeq: chunk.firstSeq, lastSeq: chunk.lastSeq, unfinished: chunk.unfinished,
+            split: false, quarantinedSeq: nil)
+        var quarantineError: ItemError?
+        switch RescueRules.decide(chunk, batchEnded: ended, splitAfter: splitAfter, openItems: open) {
+        case .cancelRest:
+            delta.add(try await cancelItems(db, chunk.batchKey, first: chunk.firstSeq, last: chunk.lastSeq))
+            try await closeChunk(db, chunkID: chunk.id)
+        case .settle:
+            try await settleChunk(db, chunkID: chunk.id, batchKey: chunk.batchKey)
+        case .quarantine(let seq, let previous, let message):
+            let error = RescueRules.quarantineError(message: message)
+            try await db.run(
+                """
+                UPDATE items SET status = \(Int16(ItemStatus.dead.rawValue)), error_code = \(error.code),
+                    error_message = \(error.message), error_category = \(error.category.rawValue),
+                    next_attempt_at = NULL, updated_at = \(now.milliseconds)
+                WHERE batch_key = \(chunk.batchKey) AND seq = \(seq)
+                """)
+            delta.move(from: previous, to: .dead)
+            result.quarantinedSeq = seq
+            quarantineError = error
+            try await settleChunk(db, chunkID: chunk.id, batchKey: chunk.batchKey)
+        case .split(let middle):
+            try await db.run(
+                """
+                UPDATE chunks SET last_seq = \(middle), state = \(ChunkState.pending.rawValue), ready_at = 0
+                WHERE id = \(chunk.id)
+                """)
+            try await db.run(
+                """
+                INSERT INTO chunks(batch_key, first_seq, last_seq, state, rescues)
+                VALUES (\(chunk.batchKey), \(middle + 1), \(chunk.lastSeq), \(ChunkState.pending.rawValue),
+                        \(Int64(chunk.rescuesAfter)))
+                """)
+            try await db.notifyWork()
+            result.split = true
+        }
+        try await addCounts(db, chunk.batchKey, delta, releasingChunk: true)
+        if let seq = result.quarantinedSeq {
             _ = try await recordEvent(
-                db, stored, .itemDead, at: now,
-                data: [
-                    "seq": .number(Double(quarantined.seq)), "code": "worker_lost",
-                    "message": .string(quarantined.message),
-                ])
+                db, stored, .itemDead, at: now, data: EventData.itemDead(seq: seq, error: quarantineError))
         }
-        _ = try await recordEvent(
-            db, stored, .chunkRescued, at: now,
-            data: [
-                "first_seq": .number(Double(first)), "last_seq": .number(Double(last)),
-                "unfinished": .number(Double(unfinished)), "split": .bool(split),
-            ])
-        if let current = try await batch(db, key: key) { _ = try await finishIfDone(db, current, now: now) }
-        return RescuedChunk(
-            batchID: stored.record.id, firstSeq: first, lastSeq: last, unfinished: unfinished, split: split,
-            quarantinedSeq: quarantined?.seq)
+        _ = try await recordEvent(db, stored, .chunkRescued, at: now, data: EventData.chunkRescued(result))
+        if let current = try await batch(db, key: chunk.batchKey) { _ = try await finishIfDone(db, current, now: now) }
+        return result
     }
 }

@@ -43,9 +43,9 @@ extension PostgresBatchStore {
             try await db.rows(
                 """
                 SELECT n.id, n.role, n.host, n.pid, n.workers, n.started_at, n.heartbeat_at,
-                       (SELECT count(*) FROM chunks c WHERE c.state = 1 AND c.lease_owner = n.id),
+                       (SELECT count(*) FROM chunks c WHERE c.state = \(ChunkState.leased.rawValue) AND c.lease_owner = n.id),
                        (SELECT coalesce(sum(c.claimed_items), 0)::bigint FROM chunks c
-                        WHERE c.state = 1 AND c.lease_owner = n.id),
+                        WHERE c.state = \(ChunkState.leased.rawValue) AND c.lease_owner = n.id),
                        EXISTS (SELECT 1 FROM leader l WHERE l.node = n.id AND l.expires_at >= \(now.milliseconds))
                 FROM nodes n WHERE n.heartbeat_at >= \(since.milliseconds) ORDER BY n.started_at, n.id
                 """
@@ -57,33 +57,5 @@ extension PostgresBatchStore {
                     runningItems: try row.get(8), isLeader: try row.get(9))
             }
         }
-    }
-
-    /// Listens on the work channel with one pooled connection; when the
-    /// connection drops it reconnects after a short pause and yields once,
-    /// since notifications sent meanwhile were lost.
-    public func workNotifications() -> AsyncStream<Void> {
-        let (stream, continuation) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
-        let logger = self.logger
-        let task = Task { [weak self] in
-            while !Task.isCancelled, let store = self {
-                do {
-                    // No deadline here: a listening connection stays leased as long as it listens.
-                    try await store.currentPool.client.withConnection { connection in
-                        try await connection.listen(on: Self.channel) { notifications in
-                            continuation.yield()
-                            for try await _ in notifications { continuation.yield() }
-                        }
-                    }
-                } catch {
-                    if Task.isCancelled { break }
-                    logger.warning("listening for work failed; reconnecting", metadata: ["error": "\(error)"])
-                }
-                try? await Task.sleep(for: .seconds(1))
-            }
-            continuation.finish()
-        }
-        continuation.onTermination = { _ in task.cancel() }
-        return stream
     }
 }

@@ -24,7 +24,7 @@ extension PostgresBatchStore {
             return try await db.rows(
                 PostgresQuery(
                     unsafeSQL:
-                        "SELECT \(BatchRecord.storedColumns) FROM batches \(filter) ORDER BY id DESC LIMIT \(limit)",
+                        "SELECT \(StoredBatch.columns) FROM batches \(filter) ORDER BY id DESC LIMIT \(limit)",
                     binds: binds)
             ).map { try Self.decodeBatch($0).record }
         }
@@ -56,8 +56,10 @@ extension PostgresBatchStore {
                 query = "\(unescaped: columns) WHERE batch_key = \(key) AND seq > \(after) ORDER BY seq LIMIT \(limit)"
             case .running:
                 query = """
-                    \(unescaped: columns) WHERE batch_key = \(key) AND seq > \(after) AND status IN (0, 3)
-                      AND EXISTS (SELECT 1 FROM chunks c WHERE c.batch_key = items.batch_key AND c.state = 1
+                    \(unescaped: columns) WHERE batch_key = \(key) AND seq > \(after)
+                      AND status IN (\(unescaped: SQLList.waitingItems))
+                      AND EXISTS (SELECT 1 FROM chunks c WHERE c.batch_key = items.batch_key
+                                  AND c.state = \(ChunkState.leased.rawValue)
                                   AND items.seq BETWEEN c.first_seq AND c.last_seq)
                     ORDER BY seq LIMIT \(limit)
                     """
@@ -104,32 +106,11 @@ extension PostgresBatchStore {
 
     public func errorGroups(of id: BatchID, samples: Int) async throws -> [ErrorGroup] {
         try await read { db in
-            let key = try await Self.key(db, id)
-            let groups = try await db.rows(
-                """
-                SELECT error_code, error_category, count(*) AS n FROM items
-                WHERE batch_key = \(key) AND error_code IS NOT NULL AND status IN (3, 4, 5)
-                GROUP BY error_code, error_category ORDER BY n DESC, error_code
-                """)
-            var result: [ErrorGroup] = []
-            for group in groups {
-                let code: String = try group.get(0)
-                let sampleRows = try await db.rows(
-                    """
-                    SELECT seq, error_message FROM items
-                    WHERE batch_key = \(key) AND error_code = \(code) AND status IN (3, 4, 5)
-                    ORDER BY seq LIMIT \(Int64(samples))
-                    """)
-                result.append(
-                    ErrorGroup(
-                        code: code,
-                        category: ErrorCategory(rawValue: try group.get(1, as: String?.self) ?? "") ?? .retryable,
-                        count: try group.get(2),
-                        samples: try sampleRows.map {
-                            ErrorSample(seq: try $0.get(0), message: try $0.get(1, as: String?.self) ?? "")
-                        }))
+            guard let stored = try await Self.batch(db, id: id) else {
+                throw StoreError(.batchNotFound, "no batch \(id)")
             }
-            return result
+            if stored.record.pruned, let summary = stored.record.decodedSummary { return summary.errorGroups }
+            return try await Self.errorGroups(db, stored.key, samples: max(0, min(samples, 100)))
         }
     }
 
@@ -170,7 +151,7 @@ extension PostgresBatchStore {
             try await db.one(
                 """
                 SELECT coalesce(sum(greatest(0, total - succeeded - skipped - dead - canceled)), 0)::bigint
-                FROM batches WHERE owner = \(owner) AND status NOT IN ('completed', 'failed', 'canceled')
+                FROM batches WHERE owner = \(owner) AND status IN (\(unescaped: SQLList.openBatches))
                 """
             )?.get(0) ?? 0
         }

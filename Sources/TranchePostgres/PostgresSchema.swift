@@ -162,7 +162,43 @@ enum PostgresSchema {
                 )
                 """,
             ]
-        )
+        ),
+        // Server records (TrancheHTTP): an idempotency record names the batch
+        // it created in the same transaction; deliveries keep their last attempt's time for pruning.
+        (
+            2,
+            [
+                "ALTER TABLE idempotency ADD COLUMN batch_id TEXT",
+                """
+                UPDATE idempotency SET batch_id = body::jsonb->>'id'
+                WHERE status IS NOT NULL AND body IS NOT NULL AND body LIKE '{%'
+                """,
+                "DELETE FROM idempotency WHERE batch_id IS NULL",
+                "ALTER TABLE idempotency ALTER COLUMN batch_id SET NOT NULL, DROP COLUMN status, DROP COLUMN body",
+                "CREATE INDEX idempotency_by_batch ON idempotency(batch_id)",
+                "ALTER TABLE deliveries ADD COLUMN last_attempt_at BIGINT",
+                """
+                UPDATE deliveries d
+                SET last_attempt_at = coalesce(d.delivered_at, (SELECT e.at FROM events e WHERE e.id = d.event_id), 0)
+                WHERE d.status <> 'pending'
+                """,
+                "CREATE INDEX deliveries_ended ON deliveries(last_attempt_at) WHERE status <> 'pending'",
+            ]
+        ),
+        // Batches: the batch-timeout clock and the summary kept after pruning.
+        (
+            3,
+            [
+                "ALTER TABLE batches ADD COLUMN processing_ms BIGINT NOT NULL DEFAULT 0",
+                "ALTER TABLE batches ADD COLUMN running_since BIGINT",
+                "ALTER TABLE batches ADD COLUMN summary TEXT",
+                """
+                UPDATE batches SET running_since = coalesce(started_at, confirmed_at, created_at)
+                WHERE status = 'processing'
+                """,
+                "CREATE INDEX batches_by_completion ON batches(completed_at) WHERE completed_at IS NOT NULL",
+            ]
+        ),
     ]
 
     /// Brings the database to the newest version, once, whatever other nodes do meanwhile.

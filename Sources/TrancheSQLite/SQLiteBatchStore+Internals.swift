@@ -2,52 +2,47 @@ import Foundation
 import GRDB
 import TrancheStore
 
-/// A batch row with its internal key.
-struct StoredBatch {
-    var key: Int64
-    var record: BatchRecord
+/// A GRDB row read by position, without trapping on NULL or a wrong type.
+struct SQLiteRow: StoredRow {
+    let row: Row
+
+    func int64(at index: Int) throws -> Int64? { try value(at: index, Int64.self) }
+    func string(at index: Int) throws -> String? { try value(at: index, String.self) }
+    func bool(at index: Int) throws -> Bool? { try value(at: index, Bool.self) }
+
+    private func value<T: DatabaseValueConvertible>(at index: Int, _ type: T.Type) throws -> T? {
+        guard index < row.count else { throw StoreError(.storage, "a stored row has no column \(index)") }
+        let stored: DatabaseValue = row[index]
+        if stored.isNull { return nil }
+        guard let value = T.fromDatabaseValue(stored) else {
+            throw StoreError(.storage, "a stored value in column \(index) has the wrong type")
+        }
+        return value
+    }
 }
 
 extension SQLiteBatchStore {
     static func decodeBatch(_ row: Row) throws -> StoredBatch {
-        var counts = BatchCounts()
-        counts.total = row[11]
-        counts.running = row[12]
-        counts.succeeded = row[13]
-        counts.failed = row[14]
-        counts.skipped = row[15]
-        counts.dead = row[16]
-        counts.canceled = row[17]
-        counts.retried = row[18]
-        counts.rescued = row[19]
-        let pausedFrom: String? = row[5]
-        let result: String? = row[21]
-        let cursor: String? = row[22]
-        let optionsText: String = row[7]
-        func date(_ index: Int) -> Date? { (row[index] as Int64?).map(Date.init(milliseconds:)) }
-        let record = BatchRecord(
-            id: BatchID(row[1] as String)!, type: row[2], owner: row[3],
-            status: BatchStatus(rawValue: row[4]) ?? .failed,
-            pausedFrom: pausedFrom.flatMap(BatchStatus.init(rawValue:)),
-            context: JSONText(unchecked: row[6]), options: try JSONText(unchecked: optionsText).decode(),
-            dryRun: row[8], priority: row[9], sealed: row[10], counts: counts, failureReason: row[20],
-            result: result.map(JSONText.init(unchecked:)), cursor: cursor.map(JSONText.init(unchecked:)),
-            createdAt: Date(milliseconds: row[23]), confirmedAt: date(24), startedAt: date(25),
-            completedAt: date(26), expiresAt: date(27))
-        return StoredBatch(key: row[0], record: record)
+        try StoredBatch(row: SQLiteRow(row: row))
     }
 
     static func batch(_ db: Database, key: Int64) throws -> StoredBatch? {
         try Row.fetchOne(
-            db.cachedStatement(sql: "SELECT \(BatchRecord.storedColumns) FROM batches WHERE key = ?"), arguments: [key]
+            db.cachedStatement(sql: "SELECT \(StoredBatch.columns) FROM batches WHERE key = ?"), arguments: [key]
         ).map(decodeBatch)
     }
 
     static func batch(_ db: Database, id: BatchID) throws -> StoredBatch? {
         try Row.fetchOne(
-            db.cachedStatement(sql: "SELECT \(BatchRecord.storedColumns) FROM batches WHERE id = ?"),
+            db.cachedStatement(sql: "SELECT \(StoredBatch.columns) FROM batches WHERE id = ?"),
             arguments: [id.rawValue]
         ).map(decodeBatch)
+    }
+
+    /// The batch with `key`, which the transaction has just written.
+    static func current(_ db: Database, key: Int64) throws -> StoredBatch {
+        guard let stored = try batch(db, key: key) else { throw StoreError(.batchNotFound, "no batch with key \(key)") }
+        return stored
     }
 
     static func requireBatch(_ db: Database, _ id: BatchID) throws -> StoredBatch {
@@ -84,7 +79,7 @@ extension SQLiteBatchStore {
         var rejected: Int64 = 0
         func closeChunk(through last: Int64) throws {
             let state = runnableInChunk > 0 ? ChunkState.pending : .done
-            try insertChunk.execute(arguments: [stored.key, chunkStart, last, state.rawValue])
+            try insertChunk.execute(arguments: [stored.key, chunkStart, last, state.stored])
             chunkStart = last + 1
             runnableInChunk = 0
         }
@@ -152,18 +147,17 @@ extension SQLiteBatchStore {
             ])
     }
 
-    /// Cancels the not-yet-terminal items of a seq range; returns the counter change.
+    /// Cancels the waiting items of a seq range; returns the counter change.
     static func cancelItems(_ db: Database, _ key: Int64, first: Int64, last: Int64) throws -> BatchCounts {
         var delta = BatchCounts()
         let cancel = try db.cachedStatement(
-            sql:
-                "UPDATE items SET status = 6, next_attempt_at = NULL WHERE batch_key = ? AND seq BETWEEN ? AND ? AND status = ?"
-        )
-        for status in [ItemStatus.pending, .failed] {
+            sql: """
+                UPDATE items SET status = \(ItemStatus.canceled.rawValue), next_attempt_at = NULL
+                WHERE batch_key = ? AND seq BETWEEN ? AND ? AND status = ?
+                """)
+        for status in ItemStatus.waiting {
             try cancel.execute(arguments: [key, first, last, status.rawValue])
-            let changed = Int64(db.changesCount)
-            delta[status] -= changed
-            delta.canceled += changed
+            delta.add(OutcomeRules.counts(moving: Int64(db.changesCount), from: status, to: .canceled, attempt: 0))
         }
         return delta
     }
@@ -172,150 +166,168 @@ extension SQLiteBatchStore {
     static func cancelPending(_ db: Database, _ stored: StoredBatch) throws {
         var delta = BatchCounts()
         let chunks = try Row.fetchAll(
-            db, sql: "SELECT first_seq, last_seq FROM chunks WHERE batch_key = ? AND state = 0",
+            db,
+            sql: "SELECT first_seq, last_seq FROM chunks WHERE batch_key = ? AND state = \(ChunkState.pending.stored)",
             arguments: [stored.key])
         for chunk in chunks {
             delta.add(try cancelItems(db, stored.key, first: chunk[0], last: chunk[1]))
         }
-        try db.execute(sql: "UPDATE chunks SET state = 2 WHERE batch_key = ? AND state = 0", arguments: [stored.key])
+        try db.execute(
+            sql: """
+                UPDATE chunks SET state = \(ChunkState.done.stored)
+                WHERE batch_key = ? AND state = \(ChunkState.pending.stored)
+                """,
+            arguments: [stored.key])
         try addCounts(db, stored.key, delta)
     }
 
-    /// Ends a chunk's lease and sets its state from its items: done when all
-    /// are terminal, otherwise pending again from the earliest due retry.
+    /// Ends a chunk's lease and sets its state from its items (``SettleRules``).
     static func settleChunk(_ db: Database, chunkID: Int64, batch: StoredBatch, now: Int64) throws {
-        let range = try Row.fetchOne(
-            db.cachedStatement(sql: "SELECT first_seq, last_seq FROM chunks WHERE id = ?"), arguments: [chunkID])!
+        guard
+            let range = try Row.fetchOne(
+                db.cachedStatement(sql: "SELECT first_seq, last_seq FROM chunks WHERE id = ?"), arguments: [chunkID])
+        else { return }
         let row = try Row.fetchOne(
             db.cachedStatement(
                 sql: """
-                    SELECT count(*), min(CASE WHEN status = 0 THEN 0 ELSE coalesce(next_attempt_at, 0) END)
-                    FROM items WHERE batch_key = ? AND seq BETWEEN ? AND ? AND status IN (0, 3)
+                    SELECT count(*), min(CASE WHEN status = \(ItemStatus.pending.rawValue) THEN 0
+                                         ELSE coalesce(next_attempt_at, 0) END)
+                    FROM items WHERE batch_key = ? AND seq BETWEEN ? AND ? AND status IN (\(SQLList.waitingItems))
                     """),
-            arguments: [batch.key, range[0], range[1]])!
-        let remaining: Int64 = row[0]
-        let readyAt: Int64 = row[1] ?? 0
+            arguments: [batch.key, range[0], range[1]])
+        let waiting = try row.map { try SQLiteRow(row: $0).int64(at: 0) ?? 0 } ?? 0
+        let readyAt = try row.flatMap { try SQLiteRow(row: $0).int64(at: 1) } ?? 0
         try db.cachedStatement(
             sql: """
                 UPDATE chunks SET state = ?, ready_at = ?, lease_owner = NULL, lease_expires_at = NULL,
                     claimed_items = 0 WHERE id = ?
                 """
-        ).execute(arguments: [remaining > 0 ? ChunkState.pending.rawValue : ChunkState.done.rawValue, readyAt, chunkID])
+        ).execute(arguments: [SettleRules.state(waitingItems: waiting).stored, readyAt, chunkID])
     }
 
-    static func next(_ record: BatchRecord, _ action: LifecycleAction) throws -> BatchStatus {
-        try BatchLifecycle.next(from: record.status, action, pausedFrom: record.pausedFrom)
+    /// Marks a chunk done and ends its lease.
+    static func closeChunk(_ db: Database, chunkID: Int64) throws {
+        try db.cachedStatement(
+            sql: """
+                UPDATE chunks SET state = \(ChunkState.done.stored), lease_owner = NULL, lease_expires_at = NULL,
+                    claimed_items = 0 WHERE id = ?
+                """
+        ).execute(arguments: [chunkID])
     }
 
-    /// Applies one lifecycle action with its side effects and event: the one
-    /// place where a batch's status changes.
+    /// Writes the lifecycle columns of `record` (``BatchRecord/lifecycleColumns``).
+    static func writeLifecycle(_ db: Database, _ key: Int64, _ record: BatchRecord) throws {
+        let values: [DatabaseValue] = record.lifecycleValues.map { value in
+            switch value {
+            case .int(let number): return number?.databaseValue ?? .null
+            case .text(let text): return text?.databaseValue ?? .null
+            }
+        }
+        try db.cachedStatement(
+            sql: "UPDATE batches SET \(BatchRecord.lifecycleAssignments { _ in "?" }) WHERE key = ?"
+        ).execute(arguments: StatementArguments(values + [key.databaseValue]))
+    }
+
+    /// Applies one lifecycle action as ``BatchRules/step(_:_:reason:now:data:)``
+    /// decides it: the one place where a batch's status is written.
     static func apply(
         _ db: Database, _ stored: StoredBatch, _ action: LifecycleAction, reason: String?, now: Date,
         data: [String: JSONValue] = [:]
     ) throws -> (batch: StoredBatch, events: [BatchEvent]) {
-        let from = stored.record.status
-        let to = try next(stored.record, action)
-        let nowMS = now.milliseconds
-        var assignments = ["status = ?"]
-        var arguments: [(any DatabaseValueConvertible)?] = [to.rawValue]
-        switch action {
-        case .pause:
-            assignments.append("paused_from = ?")
-            arguments.append(from.rawValue)
-        case .resume:
-            assignments.append("paused_from = NULL")
-        case .confirm:
-            assignments.append("confirmed_at = ?")
-            arguments.append(nowMS)
-        case .start:
-            assignments.append("started_at = coalesce(started_at, ?)")
-            arguments.append(nowMS)
-        case .retry where from.isEnded:
-            assignments += [
-                "completed_at = NULL", "expires_at = NULL", "failure_reason = NULL", "paused_from = NULL",
-                "confirmed_at = ?",
-            ]
-            arguments.append(nowMS)
-        default:
-            break
+        var step = try BatchRules.step(stored.record, action, reason: reason, now: now, data: data)
+        if step.cancelsWaitingItems { try cancelPending(db, stored) }
+        if step.endsBatch {
+            step.batch.counts = try current(db, key: stored.key).record.counts
+            step.batch.summary = try step.batch.summaryText(
+                errors: errorGroups(db, stored.key, samples: BatchSummary.samplesPerGroup))
         }
-        if action == .fail {
-            assignments.append("failure_reason = ?")
-            arguments.append((reason ?? "the batch failed").storable)
-        }
-        if to.isEnded {
-            assignments += ["completed_at = ?", "expires_at = ?"]
-            arguments += [nowMS, nowMS + Int64(stored.record.options.ttl * 1000)]
-        }
-        arguments.append(stored.key)
-        try db.execute(
-            sql: "UPDATE batches SET \(assignments.joined(separator: ", ")) WHERE key = ?",
-            arguments: StatementArguments(arguments))
-        if action == .cancel || action == .fail {
-            try cancelPending(db, stored)
-        }
-        var eventData = data
-        eventData["status"] = .string(to.rawValue)
-        eventData["from"] = .string(from.rawValue)
-        if let reason { eventData["reason"] = .string(reason) }
-        let updated = try batch(db, key: stored.key)!
-        let event = try recordEvent(db, updated, action.eventType, at: now, data: eventData)
+        try writeLifecycle(db, stored.key, step.batch)
+        let updated = try current(db, key: stored.key)
+        let event = try recordEvent(db, updated, step.event, at: now, data: step.eventData)
         return (updated, [event])
     }
 
-    /// Seals a batch: pre-processes it, confirms it unless confirmation is
-    /// required, and completes it at once when it holds nothing to run.
+    /// Applies `actions` in order.
+    static func apply(_ db: Database, _ stored: StoredBatch, _ actions: [LifecycleAction], now: Date) throws -> (
+        batch: StoredBatch, events: [BatchEvent]
+    ) {
+        var current = stored
+        var events: [BatchEvent] = []
+        for action in actions {
+            let applied = try apply(db, current, action, reason: nil, now: now)
+            current = applied.batch
+            events += applied.events
+        }
+        return (current, events)
+    }
+
+    /// Seals a batch: its items are known, so it is pre-processed, confirmed
+    /// unless that waits for a person, and finished at once when it holds nothing to run.
     static func seal(_ db: Database, _ stored: StoredBatch, now: Date) throws -> (
         batch: StoredBatch, events: [BatchEvent]
     ) {
-        guard !stored.record.sealed else { return (stored, []) }
-        guard !stored.record.status.isEnded else {
-            throw StoreError(.invalidAppend, "batch \(stored.record.id) has ended")
-        }
+        guard try BatchRules.mustSeal(stored.record) else { return (stored, []) }
         try db.execute(sql: "UPDATE batches SET sealed = 1 WHERE key = ?", arguments: [stored.key])
-        var current = try batch(db, key: stored.key)!
-        var events: [BatchEvent] = []
-        events.append(
-            try recordEvent(
-                db, current, .sealed, at: now, data: ["total": .number(Double(current.record.counts.total))]))
-        if current.record.status == .created {
-            let applied = try apply(db, current, .preProcess, reason: nil, now: now)
-            current = applied.batch
-            events += applied.events
-            if !current.record.options.requireConfirmation && !current.record.dryRun {
-                let confirmed = try apply(db, current, .confirm, reason: nil, now: now)
-                current = confirmed.batch
-                events += confirmed.events
-            }
-        }
-        let finished = try finishIfDone(db, current, now: now)
-        return (finished.batch, events + finished.events)
+        let sealed = try current(db, key: stored.key)
+        let event = try recordEvent(
+            db, sealed, .sealed, at: now, data: EventData.sealed(total: sealed.record.counts.total))
+        let known = try apply(db, sealed, BatchRules.actionsWhenItemsKnown(sealed.record), now: now)
+        let finished = try finishIfDone(db, known.batch, now: now)
+        return (finished.batch, [event] + known.events + finished.events)
     }
 
-    /// Ends a sealed, running batch whose chunks are all done, by the outcome rule.
+    /// Ends a sealed, running batch whose chunks are all done (``BatchRules/finishingAction(_:)``).
     static func finishIfDone(_ db: Database, _ stored: StoredBatch, now: Date) throws -> (
         batch: StoredBatch, events: [BatchEvent]
     ) {
-        guard stored.record.sealed, stored.record.status.isRunnable else { return (stored, []) }
+        guard BatchRules.mayFinish(stored.record) else { return (stored, []) }
         let unfinished =
             try Bool.fetchOne(
-                db.cachedStatement(sql: "SELECT EXISTS (SELECT 1 FROM chunks WHERE batch_key = ? AND state != 2)"),
+                db.cachedStatement(
+                    sql: """
+                        SELECT EXISTS (SELECT 1 FROM chunks WHERE batch_key = ? AND state != \(ChunkState.done.stored))
+                        """),
                 arguments: [stored.key]) ?? false
         guard !unfinished else { return (stored, []) }
-        switch BatchOutcome.whenAllTerminal(stored.record.counts) {
-        case .completed:
-            return try apply(db, stored, .complete, reason: nil, now: now)
-        default:
-            return try apply(db, stored, .fail, reason: "no item succeeded", now: now)
+        let finishing = BatchRules.finishingAction(stored.record)
+        return try apply(db, stored, finishing.action, reason: finishing.reason, now: now)
+    }
+
+    /// Errors of a batch's items grouped by code, with samples.
+    static func errorGroups(_ db: Database, _ key: Int64, samples: Int) throws -> [ErrorGroup] {
+        let groups = try Row.fetchAll(
+            db,
+            sql: """
+                SELECT error_code, error_category, count(*) AS n FROM items
+                WHERE batch_key = ? AND error_code IS NOT NULL AND status IN (\(SQLList.itemsWithErrors))
+                GROUP BY error_code, error_category ORDER BY n DESC, error_code
+                """,
+            arguments: [key])
+        return try groups.map { group in
+            let row = SQLiteRow(row: group)
+            let code = try row.string(0)
+            let sampleRows = try Row.fetchAll(
+                db,
+                sql: """
+                    SELECT seq, error_message FROM items
+                    WHERE batch_key = ? AND error_code = ? AND status IN (\(SQLList.itemsWithErrors))
+                    ORDER BY seq LIMIT ?
+                    """,
+                arguments: [key, code, samples])
+            return ErrorGroup(
+                code: code, category: try row.string(at: 1).flatMap(ErrorCategory.init(rawValue:)) ?? .retryable,
+                count: try row.int64(2),
+                samples: try sampleRows.map {
+                    let sample = SQLiteRow(row: $0)
+                    return ErrorSample(seq: try sample.int64(0), message: try sample.string(at: 1) ?? "")
+                })
         }
     }
 
-    /// Makes the chunks matching `condition` claimable again, splitting those
-    /// rescued `splitAfter` times so a poison item ends up alone and `dead`.
+    /// Rescues the chunks matching `condition` as ``RescueRules`` decides.
     static func rescue(
         _ db: Database, condition: String, arguments: StatementArguments, now: Date, splitAfter: Int
     ) throws -> [RescuedChunk] {
-        let nowMS = now.milliseconds
         let rows = try Row.fetchAll(
             db,
             sql: "SELECT id, batch_key, first_seq, last_seq, rescues, claimed_items FROM chunks WHERE \(condition)",
@@ -323,82 +335,86 @@ extension SQLiteBatchStore {
         var rescued: [RescuedChunk] = []
         var touched = Set<Int64>()
         for row in rows {
-            let chunkID: Int64 = row[0]
-            let key: Int64 = row[1]
-            let first: Int64 = row[2]
-            let last: Int64 = row[3]
-            let rescues: Int = row[4] + 1
-            let unfinished: Int64 = row[5]
-            guard let stored = try batch(db, key: key) else { continue }
-            touched.insert(key)
-            var delta = BatchCounts()
-            delta.running = -unfinished
-            delta.rescued = unfinished
-            try db.execute(
-                sql: "UPDATE batches SET leased_chunks = max(0, leased_chunks - 1) WHERE key = ?", arguments: [key])
-            try db.execute(
-                sql:
-                    "UPDATE chunks SET lease_owner = NULL, lease_expires_at = NULL, claimed_items = 0, rescues = ? WHERE id = ?",
-                arguments: [rescues, chunkID])
-            var split = false
-            var quarantined: Int64?
-            if stored.record.status.isEnded {
-                delta.add(try cancelItems(db, key, first: first, last: last))
-                try db.execute(sql: "UPDATE chunks SET state = 2 WHERE id = ?", arguments: [chunkID])
-            } else if rescues >= splitAfter {
-                let open = try Row.fetchAll(
-                    db,
-                    sql:
-                        "SELECT seq, status FROM items WHERE batch_key = ? AND seq BETWEEN ? AND ? AND status IN (0, 3) ORDER BY seq",
-                    arguments: [key, first, last])
-                if open.count == 1, let item = open.first {
-                    let seq: Int64 = item[0]
-                    let previous = ItemStatus(rawValue: item[1]) ?? .pending
-                    let message = "the item's worker stopped \(rescues) times while running it; quarantined"
-                    try db.execute(
-                        sql: """
-                            UPDATE items SET status = 5, error_code = 'worker_lost', error_message = ?,
-                                error_category = 'retryable', next_attempt_at = NULL, updated_at = ?
-                            WHERE batch_key = ? AND seq = ?
-                            """,
-                        arguments: [message, nowMS, key, seq])
-                    delta.move(from: previous, to: .dead)
-                    quarantined = seq
-                    _ = try recordEvent(
-                        db, stored, .itemDead, at: now,
-                        data: ["seq": .number(Double(seq)), "code": "worker_lost", "message": .string(message)])
-                    try settleChunk(db, chunkID: chunkID, batch: stored, now: nowMS)
-                } else if open.count > 1 {
-                    let middle: Int64 = open[open.count / 2 - 1][0]
-                    try db.execute(
-                        sql: "UPDATE chunks SET last_seq = ?, state = 0, ready_at = 0 WHERE id = ?",
-                        arguments: [middle, chunkID])
-                    try db.execute(
-                        sql:
-                            "INSERT INTO chunks(batch_key, first_seq, last_seq, state, rescues) VALUES (?, ?, ?, 0, ?)",
-                        arguments: [key, middle + 1, last, rescues])
-                    split = true
-                } else {
-                    try settleChunk(db, chunkID: chunkID, batch: stored, now: nowMS)
-                }
-            } else {
-                try settleChunk(db, chunkID: chunkID, batch: stored, now: nowMS)
-            }
-            try addCounts(db, key, delta)
-            let chunk = RescuedChunk(
-                batchID: stored.record.id, firstSeq: first, lastSeq: last, unfinished: unfinished, split: split,
-                quarantinedSeq: quarantined)
-            _ = try recordEvent(
-                db, stored, .chunkRescued, at: now,
-                data: [
-                    "first_seq": .number(Double(first)), "last_seq": .number(Double(last)),
-                    "unfinished": .number(Double(unfinished)), "split": .bool(split),
-                ])
-            rescued.append(chunk)
+            let read = SQLiteRow(row: row)
+            let chunk = RescueRules.Chunk(
+                id: try read.int64(0), batchKey: try read.int64(1), firstSeq: try read.int64(2),
+                lastSeq: try read.int64(3), rescues: try read.int(4), unfinished: try read.int64(5))
+            guard let stored = try batch(db, key: chunk.batchKey) else { continue }
+            touched.insert(chunk.batchKey)
+            rescued.append(try rescue(db, chunk, of: stored, now: now, splitAfter: splitAfter))
         }
         for key in touched {
             if let stored = try batch(db, key: key) { _ = try finishIfDone(db, stored, now: now) }
         }
         return rescued
+    }
+
+    /// Rescues one chunk of `stored`.
+    static func rescue(
+        _ db: Database, _ chunk: RescueRules.Chunk, of stored: StoredBatch, now: Date, splitAfter: Int
+    ) throws -> RescuedChunk {
+        let nowMS = now.milliseconds
+        let ended = stored.record.status.isEnded
+        try db.execute(
+            sql: "UPDATE batches SET leased_chunks = max(0, leased_chunks - 1) WHERE key = ?",
+            arguments: [chunk.batchKey])
+        try db.execute(
+            sql: """
+                UPDATE chunks SET lease_owner = NULL, lease_expires_at = NULL, claimed_items = 0, rescues = ?
+                WHERE id = ?
+                """,
+            arguments: [chunk.rescuesAfter, chunk.id])
+        var open: [(seq: Int64, status: ItemStatus)] = []
+        if RescueRules.needsOpenItems(chunk, batchEnded: ended, splitAfter: splitAfter) {
+            open = try Row.fetchAll(
+                db,
+                sql: """
+                    SELECT seq, status FROM items WHERE batch_key = ? AND seq BETWEEN ? AND ?
+                      AND status IN (\(SQLList.waitingItems)) ORDER BY seq
+                    """,
+                arguments: [chunk.batchKey, chunk.firstSeq, chunk.lastSeq]
+            ).map { row in
+                let read = SQLiteRow(row: row)
+                return (try read.int64(0), ItemStatus(rawValue: try read.int(1)) ?? .pending)
+            }
+        }
+        var delta = RescueRules.counts(chunk)
+        var result = RescuedChunk(
+            batchID: stored.record.id, firstSeq: chunk.firstSeq, lastSeq: chunk.lastSeq, unfinished: chunk.unfinished,
+            split: false, quarantinedSeq: nil)
+        switch RescueRules.decide(chunk, batchEnded: ended, splitAfter: splitAfter, openItems: open) {
+        case .cancelRest:
+            delta.add(try cancelItems(db, chunk.batchKey, first: chunk.firstSeq, last: chunk.lastSeq))
+            try closeChunk(db, chunkID: chunk.id)
+        case .settle:
+            try settleChunk(db, chunkID: chunk.id, batch: stored, now: nowMS)
+        case .quarantine(let seq, let previous, let message):
+            let error = RescueRules.quarantineError(message: message)
+            try db.execute(
+                sql: """
+                    UPDATE items SET status = \(ItemStatus.dead.rawValue), error_code = ?, error_message = ?,
+                        error_category = ?, next_attempt_at = NULL, updated_at = ?
+                    WHERE batch_key = ? AND seq = ?
+                    """,
+                arguments: [error.code, error.message, error.category.rawValue, nowMS, chunk.batchKey, seq])
+            delta.move(from: previous, to: .dead)
+            result.quarantinedSeq = seq
+            _ = try recordEvent(db, stored, .itemDead, at: now, data: EventData.itemDead(seq: seq, error: error))
+            try settleChunk(db, chunkID: chunk.id, batch: stored, now: nowMS)
+        case .split(let middle):
+            try db.execute(
+                sql: "UPDATE chunks SET last_seq = ?, state = \(ChunkState.pending.stored), ready_at = 0 WHERE id = ?",
+                arguments: [middle, chunk.id])
+            try db.execute(
+                sql: """
+                    INSERT INTO chunks(batch_key, first_seq, last_seq, state, rescues)
+                    VALUES (?, ?, ?, \(ChunkState.pending.stored), ?)
+                    """,
+                arguments: [chunk.batchKey, middle + 1, chunk.lastSeq, chunk.rescuesAfter])
+            result.split = true
+        }
+        try addCounts(db, chunk.batchKey, delta)
+        _ = try recordEvent(db, stored, .chunkRescued, at: now, data: EventData.chunkRescued(result))
+        return result
     }
 }

@@ -51,9 +51,9 @@ extension SQLiteBatchStore {
                 db,
                 sql: """
                     SELECT n.id, n.role, n.host, n.pid, n.workers, n.started_at, n.heartbeat_at,
-                           (SELECT count(*) FROM chunks c WHERE c.state = 1 AND c.lease_owner = n.id),
+                           (SELECT count(*) FROM chunks c WHERE c.state = \(ChunkState.leased.stored) AND c.lease_owner = n.id),
                            (SELECT coalesce(sum(c.claimed_items), 0) FROM chunks c
-                            WHERE c.state = 1 AND c.lease_owner = n.id),
+                            WHERE c.state = \(ChunkState.leased.stored) AND c.lease_owner = n.id),
                            EXISTS (SELECT 1 FROM leader l WHERE l.node = n.id AND l.expires_at >= ?)
                     FROM nodes n WHERE n.heartbeat_at >= ? ORDER BY n.started_at, n.id
                     """,

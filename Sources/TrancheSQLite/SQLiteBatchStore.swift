@@ -27,16 +27,21 @@ public final class SQLiteBatchStore: BatchStore {
         public var durability: Durability = .full
         /// Concurrent readers for queries. Default 4.
         public var readers: Int = 4
+        /// The size in bytes above which maintenance checkpoints the WAL and
+        /// truncates it, so it stays bounded under a steady load. Default 64 MiB.
+        public var walLimit: Int = 64 << 20
 
-        public init(durability: Durability = .full, readers: Int = 4) {
+        public init(durability: Durability = .full, readers: Int = 4, walLimit: Int = 64 << 20) {
             self.durability = durability
             self.readers = readers
+            self.walLimit = walLimit
         }
     }
 
     let pool: DatabasePool
     /// The file's path.
     public let path: String
+    let walLimit: Int
 
     /// Opens (creating if needed) the store at `path` and runs its migrations.
     public init(path: String, configuration: Configuration = Configuration()) throws {
@@ -45,11 +50,14 @@ public final class SQLiteBatchStore: BatchStore {
         config.maximumReaderCount = max(1, configuration.readers)
         config.foreignKeysEnabled = false
         let synchronous = configuration.durability == .normal ? "NORMAL" : "FULL"
+        let walLimit = max(1 << 20, configuration.walLimit)
         config.prepareDatabase { db in
             try db.execute(sql: "PRAGMA synchronous = \(synchronous)")
             try db.execute(sql: "PRAGMA cache_size = -16000")
+            try db.execute(sql: "PRAGMA journal_size_limit = \(walLimit)")
         }
         self.path = path
+        self.walLimit = walLimit
         self.pool = try DatabasePool(path: path, configuration: config)
         try Schema.migrator.migrate(pool)
     }
@@ -57,47 +65,43 @@ public final class SQLiteBatchStore: BatchStore {
     // MARK: - Submission
 
     public func createBatch(_ batch: NewBatch, items: [NewItem]) async throws -> BatchRecord {
+        try await write { db in try Self.insertBatch(db, batch, items: items).record }
+    }
+
+    /// Stores a batch, its first items and its first events inside the
+    /// caller's transaction (the idempotent submit adds its record to the same one).
+    static func insertBatch(_ db: Database, _ batch: NewBatch, items: [NewItem]) throws -> StoredBatch {
         let optionsText = try JSONText(encoding: batch.options).text
-        return try await write { db in
-            let now = batch.createdAt
-            let chunkSize = batch.options.chunkSize
-            let concurrency = batch.options.concurrency
-            let maxChunks = (concurrency + chunkSize - 1) / chunkSize + 1
-            try db.execute(
-                sql: """
-                    INSERT INTO batches(id, type, owner, status, context, options, dry_run, priority, sealed,
-                                        max_chunks, created_at)
-                    VALUES (?, ?, ?, 'created', ?, ?, ?, ?, 0, ?, ?)
-                    """,
-                arguments: [
-                    batch.id.rawValue, batch.type, batch.owner, batch.context.text, optionsText, batch.dryRun,
-                    batch.priority, maxChunks, now.milliseconds,
-                ])
-            let key = db.lastInsertedRowID
-            var stored = try Self.batch(db, key: key)!
-            _ = try Self.recordEvent(db, stored, .created, at: now, data: ["status": "created"])
-            try Self.insertItems(db, stored, startSeq: 0, items: items, now: now)
-            stored = try Self.batch(db, key: key)!
-            if batch.sealed {
-                stored = try Self.seal(db, stored, now: now).batch
-            } else if !batch.options.requireConfirmation && !batch.dryRun {
-                // Streaming uploads start running before the total is known.
-                stored = try Self.apply(db, stored, .preProcess, reason: nil, now: now).batch
-                stored = try Self.apply(db, stored, .confirm, reason: nil, now: now).batch
-            }
-            return stored.record
-        }
+        let now = batch.createdAt
+        try db.execute(
+            sql: """
+                INSERT INTO batches(id, type, owner, status, context, options, dry_run, priority, sealed,
+                                    max_chunks, created_at)
+                VALUES (?, ?, ?, '\(BatchStatus.created.rawValue)', ?, ?, ?, ?, 0, ?, ?)
+                """,
+            arguments: [
+                batch.id.rawValue, batch.type, batch.owner, batch.context.text, optionsText, batch.dryRun,
+                batch.priority, batch.options.maxChunksInFlight, now.milliseconds,
+            ])
+        let key = db.lastInsertedRowID
+        _ = try Self.recordEvent(
+            db, try Self.current(db, key: key), .created, at: now,
+            data: ["status": .string(BatchStatus.created.rawValue)])
+        try Self.insertItems(db, try Self.current(db, key: key), startSeq: 0, items: items, now: now)
+        let stored = try Self.current(db, key: key)
+        if batch.sealed { return try Self.seal(db, stored, now: now).batch }
+        return try Self.apply(db, stored, BatchRules.actionsForStreamingBatch(stored.record), now: now).batch
     }
 
     public func appendItems(
-        to id: BatchID, startSeq: Int64, items: [NewItem], cursor: JSONText?
+        to id: BatchID, startSeq: Int64, items: [NewItem], cursor: JSONText?, at now: Date
     ) async throws -> AppendResult {
         try await write { db in
             let stored = try Self.requireBatch(db, id)
             let total = stored.record.counts.total
             let fresh = items.dropFirst(
                 try stored.record.itemsAlreadyStored(appendingAt: startSeq, count: items.count))
-            try Self.insertItems(db, stored, startSeq: total, items: fresh, now: Date())
+            try Self.insertItems(db, stored, startSeq: total, items: fresh, now: now)
             if let cursor {
                 try db.execute(
                     sql: "UPDATE batches SET cursor = ? WHERE key = ?", arguments: [cursor.text, stored.key])
@@ -124,35 +128,34 @@ public final class SQLiteBatchStore: BatchStore {
 
     public func retry(_ id: BatchID, statuses: Set<ItemStatus>, at now: Date) async throws -> (BatchRecord, Int64) {
         try await write { db in
-            var stored = try Self.requireBatch(db, id)
-            // Checks the transition before touching any item.
-            _ = try Self.next(stored.record, .retry)
-            let codes = statuses.filter { $0 != .pending && $0 != .running && $0 != .succeeded }.map(\.rawValue)
-            guard !codes.isEmpty else { return (stored.record, 0) }
-            let list = codes.map(String.init).joined(separator: ",")
+            let stored = try Self.requireBatch(db, id)
+            let reset = try BatchRules.statusesToRetry(stored.record, statuses, at: now)
+            guard !reset.isEmpty else { return (stored.record, 0) }
             try db.execute(
                 sql: """
-                    UPDATE items SET status = 0, attempts = 0, next_attempt_at = NULL,
+                    UPDATE items SET status = \(ItemStatus.pending.rawValue), attempts = 0, next_attempt_at = NULL,
                         error_code = NULL, error_message = NULL, error_category = NULL, updated_at = ?
-                    WHERE batch_key = ? AND status IN (\(list))
-                      AND NOT EXISTS (SELECT 1 FROM chunks c WHERE c.batch_key = items.batch_key AND c.state = 1
+                    WHERE batch_key = ? AND status IN (\(SQLList.of(reset)))
+                      AND NOT EXISTS (SELECT 1 FROM chunks c WHERE c.batch_key = items.batch_key
+                                      AND c.state = \(ChunkState.leased.stored)
                                       AND items.seq BETWEEN c.first_seq AND c.last_seq)
                     """,
                 arguments: [now.milliseconds, stored.key])
-            let reset = Int64(db.changesCount)
+            let count = Int64(db.changesCount)
             try db.execute(
                 sql: """
-                    UPDATE chunks SET state = 0, ready_at = 0, rescues = 0
-                    WHERE batch_key = ? AND state = 2 AND EXISTS (
-                        SELECT 1 FROM items i WHERE i.batch_key = chunks.batch_key AND i.status = 0
+                    UPDATE chunks SET state = \(ChunkState.pending.stored), ready_at = 0, rescues = 0
+                    WHERE batch_key = ? AND state = \(ChunkState.done.stored) AND EXISTS (
+                        SELECT 1 FROM items i WHERE i.batch_key = chunks.batch_key
+                          AND i.status = \(ItemStatus.pending.rawValue)
                           AND i.seq BETWEEN chunks.first_seq AND chunks.last_seq)
                     """,
                 arguments: [stored.key])
             try Self.recountItems(db, stored.key)
-            stored = try Self.batch(db, key: stored.key)!
-            stored = try Self.apply(db, stored, .retry, reason: nil, now: now, data: ["items": .number(Double(reset))])
-                .batch
-            return (stored.record, reset)
+            let retried = try Self.apply(
+                db, try Self.current(db, key: stored.key), .retry, reason: nil, now: now,
+                data: EventData.retried(items: count))
+            return (retried.batch.record, count)
         }
     }
 
@@ -168,50 +171,22 @@ public final class SQLiteBatchStore: BatchStore {
     public func claimChunk(owner: String, leaseDuration: Double, now: Date) async throws -> ChunkLease? {
         try await write { db in
             let nowMS = now.milliseconds
-            let expires = nowMS + Int64(leaseDuration * 1000)
+            let expires = nowMS + Int64.saturating(leaseDuration * 1000)
             for _ in 0..<16 {
-                let token = try Int64.fetchOne(
-                    db.cachedStatement(
-                        sql: "UPDATE counters SET value = value + 1 WHERE name = 'lease_token' RETURNING value"))!
-                let claimed = try Row.fetchOne(
-                    db.cachedStatement(
-                        sql: """
-                            UPDATE chunks SET state = 1, lease_owner = ?, lease_token = ?, lease_expires_at = ?
-                            WHERE id = (
-                                SELECT (SELECT c.id FROM chunks c
-                                        WHERE c.batch_key = b.key AND c.state = 0 AND c.ready_at <= ?
-                                        ORDER BY c.ready_at, c.first_seq LIMIT 1) AS chunk
-                                FROM batches b
-                                WHERE b.status IN ('confirmed', 'processing') AND b.leased_chunks < b.max_chunks
-                                  AND chunk IS NOT NULL
-                                ORDER BY b.priority DESC, b.leased_chunks, b.last_claim_at, b.key
-                                LIMIT 1)
-                            RETURNING id, batch_key, first_seq, last_seq
-                            """),
-                    arguments: [owner, token, expires, nowMS])
-                guard let claimed else { return nil }
-                let chunkID: Int64 = claimed[0]
-                let batchKey: Int64 = claimed[1]
-                let firstSeq: Int64 = claimed[2]
-                let lastSeq: Int64 = claimed[3]
-                var items: [LeasedItem] = []
-                items.reserveCapacity(Int(lastSeq - firstSeq + 1))
-                let rows = try Row.fetchCursor(
-                    db.cachedStatement(
-                        sql: """
-                            SELECT seq, payload, attempts, status FROM items
-                            WHERE batch_key = ? AND seq BETWEEN ? AND ? AND status IN (0, 3)
-                              AND (next_attempt_at IS NULL OR next_attempt_at <= ?)
-                            """),
-                    arguments: [batchKey, firstSeq, lastSeq, nowMS])
-                while let row = try rows.next() {
-                    let status: Int = row[3]
-                    items.append(
-                        LeasedItem(
-                            seq: row[0], payload: JSONText(unchecked: row[1]), attempts: row[2],
-                            status: ItemStatus(rawValue: status) ?? .pending))
+                guard let token = try Int64.fetchOne(db.cachedStatement(sql: Self.nextTokenSQL)) else {
+                    throw StoreError(.storage, "the lease token counter is missing")
                 }
-                var stored = try Self.batch(db, key: batchKey)!
+                guard
+                    let claimed = try Row.fetchOne(
+                        db.cachedStatement(sql: Self.claimSQL), arguments: [owner, token, expires, nowMS])
+                else { return nil }
+                let chunk = SQLiteRow(row: claimed)
+                let chunkID = try chunk.int64(0)
+                let batchKey = try chunk.int64(1)
+                let firstSeq = try chunk.int64(2)
+                let lastSeq = try chunk.int64(3)
+                let items = try Self.dueItems(db, batchKey, firstSeq: firstSeq, lastSeq: lastSeq, now: nowMS)
+                var stored = try Self.current(db, key: batchKey)
                 if items.isEmpty {
                     // Nothing due after all: settle the chunk and look again.
                     try Self.settleChunk(db, chunkID: chunkID, batch: stored, now: nowMS)
@@ -226,8 +201,8 @@ public final class SQLiteBatchStore: BatchStore {
                         """
                 ).execute(arguments: [nowMS, items.count, batchKey])
                 if stored.record.status == .confirmed {
-                    stored = try Self.batch(db, key: batchKey)!
-                    _ = try Self.apply(db, stored, .start, reason: nil, now: now)
+                    stored = try Self.apply(db, try Self.current(db, key: batchKey), .start, reason: nil, now: now)
+                        .batch
                 }
                 return ChunkLease(
                     chunkID: chunkID, batchID: stored.record.id, type: stored.record.type, token: token,
@@ -237,6 +212,48 @@ public final class SQLiteBatchStore: BatchStore {
         }
     }
 
+    static let nextTokenSQL = "UPDATE counters SET value = value + 1 WHERE name = 'lease_token' RETURNING value"
+
+    /// Leases the next due chunk: highest priority first, then the batch with
+    /// the fewest chunks in flight, least recently served, oldest.
+    static let claimSQL = """
+        UPDATE chunks SET state = \(ChunkState.leased.stored), lease_owner = ?, lease_token = ?, lease_expires_at = ?
+        WHERE id = (
+            SELECT (SELECT c.id FROM chunks c
+                    WHERE c.batch_key = b.key AND c.state = \(ChunkState.pending.stored) AND c.ready_at <= ?
+                    ORDER BY c.ready_at, c.first_seq LIMIT 1) AS chunk
+            FROM batches b
+            WHERE b.status IN (\(SQLList.runnableBatches)) AND b.leased_chunks < b.max_chunks
+              AND chunk IS NOT NULL
+            ORDER BY b.priority DESC, b.leased_chunks, b.last_claim_at, b.key
+            LIMIT 1)
+        RETURNING id, batch_key, first_seq, last_seq
+        """
+
+    /// The items of a chunk that are due now: pending, or failed with their retry due.
+    static func dueItems(_ db: Database, _ batchKey: Int64, firstSeq: Int64, lastSeq: Int64, now: Int64) throws
+        -> [LeasedItem]
+    {
+        var items: [LeasedItem] = []
+        items.reserveCapacity(Int(clamping: lastSeq - firstSeq + 1))
+        let rows = try Row.fetchCursor(
+            db.cachedStatement(
+                sql: """
+                    SELECT seq, payload, attempts, status FROM items
+                    WHERE batch_key = ? AND seq BETWEEN ? AND ? AND status IN (\(SQLList.waitingItems))
+                      AND (next_attempt_at IS NULL OR next_attempt_at <= ?)
+                    """),
+            arguments: [batchKey, firstSeq, lastSeq, now])
+        while let row = try rows.next() {
+            let item = SQLiteRow(row: row)
+            items.append(
+                LeasedItem(
+                    seq: try item.int64(0), payload: JSONText(unchecked: try item.string(at: 1) ?? "null"),
+                    attempts: try item.int(2), status: ItemStatus(rawValue: try item.int(3)) ?? .pending))
+        }
+        return items
+    }
+
     public func checkpoint(
         _ lease: ChunkLease, outcomes: [ItemOutcome], finish: Bool, failBatch: String?, leaseDuration: Double,
         now: Date
@@ -244,86 +261,17 @@ public final class SQLiteBatchStore: BatchStore {
         try await write { db in
             let nowMS = now.milliseconds
             try db.cachedStatement(
-                sql: "UPDATE chunks SET lease_expires_at = ? WHERE id = ? AND lease_token = ? AND state = 1"
-            ).execute(arguments: [nowMS + Int64(leaseDuration * 1000), lease.chunkID, lease.token])
+                sql: """
+                    UPDATE chunks SET lease_expires_at = ?
+                    WHERE id = ? AND lease_token = ? AND state = \(ChunkState.leased.stored)
+                    """
+            ).execute(arguments: [nowMS + Int64.saturating(leaseDuration * 1000), lease.chunkID, lease.token])
             guard db.changesCount == 1 else {
                 throw StoreError(.leaseLost, "the lease on chunk \(lease.chunkID) was taken over")
             }
             var stored = try Self.requireBatch(db, lease.batchID)
             let ended = stored.record.status.isEnded
-            var delta = BatchCounts()
-            var events: [BatchEvent] = []
-            let update = RawStatement(
-                try db.cachedStatement(
-                    sql: """
-                        UPDATE items SET status = ?, attempts = ?, output = ?, error_code = ?, error_message = ?,
-                            error_category = ?, next_attempt_at = ?, updated_at = ?
-                        WHERE batch_key = ? AND seq = ?
-                        """))
-            let updateRange = RawStatement(
-                try db.cachedStatement(
-                    sql: """
-                        UPDATE items SET status = ?, attempts = ?, output = NULL, error_code = NULL,
-                            error_message = NULL, error_category = NULL, next_attempt_at = NULL, updated_at = ?
-                        WHERE batch_key = ? AND seq BETWEEN ? AND ?
-                        """))
-            // A retry of a batch that has ended will never come: cancel it.
-            let sorted = outcomes.sorted { $0.seq < $1.seq }
-            func storedStatus(of outcome: ItemOutcome) -> ItemStatus {
-                ended && outcome.status == .failed ? .canceled : outcome.status
-            }
-            func isPlain(_ outcome: ItemOutcome) -> Bool { outcome.output == nil && outcome.error == nil }
-            var index = 0
-            while index < sorted.count {
-                let outcome = sorted[index]
-                let status = storedStatus(of: outcome)
-                // Consecutive items with the same plain result are written as one range.
-                var last = index
-                if isPlain(outcome) {
-                    while last + 1 < sorted.count, sorted[last + 1].seq == sorted[last].seq + 1,
-                        isPlain(sorted[last + 1]), sorted[last + 1].attempt == outcome.attempt,
-                        storedStatus(of: sorted[last + 1]) == status
-                    {
-                        last += 1
-                    }
-                }
-                if last > index || isPlain(outcome) {
-                    updateRange.bind(1, Int64(status.rawValue))
-                    updateRange.bind(2, Int64(outcome.attempt))
-                    updateRange.bind(3, nowMS)
-                    updateRange.bind(4, stored.key)
-                    updateRange.bind(5, outcome.seq)
-                    updateRange.bind(6, sorted[last].seq)
-                    try updateRange.execute()
-                } else {
-                    update.bind(1, Int64(status.rawValue))
-                    update.bind(2, Int64(outcome.attempt))
-                    update.bind(3, outcome.output?.text.storable)
-                    update.bind(4, outcome.error?.code.storable)
-                    update.bind(5, outcome.error?.message.storable)
-                    update.bind(6, outcome.error?.category.rawValue)
-                    update.bind(7, status == .failed ? outcome.nextAttemptAt?.milliseconds : nil)
-                    update.bind(8, nowMS)
-                    update.bind(9, stored.key)
-                    update.bind(10, outcome.seq)
-                    try update.execute()
-                }
-                for item in sorted[index...last] {
-                    delta.move(from: item.previousStatus, to: status)
-                    if item.attempt > 1 { delta.retried += 1 }
-                    if status == .dead {
-                        events.append(
-                            try Self.recordEvent(
-                                db, stored, .itemDead, at: now,
-                                data: [
-                                    "seq": .number(Double(item.seq)),
-                                    "code": .string(item.error?.code ?? ""),
-                                    "message": .string(item.error?.message ?? ""),
-                                ]))
-                    }
-                }
-                index = last + 1
-            }
+            var (delta, events) = try Self.writeOutcomes(db, stored, outcomes, batchEnded: ended, now: now)
             delta.running = -Int64(outcomes.count)
             if finish {
                 let claimed =
@@ -332,48 +280,104 @@ public final class SQLiteBatchStore: BatchStore {
                         arguments: [lease.chunkID]) ?? 0
                 delta.running = -claimed
                 try db.cachedStatement(
-                    sql: "UPDATE batches SET leased_chunks = leased_chunks - 1 WHERE key = ?"
+                    sql: "UPDATE batches SET leased_chunks = max(0, leased_chunks - 1) WHERE key = ?"
                 ).execute(arguments: [stored.key])
+                if ended {
+                    delta.add(try Self.cancelItems(db, stored.key, first: lease.firstSeq, last: lease.lastSeq))
+                    try Self.closeChunk(db, chunkID: lease.chunkID)
+                } else {
+                    try Self.settleChunk(db, chunkID: lease.chunkID, batch: stored, now: nowMS)
+                }
             } else {
                 try db.cachedStatement(sql: "UPDATE chunks SET claimed_items = claimed_items - ? WHERE id = ?")
                     .execute(arguments: [outcomes.count, lease.chunkID])
             }
             try Self.addCounts(db, stored.key, delta)
-            stored = try Self.batch(db, key: stored.key)!
-            if finish {
-                if stored.record.status.isEnded {
-                    let canceled = try Self.cancelItems(db, stored.key, first: lease.firstSeq, last: lease.lastSeq)
-                    try Self.addCounts(db, stored.key, canceled)
-                    try db.cachedStatement(
-                        sql: "UPDATE chunks SET state = 2, lease_owner = NULL, lease_expires_at = NULL WHERE id = ?"
-                    ).execute(arguments: [lease.chunkID])
-                } else {
-                    try Self.settleChunk(db, chunkID: lease.chunkID, batch: stored, now: nowMS)
-                }
-                stored = try Self.batch(db, key: stored.key)!
-            }
-            if !stored.record.status.isEnded {
-                let reason =
-                    failBatch ?? BatchOutcome.failurePolicyTrips(stored.record.counts, options: stored.record.options)
-                if let reason {
-                    let applied = try Self.apply(db, stored, .fail, reason: reason, now: now)
-                    stored = applied.batch
-                    events += applied.events
-                } else if finish {
-                    let finished = try Self.finishIfDone(db, stored, now: now)
-                    stored = finished.batch
-                    events += finished.events
-                }
+            stored = try Self.current(db, key: stored.key)
+            if let reason = BatchRules.failureAfterCheckpoint(stored.record, fatal: failBatch) {
+                let applied = try Self.apply(db, stored, .fail, reason: reason, now: now)
+                stored = applied.batch
+                events += applied.events
+            } else if finish {
+                let finished = try Self.finishIfDone(db, stored, now: now)
+                stored = finished.batch
+                events += finished.events
             }
             return CheckpointResult(batchStatus: stored.record.status, counts: stored.record.counts, events: events)
         }
     }
 
+    /// Writes a checkpoint's outcomes as ``OutcomeRules`` groups them; returns
+    /// the counter change and the `item.dead` events.
+    static func writeOutcomes(
+        _ db: Database, _ stored: StoredBatch, _ outcomes: [ItemOutcome], batchEnded: Bool, now: Date
+    ) throws -> (BatchCounts, [BatchEvent]) {
+        let nowMS = now.milliseconds
+        let update = RawStatement(
+            try db.cachedStatement(
+                sql: """
+                    UPDATE items SET status = ?, attempts = ?, output = ?, error_code = ?, error_message = ?,
+                        error_category = ?, next_attempt_at = ?, updated_at = ?
+                    WHERE batch_key = ? AND seq = ?
+                    """))
+        let updateRange = RawStatement(
+            try db.cachedStatement(
+                sql: """
+                    UPDATE items SET status = ?, attempts = ?, output = NULL, error_code = NULL,
+                        error_message = NULL, error_category = NULL, next_attempt_at = NULL, updated_at = ?
+                    WHERE batch_key = ? AND seq BETWEEN ? AND ?
+                    """))
+        var delta = BatchCounts()
+        var events: [BatchEvent] = []
+        for run in OutcomeRules.runs(outcomes, batchEnded: batchEnded) {
+            switch run {
+            case .plain(let first, let last, let status, let attempt, let items):
+                updateRange.bind(1, Int64(status.rawValue))
+                updateRange.bind(2, Int64(attempt))
+                updateRange.bind(3, nowMS)
+                updateRange.bind(4, stored.key)
+                updateRange.bind(5, first)
+                updateRange.bind(6, last)
+                try updateRange.execute()
+                for item in items {
+                    delta.add(OutcomeRules.counts(moving: 1, from: item.previousStatus, to: status, attempt: attempt))
+                    if status == .dead {
+                        events.append(
+                            try Self.recordEvent(
+                                db, stored, .itemDead, at: now, data: EventData.itemDead(seq: item.seq, error: nil)))
+                    }
+                }
+            case .detailed(let outcome, let status):
+                update.bind(1, Int64(status.rawValue))
+                update.bind(2, Int64(outcome.attempt))
+                update.bind(3, outcome.output?.text.storable)
+                update.bind(4, outcome.error?.code.storable)
+                update.bind(5, outcome.error?.message.storable)
+                update.bind(6, outcome.error?.category.rawValue)
+                update.bind(7, OutcomeRules.nextAttempt(outcome, status: status)?.milliseconds)
+                update.bind(8, nowMS)
+                update.bind(9, stored.key)
+                update.bind(10, outcome.seq)
+                try update.execute()
+                delta.add(
+                    OutcomeRules.counts(
+                        moving: 1, from: outcome.previousStatus, to: status, attempt: outcome.attempt))
+                if status == .dead {
+                    events.append(
+                        try Self.recordEvent(
+                            db, stored, .itemDead, at: now,
+                            data: EventData.itemDead(seq: outcome.seq, error: outcome.error)))
+                }
+            }
+        }
+        return (delta, events)
+    }
+
     public func rescueExpiredLeases(now: Date, splitAfter: Int) async throws -> [RescuedChunk] {
         try await write { db in
             try Self.rescue(
-                db, condition: "state = 1 AND lease_expires_at < ?", arguments: [now.milliseconds], now: now,
-                splitAfter: splitAfter)
+                db, condition: "state = \(ChunkState.leased.stored) AND lease_expires_at < ?",
+                arguments: [now.milliseconds], now: now, splitAfter: splitAfter)
         }
     }
 
@@ -381,7 +385,8 @@ public final class SQLiteBatchStore: BatchStore {
         try await write { db in
             // The caller owns the file alone: whoever led before is gone too.
             try db.execute(sql: "DELETE FROM leader")
-            return try Self.rescue(db, condition: "state = 1", arguments: [], now: now, splitAfter: Int.max)
+            return try Self.rescue(
+                db, condition: "state = \(ChunkState.leased.stored)", arguments: [], now: now, splitAfter: Int.max)
         }
     }
 
@@ -390,52 +395,79 @@ public final class SQLiteBatchStore: BatchStore {
     public func enforceDeadlines(now: Date) async throws -> [BatchEvent] {
         try await write { db in
             var events: [BatchEvent] = []
-            let keys = try Int64.fetchAll(
-                db,
-                sql: """
-                    SELECT key FROM batches WHERE status IN ('created', 'pre_processed', 'confirmed', 'processing', 'paused')
-                    """)
-            for key in keys {
-                var stored = try Self.batch(db, key: key)!
-                let start = stored.record.startedAt ?? stored.record.confirmedAt ?? stored.record.createdAt
-                if now.timeIntervalSince(start) > stored.record.options.batchTimeout {
-                    let seconds = stored.record.options.batchTimeout
-                    events += try Self.apply(
-                        db, stored, .fail,
-                        reason: "batch_timeout: the batch ran longer than \(Int(seconds)) s", now: now
-                    ).events
-                    continue
-                }
-                if stored.record.status.isRunnable {
-                    let finished = try Self.finishIfDone(db, stored, now: now)
-                    stored = finished.batch
-                    events += finished.events
+            let rows = try Row.fetchAll(
+                db, sql: "SELECT key FROM batches WHERE status IN (\(SQLList.openBatches))")
+            for row in rows {
+                guard let stored = try Self.batch(db, key: try SQLiteRow(row: row).int64(0)) else { continue }
+                if let reason = BatchRules.timeoutReason(stored.record, at: now) {
+                    events += try Self.apply(db, stored, .fail, reason: reason, now: now).events
+                } else {
+                    events += try Self.finishIfDone(db, stored, now: now).events
                 }
             }
             return events
         }
     }
 
-    public func prune(now: Date, limit: Int) async throws -> Int {
-        try await write { db in
-            guard
-                let key = try Int64.fetchOne(
-                    db, sql: "SELECT key FROM batches WHERE pruned = 0 AND expires_at < ? ORDER BY expires_at LIMIT 1",
-                    arguments: [now.milliseconds])
-            else { return 0 }
-            try db.execute(
+    public func prune(now: Date, retention: Double, limit: Int) async throws -> Int {
+        let pruned = try await write { db -> Int in
+            if let key = try Int64.fetchOne(
+                db,
                 sql: """
-                    DELETE FROM items WHERE batch_key = ? AND seq < coalesce(
-                        (SELECT seq FROM items WHERE batch_key = ? ORDER BY seq LIMIT 1 OFFSET ?), 9223372036854775807)
+                    SELECT key FROM batches WHERE pruned = 0 AND expires_at < ? ORDER BY expires_at LIMIT 1
                     """,
-                arguments: [key, key, limit])
-            let deleted = db.changesCount
-            if deleted < limit {
-                try db.execute(sql: "DELETE FROM chunks WHERE batch_key = ?", arguments: [key])
-                try db.execute(sql: "UPDATE batches SET pruned = 1 WHERE key = ?", arguments: [key])
+                arguments: [now.milliseconds])
+            {
+                return try Self.pruneItems(db, key, limit: limit)
             }
-            return max(deleted, 1)
+            let forgetBefore = now.addingTimeInterval(-min(max(0, retention), BatchRules.maximumRetention))
+            return try Self.forgetBatches(db, endedBefore: forgetBefore, limit: limit)
         }
+        try await compactWAL(now: now)
+        return pruned
+    }
+
+    /// Deletes up to `limit` items of an expired batch; once none are left,
+    /// its chunks go and it is marked pruned (its summary stays).
+    static func pruneItems(_ db: Database, _ key: Int64, limit: Int) throws -> Int {
+        try db.execute(
+            sql: """
+                DELETE FROM items WHERE batch_key = ? AND seq < coalesce(
+                    (SELECT seq FROM items WHERE batch_key = ? ORDER BY seq LIMIT 1 OFFSET ?), 9223372036854775807)
+                """,
+            arguments: [key, key, limit])
+        let deleted = db.changesCount
+        if deleted < limit {
+            try db.execute(sql: "DELETE FROM chunks WHERE batch_key = ?", arguments: [key])
+            try db.execute(sql: "UPDATE batches SET pruned = 1 WHERE key = ?", arguments: [key])
+        }
+        return max(deleted, 1)
+    }
+
+    /// Deletes pruned batches that ended before `endedBefore`, with their
+    /// events, a few at a time.
+    static func forgetBatches(_ db: Database, endedBefore: Date, limit: Int) throws -> Int {
+        let keys = try Int64.fetchAll(
+            db,
+            sql: """
+                SELECT key FROM batches WHERE pruned = 1 AND completed_at < ? AND status IN (\(SQLList.endedBatches))
+                ORDER BY completed_at LIMIT ?
+                """,
+            arguments: [endedBefore.milliseconds, max(1, min(limit, 100))])
+        var deleted = 0
+        for key in keys {
+            try deleteRows(db, key)
+            deleted += 1
+        }
+        return deleted
+    }
+
+    /// Deletes a batch and everything it holds.
+    static func deleteRows(_ db: Database, _ key: Int64) throws {
+        for table in ["items", "chunks", "events"] {
+            try db.execute(sql: "DELETE FROM \(table) WHERE batch_key = ?", arguments: [key])
+        }
+        try db.execute(sql: "DELETE FROM batches WHERE key = ?", arguments: [key])
     }
 
     public func nextDueTime() async throws -> Date? {
@@ -444,7 +476,7 @@ public final class SQLiteBatchStore: BatchStore {
                 db,
                 sql: """
                     SELECT min(c.ready_at) FROM chunks c JOIN batches b ON b.key = c.batch_key
-                    WHERE c.state = 0 AND b.status IN ('confirmed', 'processing')
+                    WHERE c.state = \(ChunkState.pending.stored) AND b.status IN (\(SQLList.runnableBatches))
                     """)
             return ms.map(Date.init(milliseconds:))
         }
@@ -453,13 +485,8 @@ public final class SQLiteBatchStore: BatchStore {
     public func deleteBatch(_ id: BatchID) async throws {
         try await write { db in
             let stored = try Self.requireBatch(db, id)
-            guard stored.record.status.isEnded || stored.record.dryRun else {
-                throw StoreError(.conflict, "batch \(id) is \(stored.record.status); cancel it before deleting it")
-            }
-            try db.execute(sql: "DELETE FROM items WHERE batch_key = ?", arguments: [stored.key])
-            try db.execute(sql: "DELETE FROM chunks WHERE batch_key = ?", arguments: [stored.key])
-            try db.execute(sql: "DELETE FROM events WHERE batch_key = ?", arguments: [stored.key])
-            try db.execute(sql: "DELETE FROM batches WHERE key = ?", arguments: [stored.key])
+            try BatchRules.checkDeletable(stored.record)
+            try Self.deleteRows(db, stored.key)
         }
     }
 
@@ -492,7 +519,7 @@ public final class SQLiteBatchStore: BatchStore {
             let filter = conditions.isEmpty ? "" : "WHERE " + conditions.joined(separator: " AND ")
             arguments.append(max(1, min(query.limit, 1000)))
             let rows = try Row.fetchAll(
-                db, sql: "SELECT \(BatchRecord.storedColumns) FROM batches \(filter) ORDER BY id DESC LIMIT ?",
+                db, sql: "SELECT \(StoredBatch.columns) FROM batches \(filter) ORDER BY id DESC LIMIT ?",
                 arguments: StatementArguments(arguments))
             return try rows.map { try Self.decodeBatch($0).record }
         }
@@ -514,8 +541,9 @@ public final class SQLiteBatchStore: BatchStore {
             if let status {
                 if status == .running {
                     sql += """
-                         AND status IN (0, 3) AND EXISTS (SELECT 1 FROM chunks c WHERE c.batch_key = items.batch_key
-                         AND c.state = 1 AND items.seq BETWEEN c.first_seq AND c.last_seq)
+                         AND status IN (\(SQLList.waitingItems)) AND EXISTS (SELECT 1 FROM chunks c
+                         WHERE c.batch_key = items.batch_key AND c.state = \(ChunkState.leased.stored)
+                         AND items.seq BETWEEN c.first_seq AND c.last_seq)
                         """
                 } else {
                     sql += " AND status = ?"
@@ -566,27 +594,8 @@ public final class SQLiteBatchStore: BatchStore {
             guard let stored = try Self.batch(db, id: id) else {
                 throw StoreError(.batchNotFound, "no batch \(id)")
             }
-            let groups = try Row.fetchAll(
-                db,
-                sql: """
-                    SELECT error_code, error_category, count(*) AS n FROM items
-                    WHERE batch_key = ? AND error_code IS NOT NULL AND status IN (3, 4, 5)
-                    GROUP BY error_code, error_category ORDER BY n DESC, error_code
-                    """,
-                arguments: [stored.key])
-            return try groups.map { group in
-                let code: String = group[0]
-                let sampleRows = try Row.fetchAll(
-                    db,
-                    sql: """
-                        SELECT seq, error_message FROM items
-                        WHERE batch_key = ? AND error_code = ? AND status IN (3, 4, 5) ORDER BY seq LIMIT ?
-                        """,
-                    arguments: [stored.key, code, samples])
-                return ErrorGroup(
-                    code: code, category: ErrorCategory(rawValue: group[1]) ?? .retryable, count: group[2],
-                    samples: sampleRows.map { ErrorSample(seq: $0[0], message: $0[1] ?? "") })
-            }
+            if stored.record.pruned, let summary = stored.record.decodedSummary { return summary.errorGroups }
+            return try Self.errorGroups(db, stored.key, samples: max(0, min(samples, 100)))
         }
     }
 
@@ -630,7 +639,7 @@ public final class SQLiteBatchStore: BatchStore {
                 db,
                 sql: """
                     SELECT coalesce(sum(max(0, total - succeeded - skipped - dead - canceled)), 0) FROM batches
-                    WHERE owner = ? AND status NOT IN ('completed', 'failed', 'canceled')
+                    WHERE owner = ? AND status IN (\(SQLList.openBatches))
                     """,
                 arguments: [owner]) ?? 0
         }
@@ -643,9 +652,21 @@ public final class SQLiteBatchStore: BatchStore {
     /// Writes the WAL back into the database file and truncates it, so the
     /// WAL stays bounded however long the store runs.
     public func checkpointWAL() async throws {
-        try await pool.writeWithoutTransaction { db in
-            try db.execute(sql: "PRAGMA wal_checkpoint(TRUNCATE)")
+        do {
+            try await pool.writeWithoutTransaction { db in
+                try db.execute(sql: "PRAGMA wal_checkpoint(TRUNCATE)")
+            }
+        } catch let error as DatabaseError {
+            throw StoreError(.storage, "the database failed (\(error.resultCode))")
         }
+    }
+
+    /// Checkpoints the WAL when it has grown past the configured limit:
+    /// SQLite's automatic checkpoints cannot shrink it while readers overlap
+    /// without end, so maintenance does it.
+    func compactWAL(now: Date) async throws {
+        let size = (try? FileManager.default.attributesOfItem(atPath: path + "-wal")[.size] as? Int) ?? 0
+        if size > walLimit { try await checkpointWAL() }
     }
 
     /// A write transaction; database failures become `StoreError.storage`.

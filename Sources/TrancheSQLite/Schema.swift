@@ -151,13 +151,43 @@ enum Schema {
                     );
                     """)
         }
+        migrator.registerMigration("v5: processing clock, summaries, retention") { db in
+            try db.execute(
+                sql: """
+                    ALTER TABLE batches ADD COLUMN processing_ms INTEGER NOT NULL DEFAULT 0;
+                    ALTER TABLE batches ADD COLUMN running_since INTEGER;
+                    ALTER TABLE batches ADD COLUMN summary TEXT;
+                    UPDATE batches SET running_since = coalesce(started_at, confirmed_at, created_at)
+                    WHERE status = 'processing';
+                    CREATE INDEX batches_by_completion ON batches(completed_at) WHERE completed_at IS NOT NULL;
+                    """)
+        }
+        // Server records (TrancheHTTP): an idempotency record names the batch
+        // it created in the same transaction; deliveries keep their last attempt's time for pruning.
+        migrator.registerMigration("v6: idempotency records name their batch") { db in
+            try db.execute(
+                sql: """
+                    CREATE TABLE idempotency_v6 (
+                        tenant TEXT NOT NULL,
+                        key TEXT NOT NULL,
+                        fingerprint TEXT NOT NULL,
+                        batch_id TEXT NOT NULL,
+                        created_at INTEGER NOT NULL,
+                        PRIMARY KEY (tenant, key)
+                    ) WITHOUT ROWID;
+                    INSERT INTO idempotency_v6(tenant, key, fingerprint, batch_id, created_at)
+                    SELECT tenant, key, fingerprint, json_extract(body, '$.id'), created_at FROM idempotency
+                    WHERE status IS NOT NULL AND json_valid(body) AND json_extract(body, '$.id') IS NOT NULL;
+                    DROP TABLE idempotency;
+                    ALTER TABLE idempotency_v6 RENAME TO idempotency;
+                    CREATE INDEX idempotency_by_batch ON idempotency(batch_id);
+                    ALTER TABLE deliveries ADD COLUMN last_attempt_at INTEGER;
+                    UPDATE deliveries
+                    SET last_attempt_at = coalesce(delivered_at, (SELECT at FROM events WHERE id = event_id), 0)
+                    WHERE status <> 'pending';
+                    CREATE INDEX deliveries_ended ON deliveries(last_attempt_at) WHERE status <> 'pending';
+                    """)
+        }
         return migrator
     }
-}
-
-/// Chunk states as stored.
-enum ChunkState: Int64 {
-    case pending = 0
-    case leased = 1
-    case done = 2
 }

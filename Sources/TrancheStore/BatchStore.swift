@@ -48,8 +48,8 @@ public protocol BatchStore: Sendable {
     /// positions are kept, so a repeated append stores nothing twice.
     /// `cursor`, when given, is saved in the same transaction (a client's
     /// position in its input, for resuming).
-    func appendItems(to id: BatchID, startSeq: Int64, items: [NewItem], cursor: JSONText?) async throws
-        -> AppendResult
+    func appendItems(to id: BatchID, startSeq: Int64, items: [NewItem], cursor: JSONText?, at now: Date)
+        async throws -> AppendResult
 
     /// Ends the upload: no more appends; the batch can finish.
     func seal(_ id: BatchID, at now: Date) async throws -> BatchRecord
@@ -88,8 +88,12 @@ public protocol BatchStore: Sendable {
     /// sealed batches whose items are all terminal. Returns the events.
     func enforceDeadlines(now: Date) async throws -> [BatchEvent]
 
-    /// Deletes items and events of batches whose `expiresAt` passed, a few at a time.
-    func prune(now: Date, limit: Int) async throws -> Int
+    /// Retention, a small step at a time: deletes the items of batches whose
+    /// `expiresAt` passed (their summary stays), then forgets pruned batches
+    /// (row and events) that ended more than `retention` seconds ago. Also
+    /// keeps the store's own files bounded (SQLite's WAL). Returns the rows
+    /// it removed; 0 when there was nothing to do.
+    func prune(now: Date, retention: Double, limit: Int) async throws -> Int
 
     /// When the next retry becomes due, for the scheduler's sleep.
     func nextDueTime() async throws -> Date?

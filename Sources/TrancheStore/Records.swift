@@ -70,13 +70,25 @@ public struct BatchRecord: Sendable, Hashable {
     public var failureReason: String?
     /// The dry-run report or the strategy's summary.
     public var result: JSONText?
-    /// A client's position in its input, saved with each append (see ``BatchStore/appendItems(to:startSeq:items:cursor:)``).
+    /// A client's position in its input, saved with each append (see ``BatchStore/appendItems(to:startSeq:items:cursor:at:)``).
     public var cursor: JSONText?
     public var createdAt: Date
     public var confirmedAt: Date?
     public var startedAt: Date?
     public var completedAt: Date?
+    /// When the items' payloads and outputs are pruned (the batch's `ttl` after it ended).
     public var expiresAt: Date?
+    /// Seconds spent `processing` before the current run: the batch timeout
+    /// counts this plus the time since ``runningSince``, so time waiting for
+    /// confirmation or paused does not count, and a retry starts afresh.
+    public var processingTime: Double = 0
+    /// When the batch last entered `processing`, while it is there.
+    public var runningSince: Date?
+    /// The items were pruned: only the summary is left.
+    public var pruned: Bool = false
+    /// Counters, grouped errors and timings, stored when the batch ended
+    /// (see ``BatchSummary``): what is left once the items are pruned.
+    public var summary: JSONText?
 
     public init(
         id: BatchID, type: String, owner: String, status: BatchStatus, pausedFrom: BatchStatus?,
@@ -321,13 +333,4 @@ extension BatchRecord {
         }
         return Int(min(Int64(count), counts.total - startSeq))
     }
-}
-
-extension BatchRecord {
-    /// The `batches` columns both stores select, in the order their decoders read them.
-    package static let storedColumns = """
-        key, id, type, owner, status, paused_from, context, options, dry_run, priority, sealed,
-        total, running, succeeded, failed, skipped, dead, canceled, retried, rescued,
-        failure_reason, result, cursor, created_at, confirmed_at, started_at, completed_at, expires_at
-        """
 }

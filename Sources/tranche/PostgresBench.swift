@@ -18,7 +18,11 @@ struct PostgresBench {
 
     func run() async throws {
         let store = try await PostgresBatchStore(url: url)
-        defer { store.close() }
+        try await store.withRunning { try await measure(store) }
+    }
+
+    /// Prints the figures, the store running.
+    func measure(_ store: PostgresBatchStore) async throws {
         print("| measurement | result |")
         print("|---|---|")
         for nodes in nodeCounts {
@@ -35,7 +39,8 @@ struct PostgresBench {
                 let block = (seq..<(seq + count)).map {
                     NewItem(payload: JSONText(unchecked: #"{"id":\#($0),"email":"user\#($0)@example.com"}"#))
                 }
-                _ = try await store.appendItems(to: batch.id, startSeq: Int64(seq), items: block, cursor: nil)
+                _ = try await store.appendItems(
+                    to: batch.id, startSeq: Int64(seq), items: block, cursor: nil, at: Date())
                 seq += count
             }
             _ = try await store.seal(batch.id, at: Date())
@@ -82,7 +87,7 @@ struct PostgresBench {
         var seq = 0
         while seq < count {
             let block = (seq..<min(count, seq + 10_000)).map { NewItem(payload: JSONText(unchecked: "{\"n\":\($0)}")) }
-            _ = try await store.appendItems(to: batch.id, startSeq: Int64(seq), items: block, cursor: nil)
+            _ = try await store.appendItems(to: batch.id, startSeq: Int64(seq), items: block, cursor: nil, at: Date())
             seq += block.count
         }
         _ = try await store.seal(batch.id, at: Date())

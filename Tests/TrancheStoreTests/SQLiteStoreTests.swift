@@ -1,0 +1,32 @@
+import Foundation
+import Testing
+import TrancheSQLite
+import TrancheStore
+
+/// What only the SQLite store does.
+@Suite("SQLite store")
+struct SQLiteStoreTests {
+    @Test("maintenance keeps the WAL bounded under a steady load")
+    func walStaysBounded() async throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("tranche-wal-\(UUID())")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let path = directory.appendingPathComponent("wal.db").path
+        let limit = 1 << 20
+        let store = try SQLiteBatchStore(path: path, configuration: .init(durability: .normal, walLimit: limit))
+        let padding = String(repeating: "x", count: 2_000)
+        let items = (0..<2_000).map { NewItem(payload: JSONText(unchecked: "{\"n\":\($0),\"p\":\"\(padding)\"}")) }
+        // Each round writes about 4 MB (four times the limit) through the WAL;
+        // without a size limit and checkpoints the file keeps its largest size.
+        for round in 0..<4 {
+            _ = try await store.createBatch(NewBatch(type: "t", options: options(chunkSize: 500)), items: items)
+            _ = try await store.drainAll()
+            _ = try await store.prune(now: Date(), retention: 86_400, limit: 100)
+            #expect(try walSize(path) <= limit, "round \(round): the WAL is back under its limit after maintenance")
+        }
+    }
+
+    func walSize(_ path: String) throws -> Int {
+        (try FileManager.default.attributesOfItem(atPath: path + "-wal")[.size] as? Int) ?? 0
+    }
+}
