@@ -2,7 +2,7 @@ import CompressNIO
 import Foundation
 import HTTPTypes
 public import Hummingbird
-import Logging
+public import Logging
 import NIOCore
 public import Prometheus
 import Synchronization
@@ -54,6 +54,13 @@ public struct TrancheServer: Sendable {
         public var metrics: PrometheusCollectorRegistry?
         /// Hosts webhooks may call; nil allows any.
         public var webhookHosts: Set<String>?
+        /// Seconds a webhook delivery is kept once it ended (delivered, or
+        /// failed out of attempts). Default 7 days. Idempotency records need
+        /// no setting: they go with their batch, when it expires or is deleted.
+        public var deliveryRetention: Double = defaultDeliveryRetention
+
+        /// 7 days.
+        public static let defaultDeliveryRetention: Double = 7 * 86_400
 
         public init() {}
     }
@@ -66,6 +73,14 @@ public struct TrancheServer: Sendable {
         self.engine = engine
         self.store = store
         self.configuration = configuration
+    }
+
+    /// The webhook dispatcher for this server: it delivers to the hosts the
+    /// server allows and prunes what the server's retention lets go.
+    public func webhookDispatcher(logger: Logger) -> WebhookDispatcher {
+        var dispatcher = WebhookDispatcher.Configuration(allowedHosts: configuration.webhookHosts)
+        dispatcher.retention = configuration.deliveryRetention
+        return WebhookDispatcher(store: store, configuration: dispatcher, logger: logger)
     }
 
     /// The router with every route and middleware.
@@ -170,47 +185,47 @@ public struct TrancheServer: Sendable {
 
     // MARK: - Handlers
 
+    /// `POST /v1/batches`. With an idempotency key (the `Idempotency-Key`
+    /// header or `options.idempotency_key`), the key's record and the batch
+    /// are stored in one transaction: a repeat of the request, even after a
+    /// crash, answers the batch the key names; the same key with a different
+    /// body is a 422.
     func create(_ request: Request, _ context: TrancheRequestContext) async throws -> Response {
         let buffer = try await request.collectBody(limit: configuration.maxBodyBytes)
-        guard let key = request.headers[.idempotencyKey] else {
-            let (status, view) = try await createBatch(buffer, request, context)
-            return Self.json(view, status: status)
+        var creation = try creationRequest(request.decodeJSON(CreateBatchBody.self, from: buffer), context)
+        let key = try idempotencyKey(request, creation, fingerprint: Self.fingerprint(of: String(buffer: buffer)))
+        creation.submission.options.idempotencyKey = key?.key
+        if let key, let found = try await store.idempotencyRecord(tenant: key.tenant, key: key.key),
+            let existing = try await store.batch(found.batchID)
+        {
+            guard found.fingerprint == key.fingerprint else { throw Self.idempotencyMismatch }
+            return try await answer(creation, existing, replayed: true)
         }
-        guard !key.isEmpty, key.utf8.count <= 255 else {
-            throw Problem(.badRequest, "Idempotency-Key must be 1 to 255 bytes")
+        if let items = creation.items { try await admit(items.count, tenant: context.tenant) }
+        let prepared = try engine.prepareBatch(creation.submission, items: creation.items)
+        guard let key else {
+            let record = try await store.createBatch(prepared.batch, items: prepared.items)
+            return try await answer(creation, try await engine.accept(record), replayed: false)
         }
-        let fingerprint = Self.fingerprint(of: String(buffer: buffer))
-        switch try await store.beginIdempotent(tenant: context.tenant, key: key, fingerprint: fingerprint, at: Date()) {
-        case .inFlight:
-            throw Problem(.conflict, "a request with this Idempotency-Key is still being accepted", retryAfter: 1)
+        switch try await store.createBatch(prepared.batch, items: prepared.items, idempotency: key) {
+        case .created(let record):
+            return try await answer(creation, try await engine.accept(record), replayed: false)
+        case .existing(let record):
+            return try await answer(creation, record, replayed: true)
         case .mismatch:
-            throw Problem(.unprocessableContent, "this Idempotency-Key was used with a different request body")
-        case .completed(let status, let body):
-            return Response(
-                status: .init(code: status),
-                headers: [.contentType: "application/json", HTTPField.Name("Idempotent-Replayed")!: "true"],
-                body: .init(byteBuffer: ByteBuffer(string: body)))
-        case .started:
-            do {
-                let (status, view) = try await createBatch(buffer, request, context)
-                let text = try JSONText(encoding: view).text
-                try await store.completeIdempotent(
-                    tenant: context.tenant, key: key, status: Int(status.code), body: text)
-                return Response(
-                    status: status, headers: [.contentType: "application/json"],
-                    body: .init(byteBuffer: ByteBuffer(string: text)))
-            } catch {
-                try? await store.abandonIdempotent(tenant: context.tenant, key: key)
-                throw error
-            }
+            throw Self.idempotencyMismatch
         }
     }
 
-    /// Creates the batch and answers with its status and JSON (kept for idempotent replays).
-    func createBatch(_ buffer: ByteBuffer, _ request: Request, _ context: TrancheRequestContext) async throws
-        -> (HTTPResponse.Status, JSONValue)
-    {
-        let body = try request.decodeJSON(CreateBatchBody.self, from: buffer)
+    /// A checked `POST /v1/batches` body: what to store and how to answer.
+    struct CreationRequest {
+        var submission: Submission
+        /// Nil: an open batch, filled by uploads.
+        var items: [JSONText]?
+        var synchronous: Bool
+    }
+
+    func creationRequest(_ body: CreateBatchBody, _ context: TrancheRequestContext) throws -> CreationRequest {
         let mode = body.mode ?? "auto"
         guard ["auto", "sync", "async"].contains(mode) else {
             throw Problem(.unprocessableContent, "mode must be auto, sync or async, got '\(mode)'")
@@ -221,10 +236,8 @@ public struct TrancheServer: Sendable {
             type: body.type, context: try JSONText(encoding: body.context ?? [:]), options: options,
             dryRun: body.dryRun ?? false, priority: body.priority ?? 0, owner: context.tenant)
         guard let values = body.items else {
-            let record = try await engine.open(submission)
-            return (.accepted, accepted(record))
+            return CreationRequest(submission: submission, items: nil, synchronous: false)
         }
-        try await admit(values.count, tenant: context.tenant)
         guard values.count <= configuration.maxInlineItems else {
             throw Problem(
                 .contentTooLarge,
@@ -238,29 +251,67 @@ public struct TrancheServer: Sendable {
             }
             return text
         }
-        let synchronous =
-            mode == "sync" || (mode == "auto" && items.count <= configuration.syncThreshold)
-        let record = try await engine.submit(submission, items: items)
-        guard synchronous, !record.dryRun, !options.requireConfirmation else {
-            return record.dryRun ? (.ok, try await batchView(record)) : (.accepted, accepted(record))
+        let synchronous = mode == "sync" || (mode == "auto" && items.count <= configuration.syncThreshold)
+        return CreationRequest(submission: submission, items: items, synchronous: synchronous)
+    }
+
+    /// The request's idempotency key: the `Idempotency-Key` header or
+    /// `options.idempotency_key` (the same key if both are given), which the
+    /// batch's options then carry. Nil without either.
+    func idempotencyKey(_ request: Request, _ creation: CreationRequest, fingerprint: String) throws
+        -> IdempotencyKey?
+    {
+        let header = request.headers[.idempotencyKey]
+        let option = creation.submission.options.idempotencyKey
+        if let header, let option, header != option {
+            throw Problem(
+                .unprocessableContent, "the Idempotency-Key header and options.idempotency_key must be the same key")
         }
-        guard let ended = try await waitForEnd(record.id, seconds: configuration.syncTimeout) else {
-            return (.accepted, accepted(record))
+        guard let key = header ?? option else { return nil }
+        guard !key.isEmpty, key.utf8.count <= 255 else {
+            throw Problem(.badRequest, "Idempotency-Key must be 1 to 255 bytes")
         }
+        return IdempotencyKey(tenant: creation.submission.owner, key: key, fingerprint: fingerprint)
+    }
+
+    static let idempotencyMismatch = Problem(
+        .unprocessableContent, "this Idempotency-Key was used with a different request body")
+
+    /// The answer to a create, and to its repeats: an open batch, a queued
+    /// one or one waiting for confirmation is a 202; a dry run answers its
+    /// report; a synchronous batch is waited for (at most `syncTimeout`)
+    /// and answered whole with its outcomes.
+    func answer(_ creation: CreationRequest, _ record: BatchRecord, replayed: Bool) async throws -> Response {
+        var headers: HTTPFields = [.contentType: "application/json"]
+        if replayed { headers[.idempotentReplayed] = "true" }
+        func reply(_ status: HTTPResponse.Status, _ view: JSONValue) -> Response {
+            let text = (try? JSONText(encoding: view).text) ?? "{}"
+            return Response(status: status, headers: headers, body: .init(byteBuffer: ByteBuffer(string: text)))
+        }
+        guard creation.items != nil else { return reply(.accepted, accepted(record)) }
+        if record.dryRun { return reply(.ok, try await batchView(record)) }
+        guard creation.synchronous, !record.options.requireConfirmation,
+            let ended = try await waitForEnd(record.id, seconds: configuration.syncTimeout)
+        else { return reply(.accepted, accepted(record)) }
+        return reply(.ok, try await synchronousResult(ended))
+    }
+
+    /// A finished batch with every item's outcome and the error groups.
+    func synchronousResult(_ ended: BatchRecord) async throws -> JSONValue {
         var outcomes: [JSONValue] = []
         var after: Int64? = nil
         while true {
-            let page = try await store.items(of: record.id, status: nil, afterSeq: after, limit: 1_000)
+            let page = try await store.items(of: ended.id, status: nil, afterSeq: after, limit: 1_000)
             outcomes += page.map { WireFormat.item($0, includingPayload: false) }
             guard page.count == 1_000, let last = page.last else { break }
             after = last.seq
         }
-        let groups = try await store.errorGroups(of: record.id, samples: 5)
-        guard case .object(var view) = try await batchView(ended) else { return (.ok, [:]) }
+        let groups = try await store.errorGroups(of: ended.id, samples: 5)
+        guard case .object(var view) = try await batchView(ended) else { return [:] }
         view["queued"] = false
         view["items"] = .array(outcomes)
         view["error_groups"] = .array(groups.map(Views.errorGroup))
-        return (.ok, .object(view))
+        return .object(view)
     }
 
     /// Answers 429 at once when `count` more items would put the tenant over its queue limit.
@@ -556,4 +607,5 @@ public struct TrancheServer: Sendable {
 
 extension HTTPField.Name {
     static let idempotencyKey = HTTPField.Name("Idempotency-Key")!
+    static let idempotentReplayed = HTTPField.Name("Idempotent-Replayed")!
 }

@@ -25,6 +25,14 @@ public final class WebhookDispatcher: Service, Sendable {
         public var timeout: Double = 10
         /// Seconds between looks for new events when idle. Default 0.2.
         public var pollInterval: Double = 0.2
+        /// Seconds a delivery is kept once it ended (delivered, or failed out
+        /// of attempts). Default 7 days. The server passes its `deliveryRetention`.
+        public var retention: Double = TrancheServer.Configuration.defaultDeliveryRetention
+        /// Seconds between prunings of ended deliveries and expired
+        /// idempotency records. Default 60.
+        public var pruneInterval: Double = 60
+        /// Rows one pruning step deletes at most, per kind. Default 500.
+        public var pruneBatchSize: Int = 500
 
         public init(allowedHosts: Set<String>? = nil) {
             self.allowedHosts = allowedHosts
@@ -67,9 +75,14 @@ public final class WebhookDispatcher: Service, Sendable {
 
     func deliverUntilShutdown() async throws {
         try await cancelWhenGracefulShutdown {
+            var nextPruning = ContinuousClock.now
             while !Task.isCancelled {
                 var busy = false
                 do {
+                    if ContinuousClock.now >= nextPruning {
+                        try await self.pruneRecords()
+                        nextPruning = .now + .milliseconds(Int(self.configuration.pruneInterval * 1000))
+                    }
                     busy = try await self.store.queueDeliveries(limit: 500, now: Date()) > 0
                     let due = try await self.store.dueDeliveries(now: Date(), limit: 32)
                     busy = busy || !due.isEmpty
@@ -83,6 +96,18 @@ public final class WebhookDispatcher: Service, Sendable {
                 }
                 if !busy { try await Task.sleep(for: .milliseconds(Int(self.configuration.pollInterval * 1000))) }
             }
+        }
+    }
+
+    /// Deletes ended deliveries older than the retention and idempotency
+    /// records whose batch expired, in small steps (at most 100 per call).
+    func pruneRecords() async throws {
+        for _ in 0..<100 where !Task.isCancelled {
+            let now = Date()
+            let pruned = try await store.pruneServerRecords(
+                now: now, deliveriesEndedBefore: now.addingTimeInterval(-configuration.retention),
+                limit: configuration.pruneBatchSize)
+            guard pruned >= configuration.pruneBatchSize else { return }
         }
     }
 

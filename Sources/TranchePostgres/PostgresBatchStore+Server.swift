@@ -44,42 +44,85 @@ extension PostgresBatchStore {
             revokedAt: try row.get(4, as: Int64?.self).map(Date.init(milliseconds:)))
     }
 
-    public func beginIdempotent(tenant: String, key: String, fingerprint: String, at now: Date) async throws
-        -> IdempotencyState
+    public func createBatch(_ batch: NewBatch, items: [NewItem], idempotency: IdempotencyKey) async throws
+        -> IdempotentCreation
     {
         try await write { db in
-            let inserted = try await db.count(
+            // The key's row comes first: a concurrent request with the same
+            // key waits on it until this transaction ends, then sees its batch.
+            let claimed = try await db.count(
                 """
-                INSERT INTO idempotency(tenant, key, fingerprint, created_at)
-                VALUES (\(tenant), \(key), \(fingerprint), \(now.milliseconds))
+                INSERT INTO idempotency(tenant, key, fingerprint, batch_id, created_at)
+                VALUES (\(idempotency.tenant), \(idempotency.key), \(idempotency.fingerprint), \(batch.id.rawValue),
+                        \(batch.createdAt.milliseconds))
                 ON CONFLICT (tenant, key) DO NOTHING RETURNING 1
                 """)
-            if inserted == 1 { return .started }
-            guard
-                let row = try await db.one(
-                    "SELECT fingerprint, status, body FROM idempotency WHERE tenant = \(tenant) AND key = \(key)")
-            else { return .inFlight }
-            guard try row.get(0, as: String.self) == fingerprint else { return .mismatch }
-            guard let status = try row.get(1, as: Int?.self), let body = try row.get(2, as: String?.self) else {
-                return .inFlight
+            if claimed == 0 {
+                guard
+                    let found = try await Self.fetchIdempotency(
+                        db, tenant: idempotency.tenant, key: idempotency.key, lock: true)
+                else {
+                    // Pruned between the two statements: run the transaction again.
+                    throw RetryableConflict(sqlState: "40001")
+                }
+                if let stored = try await Self.batch(db, id: found.batchID) {
+                    return found.fingerprint == idempotency.fingerprint ? .existing(stored.record) : .mismatch
+                }
+                // The key's batch was deleted: the key is free again.
+                try await db.run(
+                    """
+                    UPDATE idempotency SET fingerprint = \(idempotency.fingerprint), batch_id = \(batch.id.rawValue),
+                        created_at = \(batch.createdAt.milliseconds)
+                    WHERE tenant = \(idempotency.tenant) AND key = \(idempotency.key)
+                    """)
             }
-            return .completed(status: status, body: body)
+            return .created(try await Self.insertBatch(db, batch, items: items).record)
         }
     }
 
-    public func completeIdempotent(tenant: String, key: String, status: Int, body: String) async throws {
+    public func idempotencyRecord(tenant: String, key: String) async throws -> IdempotencyRecord? {
+        try await read { db in try await Self.fetchIdempotency(db, tenant: tenant, key: key, lock: false) }
+    }
+
+    static func fetchIdempotency(_ db: PostgresConnection, tenant: String, key: String, lock: Bool) async throws
+        -> IdempotencyRecord?
+    {
+        let query: PostgresQuery =
+            lock
+            ? """
+            SELECT tenant, key, fingerprint, batch_id, created_at FROM idempotency
+            WHERE tenant = \(tenant) AND key = \(key) FOR UPDATE
+            """
+            : """
+            SELECT tenant, key, fingerprint, batch_id, created_at FROM idempotency
+            WHERE tenant = \(tenant) AND key = \(key)
+            """
+        guard let row = try await db.one(query), let id = BatchID(try row.get(3, as: String.self)) else { return nil }
+        return IdempotencyRecord(
+            tenant: try row.get(0), key: try row.get(1), fingerprint: try row.get(2), batchID: id,
+            createdAt: Date(milliseconds: try row.get(4)))
+    }
+
+    public func pruneServerRecords(now: Date, deliveriesEndedBefore: Date, limit: Int) async throws -> Int {
         try await write { db in
-            try await db.run(
+            let deliveries = try await db.count(
                 """
-                UPDATE idempotency SET status = \(status), body = \(body) WHERE tenant = \(tenant) AND key = \(key)
+                DELETE FROM deliveries WHERE id IN (
+                    SELECT id FROM deliveries
+                    WHERE status <> 'pending' AND last_attempt_at < \(deliveriesEndedBefore.milliseconds)
+                    UNION ALL
+                    SELECT d.id FROM deliveries d WHERE NOT EXISTS (SELECT 1 FROM events e WHERE e.id = d.event_id)
+                    LIMIT \(Int64(limit)))
+                RETURNING 1
                 """)
-        }
-    }
-
-    public func abandonIdempotent(tenant: String, key: String) async throws {
-        try await write { db in
-            try await db.run(
-                "DELETE FROM idempotency WHERE tenant = \(tenant) AND key = \(key) AND status IS NULL")
+            let records = try await db.count(
+                """
+                DELETE FROM idempotency WHERE (tenant, key) IN (
+                    SELECT i.tenant, i.key FROM idempotency i LEFT JOIN batches b ON b.id = i.batch_id
+                    WHERE b.id IS NULL OR b.expires_at <= \(now.milliseconds) LIMIT \(Int64(limit)))
+                RETURNING 1
+                """)
+            return deliveries + records
         }
     }
 
@@ -163,7 +206,7 @@ extension PostgresBatchStore {
             try await db.rows(
                 """
                 SELECT d.id, d.webhook_id, d.event_id, d.status, d.attempts, d.last_status_code, d.last_error,
-                       d.next_attempt_at, d.delivered_at,
+                       d.next_attempt_at, d.delivered_at, d.last_attempt_at,
                        w.id, w.tenant, w.url, w.events, w.secret, w.created_at,
                        e.type, e.at, e.data, b.id
                 FROM deliveries d
@@ -176,13 +219,13 @@ extension PostgresBatchStore {
             ).compactMap { row in
                 let delivery = try Self.decodeDelivery(row)
                 let hook = WebhookRecord(
-                    id: try row.get(9), tenant: try row.get(10), url: try row.get(11),
-                    events: try JSONText(unchecked: try row.get(12)).decode([String].self), secret: try row.get(13),
-                    createdAt: Date(milliseconds: try row.get(14)))
-                guard let batchID = BatchID(try row.get(18, as: String.self)) else { return nil }
+                    id: try row.get(10), tenant: try row.get(11), url: try row.get(12),
+                    events: try JSONText(unchecked: try row.get(13)).decode([String].self), secret: try row.get(14),
+                    createdAt: Date(milliseconds: try row.get(15)))
+                guard let batchID = BatchID(try row.get(19, as: String.self)) else { return nil }
                 let event = BatchEvent(
-                    id: delivery.eventID, batchID: batchID, type: BatchEventType(rawValue: try row.get(15)),
-                    at: Date(milliseconds: try row.get(16)), data: try JSONText(unchecked: try row.get(17)).value())
+                    id: delivery.eventID, batchID: batchID, type: BatchEventType(rawValue: try row.get(16)),
+                    at: Date(milliseconds: try row.get(17)), data: try JSONText(unchecked: try row.get(18)).value())
                 return (delivery, hook, event)
             }
         }
@@ -193,7 +236,8 @@ extension PostgresBatchStore {
             id: try row.get(0), webhookID: try row.get(1), eventID: try row.get(2), status: try row.get(3),
             attempts: try row.get(4), lastStatusCode: try row.get(5), lastError: try row.get(6),
             nextAttemptAt: try row.get(7, as: Int64?.self).map(Date.init(milliseconds:)),
-            deliveredAt: try row.get(8, as: Int64?.self).map(Date.init(milliseconds:)))
+            deliveredAt: try row.get(8, as: Int64?.self).map(Date.init(milliseconds:)),
+            lastAttemptAt: try row.get(9, as: Int64?.self).map(Date.init(milliseconds:)))
     }
 
     public func recordDelivery(
@@ -205,7 +249,8 @@ extension PostgresBatchStore {
             try await db.run(
                 """
                 UPDATE deliveries SET status = \(status), attempts = attempts + 1, last_status_code = \(statusCode),
-                    last_error = \(error), next_attempt_at = \(nextAttemptAt?.milliseconds), delivered_at = \(deliveredAt)
+                    last_error = \(error), next_attempt_at = \(nextAttemptAt?.milliseconds), delivered_at = \(deliveredAt),
+                    last_attempt_at = \(now.milliseconds)
                 WHERE id = \(id)
                 """)
         }
@@ -216,7 +261,7 @@ extension PostgresBatchStore {
             try await db.rows(
                 """
                 SELECT id, webhook_id, event_id, status, attempts, last_status_code, last_error, next_attempt_at,
-                       delivered_at
+                       delivered_at, last_attempt_at
                 FROM deliveries WHERE webhook_id = \(webhookID) ORDER BY id DESC LIMIT \(Int64(limit))
                 """
             ).map(Self.decodeDelivery)

@@ -43,39 +43,71 @@ extension SQLiteBatchStore: ServerStore {
             revokedAt: (row[4] as Int64?).map(Date.init(milliseconds:)))
     }
 
-    public func beginIdempotent(tenant: String, key: String, fingerprint: String, at now: Date) async throws
-        -> IdempotencyState
+    public func createBatch(_ batch: NewBatch, items: [NewItem], idempotency: IdempotencyKey) async throws
+        -> IdempotentCreation
     {
         try await write { db in
-            if let row = try Row.fetchOne(
-                db, sql: "SELECT fingerprint, status, body FROM idempotency WHERE tenant = ? AND key = ?",
-                arguments: [tenant, key])
-            {
-                let stored: String = row[0]
-                guard stored == fingerprint else { return .mismatch }
-                guard let status = row[1] as Int?, let body = row[2] as String? else { return .inFlight }
-                return .completed(status: status, body: body)
+            if let found = try Self.fetchIdempotency(db, tenant: idempotency.tenant, key: idempotency.key) {
+                if let stored = try Self.batch(db, id: found.batchID) {
+                    return found.fingerprint == idempotency.fingerprint ? .existing(stored.record) : .mismatch
+                }
+                // The key's batch was deleted: the key is free again.
+                try db.execute(
+                    sql: "DELETE FROM idempotency WHERE tenant = ? AND key = ?",
+                    arguments: [idempotency.tenant, idempotency.key])
             }
+            let stored = try Self.insertBatch(db, batch, items: items)
             try db.execute(
-                sql: "INSERT INTO idempotency(tenant, key, fingerprint, created_at) VALUES (?, ?, ?, ?)",
-                arguments: [tenant, key, fingerprint, now.milliseconds])
-            return .started
+                sql: """
+                    INSERT INTO idempotency(tenant, key, fingerprint, batch_id, created_at) VALUES (?, ?, ?, ?, ?)
+                    """,
+                arguments: [
+                    idempotency.tenant, idempotency.key, idempotency.fingerprint, batch.id.rawValue,
+                    batch.createdAt.milliseconds,
+                ])
+            return .created(stored.record)
         }
     }
 
-    public func completeIdempotent(tenant: String, key: String, status: Int, body: String) async throws {
-        try await write { db in
-            try db.execute(
-                sql: "UPDATE idempotency SET status = ?, body = ? WHERE tenant = ? AND key = ?",
-                arguments: [status, body, tenant, key])
+    public func idempotencyRecord(tenant: String, key: String) async throws -> IdempotencyRecord? {
+        try await read { db in try Self.fetchIdempotency(db, tenant: tenant, key: key) }
+    }
+
+    static func fetchIdempotency(_ db: Database, tenant: String, key: String) throws -> IdempotencyRecord? {
+        try Row.fetchOne(
+            db,
+            sql: "SELECT tenant, key, fingerprint, batch_id, created_at FROM idempotency WHERE tenant = ? AND key = ?",
+            arguments: [tenant, key]
+        ).flatMap { row in
+            BatchID(row[3] as String).map { id in
+                IdempotencyRecord(
+                    tenant: row[0], key: row[1], fingerprint: row[2], batchID: id,
+                    createdAt: Date(milliseconds: row[4]))
+            }
         }
     }
 
-    public func abandonIdempotent(tenant: String, key: String) async throws {
+    public func pruneServerRecords(now: Date, deliveriesEndedBefore: Date, limit: Int) async throws -> Int {
         try await write { db in
             try db.execute(
-                sql: "DELETE FROM idempotency WHERE tenant = ? AND key = ? AND status IS NULL",
-                arguments: [tenant, key])
+                sql: """
+                    DELETE FROM deliveries WHERE id IN (
+                        SELECT id FROM deliveries WHERE status <> 'pending' AND last_attempt_at < ?
+                        UNION ALL
+                        SELECT d.id FROM deliveries d WHERE NOT EXISTS (SELECT 1 FROM events e WHERE e.id = d.event_id)
+                        LIMIT ?)
+                    """,
+                arguments: [deliveriesEndedBefore.milliseconds, limit])
+            var pruned = db.changesCount
+            try db.execute(
+                sql: """
+                    DELETE FROM idempotency WHERE (tenant, key) IN (
+                        SELECT i.tenant, i.key FROM idempotency i LEFT JOIN batches b ON b.id = i.batch_id
+                        WHERE b.id IS NULL OR b.expires_at <= ? LIMIT ?)
+                    """,
+                arguments: [now.milliseconds, limit])
+            pruned += db.changesCount
+            return pruned
         }
     }
 }
@@ -160,7 +192,7 @@ extension SQLiteBatchStore {
                 db,
                 sql: """
                     SELECT d.id, d.webhook_id, d.event_id, d.status, d.attempts, d.last_status_code, d.last_error,
-                           d.next_attempt_at, d.delivered_at,
+                           d.next_attempt_at, d.delivered_at, d.last_attempt_at,
                            w.id, w.tenant, w.url, w.events, w.secret, w.created_at,
                            e.type, e.at, e.data, b.id
                     FROM deliveries d
@@ -171,15 +203,16 @@ extension SQLiteBatchStore {
                     ORDER BY d.next_attempt_at, d.id LIMIT ?
                     """,
                 arguments: [now.milliseconds, limit])
-            return try rows.map { row in
+            return try rows.compactMap { row in
                 let delivery = Self.decodeDelivery(row)
+                guard let batchID = BatchID(row[19] as String) else { return nil }
                 let hook = WebhookRecord(
-                    id: row[9], tenant: row[10], url: row[11],
-                    events: try JSONText(unchecked: row[12]).decode([String].self), secret: row[13],
-                    createdAt: Date(milliseconds: row[14]))
+                    id: row[10], tenant: row[11], url: row[12],
+                    events: try JSONText(unchecked: row[13]).decode([String].self), secret: row[14],
+                    createdAt: Date(milliseconds: row[15]))
                 let event = BatchEvent(
-                    id: delivery.eventID, batchID: BatchID(row[18] as String)!, type: BatchEventType(rawValue: row[15]),
-                    at: Date(milliseconds: row[16]), data: try JSONText(unchecked: row[17]).value())
+                    id: delivery.eventID, batchID: batchID, type: BatchEventType(rawValue: row[16]),
+                    at: Date(milliseconds: row[17]), data: try JSONText(unchecked: row[18]).value())
                 return (delivery, hook, event)
             }
         }
@@ -189,7 +222,8 @@ extension SQLiteBatchStore {
         DeliveryRecord(
             id: row[0], webhookID: row[1], eventID: row[2], status: row[3], attempts: row[4], lastStatusCode: row[5],
             lastError: row[6], nextAttemptAt: (row[7] as Int64?).map(Date.init(milliseconds:)),
-            deliveredAt: (row[8] as Int64?).map(Date.init(milliseconds:)))
+            deliveredAt: (row[8] as Int64?).map(Date.init(milliseconds:)),
+            lastAttemptAt: (row[9] as Int64?).map(Date.init(milliseconds:)))
     }
 
     public func recordDelivery(
@@ -200,11 +234,12 @@ extension SQLiteBatchStore {
             try db.execute(
                 sql: """
                     UPDATE deliveries SET status = ?, attempts = attempts + 1, last_status_code = ?, last_error = ?,
-                        next_attempt_at = ?, delivered_at = ?
+                        next_attempt_at = ?, delivered_at = ?, last_attempt_at = ?
                     WHERE id = ?
                     """,
                 arguments: [
-                    status, statusCode, error, nextAttemptAt?.milliseconds, delivered ? now.milliseconds : nil, id,
+                    status, statusCode, error, nextAttemptAt?.milliseconds, delivered ? now.milliseconds : nil,
+                    now.milliseconds, id,
                 ])
         }
     }
@@ -215,7 +250,7 @@ extension SQLiteBatchStore {
                 db,
                 sql: """
                     SELECT id, webhook_id, event_id, status, attempts, last_status_code, last_error, next_attempt_at,
-                           delivered_at
+                           delivered_at, last_attempt_at
                     FROM deliveries WHERE webhook_id = ? ORDER BY id DESC LIMIT ?
                     """,
                 arguments: [webhookID, limit]

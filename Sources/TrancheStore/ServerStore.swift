@@ -19,15 +19,48 @@ public struct APIKeyRecord: Sendable, Hashable {
     }
 }
 
-/// Where an idempotent submit stands.
-public enum IdempotencyState: Sendable, Hashable {
-    /// The key is new: the caller owns it now and must finish or abandon it.
-    case started
-    /// The first request with this key is still being accepted.
-    case inFlight
-    /// The first request finished: replay its answer.
-    case completed(status: Int, body: String)
-    /// The key was used with a different payload.
+/// An idempotency key as a request brings it: scoped to its tenant, with
+/// the fingerprint of the request's content.
+public struct IdempotencyKey: Sendable, Hashable {
+    public var tenant: String
+    /// The client's key (`Idempotency-Key`), 1 to 255 bytes.
+    public var key: String
+    /// What identifies the request (the SHA-256 of its body): the same key
+    /// with another fingerprint is a different request.
+    public var fingerprint: String
+
+    public init(tenant: String, key: String, fingerprint: String) {
+        self.tenant = tenant
+        self.key = key
+        self.fingerprint = fingerprint
+    }
+}
+
+/// A stored idempotency key: the batch its first request created. It lives
+/// as long as that batch: it goes when the batch is deleted or expires.
+public struct IdempotencyRecord: Sendable, Hashable {
+    public var tenant: String
+    public var key: String
+    public var fingerprint: String
+    public var batchID: BatchID
+    public var createdAt: Date
+
+    public init(tenant: String, key: String, fingerprint: String, batchID: BatchID, createdAt: Date) {
+        self.tenant = tenant
+        self.key = key
+        self.fingerprint = fingerprint
+        self.batchID = batchID
+        self.createdAt = createdAt
+    }
+}
+
+/// What an idempotent create did.
+public enum IdempotentCreation: Sendable, Hashable {
+    /// The key was free: the batch and the key's record were stored together.
+    case created(BatchRecord)
+    /// The key already names a live batch created by the same request: a repeat.
+    case existing(BatchRecord)
+    /// The key already names a live batch created by a different request.
     case mismatch
 }
 
@@ -63,10 +96,12 @@ public struct DeliveryRecord: Sendable, Hashable {
     public var lastError: String?
     public var nextAttemptAt: Date?
     public var deliveredAt: Date?
+    /// When the last attempt was recorded; nil before the first.
+    public var lastAttemptAt: Date?
 
     public init(
         id: Int64, webhookID: String, eventID: Int64, status: String, attempts: Int, lastStatusCode: Int?,
-        lastError: String?, nextAttemptAt: Date?, deliveredAt: Date?
+        lastError: String?, nextAttemptAt: Date?, deliveredAt: Date?, lastAttemptAt: Date? = nil
     ) {
         self.id = id
         self.webhookID = webhookID
@@ -77,6 +112,7 @@ public struct DeliveryRecord: Sendable, Hashable {
         self.lastError = lastError
         self.nextAttemptAt = nextAttemptAt
         self.deliveredAt = deliveredAt
+        self.lastAttemptAt = lastAttemptAt
     }
 }
 
@@ -90,14 +126,17 @@ public protocol ServerStore: BatchStore {
     /// Returns false when there is no such key or it was already revoked.
     func revokeAPIKey(id: String, at now: Date) async throws -> Bool
 
-    /// Claims `key` for `tenant` with the request's fingerprint, or reports
-    /// the state of the request that claimed it first.
-    func beginIdempotent(tenant: String, key: String, fingerprint: String, at now: Date) async throws
-        -> IdempotencyState
-    /// Stores the answer to replay.
-    func completeIdempotent(tenant: String, key: String, status: Int, body: String) async throws
-    /// Releases a key whose request failed before it was accepted, so a retry can run.
-    func abandonIdempotent(tenant: String, key: String) async throws
+    /// Stores a batch exactly as ``BatchStore/createBatch(_:items:)`` does
+    /// and, in the same transaction, the idempotency key's record naming it
+    /// — unless the key already names a live batch: then nothing is stored
+    /// and that batch is answered (`existing`, or `mismatch` when it was
+    /// created by a different request). A key whose batch was deleted is
+    /// free again, and so is one whose record was pruned after its batch
+    /// expired. Concurrent calls with one key store one batch.
+    func createBatch(_ batch: NewBatch, items: [NewItem], idempotency: IdempotencyKey) async throws
+        -> IdempotentCreation
+    /// The record of `key` for `tenant`, if it is stored (live or not yet pruned).
+    func idempotencyRecord(tenant: String, key: String) async throws -> IdempotencyRecord?
 
     func createWebhook(_ webhook: WebhookRecord) async throws
     func webhooks(tenant: String?) async throws -> [WebhookRecord]
@@ -114,4 +153,12 @@ public protocol ServerStore: BatchStore {
         id: Int64, delivered: Bool, statusCode: Int?, error: String?, nextAttemptAt: Date?, now: Date
     ) async throws
     func deliveries(webhookID: String, limit: Int) async throws -> [DeliveryRecord]
+
+    /// Deletes, in one short transaction, at most `limit` deliveries that
+    /// ended (delivered or failed) before `deliveriesEndedBefore` or whose
+    /// event is gone (they can never go out), and at most
+    /// `limit` idempotency records whose batch expired (its `expiresAt`
+    /// passed `now`) or is gone. Returns how many rows went; call again
+    /// while it returns `limit` or more.
+    func pruneServerRecords(now: Date, deliveriesEndedBefore: Date, limit: Int) async throws -> Int
 }

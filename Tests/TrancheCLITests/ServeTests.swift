@@ -182,6 +182,53 @@ struct ServeTests {
         #expect(!list.stdout.contains(key))
     }
 
+    /// Sends a request and returns its status and JSON, whatever the status.
+    func send(_ method: HTTPMethod, _ url: String, body: String? = nil, headers: [String: String] = [:])
+        async throws -> (status: Int, json: [String: Any])
+    {
+        var request = HTTPClientRequest(url: url)
+        request.method = method
+        for (name, value) in headers { request.headers.add(name: name, value: value) }
+        if let body { request.body = .bytes(ByteBuffer(string: body)) }
+        let response = try await Self.client.execute(request, timeout: .seconds(120))
+        let buffer = try await response.body.collect(upTo: 64 << 20)
+        let json = (try? JSONSerialization.jsonObject(with: Data(buffer.readableBytesView))) as? [String: Any] ?? [:]
+        return (Int(response.status.code), json)
+    }
+
+    @Test("kill -9 while an idempotent submit waits: the retry after a restart answers the same batch, 2xx")
+    func idempotentSubmitAcrossACrash() async throws {
+        try await withTemporaryDirectory("tranche-cli") { directory in
+            let arguments = ["--database", "crash.db", "--lease-duration", "2"]
+            let (first, url) = try await start(arguments, in: directory)
+            let items = "[" + (0..<40).map { #"{"n":\#($0)}"# }.joined(separator: ",") + "]"
+            let body =
+                #"{"type":"sleep","context":{"ms":100},"items":\#(items),"mode":"sync","options":{"chunk_size":2,"concurrency":2}}"#
+            let key = ["Idempotency-Key": "order-42"]
+            // A synchronous submit: the server stores the batch, then waits for
+            // its end before answering. It is killed while it waits.
+            async let answer = send(.POST, url + "/v1/batches", body: body, headers: key)
+            var listed: [[String: Any]] = []
+            let deadline = ContinuousClock.now + .seconds(60)
+            while listed.isEmpty, ContinuousClock.now < deadline {
+                try await Task.sleep(for: .milliseconds(20))
+                listed = try await send(.GET, url + "/v1/batches").json["batches"] as? [[String: Any]] ?? []
+            }
+            let id = try #require(listed.first?["id"] as? String)
+            first.kill9()
+            let firstReply = try? await answer
+            #expect(firstReply == nil, "the first request never got an answer")
+
+            let (second, url2) = try await start(arguments, in: directory)
+            defer { second.kill9() }
+            let retry = try await send(.POST, url2 + "/v1/batches", body: body, headers: key)
+            #expect((200..<300).contains(retry.status), "\(retry.json)")
+            #expect(retry.json["id"] as? String == id)
+            let after = try await send(.GET, url2 + "/v1/batches").json["batches"] as? [[String: Any]] ?? []
+            #expect(after.count == 1, "one batch, never a second")
+        }
+    }
+
     @Test("a 1,000,000-item NDJSON upload and its export stream through with the server's memory bounded")
     func millionItemUpload() async throws {
         let directory = try scratchDirectory()

@@ -147,7 +147,7 @@ struct APITests {
         }
     }
 
-    @Test("Idempotency-Key: a repeat returns the first answer, a different body is 422, in flight is 409")
+    @Test("Idempotency-Key: a repeat answers the same batch (also synchronous), another body is 422")
     func idempotency() async throws {
         try await LiveServer.with { server, _ in
             let body = #"{"type":"noop","items":[1,2,3],"mode":"async"}"#
@@ -155,26 +155,117 @@ struct APITests {
             let again = try await server.request(.POST, "/v1/batches", body: body, headers: ["Idempotency-Key": "k1"])
             #expect(first.status == 202)
             #expect(again.status == 202)
-            #expect(again.json["id"] as? String == first.json["id"] as? String)
+            let id = try #require(first.json["id"] as? String)
+            #expect(again.json["id"] as? String == id)
+            #expect(first.headers["idempotent-replayed"] == nil)
             #expect(again.headers["idempotent-replayed"] == "true")
+            // The batch carries its key, whichever way it came.
+            #expect(
+                try await server.request(.GET, "/v1/batches/\(id)").json[path: "options", "idempotency_key"] as? String
+                    == "k1")
             let other = try await server.request(
                 .POST, "/v1/batches", body: #"{"type":"noop","items":[9]}"#, headers: ["Idempotency-Key": "k1"])
             #expect(other.status == 422)
+            #expect((other.json["detail"] as? String)?.contains("different request body") == true)
             #expect(try await server.store.batches(.init()).count == 1)
-            _ = try await server.store.beginIdempotent(
-                tenant: "local", key: "k2", fingerprint: TrancheServer.fingerprint(of: body), at: Date())
-            let busy = try await server.request(.POST, "/v1/batches", body: body, headers: ["Idempotency-Key": "k2"])
-            #expect(busy.status == 409)
-            #expect(busy.headers["retry-after"] == "1")
-            // A request that failed does not hold its key.
+
+            // A synchronous submit's repeat answers the whole result again.
+            let sync = #"{"type":"noop","items":[1,2,3]}"#
+            let ran = try await server.request(.POST, "/v1/batches", body: sync, headers: ["Idempotency-Key": "k2"])
+            let rerun = try await server.request(.POST, "/v1/batches", body: sync, headers: ["Idempotency-Key": "k2"])
+            #expect(ran.status == 200)
+            #expect(rerun.status == 200)
+            #expect(rerun.json["id"] as? String == ran.json["id"] as? String)
+            #expect((rerun.json["items"] as? [Any])?.count == 3)
+            #expect(rerun.json[path: "counts", "succeeded"] as? Int == 3)
+
+            // A request that failed holds nothing: the same key works once the body is right.
             let bad = try await server.request(
                 .POST, "/v1/batches", body: #"{"type":"nope"}"#, headers: ["Idempotency-Key": "k3"])
             #expect(bad.status == 422)
-            let good = try await server.request(
-                .POST, "/v1/batches", body: #"{"type":"nope"}"#, headers: ["Idempotency-Key": "k3"])
-            #expect(good.status == 422)
+            #expect(try await server.store.idempotencyRecord(tenant: "local", key: "k3") == nil)
+            let long = try await server.request(
+                .POST, "/v1/batches", body: body, headers: ["Idempotency-Key": String(repeating: "k", count: 256)])
+            #expect(long.status == 400)
+            #expect(try await server.store.batches(.init()).count == 2)
         }
     }
+
+    @Test("options.idempotency_key works exactly like the Idempotency-Key header; two different keys are a 422")
+    func idempotencyOption() async throws {
+        try await LiveServer.with(keyed: true) { server, keys in
+            let a = try #require(keys["a"])
+            let body = #"{"type":"noop","items":[1],"mode":"async","options":{"idempotency_key":"o1"}}"#
+            let first = try await server.request(.POST, "/v1/batches", body: body, key: a)
+            let again = try await server.request(.POST, "/v1/batches", body: body, key: a)
+            let both = try await server.request(
+                .POST, "/v1/batches", body: body, key: a, headers: ["Idempotency-Key": "o1"])
+            #expect(first.status == 202)
+            let id = try #require(first.json["id"] as? String)
+            #expect(again.json["id"] as? String == id)
+            #expect(again.headers["idempotent-replayed"] == "true")
+            #expect(both.json["id"] as? String == id)
+            let differing = try await server.request(
+                .POST, "/v1/batches", body: body, key: a, headers: ["Idempotency-Key": "o2"])
+            #expect(differing.status == 422)
+            // Keys are per tenant: another tenant's same key is its own.
+            let b = try await server.request(.POST, "/v1/batches", body: body, key: keys["b"])
+            #expect(b.status == 202)
+            #expect(b.json["id"] as? String != id)
+            #expect(b.headers["idempotent-replayed"] == nil)
+        }
+    }
+
+    @Test("concurrent repeats of one key store one batch and all answer it")
+    func idempotencyConcurrent() async throws {
+        try await LiveServer.with { server, _ in
+            let body = #"{"type":"noop","items":[1,2,3,4,5]}"#
+            let replies = try await withThrowingTaskGroup(of: LiveServer.Reply.self) { group in
+                for _ in 0..<8 {
+                    group.addTask {
+                        try await server.request(.POST, "/v1/batches", body: body, headers: ["Idempotency-Key": "same"])
+                    }
+                }
+                return try await group.reduce(into: []) { $0.append($1) }
+            }
+            #expect(replies.allSatisfy { (200..<300).contains($0.status) }, "\(replies.map(\.text))")
+            #expect(Set(replies.compactMap { $0.json["id"] as? String }).count == 1)
+            #expect(replies.filter { $0.headers["idempotent-replayed"] == nil }.count == 1)
+            #expect(try await server.store.batches(.init()).count == 1)
+        }
+    }
+
+    @Test("a crash after the batch was stored: the retry answers that batch, never a second one, never 409")
+    func idempotencyAfterCrash() async throws {
+        try await LiveServer.with { server, _ in
+            // What a server that died before answering left behind: the batch
+            // and its key, stored together (the old two-step code left a key
+            // "in flight" here, and answered 409 forever).
+            let body = #"{"type":"noop","items":[1,2],"mode":"async"}"#
+            let prepared = try server.engine.prepareBatch(
+                Submission(type: "noop", owner: "local"), items: [JSONText(unchecked: "1"), JSONText(unchecked: "2")])
+            let key = IdempotencyKey(tenant: "local", key: "crash", fingerprint: TrancheServer.fingerprint(of: body))
+            guard
+                case .created(let stored) = try await server.store.createBatch(
+                    prepared.batch, items: prepared.items, idempotency: key)
+            else { throw Failure() }
+            let retry = try await server.request(
+                .POST, "/v1/batches", body: body, headers: ["Idempotency-Key": "crash"])
+            #expect(retry.status == 202, "\(retry.text)")
+            #expect(retry.json["id"] as? String == stored.id.rawValue)
+            #expect(try await server.store.batches(.init()).count == 1)
+            // Once its batch is deleted, the key is free again.
+            _ = try await server.waitFor(stored.id.rawValue) { $0["status"] as? String == "completed" }
+            #expect(try await server.request(.DELETE, "/v1/batches/\(stored.id.rawValue)").status == 204)
+            let fresh = try await server.request(
+                .POST, "/v1/batches", body: body, headers: ["Idempotency-Key": "crash"])
+            #expect(fresh.status == 202)
+            #expect(fresh.json["id"] as? String != stored.id.rawValue)
+            #expect(fresh.headers["idempotent-replayed"] == nil)
+        }
+    }
+
+    struct Failure: Error {}
 
     @Test("upload: open, append NDJSON (idempotent by start_seq), seal; results, errors, events, export")
     func uploadAndResults() async throws {
