@@ -36,6 +36,30 @@ final class Pacer: Sendable {
         return true
     }
 
+    /// Waits until the item may start, or until `stop` fires. Returns false
+    /// (holding nothing) when `stop` fired first or the task was canceled.
+    func admit(clock: ContinuousClock, unless stop: OneShotEvent) async -> Bool {
+        if stop.hasFired { return false }
+        let admitted = await withTaskGroup(of: Bool?.self) { group in
+            group.addTask { await self.admit(clock: clock) }
+            group.addTask {
+                await stop.wait()
+                return nil
+            }
+            var admitted = false
+            while let result = await group.next() {
+                if let result { admitted = result }
+                group.cancelAll()
+            }
+            return admitted
+        }
+        if admitted && stop.hasFired {
+            release()
+            return false
+        }
+        return admitted
+    }
+
     /// Releases what ``admit(clock:)`` took.
     func release() {
         release(first: semaphores.count)

@@ -89,8 +89,9 @@ public final class TrancheEngine: Service, Sendable {
         public var workers: Int = 16
         /// Seconds a chunk's lease lasts without a heartbeat. Default 30.
         public var leaseDuration: Double = 30
-        /// Seconds between a running chunk's checkpoints (outcomes written,
-        /// lease extended). Default 1.
+        /// Seconds between a running chunk's checkpoints: its outcomes are
+        /// written, its lease is extended, and it learns whether its batch
+        /// was paused or ended (then it starts no more items). Default 1.
         public var checkpointInterval: Double = 1
         /// Seconds between maintenance sweeps, and the longest idle sleep. Default 1.
         public var sweepInterval: Double = 1
@@ -98,6 +99,9 @@ public final class TrancheEngine: Service, Sendable {
         public var drainGracePeriod: Double = 20
         /// Rescues after which a chunk is split to isolate a poison item. Default 2.
         public var splitAfterRescues: Int = 2
+        /// Seconds an ended batch's summary and history are kept after its
+        /// items were pruned (at its `ttl`); then the batch is forgotten. Default 30 days.
+        public var retention: Double = 30 * 86_400
         /// Limits per strategy type on this node (rate and max concurrent).
         public var typeLimits: [String: RateLimit] = [:]
         /// Release every lease at start: only for a process that owns its store alone.
@@ -112,6 +116,11 @@ public final class TrancheEngine: Service, Sendable {
         /// Longest idle sleep when the store sends wake-ups (PostgreSQL's
         /// `LISTEN/NOTIFY`); the slow poll behind them. Default 5.
         public var notifiedIdlePoll: Double = 5
+        /// The wall clock every stored time comes from (submissions,
+        /// transitions, claims, checkpoints, retries' due times, maintenance,
+        /// events, node heartbeats). Default ``WallClock/system``. Timeouts
+        /// and sleeps on this node use `ContinuousClock` instead.
+        public var clock: WallClock = .system
 
         public init() {}
     }
@@ -133,8 +142,10 @@ public final class TrancheEngine: Service, Sendable {
     let progressTimes = Mutex<[BatchID: ContinuousClock.Instant]>([:])
     let meters = Mutex<[BatchID: ProgressMeter]>([:])
     let chunksInFlight = Atomic<Int>(0)
-    let clock = ContinuousClock()
-    let startedAt = Date()
+    /// Measures local durations (rates, throttling, rate limits).
+    let monotonic = ContinuousClock()
+    /// When this engine was made, by ``Configuration/clock``.
+    let startedAt: Date
 
     /// Creates an engine over `store` that can run `strategies`.
     public init(
@@ -147,6 +158,7 @@ public final class TrancheEngine: Service, Sendable {
         self.configuration = configuration
         self.strategies = Dictionary(strategies.map { ($0.type, $0) }, uniquingKeysWith: { _, last in last })
         self.logger = logger
+        self.startedAt = configuration.clock.now()
         self.workerSlots = AsyncSemaphore(permits: max(1, configuration.workers))
         self.typeSemaphores = configuration.typeLimits.compactMapValues { limit in
             limit.maxConcurrent.map { AsyncSemaphore(permits: $0) }
@@ -158,6 +170,9 @@ public final class TrancheEngine: Service, Sendable {
 
     /// The registered strategy types.
     public var strategyTypes: [String] { strategies.keys.sorted() }
+
+    /// The current time by ``Configuration/clock``.
+    var now: Date { configuration.clock.now() }
 
     // MARK: - Submitting
 
@@ -211,14 +226,15 @@ public final class TrancheEngine: Service, Sendable {
                 rejection: binding.bound.validate(
                     ItemInput(batchID: id, seq: startSeq + Int64(offset), payload: item.payload, attempt: 1)))
         }
-        let result = try await store.appendItems(to: id, startSeq: startSeq, items: checked, cursor: cursor)
+        let result = try await store.appendItems(
+            to: id, startSeq: startSeq, items: checked, cursor: cursor, at: now)
         signalWork()
         return result
     }
 
     /// Ends an open batch's upload.
     public func seal(_ id: BatchID) async throws -> BatchRecord {
-        var record = try await store.seal(id, at: Date())
+        var record = try await store.seal(id, at: now)
         if record.dryRun, record.status == .preProcessed, record.result == nil {
             record = try await reportDryRun(record)
         }
@@ -290,13 +306,13 @@ public final class TrancheEngine: Service, Sendable {
         guard let record = try await store.batch(id) else { throw StoreError(.batchNotFound, "no batch \(id)") }
         var chosen = statuses ?? [.failed, .skipped, .dead]
         if statuses == nil, record.status == .failed { chosen.insert(.canceled) }
-        let result = try await store.retry(id, statuses: chosen, at: Date())
+        let result = try await store.retry(id, statuses: chosen, at: now)
         signalWork()
         return result
     }
 
     private func transition(_ id: BatchID, _ action: LifecycleAction) async throws -> BatchRecord {
-        let record = try await store.transition(id, action, reason: nil, at: Date())
+        let record = try await store.transition(id, action, reason: nil, at: now)
         signalWork()
         return record
     }
@@ -339,7 +355,7 @@ public final class TrancheEngine: Service, Sendable {
     public func throughput(of record: BatchRecord) -> (rate: Double, eta: Double?) {
         guard !record.status.isEnded else { return (0, 0) }
         var meter = meters.withLock { $0[record.id] } ?? ProgressMeter(window: 10)
-        meter.record(done: record.counts.processed, at: clock.now.secondsSinceReference)
+        meter.record(done: record.counts.processed, at: monotonic.now.secondsSinceReference)
         return (meter.rate, meter.eta(remaining: record.counts.total - record.counts.terminal))
     }
 
@@ -366,7 +382,7 @@ public final class TrancheEngine: Service, Sendable {
     /// a graceful shutdown (or ``drain()``), then releases what is left.
     public func run() async throws {
         if configuration.releaseLeasesAtStart {
-            let released = try await store.releaseAllLeases(now: Date())
+            let released = try await store.releaseAllLeases(now: now)
             if !released.isEmpty {
                 logger.info("released leases left by an earlier run", metadata: ["chunks": "\(released.count)"])
             }
@@ -376,11 +392,10 @@ public final class TrancheEngine: Service, Sendable {
             await withDiscardingTaskGroup { group in
                 group.addTask { await self.pumpEvents(after: firstEventID) }
                 group.addTask { await self.maintain() }
-                let listener = (store as? any WorkNotifying).map { notifying in
-                    Task { await self.listen(to: notifying) }
+                if let notifying = store as? any WorkNotifying {
+                    group.addTask { await self.listen(to: notifying) }
                 }
                 await self.schedule()
-                listener?.cancel()
                 self.stopped.fire()
                 self.eventWakeup.signal()
             }
@@ -395,16 +410,8 @@ public final class TrancheEngine: Service, Sendable {
     /// Nodes sharing this store that were heard from within three leader
     /// terms, with the chunks they hold.
     public func liveNodes() async throws -> [NodeRecord] {
-        let now = Date()
+        let now = self.now
         return try await store.nodes(since: now.addingTimeInterval(-3 * configuration.leaderTerm), now: now)
-    }
-
-    /// Wakes the claim loop and the event pump whenever another process says there is work.
-    func listen(to notifying: any WorkNotifying) async {
-        for await _ in notifying.workNotifications() {
-            if stopped.hasFired { return }
-            signalWork()
-        }
     }
 
     /// Starts a graceful drain: no new chunks; running items get
@@ -412,11 +419,6 @@ public final class TrancheEngine: Service, Sendable {
     public func drain() {
         draining.fire()
         claimWakeup.signal()
-    }
-
-    func signalWork() {
-        claimWakeup.signal()
-        eventWakeup.signal()
     }
 
     /// The context as the strategy normalizes it, to compare a submission with a stored batch.
@@ -447,7 +449,7 @@ public final class TrancheEngine: Service, Sendable {
         }
         let batch = NewBatch(
             type: submission.type, owner: submission.owner, context: context, options: submission.options,
-            dryRun: submission.dryRun, priority: submission.priority, sealed: true)
+            dryRun: submission.dryRun, priority: submission.priority, sealed: true, createdAt: now)
         return (batch, bound)
     }
 
@@ -488,6 +490,16 @@ public final class TrancheEngine: Service, Sendable {
         ]
         try await store.setResult(record.id, result: try JSONText(encoding: report))
         return try await store.batch(record.id) ?? record
+    }
+
+    /// Sleeps `seconds` or until `event` fires.
+    func sleep(_ seconds: Double, orUntil event: OneShotEvent) async {
+        await withTaskGroup(of: Void.self) { group in
+            group.addTask { try? await Task.sleep(for: .milliseconds(Int(seconds * 1000))) }
+            group.addTask { await event.wait() }
+            await group.next()
+            group.cancelAll()
+        }
     }
 
     /// Waits up to `seconds` for the next event of `stream`.

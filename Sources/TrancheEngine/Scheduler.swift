@@ -1,0 +1,112 @@
+import Foundation
+import Logging
+import Synchronization
+import TrancheStore
+
+/// What a node keeps about a batch it runs: its options, its bound strategy
+/// and the limits its items pass.
+struct BatchBinding: Sendable {
+    var options: BatchOptions
+    var bound: BoundStrategy
+    var pacer: Pacer
+}
+
+extension TrancheEngine {
+    /// The claim loop: leases chunks while this node has free workers, and
+    /// sleeps until woken (new work, a chunk finished, a retry due) otherwise.
+    func schedule() async {
+        let maxChunks = max(2, configuration.workers)
+        await withDiscardingTaskGroup { group in
+            while !draining.hasFired && !Task.isCancelled {
+                if chunksInFlight.load(ordering: .relaxed) >= maxChunks || workerSlots.available == 0 {
+                    await claimWakeup.wait(timeout: configuration.sweepInterval)
+                    continue
+                }
+                let lease: ChunkLease?
+                do {
+                    lease = try await store.claimChunk(
+                        owner: configuration.nodeID, leaseDuration: configuration.leaseDuration, now: now)
+                } catch {
+                    logger.warning("claiming a chunk failed", metadata: ["error": "\(error)"])
+                    await claimWakeup.wait(timeout: configuration.sweepInterval)
+                    continue
+                }
+                guard let lease else {
+                    await claimWakeup.wait(timeout: await idleSleep())
+                    continue
+                }
+                EngineMetrics.runningChunks(chunksInFlight.add(1, ordering: .relaxed).newValue)
+                group.addTask {
+                    await self.runChunk(lease)
+                    EngineMetrics.runningChunks(self.chunksInFlight.subtract(1, ordering: .relaxed).newValue)
+                    self.claimWakeup.signal()
+                }
+                eventWakeup.signal()
+            }
+        }
+    }
+
+    /// Seconds the claim loop sleeps when nothing is claimable: until the
+    /// next retry is due, at most the sweep interval (or the slow poll behind
+    /// a store's wake-ups).
+    private func idleSleep() async -> Double {
+        var timeout = store is any WorkNotifying ? configuration.notifiedIdlePoll : configuration.sweepInterval
+        if let due = try? await store.nextDueTime() {
+            timeout = min(timeout, max(0.002, due.timeIntervalSince(now)))
+        }
+        return timeout
+    }
+
+    /// Wakes the claim loop and the event pump whenever another process
+    /// says there is work, until the claim loop stops.
+    func listen(to notifying: any WorkNotifying) async {
+        await withTaskGroup(of: Void.self) { group in
+            group.addTask {
+                for await _ in notifying.workNotifications() {
+                    if self.stopped.hasFired { return }
+                    self.signalWork()
+                }
+            }
+            group.addTask { await self.stopped.wait() }
+            await group.next()
+            group.cancelAll()
+        }
+    }
+
+    func signalWork() {
+        claimWakeup.signal()
+        eventWakeup.signal()
+    }
+
+    /// The batch's options, strategy and limits on this node, made on first use.
+    func binding(for id: BatchID) async throws -> BatchBinding {
+        if let binding = bindings.withLock({ $0[id] }) { return binding }
+        guard let record = try await store.batch(id) else { throw StoreError(.batchNotFound, "no batch \(id)") }
+        guard let strategy = strategies[record.type] else {
+            throw EngineError(.unknownStrategy, "no strategy '\(record.type)' on node \(configuration.nodeID)")
+        }
+        let bound = try strategy.bind(context: record.context)
+        let options = record.options
+        var semaphores = [
+            AsyncSemaphore(permits: min(options.concurrency, options.rateLimit?.maxConcurrent ?? Int.max))
+        ]
+        if let typeSemaphore = typeSemaphores[record.type] { semaphores.append(typeSemaphore) }
+        semaphores.append(workerSlots)
+        var buckets: [SharedBucket] = []
+        if let rate = options.rateLimit?.rate { buckets.append(SharedBucket(rate: rate)) }
+        if let typeBucket = typeBuckets[record.type] { buckets.append(typeBucket) }
+        let binding = BatchBinding(
+            options: options, bound: bound, pacer: Pacer(semaphores: semaphores, buckets: buckets))
+        return bindings.withLock { bindings in
+            if let existing = bindings[id] { return existing }
+            if bindings.count > 10_000 { bindings.removeAll() }
+            bindings[id] = binding
+            return binding
+        }
+    }
+
+    /// Forgets an ended batch's binding.
+    func unbind(_ id: BatchID) {
+        _ = bindings.withLock { $0.removeValue(forKey: id) }
+    }
+}
