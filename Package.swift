@@ -53,6 +53,7 @@ let package = Package(
                 .product(name: "PostgresNIO", package: "postgres-nio"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
             swiftSettings: strictSwift
         ),
@@ -120,7 +121,11 @@ let package = Package(
         .testTarget(name: "TrancheCoreTests", dependencies: ["TrancheCore"], swiftSettings: strictSwift),
         .testTarget(
             name: "TrancheStoreTests",
-            dependencies: ["TrancheSQLite", "TranchePostgres", "TrancheStore", "TrancheTestSupport"],
+            dependencies: [
+                "TrancheSQLite", "TranchePostgres", "TrancheStore", "TrancheTestSupport",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
             swiftSettings: strictSwift
         ),
         .testTarget(
@@ -134,6 +139,7 @@ let package = Package(
             name: "TrancheTestSupport",
             dependencies: [
                 "TrancheEngine",
+                "TranchePostgres",
                 .product(name: "PostgresNIO", package: "postgres-nio"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOCore", package: "swift-nio"),

@@ -2,6 +2,7 @@ import Foundation
 public import Logging
 import NIOCore
 import PostgresNIO
+public import ServiceLifecycle
 import Synchronization
 public import TrancheStore
 
@@ -10,10 +11,17 @@ public import TrancheStore
 /// are inserted in bulk with `UNNEST`, and nodes learn of new work through
 /// `LISTEN/NOTIFY`.
 ///
+/// Opening the store checks the database and runs the migrations. Its
+/// background work (the connection pool, the `LISTEN` connection, the
+/// deadlines of calls) runs in ``run()``, like `PostgresClient`'s: add the
+/// store to the process's `ServiceGroup` before the services that use it
+/// (it shuts down after them), or wrap the code that uses it in
+/// ``withRunning(_:)``. Calls made before `run()` starts wait for it.
+///
 /// Every method is one transaction, retried on a deadlock or serialization
 /// failure; a lost connection surfaces as `StoreError.storage` and the pool
 /// reconnects on the next call.
-public final class PostgresBatchStore: ServerStore, WorkNotifying {
+public final class PostgresBatchStore: ServerStore, WorkNotifying, Service {
     /// Settings for connecting.
     public struct Configuration: Sendable {
         /// Connections in the pool. Default 10 (see docs/operations.md for sizing).
@@ -25,6 +33,7 @@ public final class PostgresBatchStore: ServerStore, WorkNotifying {
         /// leave a query unanswered forever. Default 30.
         public var operationTimeout: Double = 30
 
+        /// Settings with the documented defaults unless given.
         public init(maximumConnections: Int = 10, connectTimeout: Double = 10, operationTimeout: Double = 30) {
             self.maximumConnections = maximumConnections
             self.connectTimeout = connectTimeout
@@ -35,8 +44,6 @@ public final class PostgresBatchStore: ServerStore, WorkNotifying {
     /// The channel that tells nodes there is work to claim or events to read.
     static let channel = "tranche_work"
 
-    /// The pool in use; replaced when it stops handing out connections.
-    private let pool: Mutex<Pool>
     let logger: Logger
     private let clientConfiguration: PostgresClient.Configuration
     /// Seconds one call may hold a connection before the connection is closed.
@@ -44,15 +51,46 @@ public final class PostgresBatchStore: ServerStore, WorkNotifying {
     /// A safe description of where the store lives (no password).
     public let location: String
 
-    /// One `PostgresClient` and the task running it.
+    /// Work for `run()`: calls to carry out and pools to replace.
+    private let commands: AsyncStream<Command>
+    private let commandSink: AsyncStream<Command>.Continuation
+    private let state = Mutex(State())
+    /// Fires at the first `workNotifications()`: only then does `run()` listen.
+    private let subscribed = Latch()
+
+    /// What `run()` is asked to do.
+    private enum Command: Sendable {
+        /// Carry out a call on the current pool.
+        case call(@Sendable (Pool) async -> Void)
+        /// Replace the pool of this generation, which stopped answering.
+        case replacePool(generation: Int)
+    }
+
+    private struct State {
+        var phase = Phase.idle
+        /// The pool calls use; set while `run()` runs.
+        var pool: Pool?
+        var subscribers: [Int: AsyncStream<Void>.Continuation] = [:]
+        var nextSubscriber = 0
+    }
+
+    private enum Phase {
+        case idle, running, ended
+    }
+
+    /// One `PostgresClient`, run by a child task of `run()` until retired.
     struct Pool: Sendable {
         var client: PostgresClient
-        var runner: Task<Void, Never>
         var generation: Int
+        /// Fires just before the client's `run()` starts.
+        let started = Latch()
+        /// Fires to stop the client (it closes its connections).
+        let retired = Latch()
     }
 
     /// Connects to `url` (`postgres://user:password@host:port/database`,
-    /// `?sslmode=disable|prefer|require`) and runs the migrations.
+    /// `?sslmode=disable|prefer|require`) and runs the migrations, on a
+    /// connection of its own that is closed before this returns.
     public init(
         url: String, configuration: Configuration = Configuration(), logger: Logger = Logger(label: "tranche.postgres")
     ) async throws {
@@ -67,34 +105,36 @@ public final class PostgresBatchStore: ServerStore, WorkNotifying {
         self.logger = logger
         self.location = parsed.safeDescription
         self.operationTimeout = max(1, configuration.operationTimeout)
-        self.pool = Mutex(await Self.startPool(clientConfiguration, logger: logger, generation: 0))
-        do {
-            try await Self.mapErrors { try await PostgresSchema.migrate(currentPool.client, logger: logger) }
-        } catch {
-            close()
-            throw error
-        }
+        (commands, commandSink) = AsyncStream.makeStream(of: Command.self)
+        try await Self.migrate(clientConfiguration, timeout: operationTimeout, logger: logger)
     }
 
-    /// Starts a client and waits until it runs (a lease before `run()` only warns, but noisily).
-    private static func startPool(
-        _ configuration: PostgresClient.Configuration, logger: Logger, generation: Int
-    ) async -> Pool {
+    /// Brings the schema up to date with a short-lived client of its own.
+    private static func migrate(
+        _ configuration: PostgresClient.Configuration, timeout: Double, logger: Logger
+    ) async throws {
+        var configuration = configuration
+        configuration.options.minimumConnections = 0
+        configuration.options.maximumConnections = 1
         let client = PostgresClient(configuration: configuration, backgroundLogger: logger)
-        let (started, signal) = AsyncStream.makeStream(of: Void.self)
-        let runner = Task {
-            signal.finish()
-            await client.run()
+        try await withThrowingTaskGroup(of: Bool.self) { group in
+            group.addTask {
+                await client.run()
+                return false
+            }
+            group.addTask {
+                try await mapErrors { try await PostgresSchema.migrate(client, logger: logger) }
+                return true
+            }
+            group.addTask {
+                try await Task.sleep(for: .milliseconds(Int(timeout * 1000)))
+                throw StoreError(.storage, "the database did not answer within \(Int(timeout)) s")
+            }
+            defer { group.cancelAll() }
+            while let migrated = try await group.next() {
+                if migrated { return }
+            }
         }
-        for await _ in started {}
-        await Task.yield()
-        return Pool(client: client, runner: runner, generation: generation)
-    }
-
-    var currentPool: Pool { pool.withLock { $0 } }
-
-    deinit {
-        pool.withLock { $0.runner.cancel() }
     }
 
     /// `url` with its password hidden, for messages.
@@ -102,65 +142,210 @@ public final class PostgresBatchStore: ServerStore, WorkNotifying {
         (try? PostgresURL(url))?.safeDescription ?? "the PostgreSQL URL"
     }
 
-    /// Closes the pool. The store cannot be used afterwards.
-    public func close() {
-        pool.withLock { $0.runner.cancel() }
+    // MARK: - Running
+
+    /// Runs the store's background work until a graceful shutdown or
+    /// ``close()``: the connection pool (replaced when it stops answering),
+    /// the `LISTEN` connection behind ``workNotifications()``, and the calls
+    /// themselves. On shutdown it stops taking calls, lets those in flight
+    /// finish, then closes every connection. A store runs once.
+    public func run() async throws {
+        let starting = state.withLock { state -> Bool in
+            guard state.phase == .idle else { return false }
+            state.phase = .running
+            return true
+        }
+        guard starting else { throw StoreError(.storage, "the PostgreSQL store runs only once") }
+        await withGracefulShutdownHandler {
+            await withDiscardingTaskGroup { group in
+                let first = Pool(
+                    client: PostgresClient(configuration: clientConfiguration, backgroundLogger: logger), generation: 0)
+                state.withLock { $0.pool = first }
+                group.addTask { await Self.runPool(first) }
+                group.addTask { await self.listenForWork() }
+                await withDiscardingTaskGroup { calls in
+                    for await command in commands {
+                        switch command {
+                        case .call(let call):
+                            guard let pool = state.withLock({ $0.pool }) else { continue }
+                            calls.addTask { await call(pool) }
+                        case .replacePool(let generation):
+                            if let fresh = replacePool(generation: generation) {
+                                group.addTask { await Self.runPool(fresh) }
+                            }
+                        }
+                    }
+                }
+                // No more calls, and those in flight ended: close the connections.
+                group.cancelAll()
+            }
+        } onGracefulShutdown: {
+            self.close()
+        }
+        let subscribers = state.withLock { state in
+            state.phase = .ended
+            state.pool = nil
+            defer { state.subscribers = [:] }
+            return state.subscribers.values
+        }
+        for subscriber in subscribers { subscriber.finish() }
+        commandSink.finish()
     }
+
+    /// Runs `pool`'s client until the pool is retired or `run()` ends.
+    private static func runPool(_ pool: Pool) async {
+        await withDiscardingTaskGroup { group in
+            group.addTask {
+                pool.started.fire()
+                await pool.client.run()
+            }
+            await pool.retired.wait()
+            group.cancelAll()
+        }
+    }
+
+    /// Swaps in a fresh pool for the one of `generation`, unless that was
+    /// done already; returns the fresh pool for `run()` to start.
+    private func replacePool(generation: Int) -> Pool? {
+        let fresh = Pool(
+            client: PostgresClient(configuration: clientConfiguration, backgroundLogger: logger),
+            generation: generation + 1)
+        let old = state.withLock { state -> Pool? in
+            guard let current = state.pool, current.generation == generation else { return nil }
+            state.pool = fresh
+            return current
+        }
+        guard let old else { return nil }
+        logger.warning("no connection from the pool; replaced it", metadata: ["generation": "\(fresh.generation)"])
+        old.retired.fire()
+        return fresh
+    }
+
+    /// Runs `body` while the store runs, then closes the store and waits for
+    /// ``run()`` to end: for tests and programs without a `ServiceGroup`.
+    public func withRunning<T>(
+        isolation: isolated (any Actor)? = #isolation, _ body: () async throws -> T
+    ) async throws -> T {
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask { try await self.run() }
+            let result: Result<T, any Error>
+            do {
+                result = .success(try await body())
+            } catch {
+                result = .failure(error)
+            }
+            close()
+            try await group.waitForAll()
+            return try result.get()
+        }
+    }
+
+    /// Stops taking calls: ``run()`` ends once the calls in flight finish.
+    /// Later calls fail at once. A graceful shutdown does the same.
+    public func close() {
+        commandSink.finish()
+    }
+
+    deinit {
+        commandSink.finish()
+    }
+
+    // MARK: - Calls
 
     /// Leases a connection for `body`, within `operationTimeout`.
     ///
+    /// The call runs in a task of ``run()``, so that the caller can leave it.
     /// A call the server never answers (seen when PostgreSQL restarts: a
     /// query sent as its connection dies, or a connection attempt that never
     /// completes) would otherwise wait forever; closing the connection does
     /// not end it. Past the deadline the call fails as a storage error, is
-    /// abandoned, and the pool is replaced by a fresh one; the caller's retry
-    /// runs on the new pool.
+    /// cancelled, and the pool is replaced by a fresh one; the caller's retry
+    /// runs on the new pool. A call made before `run()` starts waits for it,
+    /// within the same deadline.
     func withConnection<T: Sendable>(
         _ body: @escaping @Sendable (PostgresConnection) async throws -> T
     ) async throws -> T {
-        let current = currentPool
-        let race = DeadlineRace<T>()
-        return try await withTaskCancellationHandler {
-            try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<T, any Error>) in
-                race.continuation = continuation
-                race.call = Task {
-                    do {
-                        let value = try await current.client.withConnection { connection in
-                            try await body(connection)
-                        }
-                        race.finish(.success(value))
-                    } catch {
-                        race.finish(.failure(error))
-                    }
+        let call = PendingCall<T>()
+        let queued = commandSink.yield(
+            .call { pool in
+                await call.run(generation: pool.generation) {
+                    await pool.started.wait()
+                    return try await pool.client.withConnection { connection in try await body(connection) }
                 }
-                race.timer = Task { [weak self, operationTimeout] in
-                    try? await Task.sleep(for: .milliseconds(Int(operationTimeout * 1000)))
-                    let message = "the database did not answer within \(Int(operationTimeout)) s"
-                    guard !Task.isCancelled, race.finish(.failure(StoreError(.storage, message)), byTimer: true) else {
-                        return
-                    }
-                    race.cancel()
-                    await self?.replacePool(generation: current.generation)
+            })
+        guard case .enqueued = queued else { throw StoreError(.storage, "the PostgreSQL store is closed") }
+        return try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask { [operationTimeout] in
+                try? await Task.sleep(for: .milliseconds(Int(operationTimeout * 1000)))
+                guard !Task.isCancelled else { return }
+                guard let generation = call.generation else {
+                    call.resolve(
+                        .failure(
+                            StoreError(
+                                .storage,
+                                "the PostgreSQL store is not running: run it in a ServiceGroup or inside withRunning")))
+                    return
+                }
+                let message = "the database did not answer within \(Int(operationTimeout)) s"
+                if call.resolve(.failure(StoreError(.storage, message))) {
+                    self.commandSink.yield(.replacePool(generation: generation))
                 }
             }
-        } onCancel: {
-            race.cancel()
+            defer { group.cancelAll() }
+            return try await call.value()
         }
     }
 
-    /// Replaces the pool of `generation` (once, whoever notices first).
-    private func replacePool(generation: Int) async {
-        let fresh = await Self.startPool(clientConfiguration, logger: logger, generation: generation + 1)
-        let old = pool.withLock { pool -> Pool? in
-            guard pool.generation == generation else { return nil }
-            defer { pool = fresh }
-            return pool
+    // MARK: - Work notifications
+
+    /// Yields when another process made work claimable or recorded events:
+    /// `run()` listens on the work channel with one pooled connection; when
+    /// the connection drops it reconnects after a short pause and yields
+    /// once, since notifications sent meanwhile were lost. The stream ends
+    /// when `run()` does.
+    public func workNotifications() -> AsyncStream<Void> {
+        let (stream, continuation) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
+        let id = state.withLock { state -> Int? in
+            guard state.phase != .ended else { return nil }
+            defer { state.nextSubscriber += 1 }
+            state.subscribers[state.nextSubscriber] = continuation
+            return state.nextSubscriber
         }
-        if let old {
-            logger.warning("no connection from the pool; replaced it", metadata: ["generation": "\(generation + 1)"])
-            old.runner.cancel()
-        } else {
-            fresh.runner.cancel()
+        guard let id else {
+            continuation.finish()
+            return stream
+        }
+        continuation.onTermination = { [weak self] _ in
+            _ = self?.state.withLock { $0.subscribers.removeValue(forKey: id) }
+        }
+        subscribed.fire()
+        return stream
+    }
+
+    /// Wakes every subscriber.
+    private func broadcastWork() {
+        for subscriber in state.withLock({ Array($0.subscribers.values) }) { subscriber.yield() }
+    }
+
+    /// Listens on the work channel from the first subscription until `run()` ends.
+    private func listenForWork() async {
+        await subscribed.wait()
+        while !Task.isCancelled {
+            guard let pool = state.withLock({ $0.pool }) else { return }
+            await pool.started.wait()
+            do {
+                // No deadline here: a listening connection stays leased as long as it listens.
+                try await pool.client.withConnection { connection in
+                    try await connection.listen(on: Self.channel) { notifications in
+                        self.broadcastWork()
+                        for try await _ in notifications { self.broadcastWork() }
+                    }
+                }
+            } catch {
+                if Task.isCancelled { return }
+                logger.warning("listening for work failed; reconnecting", metadata: ["error": "\(error)"])
+            }
+            try? await Task.sleep(for: .seconds(1))
         }
     }
 
@@ -308,57 +493,5 @@ struct PostgresURL {
     /// The URL without its password.
     var safeDescription: String {
         "postgres://\(user)@\(host):\(port)/\(database ?? "")"
-    }
-}
-
-/// A call racing its deadline: the first to finish resumes the caller.
-final class DeadlineRace<T: Sendable>: Sendable {
-    private struct State {
-        var continuation: CheckedContinuation<T, any Error>?
-        var call: Task<Void, Never>?
-        var timer: Task<Void, Never>?
-        var done = false
-    }
-
-    private let state = Mutex(State())
-
-    var continuation: CheckedContinuation<T, any Error>? {
-        get { state.withLock { $0.continuation } }
-        set { state.withLock { $0.continuation = newValue } }
-    }
-
-    var call: Task<Void, Never>? {
-        get { state.withLock { $0.call } }
-        set { state.withLock { $0.call = newValue } }
-    }
-
-    var timer: Task<Void, Never>? {
-        get { state.withLock { $0.timer } }
-        set {
-            let done = state.withLock { state in
-                state.timer = newValue
-                return state.done
-            }
-            if done { newValue?.cancel() }
-        }
-    }
-
-    /// Resumes the caller unless it was resumed already; returns whether this
-    /// call did. The first to finish stops the deadline's timer.
-    @discardableResult
-    func finish(_ result: Result<T, any Error>, byTimer: Bool = false) -> Bool {
-        let (continuation, timer) = state.withLock {
-            state -> (CheckedContinuation<T, any Error>?, Task<Void, Never>?) in
-            guard !state.done else { return (nil, nil) }
-            state.done = true
-            return (state.continuation, state.timer)
-        }
-        continuation?.resume(with: result)
-        if !byTimer { timer?.cancel() }
-        return continuation != nil
-    }
-
-    func cancel() {
-        state.withLock { $0.call }?.cancel()
     }
 }

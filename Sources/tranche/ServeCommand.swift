@@ -36,6 +36,14 @@ struct ServeCommand: AsyncParsableCommand {
     func run() async throws {
         let logger = nodeLogger()
         let store = try await database.open(logger: logger)
+        try await runNode(store: store, drainGrace: drainGrace, logger: logger) {
+            try await services(store: store, logger: logger)
+        }
+    }
+
+    /// The node's services, built once the store runs: the HTTP server, the
+    /// webhook dispatcher and the engine, in the order they start.
+    func services(store: any ServerStore, logger: Logger) async throws -> [any Service] {
         let keys = try await store.apiKeys().filter { $0.revokedAt == nil }
         let loopback = ["127.0.0.1", "localhost", "::1"].contains(host)
         if keys.isEmpty {
@@ -60,21 +68,19 @@ struct ServeCommand: AsyncParsableCommand {
         serverConfiguration.webhookHosts = allowed
         let dispatcher = WebhookDispatcher(store: store, configuration: .init(allowedHosts: allowed), logger: logger)
         let server = TrancheServer(engine: engine, store: store, configuration: serverConfiguration)
-        let host = self.host
+        let (host, location) = (self.host, database.location(of: store))
         let application = Application(
             router: server.router(),
             configuration: .init(address: .hostname(host, port: port), serverName: "tranche"),
             onServerRunning: { channel in
                 let port = channel.localAddress?.port ?? 0
                 writeStandardOutput(
-                    Data(
-                        "tranche: listening on http://\(host):\(port) (database \(database.location(of: store)))\n".utf8
-                    ))
+                    Data("tranche: listening on http://\(host):\(port) (database \(location))\n".utf8))
             },
             logger: logger)
         // Shut down in reverse: the engine drains first and ends the event
         // streams, then the HTTP server finishes its requests.
-        try await runUntilSignalled([application, dispatcher, engine], logger: logger)
+        return [application, dispatcher, engine]
     }
 }
 
@@ -108,6 +114,16 @@ struct DatabaseOptions: ParsableArguments {
         guard ["full", "normal"].contains(durability) else { throw CLIError("--durability must be full or normal") }
         return try SQLiteBatchStore(
             path: database, configuration: .init(durability: SQLiteBatchStore.Durability(rawValue: durability)))
+    }
+
+    /// Opens the store and runs `body` with it; a PostgreSQL store runs
+    /// (its pool) while `body` does, and is closed afterwards.
+    func withStore<T: Sendable>(
+        logger: Logger = Logger(label: "tranche"), _ body: (any ServerStore) async throws -> T
+    ) async throws -> T {
+        let store = try await open(logger: logger)
+        guard let postgres = store as? PostgresBatchStore else { return try await body(store) }
+        return try await postgres.withRunning { try await body(postgres) }
     }
 
     /// Where the store lives, safe to print (no password).
@@ -171,13 +187,15 @@ struct WorkerCommand: AsyncParsableCommand {
         let logger = nodeLogger()
         let store = try await database.open(logger: logger)
         let configuration = node.engineConfiguration(role: "worker", drainGrace: drainGrace)
-        let engine = TrancheEngine(
-            store: store, strategies: node.strategies(), configuration: configuration, logger: logger)
-        writeStandardOutput(
-            Data(
-                "tranche: worker \(configuration.nodeID) with \(node.workers) workers (database \(database.location(of: store)))\n"
-                    .utf8))
-        try await runUntilSignalled([engine], logger: logger)
+        let (strategies, workers, location) = (node.strategies(), node.workers, database.location(of: store))
+        try await runNode(store: store, drainGrace: drainGrace, logger: logger) {
+            let engine = TrancheEngine(
+                store: store, strategies: strategies, configuration: configuration, logger: logger)
+            writeStandardOutput(
+                Data(
+                    "tranche: worker \(configuration.nodeID) with \(workers) workers (database \(location))\n".utf8))
+            return [engine]
+        }
     }
 }
 
@@ -188,16 +206,59 @@ func nodeLogger() -> Logger {
     return logger
 }
 
-/// Runs a node's services until SIGTERM or SIGINT drains them (in reverse
-/// order); a second signal exits at once.
-func runUntilSignalled(_ services: [any Service], logger: Logger) async throws {
-    let group = ServiceGroup(
-        configuration: .init(
-            services: services.map { .init(service: $0) }, gracefulShutdownSignals: [.sigterm, .sigint],
-            logger: logger))
+/// Runs a node in one `ServiceGroup` until SIGTERM or SIGINT: first the
+/// store's own service (PostgreSQL's pool and `LISTEN` connection), then the
+/// services `start` builds once the store runs. A signal shuts them down in
+/// reverse order, the store last: the engine drains for `drainGrace`, the
+/// whole shutdown is bounded by ``NodeShutdown``, and a second signal exits at once.
+func runNode(
+    store: any ServerStore, drainGrace: Double, logger: Logger,
+    start: @escaping @Sendable () async throws -> [any Service]
+) async throws {
+    let storeServices = (store as? any Service).map { [ServiceGroupConfiguration.ServiceConfiguration(service: $0)] }
+    var configuration = ServiceGroupConfiguration(
+        services: storeServices ?? [], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
+    configuration.maximumGracefulShutdownDuration = NodeShutdown.gracefulBound(drainGrace: drainGrace)
+    configuration.maximumCancellationDuration = NodeShutdown.cancellationBound
+    let group = ServiceGroup(configuration: configuration)
+    await group.addServiceUnlessShutdown(
+        ServiceGroupConfiguration.ServiceConfiguration(
+            service: NodeStartup(group: group, start: start), failureTerminationBehavior: .gracefullyShutdownGroup))
     let secondSignal = exitOnSecondSignal()
     defer { for source in secondSignal { source.cancel() } }
     try await group.run()
+}
+
+/// How long a node's shutdown may take: it must end within an
+/// orchestrator's grace period (30 s by default in Kubernetes) with the
+/// default drain grace of 20 s.
+enum NodeShutdown {
+    /// Seconds after the drain grace for releasing leases, finishing HTTP
+    /// requests and closing the store.
+    static let afterDrain: Double = 5
+
+    /// The bound on the graceful shutdown: past it the services are cancelled.
+    static func gracefulBound(drainGrace: Double) -> Duration {
+        .milliseconds(Int64((max(0, drainGrace) + afterDrain) * 1000))
+    }
+
+    /// Cancelled services that have not ended after this abort the process.
+    static let cancellationBound: Duration = .seconds(3)
+}
+
+/// Builds a node's services once the store runs and adds them to the group
+/// (after the store, so that they shut down before it); then waits for the
+/// shutdown, which reaches it after them.
+struct NodeStartup: Service {
+    let group: ServiceGroup
+    let start: @Sendable () async throws -> [any Service]
+
+    func run() async throws {
+        for service in try await start() {
+            await group.addServiceUnlessShutdown(service)
+        }
+        try await gracefulShutdown()
+    }
 }
 
 /// `tranche keys create|list|revoke`.
@@ -213,9 +274,8 @@ struct KeysCommand: AsyncParsableCommand {
 
         func run() async throws {
             guard !tenant.isEmpty, tenant.count <= 100 else { throw CLIError("--tenant must be 1 to 100 characters") }
-            let store = try await database.open()
             let (record, key) = APIKeys.make(tenant: tenant)
-            try await store.createAPIKey(record)
+            try await database.withStore { store in try await store.createAPIKey(record) }
             print(key)
             printError("key \(record.id) for tenant \(tenant); store it now, it is not shown again")
         }
@@ -226,8 +286,7 @@ struct KeysCommand: AsyncParsableCommand {
         @OptionGroup var database: DatabaseOptions
 
         func run() async throws {
-            let store = try await database.open()
-            for key in try await store.apiKeys() {
+            for key in try await database.withStore({ store in try await store.apiKeys() }) {
                 let state = key.revokedAt.map { "revoked \($0.formatted(.iso8601))" } ?? "active"
                 print("\(key.id)\t\(key.tenant)\t\(key.createdAt.formatted(.iso8601))\t\(state)")
             }
@@ -240,8 +299,7 @@ struct KeysCommand: AsyncParsableCommand {
         @Argument(help: "The key's id (the part after tr_).") var id: String
 
         func run() async throws {
-            let store = try await database.open()
-            guard try await store.revokeAPIKey(id: id, at: Date()) else {
+            guard try await database.withStore({ store in try await store.revokeAPIKey(id: id, at: Date()) }) else {
                 throw CLIError("no active key \(id)")
             }
             print("revoked \(id)")

@@ -51,118 +51,129 @@ struct ClusterTests {
     func killOneOfThree() async throws {
         // Every execution is a request to this server: duplicates are counted where they happen.
         let server = LoopbackHTTPServer { _, _ in .init(status: 200, body: "{}") }
-        let port = try await server.start()
-        defer { Task { try await server.stop() } }
         let url = try await TestPostgres.freshDatabaseURL()
-        let store = try await PostgresBatchStore(url: url)
-        defer { store.close() }
-        let directory = try scratchDirectory()
-        let workers = try (1...3).map { try worker(url, id: "w\($0)", in: directory) }
-        var options = BatchOptions()
-        options.chunkSize = 250
-        options.concurrency = 3_000
-        let count = 100_000
-        let batch = try await store.createBatch(
-            NewBatch(
-                type: "http", context: JSONText(unchecked: #"{"url":"http://127.0.0.1:\#(port)/items/{{n}}"}"#),
-                options: options),
-            items: payloads(count))
-        // Kill w2 once the batch is well under way, while it holds chunks.
-        let underWay = try await waitUntil {
-            let record = try await store.batch(batch.id)
-            let nodes = try await store.nodes(since: Date().addingTimeInterval(-10), now: Date())
-            let held = nodes.first { $0.id == "w2" }?.chunks ?? 0
-            return (record?.counts.processed ?? 0) >= 20_000 && held > 0
+        try await server.withRunning { port in
+            try await TestPostgres.withStore(url: url) { store in
+                try await withTemporaryDirectory("tranche-cli") { directory in
+                    let workers = try (1...3).map { try worker(url, id: "w\($0)", in: directory) }
+                    var options = BatchOptions()
+                    options.chunkSize = 250
+                    options.concurrency = 3_000
+                    let count = 100_000
+                    let batch = try await store.createBatch(
+                        NewBatch(
+                            type: "http",
+                            context: JSONText(unchecked: #"{"url":"http://127.0.0.1:\#(port)/items/{{n}}"}"#),
+                            options: options),
+                        items: payloads(count))
+                    // Kill w2 once the batch is well under way, while it holds chunks.
+                    let underWay = try await waitUntil {
+                        let record = try await store.batch(batch.id)
+                        let nodes = try await store.nodes(since: Date().addingTimeInterval(-10), now: Date())
+                        let held = nodes.first { $0.id == "w2" }?.chunks ?? 0
+                        return (record?.counts.processed ?? 0) >= 20_000 && held > 0
+                    }
+                    #expect(underWay, "the batch never got under way with w2 holding chunks")
+                    let held = try await store.nodes(since: Date().addingTimeInterval(-10), now: Date()).first {
+                        $0.id == "w2"
+                    }
+                    workers[1].kill9()
+                    let notDone = try #require(try await store.batch(batch.id))
+                    #expect(notDone.status == .processing, "the kill must land mid-run")
+                    let finished = try await waitUntil(seconds: 300) {
+                        try await store.batch(batch.id)?.status.isEnded ?? false
+                    }
+                    #expect(finished)
+                    let record = try #require(try await store.batch(batch.id))
+                    #expect(record.status == .completed)
+                    #expect(record.counts.succeeded == Int64(count))
+                    #expect(record.counts.running == 0)
+                    let items = try await allItems(store, batch.id)
+                    #expect(items.count == count && items.allSatisfy { $0.status == .succeeded })
+                    // Every item reached the server; those that ran twice were in the dead node's chunks.
+                    let seen = server.requests.compactMap { Int($0.uri.split(separator: "/").last ?? "") }
+                    #expect(Set(seen) == Set(0..<count), "every item ran")
+                    let duplicates = seen.count - count
+                    print(
+                        "kill -9 of w2 holding \(held?.chunks ?? 0) chunks: \(seen.count) requests for \(count) items, "
+                            + "\(duplicates) ran twice, rescued \(record.counts.rescued)")
+                    #expect(
+                        Int64(duplicates) <= record.counts.rescued, "items run twice are bounded by what was in flight")
+                    // A node holds at most one chunk per worker: 32 chunks of 250.
+                    #expect(record.counts.rescued <= Int64(32 * 250))
+                    try await stop([workers[0], workers[2]])
+                }
+            }
         }
-        #expect(underWay, "the batch never got under way with w2 holding chunks")
-        let held = try await store.nodes(since: Date().addingTimeInterval(-10), now: Date()).first { $0.id == "w2" }
-        workers[1].kill9()
-        let notDone = try #require(try await store.batch(batch.id))
-        #expect(notDone.status == .processing, "the kill must land mid-run")
-        let finished = try await waitUntil(seconds: 300) { try await store.batch(batch.id)?.status.isEnded ?? false }
-        #expect(finished)
-        let record = try #require(try await store.batch(batch.id))
-        #expect(record.status == .completed)
-        #expect(record.counts.succeeded == Int64(count))
-        #expect(record.counts.running == 0)
-        let items = try await allItems(store, batch.id)
-        #expect(items.count == count && items.allSatisfy { $0.status == .succeeded })
-        // Every item reached the server; those that ran twice were in the dead node's chunks.
-        let seen = server.requests.compactMap { Int($0.uri.split(separator: "/").last ?? "") }
-        #expect(Set(seen) == Set(0..<count), "every item ran")
-        let duplicates = seen.count - count
-        print(
-            "kill -9 of w2 holding \(held?.chunks ?? 0) chunks: \(seen.count) requests for \(count) items, "
-                + "\(duplicates) ran twice, rescued \(record.counts.rescued)")
-        #expect(Int64(duplicates) <= record.counts.rescued, "items run twice are bounded by what was in flight")
-        // A node holds at most one chunk per worker: 32 chunks of 250.
-        #expect(record.counts.rescued <= Int64(32 * 250))
-        try await stop([workers[0], workers[2]])
     }
 
     @Test("PostgreSQL restarted mid-run: the nodes reconnect and the batch completes, nothing lost")
     func databaseRestart() async throws {
         let url = try await TestPostgres.freshDatabaseURL()
-        let store = try await PostgresBatchStore(url: url)
-        defer { store.close() }
-        let directory = try scratchDirectory()
-        let workers = try (1...2).map { try worker(url, id: "r\($0)", in: directory) }
-        var options = BatchOptions()
-        options.chunkSize = 100
-        options.concurrency = 64
-        let batch = try await store.createBatch(
-            NewBatch(type: "sleep", context: JSONText(unchecked: #"{"ms":4}"#), options: options),
-            items: payloads(30_000))
-        let started = try await waitUntil { (try await store.batch(batch.id)?.counts.processed ?? 0) >= 3_000 }
-        #expect(started)
-        #expect(try await TestPostgres.restart() == 0, "pg_ctl restart failed")
-        // Reads right after the restart may fail while the pool reconnects.
-        let finished = try await waitUntil {
-            (try? await store.batch(batch.id))?.status.isEnded ?? false
+        try await TestPostgres.withStore(url: url) { store in
+            try await withTemporaryDirectory("tranche-cli") { directory in
+                let workers = try (1...2).map { try worker(url, id: "r\($0)", in: directory) }
+                var options = BatchOptions()
+                options.chunkSize = 100
+                options.concurrency = 64
+                let batch = try await store.createBatch(
+                    NewBatch(type: "sleep", context: JSONText(unchecked: #"{"ms":4}"#), options: options),
+                    items: payloads(30_000))
+                let started = try await waitUntil { (try await store.batch(batch.id)?.counts.processed ?? 0) >= 3_000 }
+                #expect(started)
+                #expect(try await TestPostgres.restart() == 0, "pg_ctl restart failed")
+                // Reads right after the restart may fail while the pool reconnects.
+                let finished = try await waitUntil {
+                    (try? await store.batch(batch.id))?.status.isEnded ?? false
+                }
+                #expect(finished)
+                let record = try #require(try await store.batch(batch.id))
+                #expect(record.status == .completed)
+                #expect(record.counts.succeeded == 30_000)
+                #expect(record.counts.running == 0)
+                let items = try await allItems(store, batch.id)
+                #expect(items.count == 30_000 && items.allSatisfy { $0.status == .succeeded })
+                #expect(Int64(items.filter { $0.attempts > 1 }.count) <= record.counts.rescued)
+                for worker in workers {
+                    #expect(worker.process.isRunning, "a node died with the database: \(worker.stderr)")
+                }
+                try await stop(workers)
+            }
         }
-        #expect(finished)
-        let record = try #require(try await store.batch(batch.id))
-        #expect(record.status == .completed)
-        #expect(record.counts.succeeded == 30_000)
-        #expect(record.counts.running == 0)
-        let items = try await allItems(store, batch.id)
-        #expect(items.count == 30_000 && items.allSatisfy { $0.status == .succeeded })
-        #expect(Int64(items.filter { $0.attempts > 1 }.count) <= record.counts.rescued)
-        for worker in workers { #expect(worker.process.isRunning, "a node died with the database: \(worker.stderr)") }
-        try await stop(workers)
     }
 
     @Test("the maintenance leader killed: another node takes over and enforces a batch timeout")
     func leaderKilled() async throws {
         let url = try await TestPostgres.freshDatabaseURL()
-        let store = try await PostgresBatchStore(url: url)
-        defer { store.close() }
-        let directory = try scratchDirectory()
-        let workers = try ["a", "b"].map { try worker(url, id: $0, in: directory) }
-        var leader: NodeRecord?
-        let elected = try await waitUntil(seconds: 30) {
-            let nodes = try await store.nodes(since: Date().addingTimeInterval(-10), now: Date())
-            leader = nodes.first { $0.isLeader }
-            return nodes.count == 2 && leader != nil
+        try await TestPostgres.withStore(url: url) { store in
+            try await withTemporaryDirectory("tranche-cli") { directory in
+                let workers = try ["a", "b"].map { try worker(url, id: $0, in: directory) }
+                var leader: NodeRecord?
+                let elected = try await waitUntil(seconds: 30) {
+                    let nodes = try await store.nodes(since: Date().addingTimeInterval(-10), now: Date())
+                    leader = nodes.first { $0.isLeader }
+                    return nodes.count == 2 && leader != nil
+                }
+                #expect(elected)
+                let leaderID = try #require(leader?.id)
+                let survivorID = leaderID == "a" ? "b" : "a"
+                workers[leaderID == "a" ? 0 : 1].kill9()
+                // Only a leader fails batches that run too long.
+                var options = BatchOptions()
+                options.batchTimeout = 2
+                options.itemTimeout = 120
+                let batch = try await store.createBatch(
+                    NewBatch(type: "sleep", context: JSONText(unchecked: #"{"ms":60000}"#), options: options),
+                    items: payloads(2))
+                let failed = try await waitUntil(seconds: 60) { try await store.batch(batch.id)?.status == .failed }
+                #expect(failed)
+                let record = try #require(try await store.batch(batch.id))
+                #expect(record.failureReason?.hasPrefix("batch_timeout") == true)
+                let nodes = try await store.nodes(since: Date().addingTimeInterval(-3), now: Date())
+                #expect(nodes.map(\.id) == [survivorID])
+                #expect(nodes.first?.isLeader == true)
+                try await stop([workers[leaderID == "a" ? 1 : 0]])
+            }
         }
-        #expect(elected)
-        let leaderID = try #require(leader?.id)
-        let survivorID = leaderID == "a" ? "b" : "a"
-        workers[leaderID == "a" ? 0 : 1].kill9()
-        // Only a leader fails batches that run too long.
-        var options = BatchOptions()
-        options.batchTimeout = 2
-        options.itemTimeout = 120
-        let batch = try await store.createBatch(
-            NewBatch(type: "sleep", context: JSONText(unchecked: #"{"ms":60000}"#), options: options),
-            items: payloads(2))
-        let failed = try await waitUntil(seconds: 60) { try await store.batch(batch.id)?.status == .failed }
-        #expect(failed)
-        let record = try #require(try await store.batch(batch.id))
-        #expect(record.failureReason?.hasPrefix("batch_timeout") == true)
-        let nodes = try await store.nodes(since: Date().addingTimeInterval(-3), now: Date())
-        #expect(nodes.map(\.id) == [survivorID])
-        #expect(nodes.first?.isLeader == true)
-        try await stop([workers[leaderID == "a" ? 1 : 0]])
     }
 }

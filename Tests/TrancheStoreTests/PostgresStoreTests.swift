@@ -1,11 +1,13 @@
 import Foundation
+import Logging
+import ServiceLifecycle
 import Testing
 import TranchePostgres
 import TrancheStore
 import TrancheTestSupport
 
-/// What only the PostgreSQL store does: nodes starting together, and
-/// telling other processes about new work.
+/// What only the PostgreSQL store does: nodes starting together, telling
+/// other processes about new work, and running its own background work.
 @Suite("PostgreSQL store")
 struct PostgresStoreTests {
     @Test("nodes starting at once migrate the schema once and all open")
@@ -17,30 +19,34 @@ struct PostgresStoreTests {
         }
         #expect(stores.count == 6)
         // Every store sees the same schema: a batch made through one is read through another.
-        let batch = try await stores[0].createBatch(NewBatch(type: "t"), items: [])
-        #expect(try await stores[5].batch(batch.id)?.status == .completed)
-        for store in stores { store.close() }
+        try await stores[0].withRunning {
+            try await stores[5].withRunning {
+                let batch = try await stores[0].createBatch(NewBatch(type: "t"), items: [])
+                #expect(try await stores[5].batch(batch.id)?.status == .completed)
+            }
+        }
     }
 
     @Test("a batch created through one store wakes the listeners of another")
     func notifications() async throws {
         let url = try await TestPostgres.freshDatabaseURL()
-        let listener = try await PostgresBatchStore(url: url)
-        let writer = try await PostgresBatchStore(url: url)
-        defer {
-            listener.close()
-            writer.close()
+        try await TestPostgres.withStore(url: url) { listener in
+            try await TestPostgres.withStore(url: url) { writer in
+                let wakeups = Wakeups()
+                try await withThrowingTaskGroup(of: Void.self) { group in
+                    let notifications = listener.workNotifications()
+                    group.addTask {
+                        for await _ in notifications { await wakeups.add() }
+                    }
+                    // The first wake-up says the listener is in place.
+                    #expect(try await wakeups.wait(for: 1), "the listener never started")
+                    let items = (0..<10).map { NewItem(payload: JSONText(unchecked: "{\"n\":\($0)}")) }
+                    _ = try await writer.createBatch(NewBatch(type: "t"), items: items)
+                    #expect(try await wakeups.wait(for: 2), "no NOTIFY reached the other store within 30 s")
+                    group.cancelAll()
+                }
+            }
         }
-        let wakeups = Wakeups()
-        let consumer = Task {
-            for await _ in listener.workNotifications() { await wakeups.add() }
-        }
-        defer { consumer.cancel() }
-        // The first wake-up says the listener is in place.
-        #expect(try await wakeups.wait(for: 1), "the listener never started")
-        let items = (0..<10).map { NewItem(payload: JSONText(unchecked: "{\"n\":\($0)}")) }
-        _ = try await writer.createBatch(NewBatch(type: "t"), items: items)
-        #expect(try await wakeups.wait(for: 2), "no NOTIFY reached the other store within 30 s")
     }
 
     /// Counts wake-ups.
@@ -52,6 +58,63 @@ struct PostgresStoreTests {
         func wait(for target: Int) async throws -> Bool {
             for _ in 0..<3_000 where count < target { try await Task.sleep(for: .milliseconds(10)) }
             return count >= target
+        }
+    }
+
+    @Test("a call made before the store runs waits for run(); once it ends, calls fail at once and listeners end")
+    func lifecycle() async throws {
+        let store = try await PostgresBatchStore(url: try await TestPostgres.freshDatabaseURL())
+        let notifications = store.workNotifications()
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            // Queued before run() starts, as in a ServiceGroup whose services start together.
+            group.addTask { _ = try await store.createBatch(NewBatch(type: "early"), items: []) }
+            try await Task.sleep(for: .milliseconds(50))
+            try await store.withRunning {
+                try await group.next()
+                let batches = try await store.batches(BatchQuery(limit: 10))
+                #expect(batches.map(\.type) == ["early"])
+            }
+        }
+        // Ended: the notifications stream finished, and calls fail without waiting for a deadline.
+        try await withDeadline("the work notifications to end with the store") {
+            for await _ in notifications {}
+        }
+        await #expect(throws: StoreError.self) { _ = try await store.batches(BatchQuery(limit: 1)) }
+        await #expect(throws: StoreError.self) { try await store.run() }
+    }
+
+    @Test("in a ServiceGroup the store shuts down after the services that use it")
+    func serviceGroupOrder() async throws {
+        let store = try await PostgresBatchStore(url: try await TestPostgres.freshDatabaseURL())
+        let user = LastWriter(store: store)
+        let group = ServiceGroup(
+            configuration: .init(
+                services: [.init(service: store), .init(service: user)],
+                logger: .init(label: "tranche.test", factory: { _ in SwiftLogNoOpLogHandler() })))
+        try await withDeadline(seconds: 60, "the service group to start and shut down") {
+            try await withThrowingTaskGroup(of: Void.self) { tasks in
+                tasks.addTask { try await group.run() }
+                try await user.started.wait(for: "the service using the store to start")
+                await group.triggerGracefulShutdown()
+                try await tasks.waitForAll()
+            }
+        }
+        // The write made on shutdown went through: the store was still running.
+        #expect(user.wroteOnShutdown.hasFired)
+    }
+
+    /// A service that writes to the store when it is asked to shut down, as
+    /// the engine does when it releases its leases.
+    struct LastWriter: Service {
+        let store: PostgresBatchStore
+        let started = Flag()
+        let wroteOnShutdown = Flag()
+
+        func run() async throws {
+            started.fire()
+            try? await gracefulShutdown()
+            _ = try await store.createBatch(NewBatch(type: "last"), items: [])
+            wroteOnShutdown.fire()
         }
     }
 

@@ -38,7 +38,7 @@ public final class LoopbackHTTPServer: Sendable {
 
     public var requests: [Request] { recorded.withLock { $0 } }
 
-    /// Starts listening on a free port and returns it.
+    /// Starts listening on a free port and returns it; ``stop()`` ends it.
     public func start() async throws -> Int {
         let bootstrap = ServerBootstrap(group: group)
             .serverChannelOption(ChannelOptions.socketOption(.so_reuseaddr), value: 1)
@@ -53,6 +53,23 @@ public final class LoopbackHTTPServer: Sendable {
         return channel.localAddress!.port!
     }
 
+    /// Starts the server, runs `body` with its port, and stops the server
+    /// afterwards, also when `body` throws.
+    public func withRunning<T>(
+        isolation: isolated (any Actor)? = #isolation, _ body: (Int) async throws -> T
+    ) async throws -> T {
+        let port = try await start()
+        let result: Result<T, any Error>
+        do {
+            result = .success(try await body(port))
+        } catch {
+            result = .failure(error)
+        }
+        try await stop()
+        return try result.get()
+    }
+
+    /// Stops listening and shuts the server's event loop down.
     public func stop() async throws {
         let channel = self.channel.withLock { $0 }
         try await channel?.close()

@@ -1,6 +1,7 @@
 import Foundation
 import Logging
 import PostgresNIO
+public import TranchePostgres
 
 /// The PostgreSQL server the tests use: `scripts/test` starts a throwaway
 /// cluster and exports its URL. Without it, PostgreSQL tests fail (never skip).
@@ -40,6 +41,17 @@ public enum TestPostgres {
         components.path = "/" + name
         components.query = "sslmode=disable"
         return components.string!
+    }
+
+    /// Opens the store at `url` (a fresh database by default), runs `body`
+    /// while the store runs, then closes it.
+    public static func withStore<T>(
+        url: String? = nil, isolation: isolated (any Actor)? = #isolation,
+        _ body: (PostgresBatchStore) async throws -> T
+    ) async throws -> T {
+        let url = if let url { url } else { try await freshDatabaseURL() }
+        let store = try await PostgresBatchStore(url: url)
+        return try await store.withRunning { try await body(store) }
     }
 
     /// Restarts the throwaway cluster (`pg_ctl restart -m fast`): every
