@@ -67,6 +67,9 @@ struct RunCommand: AsyncParsableCommand {
     @Option(help: "Seconds one attempt may take (default 60).")
     var itemTimeout: Double?
 
+    @Option(help: "Seconds the run may process before it fails (default: no limit).")
+    var batchTimeout: Double?
+
     @Option(help: "Failure policy: continue, stop_on_first_error or stop_above_ratio.")
     var failurePolicy: String?
 
@@ -110,9 +113,16 @@ struct RunCommand: AsyncParsableCommand {
         throw ExitCode(code)
     }
 
+    /// The batch timeout of a run without `--batch-timeout`: 100 years, as
+    /// good as none. A local run may take days or be resumed much later, so
+    /// the server's default (4 h) does not fit it; `BatchOptions.batchTimeout`
+    /// is a finite number of seconds, hence a very large one.
+    static let unlimitedBatchTimeout: Double = 100 * 365.25 * 24 * 3600
+
     /// The submission this command line describes.
     func submission() throws -> Submission {
         var options = BatchOptions()
+        options.batchTimeout = batchTimeout ?? Self.unlimitedBatchTimeout
         if let chunkSize { options.chunkSize = chunkSize }
         if let concurrency { options.concurrency = concurrency }
         if let maxAttempts { options.maxAttempts = maxAttempts }

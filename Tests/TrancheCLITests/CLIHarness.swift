@@ -12,13 +12,6 @@ let trancheBinary: String = {
     return root.appendingPathComponent(".build/debug/tranche").path
 }()
 
-/// A scratch directory per test.
-func scratchDirectory() throws -> URL {
-    let directory = FileManager.default.temporaryDirectory.appendingPathComponent("tranche-cli-\(UUID())")
-    try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
-    return directory
-}
-
 /// A running `tranche` process.
 final class TrancheProcess: @unchecked Sendable {
     let process = Process()

@@ -5,6 +5,7 @@ import NIOHTTP1
 import Testing
 import TrancheSQLite
 import TrancheStore
+import TrancheTestSupport
 
 /// `tranche serve` as a real process on loopback.
 @Suite("tranche serve")
@@ -51,42 +52,43 @@ struct ServeTests {
 
     @Test("SIGTERM drains and exits 0; a restart finishes the batch with nothing lost or run twice")
     func sigtermAndRestart() async throws {
-        let directory = try scratchDirectory()
-        let arguments = ["--database", "serve.db", "--drain-grace", "2", "--workers", "8"]
-        let (first, url) = try await start(arguments, in: directory)
-        let items = "[" + (0..<3_000).map { #"{"n":\#($0)}"# }.joined(separator: ",") + "]"
-        let created = try await call(
-            .POST, url + "/v1/batches",
-            body: .bytes(
-                ByteBuffer(
-                    string:
-                        #"{"type":"sleep","context":{"ms":5},"items":\#(items),"options":{"chunk_size":50,"concurrency":8}}"#
-                )))
-        let id = try #require(created["id"] as? String)
-        while counts(try await call(.GET, url + "/v1/batches/\(id)"))["succeeded", default: 0] < 300 {
-            try await Task.sleep(for: .milliseconds(50))
-        }
-        kill(first.process.processIdentifier, SIGTERM)
-        #expect(try await first.wait(seconds: 30) == 0, "\(first.stderr)")
-        // Between the two servers, the store shows what the drain left: nothing leased.
-        let store = try SQLiteBatchStore(path: directory.appendingPathComponent("serve.db").path)
-        let batchID = try #require(BatchID(id))
-        let stopped = try #require(try await store.batch(batchID))
-        #expect(stopped.counts.succeeded < 3_000)
-        #expect(stopped.counts.running == 0, "the drain released what was left")
-        #expect(stopped.status == .processing)
+        try await withTemporaryDirectory("tranche-cli") { directory in
+            let arguments = ["--database", "serve.db", "--drain-grace", "2", "--workers", "8"]
+            let (first, url) = try await start(arguments, in: directory)
+            let items = "[" + (0..<3_000).map { #"{"n":\#($0)}"# }.joined(separator: ",") + "]"
+            let created = try await call(
+                .POST, url + "/v1/batches",
+                body: .bytes(
+                    ByteBuffer(
+                        string:
+                            #"{"type":"sleep","context":{"ms":5},"items":\#(items),"options":{"chunk_size":50,"concurrency":8}}"#
+                    )))
+            let id = try #require(created["id"] as? String)
+            while counts(try await call(.GET, url + "/v1/batches/\(id)"))["succeeded", default: 0] < 300 {
+                try await Task.sleep(for: .milliseconds(50))
+            }
+            kill(first.process.processIdentifier, SIGTERM)
+            #expect(try await first.wait(seconds: 30) == 0, "\(first.stderr)")
+            // Between the two servers, the store shows what the drain left: nothing leased.
+            let store = try SQLiteBatchStore(path: directory.appendingPathComponent("serve.db").path)
+            let batchID = try #require(BatchID(id))
+            let stopped = try #require(try await store.batch(batchID))
+            #expect(stopped.counts.succeeded < 3_000)
+            #expect(stopped.counts.running == 0, "the drain released what was left")
+            #expect(stopped.status == .processing)
 
-        let (second, url2) = try await start(arguments, in: directory)
-        defer { kill(second.process.processIdentifier, SIGKILL) }
-        var batch = try await call(.GET, url2 + "/v1/batches/\(id)")
-        let deadline = ContinuousClock.now + .seconds(120)
-        while batch["status"] as? String != "completed", ContinuousClock.now < deadline {
-            try await Task.sleep(for: .milliseconds(100))
-            batch = try await call(.GET, url2 + "/v1/batches/\(id)")
+            let (second, url2) = try await start(arguments, in: directory)
+            defer { kill(second.process.processIdentifier, SIGKILL) }
+            var batch = try await call(.GET, url2 + "/v1/batches/\(id)")
+            let deadline = ContinuousClock.now + .seconds(120)
+            while batch["status"] as? String != "completed", ContinuousClock.now < deadline {
+                try await Task.sleep(for: .milliseconds(100))
+                batch = try await call(.GET, url2 + "/v1/batches/\(id)")
+            }
+            #expect(batch["status"] as? String == "completed")
+            #expect(counts(batch)["succeeded"] == 3_000)
+            #expect(counts(batch)["rescued"] == 0)
         }
-        #expect(batch["status"] as? String == "completed")
-        #expect(counts(batch)["succeeded"] == 3_000)
-        #expect(counts(batch)["rescued"] == 0)
     }
 
     /// A sample's value from Prometheus text, 0 when absent.
@@ -105,81 +107,85 @@ struct ServeTests {
 
     @Test("/metrics, scraped during a batch and after it, agrees with the batch's counts")
     func metrics() async throws {
-        let directory = try scratchDirectory()
-        let (server, url) = try await start(["--database", "metrics.db", "--allow-exec"], in: directory)
-        defer { kill(server.process.processIdentifier, SIGKILL) }
-        let items = "[" + (0..<300).map { #"{"n":\#($0)}"# }.joined(separator: ",") + "]"
-        let command = #"sleep 0.01; if [ $((TRANCHE_SEQ % 10)) = 3 ]; then exit 65; fi"#
-        let created = try await call(
-            .POST, url + "/v1/batches",
-            body: .bytes(
-                ByteBuffer(
-                    string:
-                        #"{"type":"exec","context":{"command":"\#(command)"},"items":\#(items),"mode":"async","options":{"chunk_size":10,"concurrency":4}}"#
-                )))
-        let id = try #require(created["id"] as? String)
-        while counts(try await call(.GET, url + "/v1/batches/\(id)"))["processed", default: 0] < 30 {
-            try await Task.sleep(for: .milliseconds(50))
+        try await withTemporaryDirectory("tranche-cli") { directory in
+            let (server, url) = try await start(["--database", "metrics.db", "--allow-exec"], in: directory)
+            defer { kill(server.process.processIdentifier, SIGKILL) }
+            let items = "[" + (0..<300).map { #"{"n":\#($0)}"# }.joined(separator: ",") + "]"
+            let command = #"sleep 0.01; if [ $((TRANCHE_SEQ % 10)) = 3 ]; then exit 65; fi"#
+            let created = try await call(
+                .POST, url + "/v1/batches",
+                body: .bytes(
+                    ByteBuffer(
+                        string:
+                            #"{"type":"exec","context":{"command":"\#(command)"},"items":\#(items),"mode":"async","options":{"chunk_size":10,"concurrency":4}}"#
+                    )))
+            let id = try #require(created["id"] as? String)
+            while counts(try await call(.GET, url + "/v1/batches/\(id)"))["processed", default: 0] < 30 {
+                try await Task.sleep(for: .milliseconds(50))
+            }
+            let during = try await scrape(url)
+            let after = counts(try await call(.GET, url + "/v1/batches/\(id)"))
+            let succeededDuring = sample(during, #"tranche_items_total{type="exec",outcome="succeeded"}"#)
+            #expect(succeededDuring > 0)
+            #expect(succeededDuring <= Double(after["succeeded", default: 0]))
+            #expect(sample(during, "tranche_pending_items") > 0)
+            #expect(sample(during, #"tranche_batches{status="processing"}"#) == 1)
+            var batch = try await call(.GET, url + "/v1/batches/\(id)")
+            while batch["status"] as? String != "completed" {
+                try await Task.sleep(for: .milliseconds(100))
+                batch = try await call(.GET, url + "/v1/batches/\(id)")
+            }
+            let final = try await scrape(url)
+            #expect(
+                sample(final, #"tranche_items_total{type="exec",outcome="succeeded"}"#)
+                    == Double(counts(batch)["succeeded"]!))
+            #expect(
+                sample(final, #"tranche_items_total{type="exec",outcome="skipped"}"#)
+                    == Double(counts(batch)["skipped"]!))
+            #expect(counts(batch)["skipped"] == 30)
+            #expect(sample(final, #"tranche_batches{status="completed"}"#) == 1)
+            #expect(sample(final, "tranche_pending_items") == 0)
+            #expect(sample(final, #"tranche_item_duration_seconds_count{type="exec"}"#) == 300)
+            #expect(final.contains(#"http_route="/v1/batches/{id}""#))
         }
-        let during = try await scrape(url)
-        let after = counts(try await call(.GET, url + "/v1/batches/\(id)"))
-        let succeededDuring = sample(during, #"tranche_items_total{type="exec",outcome="succeeded"}"#)
-        #expect(succeededDuring > 0)
-        #expect(succeededDuring <= Double(after["succeeded", default: 0]))
-        #expect(sample(during, "tranche_pending_items") > 0)
-        #expect(sample(during, #"tranche_batches{status="processing"}"#) == 1)
-        var batch = try await call(.GET, url + "/v1/batches/\(id)")
-        while batch["status"] as? String != "completed" {
-            try await Task.sleep(for: .milliseconds(100))
-            batch = try await call(.GET, url + "/v1/batches/\(id)")
-        }
-        let final = try await scrape(url)
-        #expect(
-            sample(final, #"tranche_items_total{type="exec",outcome="succeeded"}"#)
-                == Double(counts(batch)["succeeded"]!))
-        #expect(
-            sample(final, #"tranche_items_total{type="exec",outcome="skipped"}"#) == Double(counts(batch)["skipped"]!))
-        #expect(counts(batch)["skipped"] == 30)
-        #expect(sample(final, #"tranche_batches{status="completed"}"#) == 1)
-        #expect(sample(final, "tranche_pending_items") == 0)
-        #expect(sample(final, #"tranche_item_duration_seconds_count{type="exec"}"#) == 300)
-        #expect(final.contains(#"http_route="/v1/batches/{id}""#))
     }
 
     @Test("the CLI client: keys, submit --wait, status, export, and errors as exit status 1")
     func client() async throws {
-        let directory = try scratchDirectory()
-        let created = try await tranche(["keys", "create", "--tenant", "acme", "--database", "c.db"], in: directory)
-        #expect(created.status == 0, "\(created.stderr)")
-        let key = created.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
-        #expect(key.hasPrefix("tr_"))
-        let (server, url) = try await start(["--database", "c.db"], in: directory)
-        defer { kill(server.process.processIdentifier, SIGKILL) }
-        try writeItems(1_500, to: directory.appendingPathComponent("items.ndjson"))
-        let submit = [
-            "submit", "--server", url, "--type", "noop", "--items", "items.ndjson", "--option", "chunk_size=100",
-        ]
-        let refused = try await tranche(submit, in: directory)
-        #expect(refused.status == 1)
-        #expect(refused.stderr.contains("send an API key"))
-        let done = try await tranche(submit + ["--token", key, "--wait", "--json"], in: directory)
-        #expect(done.status == 0, "\(done.stderr)")
-        let batch = try summary(done.stdout)
-        #expect(batch["status"] as? String == "completed")
-        #expect((batch["counts"] as? [String: Any])?["succeeded"] as? Int == 1_500)
-        let id = try #require(batch["id"] as? String)
-        let status = try await tranche(["status", id, "--server", url, "--token", key], in: directory)
-        #expect(status.status == 0)
-        #expect(status.stdout.contains("1,500 succeeded"))
-        let export = try await tranche(
-            ["export", id, "--format", "csv", "--server", url, "--token", key], in: directory)
-        #expect(export.stdout.split(separator: "\n").count == 1_501)
-        let pause = try await tranche(["pause", id, "--server", url, "--token", key], in: directory)
-        #expect(pause.status == 1)
-        #expect(pause.stderr.contains("cannot pause a batch that is completed"))
-        let list = try await tranche(["keys", "list", "--database", "c.db"], in: directory)
-        #expect(list.stdout.contains("acme"))
-        #expect(!list.stdout.contains(key))
+        try await withTemporaryDirectory("tranche-cli") { directory in
+            let created = try await tranche(
+                ["keys", "create", "--tenant", "acme", "--database", "c.db"], in: directory)
+            #expect(created.status == 0, "\(created.stderr)")
+            let key = created.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+            #expect(key.hasPrefix("tr_"))
+            let (server, url) = try await start(["--database", "c.db"], in: directory)
+            defer { kill(server.process.processIdentifier, SIGKILL) }
+            try writeItems(1_500, to: directory.appendingPathComponent("items.ndjson"))
+            let submit = [
+                "submit", "--server", url, "--type", "noop", "--items", "items.ndjson", "--option", "chunk_size=100",
+            ]
+            let refused = try await tranche(submit, in: directory)
+            #expect(refused.status == 1)
+            #expect(refused.stderr.contains("send an API key"))
+            let done = try await tranche(submit + ["--token", key, "--wait", "--json"], in: directory)
+            #expect(done.status == 0, "\(done.stderr)")
+            let batch = try summary(done.stdout)
+            #expect(batch["status"] as? String == "completed")
+            #expect((batch["counts"] as? [String: Any])?["succeeded"] as? Int == 1_500)
+            let id = try #require(batch["id"] as? String)
+            let status = try await tranche(["status", id, "--server", url, "--token", key], in: directory)
+            #expect(status.status == 0)
+            #expect(status.stdout.contains("1,500 succeeded"))
+            let export = try await tranche(
+                ["export", id, "--format", "csv", "--server", url, "--token", key], in: directory)
+            #expect(export.stdout.split(separator: "\n").count == 1_501)
+            let pause = try await tranche(["pause", id, "--server", url, "--token", key], in: directory)
+            #expect(pause.status == 1)
+            #expect(pause.stderr.contains("cannot pause a batch that is completed"))
+            let list = try await tranche(["keys", "list", "--database", "c.db"], in: directory)
+            #expect(list.stdout.contains("acme"))
+            #expect(!list.stdout.contains(key))
+        }
     }
 
     /// Sends a request and returns its status and JSON, whatever the status.
@@ -231,45 +237,46 @@ struct ServeTests {
 
     @Test("a 1,000,000-item NDJSON upload and its export stream through with the server's memory bounded")
     func millionItemUpload() async throws {
-        let directory = try scratchDirectory()
-        let (server, url) = try await start(["--database", "upload.db"], in: directory)
-        defer { kill(server.process.processIdentifier, SIGKILL) }
-        let created = try await call(
-            .POST, url + "/v1/batches",
-            body: .bytes(ByteBuffer(string: #"{"type":"noop","options":{"chunk_size":1000}}"#)))
-        let id = try #require(created["id"] as? String)
-        let total = 1_000_000
-        let blocks = AsyncStream<ByteBuffer> { continuation in
-            var seq = 0
-            while seq < total {
-                var text = ""
-                for _ in 0..<10_000 {
-                    text += #"{"id":\#(seq),"email":"user\#(seq)@example.com"}"# + "\n"
-                    seq += 1
+        try await withTemporaryDirectory("tranche-cli") { directory in
+            let (server, url) = try await start(["--database", "upload.db"], in: directory)
+            defer { kill(server.process.processIdentifier, SIGKILL) }
+            let created = try await call(
+                .POST, url + "/v1/batches",
+                body: .bytes(ByteBuffer(string: #"{"type":"noop","options":{"chunk_size":1000}}"#)))
+            let id = try #require(created["id"] as? String)
+            let total = 1_000_000
+            let blocks = AsyncStream<ByteBuffer> { continuation in
+                var seq = 0
+                while seq < total {
+                    var text = ""
+                    for _ in 0..<10_000 {
+                        text += #"{"id":\#(seq),"email":"user\#(seq)@example.com"}"# + "\n"
+                        seq += 1
+                    }
+                    continuation.yield(ByteBuffer(string: text))
                 }
-                continuation.yield(ByteBuffer(string: text))
+                continuation.finish()
             }
-            continuation.finish()
+            let appended = try await call(
+                .POST, url + "/v1/batches/\(id)/items?start_seq=0", body: .stream(blocks, length: .unknown),
+                contentType: "application/x-ndjson")
+            #expect(appended["inserted"] as? Int == total)
+            #expect(appended["total"] as? Int == total)
+            // Export all of it while it runs, streamed, and count what arrives.
+            var request = HTTPClientRequest(url: url + "/v1/batches/\(id)/export?format=csv")
+            request.method = .GET
+            let response = try await Self.client.execute(request, timeout: .seconds(600))
+            var lines = 0
+            for try await part in response.body {
+                lines += part.readableBytesView.reduce(0) { $0 + ($1 == 0x0A ? 1 : 0) }
+            }
+            #expect(lines == total + 1)
+            let status = try String(contentsOfFile: "/proc/\(server.process.processIdentifier)/status", encoding: .utf8)
+            let peakLine = try #require(status.split(separator: "\n").first { $0.hasPrefix("VmHWM:") })
+            let peakKiB = try #require(Int(peakLine.split(separator: " ", omittingEmptySubsequences: true)[1]))
+            print("upload and export: 1,000,000 items; server peak RSS \(peakKiB / 1024) MiB")
+            // The body is ~48 MB and the export larger; holding either whole would show here.
+            #expect(peakKiB < 200 * 1024)
         }
-        let appended = try await call(
-            .POST, url + "/v1/batches/\(id)/items?start_seq=0", body: .stream(blocks, length: .unknown),
-            contentType: "application/x-ndjson")
-        #expect(appended["inserted"] as? Int == total)
-        #expect(appended["total"] as? Int == total)
-        // Export all of it while it runs, streamed, and count what arrives.
-        var request = HTTPClientRequest(url: url + "/v1/batches/\(id)/export?format=csv")
-        request.method = .GET
-        let response = try await Self.client.execute(request, timeout: .seconds(600))
-        var lines = 0
-        for try await part in response.body {
-            lines += part.readableBytesView.reduce(0) { $0 + ($1 == 0x0A ? 1 : 0) }
-        }
-        #expect(lines == total + 1)
-        let status = try String(contentsOfFile: "/proc/\(server.process.processIdentifier)/status", encoding: .utf8)
-        let peakLine = try #require(status.split(separator: "\n").first { $0.hasPrefix("VmHWM:") })
-        let peakKiB = try #require(Int(peakLine.split(separator: " ", omittingEmptySubsequences: true)[1]))
-        print("upload and export: 1,000,000 items; server peak RSS \(peakKiB / 1024) MiB")
-        // The body is ~48 MB and the export larger; holding either whole would show here.
-        #expect(peakKiB < 200 * 1024)
     }
 }
