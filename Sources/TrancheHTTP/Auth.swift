@@ -1,6 +1,7 @@
 import Crypto
 public import Foundation
 public import Hummingbird
+import Synchronization
 public import TrancheStore
 
 /// The request context: who is calling.
@@ -97,4 +98,22 @@ struct BackpressureMiddleware<Context: RequestContext>: RouterMiddleware {
         defer { gate.leave() }
         return try await next(request, context)
     }
+}
+
+/// Counts requests in flight, for backpressure.
+final class RequestGate: Sendable {
+    let limit: Int
+    private let count = Mutex(0)
+
+    init(limit: Int) { self.limit = limit }
+
+    func enter() -> Bool {
+        count.withLock { count in
+            guard count < limit else { return false }
+            count += 1
+            return true
+        }
+    }
+
+    func leave() { count.withLock { $0 -= 1 } }
 }

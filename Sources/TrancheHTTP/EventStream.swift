@@ -4,8 +4,22 @@ import Hummingbird
 import NIOCore
 import TrancheEngine
 
-/// Server-Sent Events: a batch's events, or all of a tenant's.
+/// A batch's history, and Server-Sent Events: a batch's events, or all of a tenant's.
 extension TrancheServer {
+    func addEventRoutes(_ v1: RouterGroup<TrancheRequestContext>) {
+        v1.get("batches/:id/events") { request, context in
+            let record = try await owned(context)
+            let after = Int64(request.uri.queryParameters.get("after") ?? "0") ?? 0
+            let limit = try limit(request, default: 1_000)
+            let events = try await store.events(of: record.id, afterID: after, limit: limit)
+            return Self.json(["events": .array(events.map(Views.event))])
+        }
+        v1.get("batches/:id/events/stream") { request, context in
+            try await eventStream(request, context, batch: try await owned(context))
+        }
+        v1.get("events/stream") { request, context in try await eventStream(request, context, batch: nil) }
+    }
+
     /// One frame on the wire.
     enum Frame: Sendable {
         case event(BatchEvent)

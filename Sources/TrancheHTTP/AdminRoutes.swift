@@ -1,0 +1,65 @@
+import Foundation
+import HTTPTypes
+import Hummingbird
+import NIOCore
+import Prometheus
+import TrancheEngine
+
+/// What needs no API key: health, readiness, metrics, the dashboard and the OpenAPI document.
+extension TrancheServer {
+    func addAdminRoutes(_ router: Router<TrancheRequestContext>) {
+        router.get("healthz") { _, _ in Self.json(["status": "ok"]) }
+        router.get("readyz") { _, _ in
+            do {
+                _ = try await store.latestEventID()
+                return Self.json(["status": "ready"])
+            } catch {
+                throw Problem(.serviceUnavailable, "the store is not reachable", retryAfter: 1)
+            }
+        }
+        if let registry = configuration.metrics {
+            router.get("metrics") { _, _ in try await metrics(registry) }
+        }
+        router.get("/") { _, _ in
+            Response(
+                status: .ok, headers: [.contentType: "text/html; charset=utf-8", .cacheControl: "no-cache"],
+                body: .init(byteBuffer: ByteBuffer(bytes: PackageResources.dashboard_html)))
+        }
+        router.get("openapi.yaml") { _, _ in
+            Response(
+                status: .ok, headers: [.contentType: "application/yaml"],
+                body: .init(byteBuffer: ByteBuffer(bytes: PackageResources.openapi_yaml)))
+        }
+    }
+
+    /// `GET /metrics`: what the process recorded, and the queue depth, read
+    /// from the store at each scrape.
+    func metrics(_ registry: PrometheusCollectorRegistry) async throws -> Response {
+        var byStatus = Dictionary(uniqueKeysWithValues: BatchStatus.allCases.map { ($0, (Int64(0), Int64(0))) })
+        for summary in try await store.statusSummary() {
+            byStatus[summary.status] = (summary.batches, summary.waitingItems)
+        }
+        var waiting: Int64 = 0
+        for (status, (batches, items)) in byStatus {
+            registry.makeGauge(descriptor: Self.batchesGauge, labels: [("status", status.rawValue)])
+                .set(Double(batches))
+            if status.isRunnable || status == .paused || status == .created || status == .preProcessed {
+                waiting += items
+            }
+        }
+        registry.makeGauge(descriptor: Self.pendingGauge).set(Double(waiting))
+        return Response(
+            status: .ok, headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"],
+            body: .init(byteBuffer: ByteBuffer(bytes: registry.emitToBuffer())))
+    }
+
+    static var batchesGauge: MetricNameDescriptor {
+        MetricNameDescriptor(metricName: "tranche_batches", unitName: "", helpText: "Batches by status")
+    }
+
+    static var pendingGauge: MetricNameDescriptor {
+        MetricNameDescriptor(
+            metricName: "tranche_pending_items", unitName: "",
+            helpText: "Items of unfinished batches waiting to run (pending or waiting for a retry)")
+    }
+}

@@ -1,0 +1,74 @@
+import Foundation
+import Hummingbird
+import TrancheEngine
+
+/// `/v1/batches`: submit, list, show, delete, and the lifecycle actions.
+extension TrancheServer {
+    func addBatchRoutes(_ v1: RouterGroup<TrancheRequestContext>) {
+        v1.post("batches") { request, context in try await create(request, context) }
+        v1.get("batches") { request, context in try await list(request, context) }
+        v1.get("batches/:id") { _, context in try await batchResponse(try await owned(context)) }
+        v1.delete("batches/:id") { _, context in
+            let record = try await owned(context)
+            try await store.deleteBatch(record.id)
+            return Response(status: .noContent)
+        }
+        v1.post("batches/:id/seal") { _, context in
+            let record = try await owned(context)
+            return try await batchResponse(try await engine.seal(record.id))
+        }
+        for action in ["confirm", "pause", "resume", "cancel"] {
+            v1.post("batches/:id/\(action)") { _, context in
+                let record = try await owned(context)
+                let updated: BatchRecord
+                switch action {
+                case "confirm": updated = try await engine.confirm(record.id)
+                case "pause": updated = try await engine.pause(record.id)
+                case "resume": updated = try await engine.resume(record.id)
+                default: updated = try await engine.cancel(record.id)
+                }
+                return try await batchResponse(updated)
+            }
+        }
+        v1.post("batches/:id/retry") { request, context in try await retry(request, context) }
+    }
+
+    func list(_ request: Request, _ context: TrancheRequestContext) async throws -> Response {
+        let query = request.uri.queryParameters
+        var status: BatchStatus?
+        if let text = query.get("status") {
+            guard let parsed = BatchStatus(rawValue: text) else {
+                throw Problem(
+                    .badRequest, "status must be one of \(BatchStatus.allCases.map(\.rawValue).joined(separator: ", "))"
+                )
+            }
+            status = parsed
+        }
+        var before: BatchID?
+        if let cursor = query.get("cursor") {
+            guard let id = BatchID(cursor) else { throw Problem(.badRequest, "cursor is not valid") }
+            before = id
+        }
+        let limit = try limit(request, default: 50)
+        let records = try await store.batches(
+            BatchQuery(owner: context.tenant, type: query.get("type"), status: status, before: before, limit: limit))
+        var views: [JSONValue] = []
+        for record in records { views.append(try await batchView(record, withErrors: false)) }
+        let next: JSONValue = records.count == limit ? records.last.map { .string($0.id.rawValue) } ?? .null : .null
+        return Self.json(["batches": .array(views), "next_cursor": next])
+    }
+
+    func retry(_ request: Request, _ context: TrancheRequestContext) async throws -> Response {
+        let record = try await owned(context)
+        let buffer = try await request.collectBody(limit: 64 << 10)
+        var statuses: Set<ItemStatus>?
+        if buffer.readableBytes > 0 {
+            let body = try request.decodeJSON(RetryBody.self, from: buffer)
+            statuses = try body.statuses.map { Set(try $0.map(itemStatus)) }
+        }
+        let (updated, count) = try await engine.retry(record.id, statuses: statuses)
+        guard case .object(var view) = try await batchView(updated) else { return Self.json([:]) }
+        view["retried_items"] = Views.number(count)
+        return Self.json(.object(view))
+    }
+}
