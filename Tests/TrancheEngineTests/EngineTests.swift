@@ -7,18 +7,23 @@ import TrancheTestSupport
 @Suite("Engine")
 struct EngineTests {
     let probe = Probe()
-    var strategies: [AnyBatchStrategy] { [AnyBatchStrategy(ScriptedStrategy(probe: probe)), BuiltinStrategies.noop] }
+    let gate = OneShotEvent()
+    var strategies: [AnyBatchStrategy] {
+        [
+            AnyBatchStrategy(ScriptedStrategy(probe: probe)), AnyBatchStrategy(GatedStrategy(probe: probe, gate: gate)),
+            BuiltinStrategies.noop,
+        ]
+    }
 
     func submission(_ options: BatchOptions = options(), delayMS: Int = 0, dryRun: Bool = false) throws -> Submission {
         try Submission(
             type: "scripted", context: ScriptedStrategy.Context(delayMS: delayMS), options: options, dryRun: dryRun)
     }
 
-    @Test("a typed strategy runs every item once and stores its output")
-    func typedRun() async throws {
-        let engine = try makeEngine(strategies)
-        let report = try await withRunning(engine) { engine in
-            try await engine.execute(try submission(options(chunkSize: 7)), items: try items(50))
+    @Test("a typed strategy runs every item once and stores its output", arguments: EngineStore.all)
+    func typedRun(store: EngineStore) async throws {
+        let report = try await store.withEngine(strategies) { engine in
+            try await engine.execute(within: 60, try submission(options(chunkSize: 7)), items: try items(50))
         }
         #expect(report.batch.status == .completed)
         #expect(report.batch.counts.succeeded == 50)
@@ -28,28 +33,28 @@ struct EngineTests {
         #expect(probe.calls.count == 50 && probe.calls.values.allSatisfy { $0 == 1 })
     }
 
-    @Test("retryable errors retry with backoff until they succeed")
-    func retries() async throws {
-        let engine = try makeEngine(strategies)
-        let report = try await withRunning(engine) { engine in
-            try await engine.execute(
+    @Test("retryable errors retry with backoff until they succeed", arguments: EngineStore.all)
+    func retries(store: EngineStore) async throws {
+        let (report, events) = try await store.withEngine(strategies) { engine in
+            let report = try await engine.execute(
+                within: 60,
                 try submission(options(maxAttempts: 4)),
                 items: try items(10) { ["n": .number(Double($0)), "kind": $0 % 3 == 0 ? "flaky:2" : "ok"] })
+            return (report, try await engine.store.events(of: report.batch.id, afterID: 0, limit: 100))
         }
         #expect(report.batch.status == .completed)
         #expect(report.batch.counts.succeeded == 10)
         #expect(report.batch.counts.retried == 8)  // 4 flaky items × 2 retries
         #expect(report.items[3].attempts == 3)
         #expect(report.items[3].error == nil)
-        let events = try await engine.store.events(of: report.batch.id, afterID: 0, limit: 100)
         #expect(events.last?.type == .completed)
     }
 
-    @Test("items out of attempts are dead; all failing fails the batch")
-    func dead() async throws {
-        let engine = try makeEngine(strategies)
-        let report = try await withRunning(engine) { engine in
+    @Test("items out of attempts are dead; all failing fails the batch", arguments: EngineStore.all)
+    func dead(store: EngineStore) async throws {
+        let report = try await store.withEngine(strategies) { engine in
             try await engine.execute(
+                within: 60,
                 try submission(options(maxAttempts: 2)),
                 items: try items(3) { ["n": .number(Double($0)), "kind": "retry"] })
         }
@@ -61,11 +66,11 @@ struct EngineTests {
         #expect(probe.calls.values.allSatisfy { $0 == 2 })
     }
 
-    @Test("permanent errors skip the item without retrying")
-    func permanent() async throws {
-        let engine = try makeEngine(strategies)
-        let report = try await withRunning(engine) { engine in
+    @Test("permanent errors skip the item without retrying", arguments: EngineStore.all)
+    func permanent(store: EngineStore) async throws {
+        let report = try await store.withEngine(strategies) { engine in
             try await engine.execute(
+                within: 60,
                 try submission(),
                 items: try items(4) { ["n": .number(Double($0)), "kind": $0 == 1 ? "permanent" : "ok"] })
         }
@@ -75,11 +80,11 @@ struct EngineTests {
         #expect(probe.calls[1] == 1)
     }
 
-    @Test("a fatal error fails the batch and cancels what has not run")
-    func fatal() async throws {
-        let engine = try makeEngine(strategies)
-        let report = try await withRunning(engine) { engine in
+    @Test("a fatal error fails the batch and cancels what has not run", arguments: EngineStore.all)
+    func fatal(store: EngineStore) async throws {
+        let report = try await store.withEngine(strategies) { engine in
             try await engine.execute(
+                within: 60,
                 try submission(options(chunkSize: 5, concurrency: 1)),
                 items: try items(30) { ["n": .number(Double($0)), "kind": $0 == 2 ? "fatal" : "ok"] })
         }
@@ -89,15 +94,15 @@ struct EngineTests {
         #expect(probe.calls.count < 10)
     }
 
-    @Test("stop_above_ratio fails the batch once too many items failed")
-    func ratioPolicy() async throws {
-        let engine = try makeEngine(strategies)
+    @Test("stop_above_ratio fails the batch once too many items failed", arguments: EngineStore.all)
+    func ratioPolicy(store: EngineStore) async throws {
         var opts = options(chunkSize: 10, concurrency: 2)
         opts.failurePolicy = .stopAboveRatio
         opts.failureRatio = 0.3
         opts.failureMinimumItems = 10
-        let report = try await withRunning(engine) { [opts] engine in
+        let report = try await store.withEngine(strategies) { [opts] engine in
             try await engine.execute(
+                within: 60,
                 try submission(opts),
                 items: try items(200) { ["n": .number(Double($0)), "kind": $0 % 2 == 0 ? "permanent" : "ok"] })
         }
@@ -106,25 +111,26 @@ struct EngineTests {
         #expect(report.batch.counts.canceled > 0)
     }
 
-    @Test("concurrency and the node's worker limit cap items in flight")
-    func concurrencyCap() async throws {
-        let engine = try makeEngine(strategies, workers: 3)
-        let report = try await withRunning(engine) { engine in
-            try await engine.execute(
-                try submission(options(chunkSize: 5, concurrency: 8), delayMS: 20), items: try items(40))
+    @Test("concurrency and the node's worker limit cap items in flight", arguments: EngineStore.all)
+    func concurrencyCap(store: EngineStore) async throws {
+        defer { gate.fire() }
+        let done = try await store.withEngine(strategies, workers: 3) { engine in
+            let batch = try await engine.submit(
+                Submission(type: "gated", options: options(chunkSize: 5, concurrency: 8)), items: try items(40))
+            try await waitUntil("three items in flight") { self.probe.inFlight == 3 }
+            self.gate.fire()
+            return try await engine.waitForEnd(batch.id, within: 60)
         }
-        #expect(report.batch.counts.succeeded == 40)
-        #expect(probe.maxInFlight <= 3)
-        #expect(probe.maxInFlight >= 2)
+        #expect(done.counts.succeeded == 40)
+        #expect(probe.maxInFlight == 3)
     }
 
-    @Test("a rate limit spaces the starts of items")
-    func rateLimit() async throws {
-        let engine = try makeEngine(strategies)
+    @Test("a rate limit spaces the starts of items", arguments: EngineStore.all)
+    func rateLimit(store: EngineStore) async throws {
         var opts = options(chunkSize: 10, concurrency: 8)
         opts.rateLimit = RateLimit(rate: 20)
-        let report = try await withRunning(engine) { [opts] engine in
-            try await engine.execute(try submission(opts), items: try items(30))
+        let report = try await store.withEngine(strategies) { [opts] engine in
+            try await engine.execute(within: 60, try submission(opts), items: try items(30))
         }
         #expect(report.batch.counts.succeeded == 30)
         let starts = probe.starts
@@ -132,13 +138,13 @@ struct EngineTests {
         #expect(starts.last! - starts.first! >= 0.45)
     }
 
-    @Test("an item that runs past its timeout is retried, then dead")
-    func itemTimeout() async throws {
-        let engine = try makeEngine(strategies)
+    @Test("an item that runs past its timeout is retried, then dead", arguments: EngineStore.all)
+    func itemTimeout(store: EngineStore) async throws {
         var opts = options(maxAttempts: 2)
         opts.itemTimeout = 0.2
-        let report = try await withRunning(engine) { [opts] engine in
+        let report = try await store.withEngine(strategies) { [opts] engine in
             try await engine.execute(
+                within: 60,
                 try submission(opts),
                 items: try items(2) { ["n": .number(Double($0)), "kind": $0 == 0 ? "hang" : "ok"] })
         }
@@ -148,68 +154,68 @@ struct EngineTests {
         #expect(report.batch.status == .completed)
     }
 
-    @Test("pause holds new chunks back, resume finishes the batch")
-    func pauseResume() async throws {
-        let engine = try makeEngine(strategies)
-        try await withRunning(engine) { engine in
+    @Test("pause holds new chunks back, resume finishes the batch", arguments: EngineStore.all)
+    func pauseResume(store: EngineStore) async throws {
+        defer { gate.fire() }
+        try await store.withEngine(strategies) { engine in
             let batch = try await engine.submit(
-                try self.submission(options(chunkSize: 2, concurrency: 2), delayMS: 30), items: try items(40))
-            try await Task.sleep(for: .milliseconds(100))
+                Submission(type: "gated", options: options(chunkSize: 2, concurrency: 2)), items: try items(40))
+            try await waitUntil("two items to start") { self.probe.started == 2 }
             try await engine.pause(batch.id)
-            try await Task.sleep(for: .milliseconds(300))
+            self.gate.fire()
+            try await waitUntil("the paused batch's chunks to be released") {
+                try await engine.store.batch(batch.id)?.counts.running == 0
+            }
             let paused = try #require(try await engine.store.batch(batch.id))
             #expect(paused.status == .paused)
-            #expect(paused.counts.running == 0)
-            let callsWhilePaused = self.probe.calls.count
-            try await Task.sleep(for: .milliseconds(300))
-            #expect(self.probe.calls.count == callsWhilePaused)
-            #expect(callsWhilePaused < 40)
+            #expect(paused.counts.succeeded == Int64(self.probe.started))
+            #expect(paused.counts.succeeded < 40)
             try await engine.resume(batch.id)
-            let done = try await engine.waitForEnd(batch.id)
+            let done = try await engine.waitForEnd(batch.id, within: 60)
             #expect(done.status == .completed)
             #expect(done.counts.succeeded == 40)
         }
+        #expect(probe.calls.count == 40 && probe.calls.values.allSatisfy { $0 == 1 })
     }
 
-    @Test("cancel stops the batch; retry runs the canceled and failed items again")
-    func cancelAndRetry() async throws {
-        let engine = try makeEngine(strategies)
-        try await withRunning(engine) { engine in
+    @Test("cancel stops the batch; retry runs the canceled and failed items again", arguments: EngineStore.all)
+    func cancelAndRetry(store: EngineStore) async throws {
+        defer { gate.fire() }
+        try await store.withEngine(strategies) { engine in
             let batch = try await engine.submit(
-                try self.submission(options(chunkSize: 2, concurrency: 2), delayMS: 20), items: try items(40))
-            try await Task.sleep(for: .milliseconds(100))
+                Submission(type: "gated", options: options(chunkSize: 2, concurrency: 2)), items: try items(40))
+            try await waitUntil("two items to start") { self.probe.started == 2 }
             try await engine.cancel(batch.id)
-            let canceled = try await engine.waitForEnd(batch.id)
+            let canceled = try await engine.waitForEnd(batch.id, within: 60)
             #expect(canceled.status == .canceled)
-            #expect(canceled.counts.canceled > 0)
-            #expect(canceled.counts.succeeded + canceled.counts.canceled == 40)
+            #expect(canceled.counts.canceled == 40)
+            #expect(canceled.counts.succeeded == 0)
+            self.gate.fire()
             let (_, reset) = try await engine.retry(batch.id, statuses: [.canceled])
-            #expect(reset == canceled.counts.canceled)
-            let done = try await engine.waitForEnd(batch.id)
+            #expect(reset == 40)
+            let done = try await engine.waitForEnd(batch.id, within: 60)
             #expect(done.status == .completed)
             #expect(done.counts.succeeded == 40)
         }
     }
 
-    @Test("require_confirmation waits for confirm")
-    func confirmation() async throws {
-        let engine = try makeEngine(strategies)
+    @Test("require_confirmation waits for confirm", arguments: EngineStore.all)
+    func confirmation(store: EngineStore) async throws {
         var opts = options()
         opts.requireConfirmation = true
-        try await withRunning(engine) { [opts] engine in
+        try await store.withEngine(strategies) { [opts] engine in
             let batch = try await engine.submit(try self.submission(opts), items: try items(5))
             #expect(batch.status == .preProcessed)
             try await Task.sleep(for: .milliseconds(200))
             #expect(self.probe.calls.isEmpty)
             try await engine.confirm(batch.id)
-            #expect(try await engine.waitForEnd(batch.id).counts.succeeded == 5)
+            #expect(try await engine.waitForEnd(batch.id, within: 60).counts.succeeded == 5)
         }
     }
 
-    @Test("a dry run validates every item, reports, and runs nothing")
-    func dryRun() async throws {
-        let engine = try makeEngine(strategies)
-        try await withRunning(engine) { engine in
+    @Test("a dry run validates every item, reports, and runs nothing", arguments: EngineStore.all)
+    func dryRun(store: EngineStore) async throws {
+        try await store.withEngine(strategies) { engine in
             var opts = options()
             opts.rateLimit = RateLimit(rate: 10)
             let batch = try await engine.submit(
@@ -234,15 +240,22 @@ struct EngineTests {
         }
     }
 
-    @Test("unknown strategies and invalid options are refused before anything is stored")
-    func badSubmissions() async throws {
-        let engine = try makeEngine(strategies)
+    @Test("unknown strategies and invalid options are refused before anything is stored", arguments: EngineStore.all)
+    func badSubmissions(store: EngineStore) async throws {
+        try await store.withSite { site in
+            try await site.withStore { store in
+                try await refuseBadSubmissions(makeEngine(store: store, strategies))
+            }
+        }
+    }
+
+    func refuseBadSubmissions(_ engine: TrancheEngine) async throws {
         do {
             _ = try await engine.submit(Submission(type: "nope"), items: [])
             Issue.record("accepted an unknown strategy")
         } catch let error as EngineError {
             #expect(error.code == .unknownStrategy)
-            #expect(error.message.contains("known: noop, scripted"))
+            #expect(error.message.contains("known: gated, noop, scripted"))
         }
         var bad = options()
         bad.chunkSize = 0
@@ -263,81 +276,81 @@ struct EngineTests {
         #expect(try await engine.store.batches(BatchQuery()).isEmpty)
     }
 
-    @Test("subscribers see status events and throttled progress, in order")
-    func events() async throws {
-        let engine = try makeEngine(strategies)
-        try await withRunning(engine) { engine in
+    @Test("subscribers see status events and throttled progress, in order", arguments: EngineStore.all)
+    func events(store: EngineStore) async throws {
+        try await store.withEngine(strategies) { engine in
             let stream = try await engine.events()
+            let started = ContinuousClock.now
             let batch = try await engine.submit(
                 try self.submission(options(chunkSize: 5, concurrency: 4), delayMS: 5), items: try items(60))
-            var types: [BatchEventType] = []
-            var progress = 0
-            for await event in stream where event.batchID == batch.id {
-                if event.type == .progress {
-                    progress += 1
-                    continue
+            let (types, progress) = try await withDeadline("batch \(batch.id) to complete") {
+                var types: [BatchEventType] = []
+                var progress = 0
+                for await event in stream where event.batchID == batch.id {
+                    if event.type == .progress {
+                        progress += 1
+                        continue
+                    }
+                    types.append(event.type)
+                    if event.type == .completed { break }
                 }
-                types.append(event.type)
-                if event.type == .completed { break }
+                return (types, progress)
             }
             #expect(types == [.created, .sealed, .preProcessed, .confirmed, .processing, .completed])
             #expect(progress >= 1)
-            #expect(progress <= 20)
+            // At most one every `progressInterval` (0.5 s), and one from each
+            // of the (at most 4) chunks that see the batch end.
+            let seconds = Double(started.duration(to: .now).components.seconds) + 1
+            #expect(progress <= Int(seconds / 0.5) + 4)
         }
     }
 
-    @Test("a graceful drain lets running items finish and leaves the rest for the next start")
-    func drain() async throws {
-        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("tranche-drain-\(UUID())")
-        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
-        let path = directory.appendingPathComponent("d.db").path
-        let first = try makeEngineAt(path)
-        let batchID = try await withRunning(first) { engine in
-            let batch = try await engine.submit(
-                try self.submission(options(chunkSize: 4, concurrency: 2), delayMS: 50), items: try items(30))
-            while try await engine.store.batch(batch.id)?.counts.succeeded ?? 0 < 4 {
-                try await Task.sleep(for: .milliseconds(10))
+    @Test(
+        "a graceful drain lets running items finish and leaves the rest for the next start",
+        arguments: EngineStore.all)
+    func drain(store: EngineStore) async throws {
+        try await store.withSite { site in
+            let (batchID, stopped) = try await site.withStore { store in
+                // withRunning drains the engine once the body returns, and waits for it.
+                let batchID = try await withRunning(makeEngine(store: store, strategies)) { engine in
+                    let batch = try await engine.submit(
+                        try self.submission(options(chunkSize: 4, concurrency: 2), delayMS: 50), items: try items(30))
+                    try await waitUntil("four items to succeed") {
+                        try await engine.store.batch(batch.id)?.counts.succeeded ?? 0 >= 4
+                    }
+                    return batch.id
+                }
+                return (batchID, try #require(try await store.batch(batchID)))
             }
-            return batch.id
+            #expect(stopped.counts.running == 0)
+            #expect(stopped.counts.succeeded > 0 && stopped.counts.succeeded < 30)
+            #expect(stopped.counts.rescued == 0)
+            let done = try await site.withEngine(strategies) { engine in
+                try await engine.waitForEnd(batchID, within: 60)
+            }
+            #expect(done.status == .completed)
+            #expect(done.counts.succeeded == 30)
         }
-        let stopped = try #require(try await first.store.batch(batchID))
-        #expect(stopped.counts.running == 0)
-        #expect(stopped.counts.succeeded > 0 && stopped.counts.succeeded < 30)
-        #expect(stopped.counts.rescued == 0)
-        let second = try makeEngineAt(path)
-        let done = try await withRunning(second) { engine in try await engine.waitForEnd(batchID) }
-        #expect(done.status == .completed)
-        #expect(done.counts.succeeded == 30)
-        #expect(probe.calls.values.allSatisfy { $0 == 1 })
+        #expect(probe.calls.count == 30 && probe.calls.values.allSatisfy { $0 == 1 })
     }
 
-    func makeEngineAt(_ path: String) throws -> TrancheEngine {
-        var configuration = TrancheEngine.Configuration()
-        configuration.sweepInterval = 0.05
-        configuration.checkpointInterval = 0.1
-        return TrancheEngine(
-            store: try TrancheSQLiteStoreOpener.open(path), strategies: strategies, configuration: configuration)
-    }
-
-    @Test("a chunk strategy (noop) runs a large batch")
-    func noop() async throws {
-        let engine = try makeEngine(strategies)
-        let record = try await withRunning(engine) { engine in
+    @Test("a chunk strategy (noop) runs a large batch", arguments: EngineStore.all)
+    func noop(store: EngineStore) async throws {
+        let record = try await store.withEngine(strategies) { engine in
             let batch = try await engine.submit(
                 Submission(type: "noop", options: options(chunkSize: 500)), items: try items(5_000))
-            return try await engine.waitForEnd(batch.id)
+            return try await engine.waitForEnd(batch.id, within: 60)
         }
         #expect(record.counts.succeeded == 5_000)
     }
 
-    @Test("the typed submit streams a long sequence in blocks")
-    func streamingSubmit() async throws {
-        let engine = try makeEngine(strategies)
-        let record = try await withRunning(engine) { engine in
+    @Test("the typed submit streams a long sequence in blocks", arguments: EngineStore.all)
+    func streamingSubmit(store: EngineStore) async throws {
+        let record = try await store.withEngine(strategies) { engine in
             let batch = try await engine.submit(
                 try self.submission(options(chunkSize: 50)), items: (0..<2_500).map { ScriptedStrategy.Item(n: $0) },
                 inlineLimit: 1_000)
-            return try await engine.waitForEnd(batch.id)
+            return try await engine.waitForEnd(batch.id, within: 60)
         }
         #expect(record.counts.total == 2_500)
         #expect(record.counts.succeeded == 2_500)
