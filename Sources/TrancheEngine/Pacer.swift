@@ -38,20 +38,29 @@ final class Pacer: Sendable {
 
     /// Waits until the item may start, or until `stop` fires. Returns false
     /// (holding nothing) when `stop` fired first or the task was canceled.
+    ///
+    /// When every permit looks free and no rate applies, it admits without
+    /// watching `stop` (no child tasks per item): such a wait, if a permit
+    /// is taken meanwhile, lasts only until a running item ends.
     func admit(clock: ContinuousClock, unless stop: OneShotEvent) async -> Bool {
         if stop.hasFired { return false }
-        let admitted = await withTaskGroup(of: Bool?.self) { group in
-            group.addTask { await self.admit(clock: clock) }
-            group.addTask {
-                await stop.wait()
-                return nil
+        let admitted: Bool
+        if buckets.isEmpty && semaphores.allSatisfy({ $0.available > 0 }) {
+            admitted = await admit(clock: clock)
+        } else {
+            admitted = await withTaskGroup(of: Bool?.self) { group in
+                group.addTask { await self.admit(clock: clock) }
+                group.addTask {
+                    await stop.wait()
+                    return nil
+                }
+                var admitted = false
+                while let result = await group.next() {
+                    if let result { admitted = result }
+                    group.cancelAll()
+                }
+                return admitted
             }
-            var admitted = false
-            while let result = await group.next() {
-                if let result { admitted = result }
-                group.cancelAll()
-            }
-            return admitted
         }
         if admitted && stop.hasFired {
             release()
