@@ -314,7 +314,7 @@ extension PostgresBatchStore {
                     let row = try await db.one(
                         PostgresQuery(
                             unsafeSQL: """
-                                SELECT id, batch_key, first_seq, last_seq, rescues, claimed_items FROM chunks
+                                SELECT \(RescueRules.Chunk.columns) FROM chunks
                                 WHERE id = \(id) AND \(condition) FOR UPDATE SKIP LOCKED
                                 """))
                 else { return nil }

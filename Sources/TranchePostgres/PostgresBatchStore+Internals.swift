@@ -191,18 +191,17 @@ extension PostgresBatchStore {
 
     /// Recounts the stored item counters from the items themselves (after bulk changes).
     static func recountItems(_ db: PostgresConnection, _ key: Int64) async throws {
-        var counts = [Int: Int64]()
-        for row in try await db.rows("SELECT status, count(*) FROM items WHERE batch_key = \(key) GROUP BY status") {
-            counts[try row.get(0, as: Int.self)] = try row.get(1)
-        }
-        func count(_ status: ItemStatus) -> Int64 { counts[status.rawValue] ?? 0 }
+        let histogram = try await db.rows("SELECT status, count(*) FROM items WHERE batch_key = \(key) GROUP BY status")
+            .map { row in
+                let read = PostgresStoredRow(row: row)
+                return (status: try read.int(0), count: try read.int64(1))
+            }
+        var binds = PostgresBindings()
+        for value in BatchCounts.recounted(histogram).recountValues { binds.append(value) }
+        binds.append(key)
+        let columns = assignments(BatchCounts.recountColumns) { "$\($0)" }
         try await db.run(
-            """
-            UPDATE batches SET total = \(counts.values.reduce(0, +)), succeeded = \(count(.succeeded)),
-                failed = \(count(.failed)), skipped = \(count(.skipped)), dead = \(count(.dead)),
-                canceled = \(count(.canceled))
-            WHERE key = \(key)
-            """)
+            PostgresQuery(unsafeSQL: "UPDATE batches SET \(columns) WHERE key = $\(binds.count)", binds: binds))
     }
 
     /// Cancels the waiting items of a seq range; returns the counter change.
@@ -295,10 +294,9 @@ extension PostgresBatchStore {
             }
         }
         binds.append(key)
-        let assignments = BatchRecord.lifecycleAssignments { "$\($0)" }
+        let columns = assignments(BatchRecord.lifecycleColumns) { "$\($0)" }
         try await db.run(
-            PostgresQuery(
-                unsafeSQL: "UPDATE batches SET \(assignments) WHERE key = $\(binds.count)", binds: binds))
+            PostgresQuery(unsafeSQL: "UPDATE batches SET \(columns) WHERE key = $\(binds.count)", binds: binds))
     }
 
     /// Applies one lifecycle action as ``BatchRules/step(_:_:reason:now:data:)``
@@ -403,10 +401,7 @@ extension PostgresBatchStore {
     static func rescueChunk(
         _ db: PostgresConnection, chunk row: PostgresRandomAccessRow, now: Date, splitAfter: Int
     ) async throws -> RescuedChunk? {
-        let read = PostgresStoredRow(row: row)
-        let chunk = RescueRules.Chunk(
-            id: try read.int64(0), batchKey: try read.int64(1), firstSeq: try read.int64(2),
-            lastSeq: try read.int64(3), rescues: try read.int(4), unfinished: try read.int64(5))
+        let chunk = try RescueRules.Chunk(row: PostgresStoredRow(row: row))
         guard let stored = try await batch(db, key: chunk.batchKey, lock: true) else { return nil }
         let ended = stored.record.status.isEnded
         try await db.run(
@@ -419,19 +414,14 @@ extension PostgresBatchStore {
         if RescueRules.needsOpenItems(chunk, batchEnded: ended, splitAfter: splitAfter) {
             open = try await db.rows(
                 """
-                SELECT seq, status FROM items WHERE batch_key = \(chunk.batchKey)
+                SELECT \(unescaped: RescueRules.openItemColumns) FROM items WHERE batch_key = \(chunk.batchKey)
                   AND seq BETWEEN \(chunk.firstSeq) AND \(chunk.lastSeq)
                   AND status IN (\(unescaped: SQLList.waitingItems)) ORDER BY seq
                 """
-            ).map { row in
-                let item = PostgresStoredRow(row: row)
-                return (try item.int64(0), ItemStatus(rawValue: try item.int(1)) ?? .pending)
-            }
+            ).map { try RescueRules.openItem(PostgresStoredRow(row: $0)) }
         }
         var delta = RescueRules.counts(chunk)
-        var result = RescuedChunk(
-            batchID: stored.record.id, firstSeq: chunk.firstSeq, lastSeq: chunk.lastSeq, unfinished: chunk.unfinished,
-            split: false, quarantinedSeq: nil)
+        var result = chunk.report(batchID: stored.record.id)
         var quarantineError: ItemError?
         switch RescueRules.decide(chunk, batchEnded: ended, splitAfter: splitAfter, openItems: open) {
         case .cancelRest:

@@ -129,22 +129,15 @@ extension SQLiteBatchStore {
 
     /// Recounts the stored item counters from the items themselves (after bulk changes).
     static func recountItems(_ db: Database, _ key: Int64) throws {
-        var counts = [Int: Int64]()
-        for row in try Row.fetchAll(
-            db, sql: "SELECT status, count(*) FROM items WHERE batch_key = ? GROUP BY status", arguments: [key])
-        {
-            counts[row[0]] = row[1]
+        let histogram = try Row.fetchAll(
+            db, sql: "SELECT status, count(*) FROM items WHERE batch_key = ? GROUP BY status", arguments: [key]
+        ).map { row in
+            let read = SQLiteRow(row: row)
+            return (status: try read.int(0), count: try read.int64(1))
         }
-        func count(_ status: ItemStatus) -> Int64 { counts[status.rawValue] ?? 0 }
         try db.execute(
-            sql: """
-                UPDATE batches SET total = ?, succeeded = ?, failed = ?, skipped = ?, dead = ?, canceled = ?
-                WHERE key = ?
-                """,
-            arguments: [
-                counts.values.reduce(0, +), count(.succeeded), count(.failed), count(.skipped), count(.dead),
-                count(.canceled), key,
-            ])
+            sql: "UPDATE batches SET \(assignments(BatchCounts.recountColumns) { _ in "?" }) WHERE key = ?",
+            arguments: StatementArguments(BatchCounts.recounted(histogram).recountValues + [key]))
     }
 
     /// Cancels the waiting items of a seq range; returns the counter change.
@@ -224,7 +217,7 @@ extension SQLiteBatchStore {
             }
         }
         try db.cachedStatement(
-            sql: "UPDATE batches SET \(BatchRecord.lifecycleAssignments { _ in "?" }) WHERE key = ?"
+            sql: "UPDATE batches SET \(assignments(BatchRecord.lifecycleColumns) { _ in "?" }) WHERE key = ?"
         ).execute(arguments: StatementArguments(values + [key.databaseValue]))
     }
 
@@ -330,15 +323,12 @@ extension SQLiteBatchStore {
     ) throws -> [RescuedChunk] {
         let rows = try Row.fetchAll(
             db,
-            sql: "SELECT id, batch_key, first_seq, last_seq, rescues, claimed_items FROM chunks WHERE \(condition)",
+            sql: "SELECT \(RescueRules.Chunk.columns) FROM chunks WHERE \(condition)",
             arguments: arguments)
         var rescued: [RescuedChunk] = []
         var touched = Set<Int64>()
         for row in rows {
-            let read = SQLiteRow(row: row)
-            let chunk = RescueRules.Chunk(
-                id: try read.int64(0), batchKey: try read.int64(1), firstSeq: try read.int64(2),
-                lastSeq: try read.int64(3), rescues: try read.int(4), unfinished: try read.int64(5))
+            let chunk = try RescueRules.Chunk(row: SQLiteRow(row: row))
             guard let stored = try batch(db, key: chunk.batchKey) else { continue }
             touched.insert(chunk.batchKey)
             rescued.append(try rescue(db, chunk, of: stored, now: now, splitAfter: splitAfter))
@@ -369,19 +359,14 @@ extension SQLiteBatchStore {
             open = try Row.fetchAll(
                 db,
                 sql: """
-                    SELECT seq, status FROM items WHERE batch_key = ? AND seq BETWEEN ? AND ?
+                    SELECT \(RescueRules.openItemColumns) FROM items WHERE batch_key = ? AND seq BETWEEN ? AND ?
                       AND status IN (\(SQLList.waitingItems)) ORDER BY seq
                     """,
                 arguments: [chunk.batchKey, chunk.firstSeq, chunk.lastSeq]
-            ).map { row in
-                let read = SQLiteRow(row: row)
-                return (try read.int64(0), ItemStatus(rawValue: try read.int(1)) ?? .pending)
-            }
+            ).map { try RescueRules.openItem(SQLiteRow(row: $0)) }
         }
         var delta = RescueRules.counts(chunk)
-        var result = RescuedChunk(
-            batchID: stored.record.id, firstSeq: chunk.firstSeq, lastSeq: chunk.lastSeq, unfinished: chunk.unfinished,
-            split: false, quarantinedSeq: nil)
+        var result = chunk.report(batchID: stored.record.id)
         switch RescueRules.decide(chunk, batchEnded: ended, splitAfter: splitAfter, openItems: open) {
         case .cancelRest:
             delta.add(try cancelItems(db, chunk.batchKey, first: chunk.firstSeq, last: chunk.lastSeq))

@@ -26,6 +26,23 @@ package enum RescueRules {
 
         /// Rescues counting this one.
         package var rescuesAfter: Int { rescues + 1 }
+
+        /// The `chunks` columns a rescue reads, in the order of ``init(row:)``.
+        package static let columns = "id, batch_key, first_seq, last_seq, rescues, claimed_items"
+
+        /// Decodes a row of ``columns``.
+        package init(row: some StoredRow) throws {
+            self.init(
+                id: try row.int64(0), batchKey: try row.int64(1), firstSeq: try row.int64(2),
+                lastSeq: try row.int64(3), rescues: try row.int(4), unfinished: try row.int64(5))
+        }
+
+        /// What the rescue reports, before its decision adds to it.
+        package func report(batchID: BatchID) -> RescuedChunk {
+            RescuedChunk(
+                batchID: batchID, firstSeq: firstSeq, lastSeq: lastSeq, unfinished: unfinished, split: false,
+                quarantinedSeq: nil)
+        }
     }
 
     /// What to do with the chunk.
@@ -38,6 +55,14 @@ package enum RescueRules {
         case quarantine(seq: Int64, previous: ItemStatus, message: String)
         /// Split after `lastOfFirstHalf`, both halves claimable now.
         case split(lastOfFirstHalf: Int64)
+    }
+
+    /// The open items' columns the decision reads, in seq order.
+    package static let openItemColumns = "seq, status"
+
+    /// Decodes a row of ``openItemColumns``.
+    package static func openItem(_ row: some StoredRow) throws -> (seq: Int64, status: ItemStatus) {
+        (try row.int64(0), ItemStatus(rawValue: try row.int(1)) ?? .pending)
     }
 
     /// Whether the decision needs the chunk's open items (seq order).

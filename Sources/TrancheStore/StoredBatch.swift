@@ -127,6 +127,11 @@ extension StoredBatch {
     }
 }
 
+/// `a = ?, b = ?, …` for `columns`, with each driver's placeholders (1-based).
+package func assignments(_ columns: [String], placeholder: (Int) -> String) -> String {
+    columns.enumerated().map { "\($0.element) = \(placeholder($0.offset + 1))" }.joined(separator: ", ")
+}
+
 /// A value to bind, for the statements both drivers build from one column list.
 package enum StoredValue: Sendable, Hashable {
     case int(Int64?)
@@ -139,12 +144,6 @@ extension BatchRecord {
         "status", "paused_from", "confirmed_at", "started_at", "completed_at", "expires_at", "failure_reason",
         "processing_ms", "running_since", "summary",
     ]
-
-    /// `status = ?, paused_from = ?, …` with each driver's placeholders (1-based).
-    package static func lifecycleAssignments(placeholder: (Int) -> String) -> String {
-        lifecycleColumns.enumerated().map { "\($0.element) = \(placeholder($0.offset + 1))" }
-            .joined(separator: ", ")
-    }
 
     /// This record's values for ``lifecycleColumns``.
     package var lifecycleValues: [StoredValue] {
@@ -176,4 +175,24 @@ extension Int64 {
         if value <= -9.2e18 { return .min }
         return Int64(value.rounded())
     }
+}
+
+extension BatchCounts {
+    /// The item counters a recount writes, in the order of ``recountValues``.
+    package static let recountColumns = ["total", "succeeded", "failed", "skipped", "dead", "canceled"]
+
+    /// Counters recounted from `(status, count)` rows of a batch's items
+    /// (after bulk changes such as a retry); `running`, `retried` and
+    /// `rescued` are not item states and stay as they are.
+    package static func recounted(_ histogram: [(status: Int, count: Int64)]) -> BatchCounts {
+        var counts = BatchCounts()
+        for (raw, count) in histogram {
+            counts.total += count
+            if let status = ItemStatus(rawValue: raw) { counts[status] += count }
+        }
+        return counts
+    }
+
+    /// This recount's values for ``recountAssignments``.
+    package var recountValues: [Int64] { [total, succeeded, failed, skipped, dead, canceled] }
 }

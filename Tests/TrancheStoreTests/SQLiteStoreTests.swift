@@ -26,6 +26,24 @@ struct SQLiteStoreTests {
         }
     }
 
+    @Test("reopening a file runs no migration twice and keeps every batch")
+    func reopen() async throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("tranche-reopen-\(UUID())")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let path = directory.appendingPathComponent("reopen.db").path
+        let first = try SQLiteBatchStore(path: path)
+        let batch = try await first.createBatch(NewBatch(type: "t", options: options(chunkSize: 2)), items: payloads(5))
+        _ = try #require(try await first.claimChunk(owner: "w", leaseDuration: 30, now: Date()))
+        // A second store on the same file at the same time, then a third after.
+        let second = try SQLiteBatchStore(path: path)
+        #expect(try await second.batch(batch.id)?.status == .processing)
+        let third = try SQLiteBatchStore(path: path)
+        let record = try #require(try await third.batch(batch.id))
+        #expect(record.counts.total == 5)
+        #expect(record.runningSince != nil)
+    }
+
     func walSize(_ path: String) throws -> Int {
         (try FileManager.default.attributesOfItem(atPath: path + "-wal")[.size] as? Int) ?? 0
     }
