@@ -8,11 +8,11 @@ import TrancheEngine
 /// What needs no API key: health, readiness, metrics, the dashboard and the OpenAPI document.
 extension TrancheServer {
     func addAdminRoutes(_ router: Router<TrancheRequestContext>) {
-        router.get("healthz") { _, _ in Self.json(["status": "ok"]) }
+        router.get("healthz") { _, _ in Self.json(HealthView(status: "ok")) }
         router.get("readyz") { _, _ in
             do {
                 _ = try await store.latestEventID()
-                return Self.json(["status": "ready"])
+                return Self.json(HealthView(status: "ready"))
             } catch {
                 throw Problem(.serviceUnavailable, "the store is not reachable", retryAfter: 1)
             }

@@ -52,10 +52,10 @@ extension TrancheServer {
         let limit = try limit(request, default: 50)
         let records = try await store.batches(
             BatchQuery(owner: context.tenant, type: query.get("type"), status: status, before: before, limit: limit))
-        var views: [JSONValue] = []
+        var views: [BatchView] = []
         for record in records { views.append(try await batchView(record, withErrors: false)) }
-        let next: JSONValue = records.count == limit ? records.last.map { .string($0.id.rawValue) } ?? .null : .null
-        return Self.json(["batches": .array(views), "next_cursor": next])
+        let next = records.count == limit ? records.last?.id.rawValue : nil
+        return Self.json(BatchPage(batches: views, nextCursor: next))
     }
 
     func retry(_ request: Request, _ context: TrancheRequestContext) async throws -> Response {
@@ -63,12 +63,12 @@ extension TrancheServer {
         let buffer = try await request.collectBody(limit: 64 << 10)
         var statuses: Set<ItemStatus>?
         if buffer.readableBytes > 0 {
-            let body = try request.decodeJSON(RetryBody.self, from: buffer)
+            let body = try request.decodeJSON(RetryRequest.self, from: buffer)
             statuses = try body.statuses.map { Set(try $0.map(itemStatus)) }
         }
         let (updated, count) = try await engine.retry(record.id, statuses: statuses)
-        guard case .object(var view) = try await batchView(updated) else { return Self.json([:]) }
-        view["retried_items"] = Views.number(count)
-        return Self.json(.object(view))
+        var view = try await batchView(updated)
+        view.retriedItems = count
+        return Self.json(view)
     }
 }

@@ -12,7 +12,7 @@ extension TrancheServer {
             let after = Int64(request.uri.queryParameters.get("after") ?? "0") ?? 0
             let limit = try limit(request, default: 1_000)
             let events = try await store.events(of: record.id, afterID: after, limit: limit)
-            return Self.json(["events": .array(events.map(Views.event))])
+            return Self.json(EventList(events: events.map(EventView.init)))
         }
         v1.get("batches/:id/events/stream") { request, context in
             try await eventStream(request, context, batch: try await owned(context))
@@ -83,7 +83,7 @@ extension TrancheServer {
 
     /// `id:` (stored events only), `event:` and one `data:` line of JSON.
     static func sse(_ event: BatchEvent) -> String {
-        let data = (try? JSONText(encoding: Views.event(event)).text) ?? "{}"
+        let data = (try? JSONText(encoding: EventView(event)).text) ?? "{}"
         let id = event.id > 0 ? "id: \(event.id)\n" : ""
         return "\(id)event: \(event.type.rawValue)\ndata: \(data)\n\n"
     }

@@ -13,7 +13,7 @@ extension TrancheServer {
         v1.get("batches/:id/errors") { _, context in
             let record = try await owned(context)
             let groups = try await store.errorGroups(of: record.id, samples: 5)
-            return Self.json(["errors": .array(groups.map(Views.errorGroup))])
+            return Self.json(ErrorGroupList(errors: groups.map(ErrorGroupView.init)))
         }
         v1.get("batches/:id/export") { request, context in try await export(request, context) }
     }
@@ -30,77 +30,68 @@ extension TrancheServer {
         let limit = try limit(request, default: 100)
         let page = try await store.items(of: record.id, status: status, afterSeq: after, limit: limit)
         let payload = query.get("include") == "item"
-        let next: JSONValue = page.count == limit ? page.last.map { .string(String($0.seq)) } ?? .null : .null
-        return Self.json([
-            "items": .array(page.map { WireFormat.item($0, includingPayload: payload) }), "next_cursor": next,
-        ])
+        let next = page.count == limit ? page.last.map { String($0.seq) } : nil
+        return Self.json(ItemPage(items: page.map { ItemView($0, includingPayload: payload) }, nextCursor: next))
     }
 
+    /// `POST /v1/batches/{id}/items`: a JSON array, or an NDJSON stream
+    /// appended in blocks as it arrives. Idempotent by `start_seq`.
     func append(_ request: Request, _ context: TrancheRequestContext) async throws -> Response {
         let record = try await owned(context)
-        let query = request.uri.queryParameters
-        var seq = record.counts.total
-        if let start = query.get("start_seq") {
+        var startSeq = record.counts.total
+        if let start = request.uri.queryParameters.get("start_seq") {
             guard let value = Int64(start), value >= 0 else {
                 throw Problem(.badRequest, "start_seq must be 0 or more")
             }
-            seq = value
+            startSeq = value
         }
+        var upload = Upload(batch: record.id, tenant: context.tenant, seq: startSeq, total: record.counts.total)
         let contentType = request.headers[.contentType]?.lowercased() ?? "application/json"
-        var inserted = 0
-        var rejected = 0
-        var errors: [JSONValue] = []
-        var total = record.counts.total
-        func flush(_ items: inout [NewItem]) async throws {
-            guard !items.isEmpty else { return }
-            try await admit(items.count, tenant: context.tenant)
-            let result = try await engine.append(to: record.id, startSeq: seq, items: items)
-            inserted += result.inserted
-            total = result.total
-            seq += Int64(items.count)
-            items.removeAll(keepingCapacity: true)
-        }
-        var pending: [NewItem] = []
         if contentType.hasPrefix("application/x-ndjson") || contentType.hasPrefix("application/jsonl") {
-            var splitter = LineSplitter(maxLine: configuration.maxItemBytes)
-            var received = 0
-            for try await buffer in request.body {
-                received += buffer.readableBytes
-                guard received <= configuration.maxUploadBytes else {
-                    try await flush(&pending)
-                    throw Problem(.contentTooLarge, "the upload is larger than \(configuration.maxUploadBytes) bytes")
-                }
-                try splitter.feed(buffer) { line, number in
-                    let item = Self.ndjsonItem(line, number: number)
-                    if let rejection = item.rejection {
-                        rejected += 1
-                        if errors.count < 10 {
-                            errors.append(["line": .number(Double(number)), "message": .string(rejection.message)])
-                        }
-                    }
-                    pending.append(item)
-                }
-                if pending.count >= 5_000 { try await flush(&pending) }
-            }
-            try splitter.finish { line, number in pending.append(Self.ndjsonItem(line, number: number)) }
-            try await flush(&pending)
+            try await appendLines(of: request.body, to: &upload)
         } else {
             let values = try await request.decodeJSON([JSONValue].self, limit: configuration.maxBodyBytes)
             guard values.count <= configuration.maxInlineItems else {
                 throw Problem(
                     .contentTooLarge, "at most \(configuration.maxInlineItems) items per JSON request; use NDJSON")
             }
-            pending = try values.map { NewItem(payload: try JSONText(encoding: $0)) }
-            try await flush(&pending)
+            for value in values { upload.add(NewItem(payload: try JSONText(encoding: value)), line: nil) }
+            try await flush(&upload)
         }
         let updated = try await store.batch(record.id) ?? record
-        return Self.json([
-            "inserted": .number(Double(inserted)),
-            "rejected": .number(Double(rejected)),
-            "total": Views.number(max(total, updated.counts.total)),
-            "errors": .array(errors),
-            "status": .string(updated.status.rawValue),
-        ])
+        return Self.json(
+            AppendView(
+                inserted: upload.inserted, rejected: upload.rejected, total: max(upload.total, updated.counts.total),
+                errors: upload.errors, status: updated.status))
+    }
+
+    /// Appends an NDJSON stream line by line, in blocks of 5,000, holding at most one block.
+    func appendLines(of body: RequestBody, to upload: inout Upload) async throws {
+        var splitter = LineSplitter(maxLine: configuration.maxItemBytes)
+        var received = 0
+        for try await buffer in body {
+            received += buffer.readableBytes
+            guard received <= configuration.maxUploadBytes else {
+                try await flush(&upload)
+                throw Problem(.contentTooLarge, "the upload is larger than \(configuration.maxUploadBytes) bytes")
+            }
+            try splitter.feed(buffer) { line, number in upload.add(Self.ndjsonItem(line, number: number), line: number)
+            }
+            if upload.pending.count >= 5_000 { try await flush(&upload) }
+        }
+        try splitter.finish { line, number in upload.add(Self.ndjsonItem(line, number: number), line: number) }
+        try await flush(&upload)
+    }
+
+    /// Appends the upload's waiting items (429 when the tenant's queue is full).
+    func flush(_ upload: inout Upload) async throws {
+        guard !upload.pending.isEmpty else { return }
+        try await admit(upload.pending.count, tenant: upload.tenant)
+        let result = try await engine.append(to: upload.batch, startSeq: upload.seq, items: upload.pending)
+        upload.inserted += result.inserted
+        upload.total = result.total
+        upload.seq += Int64(upload.pending.count)
+        upload.pending.removeAll(keepingCapacity: true)
     }
 
     static func ndjsonItem(_ line: [UInt8], number: Int) -> NewItem {
@@ -159,5 +150,34 @@ extension TrancheServer {
             try await writer.finish(nil)
         }
         return Response(status: .ok, headers: headers, body: body)
+    }
+}
+
+/// An upload in progress: the items waiting to be appended and what it has done so far.
+struct Upload {
+    let batch: BatchID
+    let tenant: String
+    /// Where the waiting items go.
+    var seq: Int64
+    var total: Int64
+    var pending: [NewItem] = []
+    var inserted = 0
+    var rejected = 0
+    var errors: [AppendView.LineError] = []
+
+    init(batch: BatchID, tenant: String, seq: Int64, total: Int64) {
+        self.batch = batch
+        self.tenant = tenant
+        self.seq = seq
+        self.total = total
+    }
+
+    /// Queues an item; a line refused at upload is counted, and reported among the first ten.
+    mutating func add(_ item: NewItem, line: Int?) {
+        if let rejection = item.rejection {
+            rejected += 1
+            if let line, errors.count < 10 { errors.append(.init(line: line, message: rejection.message)) }
+        }
+        pending.append(item)
     }
 }

@@ -19,12 +19,8 @@ public struct Problem: HTTPResponseError, Sendable {
     }
 
     public func response(from request: Request, context: some RequestContext) throws -> Response {
-        let body: JSONValue = [
-            "type": "about:blank",
-            "title": .string(status.reasonPhrase),
-            "status": .number(Double(status.code)),
-            "detail": .string(detail),
-        ]
+        let body = ProblemDetails(
+            type: "about:blank", title: status.reasonPhrase, status: Int(status.code), detail: detail)
         var headers: HTTPFields = [.contentType: "application/problem+json"]
         if let retryAfter { headers[.retryAfter] = String(retryAfter) }
         if status == .unauthorized { headers[.wwwAuthenticate] = "Bearer" }
@@ -64,6 +60,24 @@ public struct Problem: HTTPResponseError, Sendable {
         default:
             return Problem(.internalServerError, "the request failed")
         }
+    }
+}
+
+/// The body of every error answer (`application/problem+json`, RFC 9457).
+public struct ProblemDetails: Codable, Sendable, Hashable {
+    /// `about:blank`: the status says what kind of problem it is.
+    public var type: String
+    /// The status's reason phrase.
+    public var title: String
+    public var status: Int
+    /// What went wrong, precisely and safely.
+    public var detail: String
+
+    public init(type: String, title: String, status: Int, detail: String) {
+        self.type = type
+        self.title = title
+        self.status = status
+        self.detail = detail
     }
 }
 

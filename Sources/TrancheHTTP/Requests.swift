@@ -1,18 +1,36 @@
 import Foundation
 import Hummingbird
 import NIOCore
-import TrancheEngine
+public import TrancheEngine
 
-/// `POST /v1/batches`.
-struct CreateBatchBody: Decodable {
-    var type: String
-    var context: JSONValue?
-    var items: [JSONValue]?
-    var options: BatchOptions?
-    var mode: String?
-    var dryRun: Bool?
-    var priority: Int?
-    var requireConfirmation: Bool?
+/// The body of `POST /v1/batches`. Unknown fields are refused.
+public struct CreateBatchRequest: Codable, Sendable {
+    /// The strategy.
+    public var type: String
+    /// The strategy's settings (a JSON object).
+    public var context: JSONValue?
+    /// Items inline; none: an open batch, filled by uploads and sealed.
+    public var items: [JSONValue]?
+    public var options: BatchOptions?
+    /// `auto` (the default), `sync` or `async`.
+    public var mode: String?
+    public var dryRun: Bool?
+    public var priority: Int?
+    public var requireConfirmation: Bool?
+
+    public init(
+        type: String, context: JSONValue? = nil, items: [JSONValue]? = nil, options: BatchOptions? = nil,
+        mode: String? = nil, dryRun: Bool? = nil, priority: Int? = nil, requireConfirmation: Bool? = nil
+    ) {
+        self.type = type
+        self.context = context
+        self.items = items
+        self.options = options
+        self.mode = mode
+        self.dryRun = dryRun
+        self.priority = priority
+        self.requireConfirmation = requireConfirmation
+    }
 
     enum CodingKeys: String, CodingKey, CaseIterable {
         case type, context, items, options, mode, priority
@@ -20,7 +38,7 @@ struct CreateBatchBody: Decodable {
         case requireConfirmation = "require_confirmation"
     }
 
-    init(from decoder: any Decoder) throws {
+    public init(from decoder: any Decoder) throws {
         try UnknownKeys.reject(in: decoder, known: CodingKeys.allCases.map(\.stringValue), what: "field")
         let container = try decoder.container(keyedBy: CodingKeys.self)
         type = try container.decode(String.self, forKey: .type)
@@ -34,9 +52,12 @@ struct CreateBatchBody: Decodable {
     }
 }
 
-/// `POST /v1/batches/{id}/retry`.
-struct RetryBody: Decodable {
-    var statuses: [String]?
+/// The body of `POST /v1/batches/{id}/retry` (optional).
+public struct RetryRequest: Codable, Sendable {
+    /// Item statuses to run again; default failed, skipped and dead.
+    public var statuses: [String]?
+
+    public init(statuses: [String]? = nil) { self.statuses = statuses }
 }
 
 extension Request {

@@ -14,7 +14,7 @@ extension TrancheServer {
     /// body is a 422.
     func create(_ request: Request, _ context: TrancheRequestContext) async throws -> Response {
         let buffer = try await request.collectBody(limit: configuration.maxBodyBytes)
-        var creation = try creationRequest(request.decodeJSON(CreateBatchBody.self, from: buffer), context)
+        var creation = try creationRequest(request.decodeJSON(CreateBatchRequest.self, from: buffer), context)
         let key = try idempotencyKey(request, creation, fingerprint: Self.fingerprint(of: String(buffer: buffer)))
         creation.submission.options.idempotencyKey = key?.key
         if let key, let found = try await store.idempotencyRecord(tenant: key.tenant, key: key.key),
@@ -47,7 +47,7 @@ extension TrancheServer {
         var synchronous: Bool
     }
 
-    func creationRequest(_ body: CreateBatchBody, _ context: TrancheRequestContext) throws -> CreationRequest {
+    func creationRequest(_ body: CreateBatchRequest, _ context: TrancheRequestContext) throws -> CreationRequest {
         let mode = body.mode ?? "auto"
         guard ["auto", "sync", "async"].contains(mode) else {
             throw Problem(.unprocessableContent, "mode must be auto, sync or async, got '\(mode)'")
@@ -104,36 +104,35 @@ extension TrancheServer {
     /// report; a synchronous batch is waited for (at most `syncTimeout`)
     /// and answered whole with its outcomes.
     func answer(_ creation: CreationRequest, _ record: BatchRecord, replayed: Bool) async throws -> Response {
-        var headers: HTTPFields = [.contentType: "application/json"]
-        if replayed { headers[.idempotentReplayed] = "true" }
-        func reply(_ status: HTTPResponse.Status, _ view: JSONValue) -> Response {
-            let text = (try? JSONText(encoding: view).text) ?? "{}"
-            return Response(status: status, headers: headers, body: .init(byteBuffer: ByteBuffer(string: text)))
+        func reply(_ status: HTTPResponse.Status, _ view: some Encodable) -> Response {
+            var response = Self.json(view, status: status)
+            if replayed { response.headers[.idempotentReplayed] = "true" }
+            return response
         }
-        guard creation.items != nil else { return reply(.accepted, accepted(record)) }
+        guard creation.items != nil else { return reply(.accepted, AcceptedView(record)) }
         if record.dryRun { return reply(.ok, try await batchView(record)) }
         guard creation.synchronous, !record.options.requireConfirmation,
             let ended = try await waitForEnd(record.id, seconds: configuration.syncTimeout)
-        else { return reply(.accepted, accepted(record)) }
+        else { return reply(.accepted, AcceptedView(record)) }
         return reply(.ok, try await synchronousResult(ended))
     }
 
     /// A finished batch with every item's outcome and the error groups.
-    func synchronousResult(_ ended: BatchRecord) async throws -> JSONValue {
-        var outcomes: [JSONValue] = []
+    func synchronousResult(_ ended: BatchRecord) async throws -> BatchView {
+        var outcomes: [ItemView] = []
         var after: Int64? = nil
         while true {
             let page = try await store.items(of: ended.id, status: nil, afterSeq: after, limit: 1_000)
-            outcomes += page.map { WireFormat.item($0, includingPayload: false) }
+            outcomes += page.map { ItemView($0, includingPayload: false) }
             guard page.count == 1_000, let last = page.last else { break }
             after = last.seq
         }
         let groups = try await store.errorGroups(of: ended.id, samples: 5)
-        guard case .object(var view) = try await batchView(ended) else { return [:] }
-        view["queued"] = false
-        view["items"] = .array(outcomes)
-        view["error_groups"] = .array(groups.map(Views.errorGroup))
-        return .object(view)
+        var view = try await batchView(ended)
+        view.queued = false
+        view.items = outcomes
+        view.errorGroups = groups.map(ErrorGroupView.init)
+        return view
     }
 
     /// Answers 429 at once when `count` more items would put the tenant over its queue limit.
@@ -158,17 +157,6 @@ extension TrancheServer {
             group.cancelAll()
             return first
         }
-    }
-
-    func accepted(_ record: BatchRecord) -> JSONValue {
-        [
-            "queued": true,
-            "id": .string(record.id.rawValue),
-            "status": .string(record.status.rawValue),
-            "status_url": .string("/v1/batches/\(record.id.rawValue)"),
-            "total": Views.number(record.counts.total),
-            "sealed": .bool(record.sealed),
-        ]
     }
 
     /// What identifies a request body for `Idempotency-Key`: its SHA-256.

@@ -55,12 +55,15 @@ public struct TrancheServer: Sendable {
         self.configuration = configuration
     }
 
-    /// The webhook dispatcher for this server: it delivers to the hosts the
-    /// server allows and prunes what the server's retention lets go.
-    public func webhookDispatcher(logger: Logger) -> WebhookDispatcher {
-        var dispatcher = WebhookDispatcher.Configuration(allowedHosts: configuration.webhookHosts)
-        dispatcher.retention = configuration.deliveryRetention
-        return WebhookDispatcher(store: store, configuration: dispatcher, logger: logger)
+    /// The webhook dispatcher for this server: `settings` with the hosts the
+    /// server allows (`webhookHosts`) and its `deliveryRetention`.
+    public func webhookDispatcher(
+        _ settings: WebhookDispatcher.Configuration = .init(), logger: Logger
+    ) -> WebhookDispatcher {
+        var settings = settings
+        settings.allowedHosts = configuration.webhookHosts
+        settings.retention = configuration.deliveryRetention
+        return WebhookDispatcher(store: store, configuration: settings, logger: logger)
     }
 
     /// The router with every route and middleware.
@@ -77,7 +80,7 @@ public struct TrancheServer: Sendable {
         addWebhookRoutes(v1)
         v1.get("nodes") { _, _ in
             let nodes = try await engine.liveNodes()
-            return Self.json(["nodes": .array(nodes.map(Views.node))])
+            return Self.json(NodeList(nodes: nodes.map(NodeView.init)))
         }
         return router
     }
@@ -93,20 +96,18 @@ public struct TrancheServer: Sendable {
         return record
     }
 
-    func batchView(_ record: BatchRecord, withErrors: Bool = true) async throws -> JSONValue {
-        var errors: [ErrorSample: String] = [:]
+    /// The batch as the API shows it, with its first five item errors
+    /// (in `seq` order) unless `withErrors` is false (lists).
+    func batchView(_ record: BatchRecord, withErrors: Bool = true) async throws -> BatchView {
+        var errors: [BatchErrorView] = []
         if withErrors, record.counts.skipped + record.counts.dead + record.counts.failed > 0 {
             for group in try await store.errorGroups(of: record.id, samples: 5) {
-                for sample in group.samples { errors[sample] = group.code }
+                errors += group.samples.map { BatchErrorView(seq: $0.seq, code: group.code, message: $0.message) }
             }
-            if errors.count > 5 {
-                errors = Dictionary(
-                    uniqueKeysWithValues: errors.sorted { $0.key.seq < $1.key.seq }.prefix(5).map { ($0.key, $0.value) }
-                )
-            }
+            errors = Array(Set(errors).sorted { $0.seq < $1.seq }.prefix(5))
         }
         let (rate, eta) = engine.throughput(of: record)
-        return Views.batch(record, rate: rate, eta: eta, errors: errors)
+        return BatchView(record, rate: rate, eta: eta, errors: errors)
     }
 
     func batchResponse(_ record: BatchRecord, status: HTTPResponse.Status = .ok) async throws -> Response {
@@ -129,7 +130,8 @@ public struct TrancheServer: Sendable {
         return status
     }
 
-    static func json(_ value: JSONValue, status: HTTPResponse.Status = .ok) -> Response {
+    /// A JSON answer: one of the API's views, encoded with sorted keys.
+    static func json(_ value: some Encodable, status: HTTPResponse.Status = .ok) -> Response {
         let text = (try? JSONText(encoding: value).text) ?? "{}"
         return Response(
             status: status, headers: [.contentType: "application/json"],

@@ -112,7 +112,7 @@ public final class WebhookDispatcher: Service, Sendable {
     }
 
     func deliver(_ delivery: DeliveryRecord, _ hook: WebhookRecord, _ event: BatchEvent) async {
-        let body = (try? JSONText(encoding: Views.event(event)).text) ?? "{}"
+        let body = (try? JSONText(encoding: EventView(event)).text) ?? "{}"
         var statusCode: Int?
         var failure: String?
         do {
@@ -157,80 +157,5 @@ public final class WebhookDispatcher: Service, Sendable {
 
     struct WebhookFailure: Error {
         var message: String
-    }
-}
-
-/// `POST /v1/webhooks`.
-struct CreateWebhookBody: Decodable {
-    var url: String
-    var events: [String]?
-    var secret: String?
-}
-
-extension TrancheServer {
-    func addWebhookRoutes(_ v1: RouterGroup<TrancheRequestContext>) {
-        v1.post("webhooks") { request, context in
-            let body = try await request.decodeJSON(CreateWebhookBody.self, limit: 64 << 10)
-            guard let url = URL(string: body.url), let scheme = url.scheme?.lowercased(),
-                scheme == "http" || scheme == "https", let host = url.host
-            else { throw Problem(.unprocessableContent, "url must be an http or https URL") }
-            if let allowed = configuration.webhookHosts, !allowed.contains(host.lowercased()) {
-                throw Problem(.unprocessableContent, "host '\(host)' is not on this server's outbound allow-list")
-            }
-            let known = Set(Self.webhookEventTypes)
-            if let unknown = body.events?.first(where: { !known.contains($0) }) {
-                throw Problem(
-                    .unprocessableContent,
-                    "unknown event type '\(unknown)'; known: \(Self.webhookEventTypes.joined(separator: ", "))")
-            }
-            let secret = body.secret ?? APIKeys.randomHex(bytes: 24)
-            let hook = WebhookRecord(
-                id: APIKeys.randomHex(bytes: 8), tenant: context.tenant, url: body.url, events: body.events ?? [],
-                secret: secret, createdAt: Date())
-            try await store.createWebhook(hook)
-            var view = Self.webhookView(hook)
-            view["secret"] = .string(secret)
-            return Self.json(.object(view), status: .created)
-        }
-        v1.get("webhooks") { _, context in
-            let hooks = try await store.webhooks(tenant: context.tenant)
-            return Self.json(["webhooks": .array(hooks.map { .object(Self.webhookView($0)) })])
-        }
-        v1.delete("webhooks/:hook") { _, context in
-            let id = context.parameters.get("hook") ?? ""
-            guard try await store.deleteWebhook(id: id, tenant: context.tenant) else {
-                throw Problem(.notFound, "no webhook \(id)")
-            }
-            return Response(status: .noContent)
-        }
-        v1.get("webhooks/:hook/deliveries") { _, context in
-            let id = context.parameters.get("hook") ?? ""
-            guard try await store.webhooks(tenant: context.tenant).contains(where: { $0.id == id }) else {
-                throw Problem(.notFound, "no webhook \(id)")
-            }
-            let deliveries = try await store.deliveries(webhookID: id, limit: 100)
-            return Self.json([
-                "deliveries": .array(
-                    deliveries.map { delivery in
-                        [
-                            "id": .number(Double(delivery.id)), "event_id": .number(Double(delivery.eventID)),
-                            "status": .string(delivery.status), "attempts": .number(Double(delivery.attempts)),
-                            "last_status_code": delivery.lastStatusCode.map { .number(Double($0)) } ?? .null,
-                            "last_error": delivery.lastError.map(JSONValue.string) ?? .null,
-                            "next_attempt_at": WireFormat.date(delivery.nextAttemptAt),
-                            "delivered_at": WireFormat.date(delivery.deliveredAt),
-                        ]
-                    })
-            ])
-        }
-    }
-
-    static let webhookEventTypes = BatchEventType.stored.map(\.rawValue)
-
-    static func webhookView(_ hook: WebhookRecord) -> [String: JSONValue] {
-        [
-            "id": .string(hook.id), "url": .string(hook.url), "events": .array(hook.events.map(JSONValue.string)),
-            "created_at": WireFormat.date(hook.createdAt),
-        ]
     }
 }

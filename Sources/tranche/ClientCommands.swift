@@ -1,9 +1,7 @@
 import ArgumentParser
-import AsyncHTTPClient
 import Foundation
-import NIOCore
-import NIOHTTP1
-import TrancheCore
+import TrancheHTTP
+import TrancheStore
 
 /// `--server` and `--token`, or `TRANCHE_URL` and `TRANCHE_TOKEN`.
 struct ClientOptions: ParsableArguments {
@@ -25,90 +23,34 @@ struct ClientOptions: ParsableArguments {
     }
 }
 
-/// A small client of the HTTP API for the command line.
-struct APIClient {
-    var base: String
-    var token: String?
-
-    static let http = HTTPClient(eventLoopGroup: HTTPClient.defaultEventLoopGroup, configuration: .init())
-
-    /// Sends a request and returns the body of a 2xx answer; anything else is
-    /// a `CLIError` with the server's `detail`.
-    func send(_ method: HTTPMethod, _ path: String, body: String? = nil, contentType: String = "application/json")
-        async throws -> Data
-    {
-        var request = HTTPClientRequest(url: base + path)
-        request.method = method
-        if let token { request.headers.add(name: "Authorization", value: "Bearer \(token)") }
-        if let body {
-            request.headers.add(name: "Content-Type", value: contentType)
-            request.body = .bytes(ByteBuffer(string: body))
-        }
-        let response: HTTPClientResponse
-        do {
-            response = try await Self.http.execute(request, timeout: .seconds(300))
-        } catch {
-            throw CLIError("cannot reach \(base): \(error is HTTPClientError ? "connection failed" : "\(error)")")
-        }
-        let buffer = try await response.body.collect(upTo: 1 << 30)
-        let data = Data(buffer.readableBytesView)
-        guard (200..<300).contains(Int(response.status.code)) else {
-            let problem = try? JSONSerialization.jsonObject(with: data) as? [String: Any]
-            throw CLIError((problem?["detail"] as? String) ?? "the server answered \(response.status.code)")
-        }
-        return data
-    }
-
-    func json(_ method: HTTPMethod, _ path: String, body: String? = nil) async throws -> [String: Any] {
-        let data = try await send(method, path, body: body)
-        return (try? JSONSerialization.jsonObject(with: data) as? [String: Any]) ?? [:]
-    }
-
-    /// Streams the body of a GET to stdout.
-    func download(_ path: String) async throws {
-        var request = HTTPClientRequest(url: base + path)
-        if let token { request.headers.add(name: "Authorization", value: "Bearer \(token)") }
-        let response = try await Self.http.execute(request, timeout: .hours(24))
-        guard response.status == .ok else {
-            let buffer = try await response.body.collect(upTo: 1 << 20)
-            let problem = try? JSONSerialization.jsonObject(with: Data(buffer.readableBytesView)) as? [String: Any]
-            throw CLIError((problem?["detail"] as? String) ?? "the server answered \(response.status.code)")
-        }
-        for try await part in response.body {
-            writeStandardOutput(Data(part.readableBytesView))
-        }
-    }
-}
-
-/// The exit status for a batch's JSON, as `tranche run` reports it.
-func exitStatus(for batch: [String: Any]) -> Int32 {
-    let counts = batch["counts"] as? [String: Any] ?? [:]
-    let status = batch["status"] as? String ?? ""
-    guard ["completed", "failed", "canceled"].contains(status) else { return ExitCodes.success }
-    return status == "completed" && (counts["succeeded"] as? Int) == (counts["total"] as? Int)
+/// The exit status for a batch, as `tranche run` reports it.
+func exitStatus(for batch: BatchView) -> Int32 {
+    guard batch.status.isEnded else { return ExitCodes.success }
+    return batch.status == .completed && batch.counts.succeeded == batch.counts.total
         ? ExitCodes.success : ExitCodes.partial
 }
 
-func describe(_ batch: [String: Any]) -> String {
-    let counts = batch["counts"] as? [String: Any] ?? [:]
-    func count(_ key: String) -> Int64 { Int64(counts[key] as? Int ?? 0) }
+func describe(_ batch: BatchView) -> String {
+    let counts = batch.counts
     var lines = [
-        "\(batch["id"] as? String ?? "?")  \(batch["type"] as? String ?? "?")  \(batch["status"] as? String ?? "?")",
-        "  \(format(count("total"))) items — \(format(count("succeeded"))) succeeded, \(format(count("failed"))) failed, "
-            + "\(format(count("skipped"))) skipped, \(format(count("dead"))) dead, \(format(count("canceled"))) canceled, "
-            + "\(format(count("running"))) running, \(format(count("pending"))) pending",
+        "\(batch.id)  \(batch.type)  \(batch.status)",
+        "  \(format(counts.total)) items — \(format(counts.succeeded)) succeeded, \(format(counts.failed)) failed, "
+            + "\(format(counts.skipped)) skipped, \(format(counts.dead)) dead, \(format(counts.canceled)) canceled, "
+            + "\(format(counts.running)) running, \(format(counts.pending)) pending",
         String(
-            format: "  %.1f%%  %@/s  ETA %@", batch["progress"] as? Double ?? 0,
-            format(Int64((batch["rate"] as? Double ?? 0).rounded())),
-            (batch["eta_seconds"] as? Double).map(formatDuration) ?? "–"),
+            format: "  %.1f%%  %@/s  ETA %@", batch.progress, format(Int64(batch.rate.rounded())),
+            batch.etaSeconds.map(formatDuration) ?? "–"),
     ]
-    if let reason = batch["failure_reason"] as? String { lines.append("  reason: \(reason)") }
-    for error in batch["errors"] as? [[String: Any]] ?? [] {
-        lines.append(
-            "  item \(error["seq"] as? Int ?? -1): \(error["code"] as? String ?? ""): \(error["message"] as? String ?? "")"
-        )
+    if let reason = batch.failureReason { lines.append("  reason: \(reason)") }
+    for error in batch.errors {
+        lines.append("  item \(error.seq): \(error.code): \(error.message)")
     }
     return lines.joined(separator: "\n")
+}
+
+/// A timestamp as the server wrote it (ISO 8601 with milliseconds).
+func timestamp(_ date: Date) -> String {
+    WireFormat.timestamp(Date(milliseconds: date.milliseconds))
 }
 
 func printJSON(_ data: Data) {
@@ -142,6 +84,22 @@ struct SubmitCommand: AsyncParsableCommand {
 
     func run() async throws {
         let api = client.client
+        let created = try await api.openBatch(try request())
+        let id = created.id.rawValue
+        if let items { try await upload(items, to: id, with: api) }
+        let sealed = try await api.perform("seal", on: id)
+        guard wait else {
+            if client.json { printJSON(sealed.data) } else { print(id) }
+            return
+        }
+        let final = try await watch(api: api, id: id, quiet: client.json)
+        if client.json { printJSON(final.data) } else { print(describe(final.value)) }
+        throw ExitCode(exitStatus(for: final.value))
+    }
+
+    /// The batch to open: `--type`, `--context`, the `--option`s (checked
+    /// here, with the server's own decoder), `--dry-run`, `--priority`.
+    func request() throws -> CreateBatchRequest {
         var optionValues: [String: JSONValue] = [:]
         for option in options {
             guard let equals = option.firstIndex(of: "=") else {
@@ -154,76 +112,59 @@ struct SubmitCommand: AsyncParsableCommand {
         guard let contextValue = try? JSONText(validating: context).value(), case .object = contextValue else {
             throw CLIError("--context must be a JSON object")
         }
-        let request: JSONValue = [
-            "type": .string(type), "context": contextValue, "options": .object(optionValues),
-            "dry_run": .bool(dryRun), "priority": .number(Double(priority)), "mode": "async",
-        ]
-        let created = try await api.json(.POST, "/v1/batches", body: try JSONText(encoding: request).text)
-        guard let id = created["id"] as? String else { throw CLIError("the server did not return a batch id") }
-        if let items {
-            let reader = try InputReader(path: items, offset: 0, lineNumber: 0)
-            var seq = 0
-            var block: [String] = []
-            func flush() async throws {
-                guard !block.isEmpty else { return }
-                _ = try await api.send(
-                    .POST, "/v1/batches/\(id)/items?start_seq=\(seq)", body: block.joined(separator: "\n"),
-                    contentType: "application/x-ndjson")
+        let batchOptions: BatchOptions
+        do {
+            batchOptions = try JSONText(encoding: JSONValue.object(optionValues)).decode(BatchOptions.self)
+        } catch {
+            throw CLIError("--option: \(describeDecodingError(error))")
+        }
+        return CreateBatchRequest(
+            type: type, context: contextValue, options: batchOptions, mode: "async", dryRun: dryRun,
+            priority: priority)
+    }
+
+    /// Streams the NDJSON items to the open batch in blocks of 5,000 lines
+    /// (blank lines skipped), each at its `start_seq`.
+    func upload(_ path: String, to id: String, with api: APIClient) async throws {
+        let reader = try InputReader(path: path, offset: 0, lineNumber: 0)
+        var seq = 0
+        var block: [String] = []
+        var more = true
+        while more {
+            more = try await reader.nextLines { line, _ in
+                if !line.allSatisfy({ $0 == 0x20 || $0 == 0x09 }) {
+                    block.append(String(decoding: line, as: UTF8.self))
+                }
+            }
+            if block.count >= 5_000 || (!more && !block.isEmpty) {
+                _ = try await api.appendLines(block, to: id, startSeq: seq)
                 seq += block.count
                 block.removeAll(keepingCapacity: true)
             }
-            var more = true
-            while more {
-                more = try await reader.nextLines { line, _ in
-                    if !line.allSatisfy({ $0 == 0x20 || $0 == 0x09 }) {
-                        block.append(String(decoding: line, as: UTF8.self))
-                    }
-                }
-                if block.count >= 5_000 { try await flush() }
-            }
-            try await flush()
         }
-        let sealed = try await api.json(.POST, "/v1/batches/\(id)/seal")
-        guard wait else {
-            if client.json {
-                printJSON(try JSONSerialization.data(withJSONObject: sealed, options: [.sortedKeys]))
-            } else {
-                print(id)
-            }
-            return
-        }
-        let final = try await watch(api: api, id: id, quiet: client.json)
-        if client.json {
-            printJSON(try JSONSerialization.data(withJSONObject: final, options: [.sortedKeys]))
-        } else {
-            print(describe(final))
-        }
-        throw ExitCode(exitStatus(for: final))
     }
 }
 
 /// Polls a batch with a live line on stderr until it ends; returns its final state.
-func watch(api: APIClient, id: String, quiet: Bool) async throws -> [String: Any] {
+func watch(api: APIClient, id: String, quiet: Bool) async throws -> APIClient.Reply<BatchView> {
     let terminal = isatty(STDERR_FILENO) == 1
     var last = ContinuousClock.now
     while true {
-        let batch = try await api.json(.GET, "/v1/batches/\(id)")
-        let status = batch["status"] as? String ?? ""
-        let counts = batch["counts"] as? [String: Any] ?? [:]
-        let ended = ["completed", "failed", "canceled"].contains(status) && (counts["running"] as? Int ?? 0) == 0
-        let dryRunDone = batch["dry_run"] as? Bool == true && status == "pre_processed"
+        let reply = try await api.batch(id)
+        let batch = reply.value
+        let ended = batch.status.isEnded && batch.counts.running == 0
+        let dryRunDone = batch.dryRun && batch.status == .preProcessed
         if !quiet && (terminal || last.duration(to: .now) > .seconds(5) || ended) {
             let line = String(
-                format: "%@  %5.1f%%  %@/%@  ✓%@  %@/s", status, batch["progress"] as? Double ?? 0,
-                format(Int64(counts["processed"] as? Int ?? 0)), format(Int64(counts["total"] as? Int ?? 0)),
-                format(Int64(counts["succeeded"] as? Int ?? 0)),
-                format(Int64((batch["rate"] as? Double ?? 0).rounded())))
+                format: "%@  %5.1f%%  %@/%@  ✓%@  %@/s", batch.status.rawValue, batch.progress,
+                format(batch.counts.processed), format(batch.counts.total), format(batch.counts.succeeded),
+                format(Int64(batch.rate.rounded())))
             FileHandle.standardError.write(Data((terminal ? "\r\u{1B}[K" + line : line + "\n").utf8))
             last = .now
         }
         if ended || dryRunDone {
             if terminal && !quiet { FileHandle.standardError.write(Data("\n".utf8)) }
-            return batch
+            return reply
         }
         try await Task.sleep(for: .milliseconds(500))
     }
@@ -236,10 +177,9 @@ struct StatusCommand: AsyncParsableCommand {
     @Argument var id: String
 
     func run() async throws {
-        let data = try await client.client.send(.GET, "/v1/batches/\(id)")
-        let batch = (try JSONSerialization.jsonObject(with: data) as? [String: Any]) ?? [:]
-        if client.json { printJSON(data) } else { print(describe(batch)) }
-        throw ExitCode(exitStatus(for: batch))
+        let reply = try await client.client.batch(id)
+        if client.json { printJSON(reply.data) } else { print(describe(reply.value)) }
+        throw ExitCode(exitStatus(for: reply.value))
     }
 }
 
@@ -251,12 +191,8 @@ struct WatchCommand: AsyncParsableCommand {
 
     func run() async throws {
         let final = try await watch(api: client.client, id: id, quiet: client.json)
-        if client.json {
-            printJSON(try JSONSerialization.data(withJSONObject: final, options: [.sortedKeys]))
-        } else {
-            print(describe(final))
-        }
-        throw ExitCode(exitStatus(for: final))
+        if client.json { printJSON(final.data) } else { print(describe(final.value)) }
+        throw ExitCode(exitStatus(for: final.value))
     }
 }
 
@@ -269,20 +205,12 @@ struct ListCommand: AsyncParsableCommand {
     @Option var limit = 20
 
     func run() async throws {
-        var query = "?limit=\(limit)"
-        if let type { query += "&type=\(type.addingPercentEncoding(withAllowedCharacters: .urlQueryAllowed) ?? type)" }
-        if let status { query += "&status=\(status)" }
-        let data = try await client.client.send(.GET, "/v1/batches\(query)")
-        if client.json { return printJSON(data) }
-        let list =
-            (try JSONSerialization.jsonObject(with: data) as? [String: Any])?["batches"] as? [[String: Any]] ?? []
-        for batch in list {
-            let counts = batch["counts"] as? [String: Any] ?? [:]
+        let reply = try await client.client.batches(type: type, status: status, limit: limit)
+        if client.json { return printJSON(reply.data) }
+        for batch in reply.value.batches {
             print(
-                "\(batch["id"] as? String ?? "")  \(batch["type"] as? String ?? "")  \(batch["status"] as? String ?? "")  "
-                    + String(format: "%.1f%%", batch["progress"] as? Double ?? 0)
-                    + "  \(counts["succeeded"] as? Int ?? 0)/\(counts["total"] as? Int ?? 0)  \(batch["created_at"] as? String ?? "")"
-            )
+                "\(batch.id)  \(batch.type)  \(batch.status)  " + String(format: "%.1f%%", batch.progress)
+                    + "  \(batch.counts.succeeded)/\(batch.counts.total)  \(timestamp(batch.createdAt))")
         }
     }
 }
@@ -294,15 +222,13 @@ struct NodesCommand: AsyncParsableCommand {
     @OptionGroup var client: ClientOptions
 
     func run() async throws {
-        let data = try await client.client.send(.GET, "/v1/nodes")
-        if client.json { return printJSON(data) }
-        let list = (try JSONSerialization.jsonObject(with: data) as? [String: Any])?["nodes"] as? [[String: Any]] ?? []
+        let reply = try await client.client.nodes()
+        if client.json { return printJSON(reply.data) }
         print("NODE\tROLE\tWORKERS\tCHUNKS\tRUNNING\tLEADER\tHEARTBEAT")
-        for node in list {
+        for node in reply.value.nodes {
             let fields: [String] = [
-                node["id"] as? String ?? "", node["role"] as? String ?? "", "\(node["workers"] as? Int ?? 0)",
-                "\(node["chunks"] as? Int ?? 0)", "\(node["running_items"] as? Int ?? 0)",
-                (node["leader"] as? Bool ?? false) ? "yes" : "no", node["heartbeat_at"] as? String ?? "",
+                node.id, node.role, "\(node.workers)", "\(node.chunks)", "\(node.runningItems)",
+                node.leader ? "yes" : "no", timestamp(node.heartbeatAt),
             ]
             print(fields.joined(separator: "\t"))
         }
@@ -320,12 +246,8 @@ struct ActionCommand: ParsableArguments {
     }
 
     func perform(_ action: String) async throws {
-        let data = try await client.client.send(.POST, "/v1/batches/\(id)/\(action)")
-        if client.json {
-            printJSON(data)
-        } else {
-            print(describe((try JSONSerialization.jsonObject(with: data) as? [String: Any]) ?? [:]))
-        }
+        let reply = try await client.client.perform(action, on: id)
+        if client.json { printJSON(reply.data) } else { print(describe(reply.value)) }
     }
 }
 
@@ -368,8 +290,7 @@ struct ResultsCommand: AsyncParsableCommand {
     @Option(help: "Only items in this status.") var status: String?
 
     func run() async throws {
-        let status = self.status.map { "&status=\($0)" } ?? ""
-        try await client.client.download("/v1/batches/\(id)/export?format=ndjson\(status)")
+        try await client.client.export(id, format: "ndjson", status: status)
     }
 }
 
@@ -383,8 +304,7 @@ struct ExportCommand: AsyncParsableCommand {
     @Option(help: "Only items in this status.") var status: String?
 
     func run() async throws {
-        let status = self.status.map { "&status=\($0)" } ?? ""
-        try await client.client.download("/v1/batches/\(id)/export?format=\(format)\(status)")
+        try await client.client.export(id, format: format, status: status)
     }
 }
 
@@ -395,15 +315,11 @@ struct EventsCommand: AsyncParsableCommand {
     @Argument var id: String
 
     func run() async throws {
-        let data = try await client.client.send(.GET, "/v1/batches/\(id)/events")
-        if client.json { return printJSON(data) }
-        let events =
-            (try JSONSerialization.jsonObject(with: data) as? [String: Any])?["events"] as? [[String: Any]] ?? []
-        for event in events {
-            let detail =
-                (try? JSONSerialization.data(withJSONObject: event["data"] ?? [:], options: [.sortedKeys]))
-                .map { String(decoding: $0, as: UTF8.self) } ?? ""
-            print("\(event["at"] as? String ?? "")  \(event["type"] as? String ?? "")  \(detail)")
+        let reply = try await client.client.events(of: id)
+        if client.json { return printJSON(reply.data) }
+        for event in reply.value.events {
+            let detail = (try? JSONText(encoding: event.data).text) ?? ""
+            print("\(timestamp(event.at))  \(event.type)  \(detail)")
         }
     }
 }

@@ -188,6 +188,59 @@ struct ServeTests {
         }
     }
 
+    @Test("the typed client: ls, nodes, events, watch, results, retry, --json, and bad options refused")
+    func typedClient() async throws {
+        try await withTemporaryDirectory("tranche-cli") { directory in
+            let (server, url) = try await start(["--database", "t.db", "--allow-exec"], in: directory)
+            defer { server.kill9() }
+            try writeItems(3, to: directory.appendingPathComponent("items.ndjson"))
+            let at = ["--server", url]
+            let command = #"{"command":"if [ $TRANCHE_SEQ = 1 ]; then exit 65; fi"}"#
+            let submitted = try await tranche(
+                ["submit", "--type", "exec", "--context", command, "--items", "items.ndjson", "--wait"] + at,
+                in: directory)
+            #expect(submitted.status == 2, "one item was skipped: \(submitted.stderr)")
+            let lines = submitted.stdout.split(separator: "\n")
+            let id = try #require(lines.first?.split(separator: " ").first.map(String.init))
+            #expect(lines.first?.hasSuffix("exec  completed") == true, "\(submitted.stdout)")
+            #expect(submitted.stdout.contains("3 items — 2 succeeded, 0 failed, 1 skipped"))
+            #expect(lines.contains { $0.hasPrefix("  item 1: ") })
+
+            let list = try await tranche(["ls"] + at, in: directory)
+            let row = try #require(list.stdout.split(separator: "\n").first { $0.hasPrefix(id) })
+            #expect(row.contains("  exec  completed  100.0%  2/3  20"), "\(row)")
+            let listJSON = try await tranche(["ls", "--json"] + at, in: directory)
+            let page = try #require(
+                try JSONSerialization.jsonObject(with: Data(listJSON.stdout.utf8)) as? [String: Any])
+            #expect((page["batches"] as? [[String: Any]])?.first?["id"] as? String == id)
+
+            let nodes = try await tranche(["nodes"] + at, in: directory)
+            #expect(nodes.stdout.hasPrefix("NODE\tROLE\tWORKERS\tCHUNKS\tRUNNING\tLEADER\tHEARTBEAT\n"))
+            #expect(nodes.stdout.contains("\tserve\t16\t"), "\(nodes.stdout)")
+            let events = try await tranche(["events", id] + at, in: directory)
+            #expect(events.stdout.contains("  batch.created  {\"status\":\"created\"}"), "\(events.stdout)")
+            #expect(events.stdout.contains("  batch.completed  "))
+            let watched = try await tranche(["watch", id, "--json"] + at, in: directory)
+            #expect(watched.status == 2)
+            #expect(try summary(watched.stdout)["id"] as? String == id)
+            let skipped = try await tranche(["results", id, "--status", "skipped"] + at, in: directory)
+            let result = try summary(skipped.stdout)
+            #expect(result["seq"] as? Int == 1)
+            #expect(result["status"] as? String == "skipped")
+
+            let retried = try await tranche(["retry", id] + at, in: directory)
+            #expect(retried.status == 0, "\(retried.stderr)")
+            #expect(retried.stdout.hasPrefix("\(id)  exec  "))
+            let badOption = try await tranche(
+                ["submit", "--type", "noop", "--option", "chunk_size=many"] + at, in: directory)
+            #expect(badOption.status == 1)
+            #expect(badOption.stderr.contains("chunk_size"), "\(badOption.stderr)")
+            let missing = try await tranche(["status", "0190a1b2-0000-7000-8000-000000000000"] + at, in: directory)
+            #expect(missing.status == 1)
+            #expect(missing.stderr.contains("no batch"))
+        }
+    }
+
     /// Sends a request and returns its status and JSON, whatever the status.
     func send(_ method: HTTPMethod, _ url: String, body: String? = nil, headers: [String: String] = [:])
         async throws -> (status: Int, json: [String: Any])

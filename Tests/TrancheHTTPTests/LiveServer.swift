@@ -10,6 +10,7 @@ import TrancheEngine
 import TrancheHTTP
 import TrancheSQLite
 import TrancheStrategies
+import TrancheTestSupport
 
 /// A real `tranche` HTTP server on 127.0.0.1 with a fresh SQLite store.
 struct LiveServer {
@@ -29,52 +30,56 @@ struct LiveServer {
     /// Runs `body` against a live server; `keyed` makes tenants with keys "a" and "b".
     static func with(
         keyed: Bool = false, maxBodyBytes: Int? = nil, maxQueuedItems: Int64? = nil,
-        _ body: @Sendable (LiveServer, [String: String]) async throws -> Void
+        deliveryRetention: Double? = nil, _ body: @Sendable (LiveServer, [String: String]) async throws -> Void
     ) async throws {
-        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("tranche-http-\(UUID())")
-        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
-        let store = try SQLiteBatchStore(path: directory.appendingPathComponent("api.db").path)
-        var keys: [String: String] = [:]
-        if keyed {
-            for tenant in ["a", "b"] {
-                let (record, key) = APIKeys.make(tenant: tenant)
-                try await store.createAPIKey(record)
-                keys[tenant] = key
+        try await withTemporaryDirectory("tranche-http") { directory in
+            let store = try SQLiteBatchStore(path: directory.appendingPathComponent("api.db").path)
+            var keys: [String: String] = [:]
+            if keyed {
+                for tenant in ["a", "b"] {
+                    let (record, key) = APIKeys.make(tenant: tenant)
+                    try await store.createAPIKey(record)
+                    keys[tenant] = key
+                }
             }
-        }
-        var engineConfiguration = TrancheEngine.Configuration()
-        engineConfiguration.sweepInterval = 0.05
-        engineConfiguration.checkpointInterval = 0.1
-        let engine = TrancheEngine(
-            store: store,
-            strategies: [BuiltinStrategies.noop, AnyBatchStrategy(SleepStrategy()), AnyBatchStrategy(ExecStrategy())],
-            configuration: engineConfiguration)
-        var configuration = TrancheServer.Configuration()
-        configuration.open = !keyed
-        if let maxBodyBytes { configuration.maxBodyBytes = maxBodyBytes }
-        if let maxQueuedItems { configuration.maxQueuedItemsPerTenant = maxQueuedItems }
-        configuration.webhookHosts = ["127.0.0.1"]
-        var webhooks = WebhookDispatcher.Configuration(allowedHosts: ["127.0.0.1"])
-        webhooks.backoff = Backoff(base: 0.05, cap: 0.1)
-        webhooks.pollInterval = 0.05
-        let dispatcher = WebhookDispatcher(store: store, configuration: webhooks, logger: Logger(label: "test"))
-        let server = TrancheServer(engine: engine, store: store, configuration: configuration)
-        let (ports, continuation) = AsyncStream<Int>.makeStream()
-        let application = Application(
-            router: server.router(),
-            configuration: .init(address: .hostname("127.0.0.1", port: 0)),
-            onServerRunning: { channel in continuation.yield(channel.localAddress?.port ?? 0) })
-        try await withThrowingTaskGroup(of: Void.self) { group in
-            group.addTask { try await engine.run() }
-            group.addTask { try await application.run() }
-            group.addTask { try await dispatcher.run() }
-            var iterator = ports.makeAsyncIterator()
-            let port = try #require(await iterator.next())
-            defer {
-                engine.drain()
-                group.cancelAll()
+            var engineConfiguration = TrancheEngine.Configuration()
+            engineConfiguration.sweepInterval = 0.05
+            engineConfiguration.checkpointInterval = 0.1
+            let engine = TrancheEngine(
+                store: store,
+                strategies: [
+                    BuiltinStrategies.noop, AnyBatchStrategy(SleepStrategy()), AnyBatchStrategy(ExecStrategy()),
+                ],
+                configuration: engineConfiguration)
+            var configuration = TrancheServer.Configuration()
+            configuration.open = !keyed
+            if let maxBodyBytes { configuration.maxBodyBytes = maxBodyBytes }
+            if let maxQueuedItems { configuration.maxQueuedItemsPerTenant = maxQueuedItems }
+            configuration.webhookHosts = ["127.0.0.1"]
+            if let deliveryRetention { configuration.deliveryRetention = deliveryRetention }
+            var webhooks = WebhookDispatcher.Configuration()
+            webhooks.backoff = Backoff(base: 0.05, cap: 0.1)
+            webhooks.pollInterval = 0.05
+            webhooks.pruneInterval = 0.05
+            let server = TrancheServer(engine: engine, store: store, configuration: configuration)
+            let dispatcher = server.webhookDispatcher(webhooks, logger: Logger(label: "test"))
+            let (ports, continuation) = AsyncStream<Int>.makeStream()
+            let application = Application(
+                router: server.router(),
+                configuration: .init(address: .hostname("127.0.0.1", port: 0)),
+                onServerRunning: { channel in continuation.yield(channel.localAddress?.port ?? 0) })
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                group.addTask { try await engine.run() }
+                group.addTask { try await application.run() }
+                group.addTask { try await dispatcher.run() }
+                var iterator = ports.makeAsyncIterator()
+                let port = try #require(await iterator.next())
+                defer {
+                    engine.drain()
+                    group.cancelAll()
+                }
+                try await body(LiveServer(port: port, store: store, engine: engine), keys)
             }
-            try await body(LiveServer(port: port, store: store, engine: engine), keys)
         }
     }
 

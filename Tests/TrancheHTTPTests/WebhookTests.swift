@@ -2,6 +2,7 @@ import Crypto
 import Foundation
 import NIOHTTP1
 import Testing
+import TrancheEngine
 import TrancheHTTP
 import TrancheTestSupport
 
@@ -13,50 +14,88 @@ struct WebhookTests {
             // The first two requests fail; every one after succeeds.
             index <= 2 ? .init(status: 500, body: "down") : .init(status: 204)
         }
-        let port = try await receiver.start()
-        defer { Task { try await receiver.stop() } }
-        try await LiveServer.with { server, _ in
-            let created = try await server.request(
-                .POST, "/v1/webhooks",
-                body: #"{"url":"http://127.0.0.1:\#(port)/hook","events":["batch.completed"],"secret":"s3cret"}"#)
-            #expect(created.status == 201, "\(created.text)")
-            let hookID = try #require(created.json["id"] as? String)
-            #expect(created.json["secret"] as? String == "s3cret")
-            let batch = try await server.request(.POST, "/v1/batches", body: #"{"type":"noop","items":[1,2,3]}"#)
-            let batchID = try #require(batch.json["id"] as? String)
-            let deadline = ContinuousClock.now + .seconds(30)
-            while receiver.requests.count < 3, ContinuousClock.now < deadline {
-                try await Task.sleep(for: .milliseconds(20))
+        try await receiver.withRunning { port in
+            try await LiveServer.with { server, _ in
+                let created = try await server.request(
+                    .POST, "/v1/webhooks",
+                    body: #"{"url":"http://127.0.0.1:\#(port)/hook","events":["batch.completed"],"secret":"s3cret"}"#)
+                #expect(created.status == 201, "\(created.text)")
+                let hookID = try #require(created.json["id"] as? String)
+                #expect(created.json["secret"] as? String == "s3cret")
+                let batch = try await server.request(.POST, "/v1/batches", body: #"{"type":"noop","items":[1,2,3]}"#)
+                let batchID = try #require(batch.json["id"] as? String)
+                let deadline = ContinuousClock.now + .seconds(30)
+                while receiver.requests.count < 3, ContinuousClock.now < deadline {
+                    try await Task.sleep(for: .milliseconds(20))
+                }
+                let requests = receiver.requests
+                #expect(requests.count == 3)
+                // The same event each time, with a valid signature over the body.
+                #expect(Set(requests.compactMap { $0.headers["tranche-event-id"] }).count == 1)
+                for request in requests {
+                    let header = try #require(request.headers["tranche-signature"])
+                    let parts = Dictionary(
+                        uniqueKeysWithValues: header.split(separator: ",").map {
+                            let pair = $0.split(separator: "=", maxSplits: 1)
+                            return (String(pair[0]), String(pair[1]))
+                        })
+                    let timestamp = try #require(parts["t"])
+                    let mac = HMAC<SHA256>.authenticationCode(
+                        for: Data("\(timestamp).\(request.body)".utf8), using: SymmetricKey(data: Data("s3cret".utf8)))
+                    #expect(parts["v1"] == mac.map { String(format: "%02x", $0) }.joined())
+                    let body = try #require(
+                        try JSONSerialization.jsonObject(with: Data(request.body.utf8)) as? [String: Any])
+                    #expect(body["type"] as? String == "batch.completed")
+                    #expect(body["batch_id"] as? String == batchID)
+                }
+                let log = try await server.request(.GET, "/v1/webhooks/\(hookID)/deliveries")
+                let delivery = try #require((log.json["deliveries"] as? [[String: Any]])?.first)
+                #expect(delivery["status"] as? String == "delivered")
+                #expect(delivery["attempts"] as? Int == 3)
+                #expect(delivery["last_status_code"] as? Int == 204)
+                let list = try await server.request(.GET, "/v1/webhooks")
+                #expect((list.json["webhooks"] as? [[String: Any]])?.first?["secret"] == nil)
+                #expect(try await server.request(.DELETE, "/v1/webhooks/\(hookID)").status == 204)
+                #expect(try await server.request(.DELETE, "/v1/webhooks/\(hookID)").status == 404)
             }
-            let requests = receiver.requests
-            #expect(requests.count == 3)
-            // The same event each time, with a valid signature over the body.
-            #expect(Set(requests.compactMap { $0.headers["tranche-event-id"] }).count == 1)
-            for request in requests {
-                let header = try #require(request.headers["tranche-signature"])
-                let parts = Dictionary(
-                    uniqueKeysWithValues: header.split(separator: ",").map {
-                        let pair = $0.split(separator: "=", maxSplits: 1)
-                        return (String(pair[0]), String(pair[1]))
-                    })
-                let timestamp = try #require(parts["t"])
-                let mac = HMAC<SHA256>.authenticationCode(
-                    for: Data("\(timestamp).\(request.body)".utf8), using: SymmetricKey(data: Data("s3cret".utf8)))
-                #expect(parts["v1"] == mac.map { String(format: "%02x", $0) }.joined())
-                let body = try #require(
-                    try JSONSerialization.jsonObject(with: Data(request.body.utf8)) as? [String: Any])
-                #expect(body["type"] as? String == "batch.completed")
-                #expect(body["batch_id"] as? String == batchID)
+        }
+    }
+
+    @Test("ended deliveries go after the retention; an idempotency key goes when its batch expires")
+    func pruning() async throws {
+        let receiver = LoopbackHTTPServer { _, _ in .init(status: 204) }
+        try await receiver.withRunning { port in
+            try await LiveServer.with(deliveryRetention: 0) { server, _ in
+                let created = try await server.request(
+                    .POST, "/v1/webhooks",
+                    body: #"{"url":"http://127.0.0.1:\#(port)/hook","events":["batch.completed"]}"#)
+                let hookID = try #require(created.json["id"] as? String)
+                // A batch that expires as soon as it ends, submitted with a key.
+                let body = #"{"type":"noop","items":[1],"options":{"ttl":0}}"#
+                let first = try await server.request(
+                    .POST, "/v1/batches", body: body, headers: ["Idempotency-Key": "e"])
+                #expect(first.status == 200)
+                let deadline = ContinuousClock.now + .seconds(30)
+                var deliveries: [Any] = [0]
+                var record: IdempotencyRecord? = nil
+                repeat {
+                    try await Task.sleep(for: .milliseconds(20))
+                    let log = try await server.request(.GET, "/v1/webhooks/\(hookID)/deliveries")
+                    deliveries = log.json["deliveries"] as? [Any] ?? []
+                    record = try await server.store.idempotencyRecord(tenant: "local", key: "e")
+                } while (receiver.requests.isEmpty || !deliveries.isEmpty || record != nil)
+                    && ContinuousClock.now < deadline
+                #expect(receiver.requests.count == 1, "delivered once")
+                #expect(deliveries.isEmpty, "the delivered delivery was pruned")
+                #expect(record == nil, "the key's record went with its expired batch")
+                #expect(try await server.request(.GET, "/v1/webhooks").json["webhooks"] as? [Any] != nil)
+                // The key is free: the same request creates a new batch.
+                let again = try await server.request(
+                    .POST, "/v1/batches", body: body, headers: ["Idempotency-Key": "e"])
+                #expect(again.status == 200)
+                #expect(again.json["id"] as? String != first.json["id"] as? String)
+                #expect(again.headers["idempotent-replayed"] == nil)
             }
-            let log = try await server.request(.GET, "/v1/webhooks/\(hookID)/deliveries")
-            let delivery = try #require((log.json["deliveries"] as? [[String: Any]])?.first)
-            #expect(delivery["status"] as? String == "delivered")
-            #expect(delivery["attempts"] as? Int == 3)
-            #expect(delivery["last_status_code"] as? Int == 204)
-            let list = try await server.request(.GET, "/v1/webhooks")
-            #expect((list.json["webhooks"] as? [[String: Any]])?.first?["secret"] == nil)
-            #expect(try await server.request(.DELETE, "/v1/webhooks/\(hookID)").status == 204)
-            #expect(try await server.request(.DELETE, "/v1/webhooks/\(hookID)").status == 404)
         }
     }
 

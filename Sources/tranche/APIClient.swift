@@ -1,0 +1,115 @@
+import AsyncHTTPClient
+import Foundation
+import NIOCore
+import NIOHTTP1
+import TrancheHTTP
+
+/// A typed client of the HTTP API for the command line. It sends the
+/// server's request types and decodes the server's own views
+/// (`TrancheHTTP`), so client and server share one definition of the wire.
+struct APIClient {
+    var base: String
+    var token: String?
+
+    static let http = HTTPClient(eventLoopGroup: HTTPClient.defaultEventLoopGroup, configuration: .init())
+
+    /// A decoded answer and the bytes it came from (what `--json` prints).
+    struct Reply<Value: Decodable> {
+        var value: Value
+        var data: Data
+    }
+
+    // MARK: - Batches
+
+    /// `POST /v1/batches` for a batch whose items are uploaded next (`mode: async`).
+    func openBatch(_ request: CreateBatchRequest) async throws -> AcceptedView {
+        try await call(.POST, "/v1/batches", body: JSONEncoder().encode(request)).value
+    }
+
+    /// `POST /v1/batches/{id}/items` with NDJSON lines, from `startSeq`.
+    func appendLines(_ lines: [String], to id: String, startSeq: Int) async throws -> AppendView {
+        try await call(
+            .POST, "/v1/batches/\(id)/items?start_seq=\(startSeq)", body: Data(lines.joined(separator: "\n").utf8),
+            contentType: "application/x-ndjson"
+        ).value
+    }
+
+    func batch(_ id: String) async throws -> Reply<BatchView> {
+        try await call(.GET, "/v1/batches/\(id)")
+    }
+
+    func batches(type: String?, status: String?, limit: Int) async throws -> Reply<BatchPage> {
+        var query = "?limit=\(limit)"
+        if let type { query += "&type=\(type.addingPercentEncoding(withAllowedCharacters: .urlQueryAllowed) ?? type)" }
+        if let status { query += "&status=\(status)" }
+        return try await call(.GET, "/v1/batches\(query)")
+    }
+
+    /// `POST /v1/batches/{id}/{action}`: seal, confirm, pause, resume, cancel or retry.
+    func perform(_ action: String, on id: String) async throws -> Reply<BatchView> {
+        try await call(.POST, "/v1/batches/\(id)/\(action)")
+    }
+
+    func events(of id: String) async throws -> Reply<EventList> {
+        try await call(.GET, "/v1/batches/\(id)/events")
+    }
+
+    func nodes() async throws -> Reply<NodeList> {
+        try await call(.GET, "/v1/nodes")
+    }
+
+    /// Streams `GET /v1/batches/{id}/export` to stdout.
+    func export(_ id: String, format: String, status: String?) async throws {
+        let path = "/v1/batches/\(id)/export?format=\(format)\(status.map { "&status=\($0)" } ?? "")"
+        let response = try await execute(self.request(.GET, path), timeout: .hours(24))
+        guard response.status == .ok else {
+            throw problem(Data(try await response.body.collect(upTo: 1 << 20).readableBytesView), response.status)
+        }
+        for try await part in response.body {
+            writeStandardOutput(Data(part.readableBytesView))
+        }
+    }
+
+    // MARK: - Transport
+
+    /// Sends a request and decodes a 2xx answer as `Value`; any other answer
+    /// is a `CLIError` with the server's `detail`.
+    func call<Value: Decodable>(
+        _ method: HTTPMethod, _ path: String, body: Data? = nil, contentType: String = "application/json"
+    ) async throws -> Reply<Value> {
+        var request = self.request(method, path)
+        if let body {
+            request.headers.add(name: "Content-Type", value: contentType)
+            request.body = .bytes(ByteBuffer(bytes: body))
+        }
+        let response = try await execute(request, timeout: .seconds(300))
+        let data = Data(try await response.body.collect(upTo: 1 << 30).readableBytesView)
+        guard (200..<300).contains(Int(response.status.code)) else { throw problem(data, response.status) }
+        do {
+            return Reply(value: try JSONDecoder().decode(Value.self, from: data), data: data)
+        } catch {
+            throw CLIError("the server's answer to \(method) \(path) is not what it should be: \(error)")
+        }
+    }
+
+    func request(_ method: HTTPMethod, _ path: String) -> HTTPClientRequest {
+        var request = HTTPClientRequest(url: base + path)
+        request.method = method
+        if let token { request.headers.add(name: "Authorization", value: "Bearer \(token)") }
+        return request
+    }
+
+    func execute(_ request: HTTPClientRequest, timeout: TimeAmount) async throws -> HTTPClientResponse {
+        do {
+            return try await Self.http.execute(request, timeout: timeout)
+        } catch {
+            throw CLIError("cannot reach \(base): \(error is HTTPClientError ? "connection failed" : "\(error)")")
+        }
+    }
+
+    /// The error for a non-2xx answer: its problem `detail`, or its status.
+    func problem(_ data: Data, _ status: HTTPResponseStatus) -> CLIError {
+        let details = try? JSONDecoder().decode(ProblemDetails.self, from: data)
+        return CLIError(details?.detail ?? "the server answered \(status.code)")
+    }
+}
