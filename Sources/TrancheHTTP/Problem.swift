@@ -28,6 +28,12 @@ public struct Problem: HTTPResponseError, Sendable {
         return Response(status: status, headers: headers, body: .init(byteBuffer: ByteBuffer(string: text)))
     }
 
+    /// The 422 for a body that is JSON but not a valid request: the
+    /// decoder's complaint, naming the field (`'options.chunk_size' should be a number`).
+    public static func invalidRequest(_ error: any Error) -> Problem {
+        Problem(.unprocessableContent, "the body is not a valid request: \(describeDecodingError(error))")
+    }
+
     /// The answer for any error a handler throws: known errors map to their
     /// status with their safe message; anything else is a 500 that says nothing.
     static func from(_ error: any Error) -> Problem {

@@ -86,7 +86,7 @@ extension Request {
         do {
             return try JSONDecoder().decode(T.self, from: Data(text.utf8))
         } catch {
-            throw Problem(.unprocessableContent, "the body is not a valid request: \(describeDecodingError(error))")
+            throw Problem.invalidRequest(error)
         }
     }
 }

@@ -98,7 +98,7 @@ struct SubmitCommand: AsyncParsableCommand {
     }
 
     /// The batch to open: `--type`, `--context`, the `--option`s (checked
-    /// here, with the server's own decoder), `--dry-run`, `--priority`.
+    /// here by the server's own decoder, with its message), `--dry-run`, `--priority`.
     func request() throws -> CreateBatchRequest {
         var optionValues: [String: JSONValue] = [:]
         for option in options {
@@ -112,15 +112,15 @@ struct SubmitCommand: AsyncParsableCommand {
         guard let contextValue = try? JSONText(validating: context).value(), case .object = contextValue else {
             throw CLIError("--context must be a JSON object")
         }
-        let batchOptions: BatchOptions
+        let body: JSONValue = [
+            "type": .string(type), "context": contextValue, "options": .object(optionValues),
+            "dry_run": .bool(dryRun), "priority": .number(Double(priority)), "mode": "async",
+        ]
         do {
-            batchOptions = try JSONText(encoding: JSONValue.object(optionValues)).decode(BatchOptions.self)
+            return try JSONText(encoding: body).decode(CreateBatchRequest.self)
         } catch {
-            throw CLIError("--option: \(describeDecodingError(error))")
+            throw CLIError(Problem.invalidRequest(error).detail)
         }
-        return CreateBatchRequest(
-            type: type, context: contextValue, options: batchOptions, mode: "async", dryRun: dryRun,
-            priority: priority)
     }
 
     /// Streams the NDJSON items to the open batch in blocks of 5,000 lines
