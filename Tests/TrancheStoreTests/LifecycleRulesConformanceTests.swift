@@ -5,7 +5,7 @@ import TrancheStore
 /// The lifecycle rules decided above the drivers, carried out by every store:
 /// the batch-timeout clock, retries of pruned batches, outcomes that arrive
 /// after a batch ended, summaries and retention.
-@Suite("Lifecycle rules on every store")
+@Suite("Lifecycle rules on every store", .testResources)
 struct LifecycleRulesConformanceTests {
     static let start = Date(timeIntervalSince1970: 1_800_000_000)
 

@@ -1,28 +1,15 @@
 import Foundation
 import Testing
-import TranchePostgres
-import TrancheSQLite
 import TrancheStore
 
 /// The server's records (API keys, idempotency, webhooks, deliveries) on
 /// every store: each case runs against SQLite and PostgreSQL.
-@Suite("ServerStore conformance")
+@Suite("ServerStore conformance", .testResources)
 struct ServerStoreConformanceTests {
-    /// Runs `body` on a fresh server store (a PostgreSQL one running), and
-    /// removes a SQLite store's files after.
+    /// Runs `body` on a fresh server store (the factory's: running, and
+    /// removed when the test ends).
     func withStore(_ factory: StoreFactory, _ body: (any ServerStore) async throws -> Void) async throws {
-        let made = try await factory.make()
-        let store = try #require(made as? any ServerStore)
-        if let postgres = made as? PostgresBatchStore {
-            try await postgres.withRunning { try await body(store) }
-            return
-        }
-        defer {
-            if let sqlite = made as? SQLiteBatchStore {
-                try? FileManager.default.removeItem(at: URL(fileURLWithPath: sqlite.path).deletingLastPathComponent())
-            }
-        }
-        try await body(store)
+        try await body(try #require(try await factory.make() as? any ServerStore))
     }
 
     func key(_ key: String, tenant: String = "t1", body: String = "{}") -> IdempotencyKey {

@@ -3,7 +3,7 @@ import Testing
 import TrancheStore
 
 /// The conformance suite: every case runs against every store.
-@Suite("BatchStore conformance")
+@Suite("BatchStore conformance", .testResources)
 struct StoreConformanceTests {
     @Test("bulk insert stores every item and chunk, counted", arguments: StoreFactory.all)
     func bulkInsert(factory: StoreFactory) async throws {

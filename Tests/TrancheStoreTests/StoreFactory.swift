@@ -10,15 +10,18 @@ struct StoreFactory: CustomStringConvertible, Sendable {
     var description: String
     var make: @Sendable () async throws -> any BatchStore
 
+    /// A file in a temporary directory removed when the test ends.
     static let sqlite = StoreFactory(description: "sqlite") {
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("tranche-store-\(UUID())")
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        try TestResources.required().removeAfterwards(directory)
         return try SQLiteBatchStore(path: directory.appendingPathComponent("test.db").path)
     }
 
-    /// A fresh database on the test cluster; fails when PostgreSQL is missing.
+    /// A fresh database on the test cluster, running until the test ends;
+    /// fails when PostgreSQL is missing.
     static let postgres = StoreFactory(description: "postgres") {
-        try await PostgresBatchStore(url: try await TestPostgres.freshDatabaseURL())
+        try await TestPostgres.runningStore()
     }
 
     static let all: [StoreFactory] = [.sqlite, .postgres]
