@@ -63,6 +63,7 @@ public struct TrancheServer: Sendable {
         var settings = settings
         settings.allowedHosts = configuration.webhookHosts
         settings.retention = configuration.deliveryRetention
+        settings.clock = engine.configuration.clock
         return WebhookDispatcher(store: store, configuration: settings, logger: logger)
     }
 

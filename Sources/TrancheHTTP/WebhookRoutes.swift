@@ -181,7 +181,7 @@ extension TrancheServer {
         }
         return WebhookRecord(
             id: APIKeys.randomHex(bytes: 8), tenant: tenant, url: body.url, events: body.events ?? [],
-            secret: body.secret ?? APIKeys.randomHex(bytes: 24), createdAt: Date())
+            secret: body.secret ?? APIKeys.randomHex(bytes: 24), createdAt: engine.configuration.clock.now())
     }
 
     static let webhookEventTypes = BatchEventType.stored.map(\.rawValue)

@@ -33,6 +33,8 @@ public final class WebhookDispatcher: Service, Sendable {
         public var pruneInterval: Double = 60
         /// Rows one pruning step deletes at most, per kind. Default 500.
         public var pruneBatchSize: Int = 500
+        /// Where delivery times come from. The server passes its engine's clock.
+        public var clock: WallClock = .system
 
         public init(allowedHosts: Set<String>? = nil) {
             self.allowedHosts = allowedHosts
@@ -83,8 +85,8 @@ public final class WebhookDispatcher: Service, Sendable {
                         try await self.pruneRecords()
                         nextPruning = .now + .milliseconds(Int(self.configuration.pruneInterval * 1000))
                     }
-                    busy = try await self.store.queueDeliveries(limit: 500, now: Date()) > 0
-                    let due = try await self.store.dueDeliveries(now: Date(), limit: 32)
+                    busy = try await self.store.queueDeliveries(limit: 500, now: self.configuration.clock.now()) > 0
+                    let due = try await self.store.dueDeliveries(now: self.configuration.clock.now(), limit: 32)
                     busy = busy || !due.isEmpty
                     await withTaskGroup(of: Void.self) { group in
                         for (delivery, hook, event) in due {
@@ -103,7 +105,7 @@ public final class WebhookDispatcher: Service, Sendable {
     /// records whose batch expired, in small steps (at most 100 per call).
     func pruneRecords() async throws {
         for _ in 0..<100 where !Task.isCancelled {
-            let now = Date()
+            let now = configuration.clock.now()
             let pruned = try await store.pruneServerRecords(
                 now: now, deliveriesEndedBefore: now.addingTimeInterval(-configuration.retention),
                 limit: configuration.pruneBatchSize)
@@ -127,7 +129,8 @@ public final class WebhookDispatcher: Service, Sendable {
             request.headers.add(name: "Tranche-Event-Type", value: event.type.rawValue)
             request.headers.add(
                 name: "Tranche-Signature",
-                value: Self.signature(secret: hook.secret, timestamp: Int(Date().timeIntervalSince1970), body: body))
+                value: Self.signature(
+                    secret: hook.secret, timestamp: Int(configuration.clock.now().timeIntervalSince1970), body: body))
             request.body = .bytes(ByteBuffer(string: body))
             let response = try await Self.client.execute(
                 request, timeout: .milliseconds(Int64(configuration.timeout * 1000)))
@@ -149,7 +152,7 @@ public final class WebhookDispatcher: Service, Sendable {
         do {
             try await store.recordDelivery(
                 id: delivery.id, delivered: failure == nil, statusCode: statusCode, error: failure, nextAttemptAt: next,
-                now: Date())
+                now: configuration.clock.now())
         } catch {
             logger.warning("recording a webhook delivery failed", metadata: ["error": "\(error)"])
         }
