@@ -57,6 +57,8 @@ public final class PostgresBatchStore: ServerStore, WorkNotifying, Service {
     private let state = Mutex(State())
     /// Fires at the first `workNotifications()`: only then does `run()` listen.
     private let subscribed = Latch()
+    /// Fires when `run()` closes its connections: the listener's error then is expected.
+    private let stopping = Latch()
 
     /// What `run()` is asked to do.
     private enum Command: Sendable {
@@ -72,6 +74,8 @@ public final class PostgresBatchStore: ServerStore, WorkNotifying, Service {
         var pool: Pool?
         var subscribers: [Int: AsyncStream<Void>.Continuation] = [:]
         var nextSubscriber = 0
+        /// Calls in flight in `run()`, for the shutdown's log.
+        var callsRunning = 0
     }
 
     private enum Phase {
@@ -149,6 +153,11 @@ public final class PostgresBatchStore: ServerStore, WorkNotifying, Service {
     /// the `LISTEN` connection behind ``workNotifications()``, and the calls
     /// themselves. On shutdown it stops taking calls, lets those in flight
     /// finish, then closes every connection. A store runs once.
+    ///
+    /// A call that postgres-nio never completes (a query sent just as the
+    /// server went away can be dropped) fails its caller at its deadline but
+    /// keeps `run()` from returning; `tranche serve` and `tranche worker`
+    /// bound their shutdown for that reason.
     public func run() async throws {
         let starting = state.withLock { state -> Bool in
             guard state.phase == .idle else { return false }
@@ -161,22 +170,30 @@ public final class PostgresBatchStore: ServerStore, WorkNotifying, Service {
                 let first = Pool(
                     client: PostgresClient(configuration: clientConfiguration, backgroundLogger: logger), generation: 0)
                 state.withLock { $0.pool = first }
-                group.addTask { await Self.runPool(first) }
+                group.addTask { await Self.runPool(first, logger: self.logger) }
                 group.addTask { await self.listenForWork() }
                 await withDiscardingTaskGroup { calls in
                     for await command in commands {
                         switch command {
                         case .call(let call):
                             guard let pool = state.withLock({ $0.pool }) else { continue }
-                            calls.addTask { await call(pool) }
+                            calls.addTask {
+                                self.state.withLock { $0.callsRunning += 1 }
+                                defer { self.state.withLock { $0.callsRunning -= 1 } }
+                                await call(pool)
+                            }
                         case .replacePool(let generation):
                             if let fresh = replacePool(generation: generation) {
-                                group.addTask { await Self.runPool(fresh) }
+                                group.addTask { await Self.runPool(fresh, logger: self.logger) }
                             }
                         }
                     }
+                    let running = state.withLock { $0.callsRunning }
+                    logger.debug("store closing", metadata: ["calls_running": "\(running)"])
                 }
                 // No more calls, and those in flight ended: close the connections.
+                logger.debug("store closing its connections")
+                stopping.fire()
                 group.cancelAll()
             }
         } onGracefulShutdown: {
@@ -190,14 +207,16 @@ public final class PostgresBatchStore: ServerStore, WorkNotifying, Service {
         }
         for subscriber in subscribers { subscriber.finish() }
         commandSink.finish()
+        logger.debug("store closed")
     }
 
     /// Runs `pool`'s client until the pool is retired or `run()` ends.
-    private static func runPool(_ pool: Pool) async {
+    private static func runPool(_ pool: Pool, logger: Logger) async {
         await withDiscardingTaskGroup { group in
             group.addTask {
                 pool.started.fire()
                 await pool.client.run()
+                logger.debug("pool closed", metadata: ["generation": "\(pool.generation)"])
             }
             await pool.retired.wait()
             group.cancelAll()
@@ -207,15 +226,12 @@ public final class PostgresBatchStore: ServerStore, WorkNotifying, Service {
     /// Swaps in a fresh pool for the one of `generation`, unless that was
     /// done already; returns the fresh pool for `run()` to start.
     private func replacePool(generation: Int) -> Pool? {
+        // Only run() swaps pools, one command at a time: the check and the swap cannot interleave.
+        guard let old = state.withLock({ $0.pool }), old.generation == generation else { return nil }
         let fresh = Pool(
             client: PostgresClient(configuration: clientConfiguration, backgroundLogger: logger),
             generation: generation + 1)
-        let old = state.withLock { state -> Pool? in
-            guard let current = state.pool, current.generation == generation else { return nil }
-            state.pool = fresh
-            return current
-        }
-        guard let old else { return nil }
+        state.withLock { $0.pool = fresh }
         logger.warning("no connection from the pool; replaced it", metadata: ["generation": "\(fresh.generation)"])
         old.retired.fire()
         return fresh
@@ -270,7 +286,15 @@ public final class PostgresBatchStore: ServerStore, WorkNotifying, Service {
             .call { pool in
                 await call.run(generation: pool.generation) {
                     await pool.started.wait()
-                    return try await pool.client.withConnection { connection in try await body(connection) }
+                    return try await pool.client.withConnection { connection in
+                        // A query in flight ignores cancellation, and a connection that died as it was
+                        // sent may never answer: closing the connection at once fails the query.
+                        return try await withTaskCancellationHandler {
+                            try await body(connection)
+                        } onCancel: {
+                            connection.close().whenComplete { _ in }
+                        }
+                    }
                 }
             })
         guard case .enqueued = queued else { throw StoreError(.storage, "the PostgreSQL store is closed") }
@@ -279,11 +303,11 @@ public final class PostgresBatchStore: ServerStore, WorkNotifying, Service {
                 try? await Task.sleep(for: .milliseconds(Int(operationTimeout * 1000)))
                 guard !Task.isCancelled else { return }
                 guard let generation = call.generation else {
-                    call.resolve(
-                        .failure(
-                            StoreError(
-                                .storage,
-                                "the PostgreSQL store is not running: run it in a ServiceGroup or inside withRunning")))
+                    let message =
+                        self.state.withLock { $0.phase == .ended }
+                        ? "the PostgreSQL store is closed"
+                        : "the PostgreSQL store is not running: run it in a ServiceGroup or inside withRunning"
+                    call.resolve(.failure(StoreError(.storage, message)))
                     return
                 }
                 let message = "the database did not answer within \(Int(operationTimeout)) s"
@@ -342,7 +366,7 @@ public final class PostgresBatchStore: ServerStore, WorkNotifying, Service {
                     }
                 }
             } catch {
-                if Task.isCancelled { return }
+                if Task.isCancelled || stopping.hasFired { return }
                 logger.warning("listening for work failed; reconnecting", metadata: ["error": "\(error)"])
             }
             try? await Task.sleep(for: .seconds(1))

@@ -303,7 +303,10 @@ struct RunCommand: AsyncParsableCommand {
 
 /// The first SIGINT or SIGTERM drains (the service group handles it); a
 /// second one exits at once, leaving leases to be released at the next start.
-func exitOnSecondSignal() -> [any DispatchSourceSignal] {
+/// With `bound`, a process still running that long after the first signal
+/// exits too (status 1): something ignored cancellation, such as a database
+/// call that is never answered.
+func exitOnSecondSignal(orAfter bound: Duration? = nil) -> [any DispatchSourceSignal] {
     let count = Mutex(0)
     return [SIGINT, SIGTERM].map { number in
         let source = DispatchSource.makeSignalSource(signal: number, queue: .global())
@@ -315,6 +318,13 @@ func exitOnSecondSignal() -> [any DispatchSourceSignal] {
             if seen >= 2 {
                 printError("interrupted twice; exiting now (the next run resumes)")
                 _exit(ExitCodes.interrupted)
+            }
+            if seen == 1, let bound {
+                let seconds = Double(bound.components.seconds) + Double(bound.components.attoseconds) / 1e18
+                DispatchQueue.global().asyncAfter(deadline: .now() + seconds) {
+                    printError("the shutdown did not finish within \(Int(seconds)) s; exiting now")
+                    _exit(ExitCodes.failure)
+                }
             }
         }
         source.resume()

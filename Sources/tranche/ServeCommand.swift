@@ -219,12 +219,12 @@ func runNode(
     var configuration = ServiceGroupConfiguration(
         services: storeServices ?? [], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
     configuration.maximumGracefulShutdownDuration = NodeShutdown.gracefulBound(drainGrace: drainGrace)
-    configuration.maximumCancellationDuration = NodeShutdown.cancellationBound
     let group = ServiceGroup(configuration: configuration)
     await group.addServiceUnlessShutdown(
         ServiceGroupConfiguration.ServiceConfiguration(
             service: NodeStartup(group: group, start: start), failureTerminationBehavior: .gracefullyShutdownGroup))
-    let secondSignal = exitOnSecondSignal()
+    let secondSignal = exitOnSecondSignal(
+        orAfter: NodeShutdown.gracefulBound(drainGrace: drainGrace) + NodeShutdown.cancellationBound)
     defer { for source in secondSignal { source.cancel() } }
     try await group.run()
 }
@@ -242,7 +242,10 @@ enum NodeShutdown {
         .milliseconds(Int64((max(0, drainGrace) + afterDrain) * 1000))
     }
 
-    /// Cancelled services that have not ended after this abort the process.
+    /// Cancelled services that have not ended after this more end with the
+    /// process (status 1). PostgreSQL calls sent as the server went away can
+    /// stay unanswered for good (postgres-nio drops them), and a task waiting
+    /// on one cannot end.
     static let cancellationBound: Duration = .seconds(3)
 }
 

@@ -2,9 +2,10 @@ import Foundation
 import Logging
 import ServiceLifecycle
 import Testing
-import TranchePostgres
 import TrancheStore
 import TrancheTestSupport
+
+@testable import TranchePostgres
 
 /// What only the PostgreSQL store does: nodes starting together, telling
 /// other processes about new work, and running its own background work.
@@ -115,6 +116,27 @@ struct PostgresStoreTests {
             try? await gracefulShutdown()
             _ = try await store.createBatch(NewBatch(type: "last"), items: [])
             wroteOnShutdown.fire()
+        }
+    }
+
+    @Test("a store from TestPostgres.runningStore() runs for the length of the test", .testResources)
+    func storeRunningForTheTest() async throws {
+        let store = try await TestPostgres.runningStore()
+        let batch = try await store.createBatch(NewBatch(type: "t"), items: [])
+        #expect(try await store.batch(batch.id)?.status == .completed)
+    }
+
+    @Test("a call past its deadline fails, is left behind, and the next call runs on a fresh pool")
+    func deadline() async throws {
+        let url = try await TestPostgres.freshDatabaseURL()
+        let store = try await PostgresBatchStore(url: url, configuration: .init(operationTimeout: 3))
+        try await store.withRunning {
+            let error = await #expect(throws: StoreError.self) {
+                try await store.read { try await $0.run("SELECT pg_sleep(60)") }
+            }
+            #expect(error?.message == "the database did not answer within 3 s")
+            let rows = try await store.read { connection in try await connection.count("SELECT 1") }
+            #expect(rows == 1)
         }
     }
 
