@@ -113,11 +113,11 @@ struct RunCommand: AsyncParsableCommand {
         throw ExitCode(code)
     }
 
-    /// The batch timeout of a run without `--batch-timeout`: 100 years, as
+    /// The batch timeout of a run without `--batch-timeout`: 365 days, as
     /// good as none. A local run may take days or be resumed much later, so
     /// the server's default (4 h) does not fit it; `BatchOptions.batchTimeout`
-    /// is a finite number of seconds, hence a very large one.
-    static let unlimitedBatchTimeout: Double = 100 * 365.25 * 24 * 3600
+    /// is a finite number of seconds, and 365 days is the most a batch accepts.
+    static let unlimitedBatchTimeout: Double = 365 * 24 * 3600
 
     /// The submission this command line describes.
     func submission() throws -> Submission {
