@@ -126,11 +126,12 @@ extension TrancheEngine {
             run.itemStarted()
             group.addTask {
                 let result = await self.attempt(item, lease: lease, binding: binding, abort: run.abort)
-                binding.pacer.release()
                 if let result {
                     let (outcome, failBatch) = self.outcome(for: item, result: result, options: binding.options)
                     run.record(outcome, failBatch: failBatch)
                 }
+                // After the record: an item that fails the batch stops the next one from starting.
+                binding.pacer.release()
                 run.itemFinished()
             }
         }

@@ -44,21 +44,29 @@ final class EventHub: Sendable {
 
     /// Delivers events; a stored event reaches each subscriber once, and only
     /// if it is newer than the subscriber's cursor.
+    ///
+    /// Events are yielded outside the lock: a yield resumes the waiting task,
+    /// and a task being canceled at that moment ends its stream, whose
+    /// termination handler takes this lock.
     func publish(_ events: [BatchEvent]) {
         guard !events.isEmpty else { return }
-        state.withLock { state in
+        let newest = events.last(where: { $0.id > 0 })?.id
+        let deliveries = state.withLock { state in
+            var deliveries: [(AsyncStream<BatchEvent>.Continuation, [BatchEvent])] = []
             for key in state.subscribers.keys {
                 var subscriber = state.subscribers[key]!
-                for event in events where subscriber.batchID == nil || subscriber.batchID == event.batchID {
-                    if event.id == 0 {
-                        subscriber.continuation.yield(event)
-                    } else if event.id > subscriber.cursor {
-                        subscriber.continuation.yield(event)
-                    }
+                let due = events.filter { event in
+                    (subscriber.batchID == nil || subscriber.batchID == event.batchID)
+                        && (event.id == 0 || event.id > subscriber.cursor)
                 }
-                if let last = events.last(where: { $0.id > 0 }) { subscriber.cursor = max(subscriber.cursor, last.id) }
+                if !due.isEmpty { deliveries.append((subscriber.continuation, due)) }
+                if let newest { subscriber.cursor = max(subscriber.cursor, newest) }
                 state.subscribers[key] = subscriber
             }
+            return deliveries
+        }
+        for (continuation, due) in deliveries {
+            for event in due { continuation.yield(event) }
         }
     }
 

@@ -44,10 +44,12 @@ struct ClockTests {
     @Test("a retry is due by the configured clock", arguments: EngineStore.all)
     func retryDue(store: EngineStore) async throws {
         let start = clock.now
-        try await store.withEngine(strategies, configure: configure) { engine in
-            // The item asks to be retried after 60 s.
+        // The item asks to be retried after 60 s, as long as the backoff's cap allows.
+        var opts = options()
+        opts.backoff = Backoff(base: 0.01, cap: 60)
+        try await store.withEngine(strategies, configure: configure) { [opts] engine in
             let batch = try await engine.submit(
-                try Submission(type: "scripted", context: ScriptedStrategy.Context(), options: options()),
+                try Submission(type: "scripted", context: ScriptedStrategy.Context(), options: opts),
                 items: try items(1) { ["n": .number(Double($0)), "kind": "later:1"] })
             try await waitUntil("the first attempt to fail") {
                 try await engine.store.items(of: batch.id, status: .failed, afterSeq: nil, limit: 1).count == 1
