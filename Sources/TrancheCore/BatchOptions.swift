@@ -48,19 +48,29 @@ public struct RateLimit: Sendable, Hashable, Codable, CustomStringConvertible {
         return RateLimit(rate: count / seconds)
     }
 
-    enum CodingKeys: String, CodingKey {
+    enum CodingKeys: String, CodingKey, CaseIterable {
         case rate
         case maxConcurrent = "max_concurrent"
     }
 
+    /// Decodes `{rate?, max_concurrent?}`; unknown keys and numbers that are
+    /// no integer where one is needed are refused, naming the field.
+    public init(from decoder: any Decoder) throws {
+        try UnknownKeys.reject(in: decoder, known: CodingKeys.allCases.map(\.stringValue), what: "rate_limit field")
+        let container = try decoder.container(keyedBy: CodingKeys.self)
+        rate = try container.decodeIfPresent(Double.self, forKey: .rate)
+        maxConcurrent = try container.decodeInteger(.maxConcurrent, within: BatchOptions.Limits.maxConcurrent)
+    }
+
     public var description: String {
-        [rate.map { "\($0.formatted2)/s" }, maxConcurrent.map { "max \($0) at once" }]
+        [rate.map { "\($0.shortText)/s" }, maxConcurrent.map { "max \($0) at once" }]
             .compactMap { $0 }.joined(separator: ", ")
     }
 }
 
 /// Exponential backoff with full jitter: attempt `n` waits a random time in
-/// `0…min(cap, base·2ⁿ⁻¹)` seconds, or the strategy's retry-after if later.
+/// `0…min(cap, base·2ⁿ⁻¹)` seconds, or the strategy's retry-after if later,
+/// but never longer than `cap` (nor than ``BatchOptions/Limits/backoffCap``).
 public struct Backoff: Sendable, Hashable, Codable {
     /// Seconds before the first retry's upper bound.
     public var base: Double
@@ -72,17 +82,45 @@ public struct Backoff: Sendable, Hashable, Codable {
         self.cap = cap
     }
 
+    /// The cap as the rules apply it: within `0…Limits.backoffCap`, whatever
+    /// a stored row or a library caller holds.
+    var effectiveCap: Double {
+        cap.isNaN ? BatchOptions.Limits.backoffCap.upperBound : cap.bounded(to: BatchOptions.Limits.backoffCap)
+    }
+
     /// The upper bound of the wait after failed attempt number `attempt` (1-based).
     public func ceiling(afterAttempt attempt: Int) -> Double {
-        let exponent = Double(min(max(attempt - 1, 0), 62))
-        return min(cap, base * pow(2, exponent))
+        let exponent = Double(attempt <= 1 ? 0 : min(attempt - 1, 62))
+        let base = self.base.isNaN ? 0 : max(self.base, 0)
+        return min(effectiveCap, base * pow(2, exponent))
     }
 
     /// The wait after failed attempt `attempt`, drawn with `random` in `0..<1`.
+    ///
+    /// A `retryAfter` (a remote's `Retry-After`) longer than the jittered
+    /// wait is honoured up to the cap: a remote cannot park an item for
+    /// longer than the batch allows, and a wait is always finite.
     public func delay(afterAttempt attempt: Int, retryAfter: Double?, random: Double) -> Double {
-        let jittered = ceiling(afterAttempt: attempt) * min(max(random, 0), 1)
-        guard let retryAfter, retryAfter > jittered else { return jittered }
-        return min(retryAfter, max(cap, retryAfter))
+        let jittered = ceiling(afterAttempt: attempt) * random.bounded(to: 0...1)
+        guard let retryAfter, !retryAfter.isNaN, retryAfter > jittered else { return jittered }
+        return min(retryAfter, effectiveCap)
+    }
+
+    enum CodingKeys: String, CodingKey, CaseIterable {
+        case base, cap
+    }
+
+    /// Decodes `{base?, cap?}`: a missing base is the default (or the cap
+    /// when that is smaller), a missing cap the default (or the base when
+    /// that is larger); unknown keys are refused.
+    public init(from decoder: any Decoder) throws {
+        try UnknownKeys.reject(in: decoder, known: CodingKeys.allCases.map(\.stringValue), what: "backoff field")
+        let container = try decoder.container(keyedBy: CodingKeys.self)
+        let defaults = Backoff()
+        let base = try container.decodeIfPresent(Double.self, forKey: .base)
+        let cap = try container.decodeIfPresent(Double.self, forKey: .cap)
+        self.base = base ?? min(defaults.base, cap ?? defaults.base)
+        self.cap = cap ?? max(defaults.cap, base ?? defaults.cap)
     }
 }
 
@@ -126,38 +164,78 @@ public struct BatchOptions: Sendable, Hashable, Codable {
     public init() {}
 
     /// The largest chunk accepted.
-    public static let maximumChunkSize = 100_000
+    public static let maximumChunkSize = Limits.chunkSize.upperBound
     /// The highest per-batch concurrency accepted.
-    public static let maximumConcurrency = 10_000
+    public static let maximumConcurrency = Limits.concurrency.upperBound
 
-    /// Checks every field; the error names the first bad one.
+    /// The accepted range of every number in the options (and of a batch's
+    /// priority), published in the API documentation and enforced by
+    /// ``BatchOptions/validate()``: whatever a client sends, every wait the
+    /// engine derives from them is finite and fits the clocks it is put on.
+    public enum Limits {
+        /// Items per chunk.
+        public static let chunkSize = 1...100_000
+        /// Items of one batch running at once on one node.
+        public static let concurrency = 1...10_000
+        /// Attempts per item.
+        public static let maxAttempts = 1...1_000
+        /// Seconds one attempt may take: more than 0, at most 24 h.
+        public static let itemTimeout = 0.0...86_400.0
+        /// Seconds of processing before the batch fails: more than 0, at most 365 days.
+        public static let batchTimeout = 0.0...31_536_000.0
+        /// Seconds a batch's items are kept after it ends: up to 365 days.
+        public static let ttl = 0.0...31_536_000.0
+        /// Seconds of the first retry's upper bound: up to 24 h.
+        public static let backoffBase = 0.0...86_400.0
+        /// Seconds of the longest retry wait, and of a remote's `Retry-After`: up to 24 h.
+        public static let backoffCap = 0.0...86_400.0
+        /// Items per second of a rate limit: more than 0 (at least one every
+        /// 10,000 s), at most a million a second.
+        public static let rate = 0.0001...1_000_000.0
+        /// Items of one batch running at once under its rate limit.
+        public static let maxConcurrent = 1...10_000
+        /// For `stop_above_ratio`: processed items needed before the ratio is judged.
+        public static let failureMinimumItems = 1...1_000_000_000
+        /// A batch's priority (higher runs first).
+        public static let priority = -1_000_000...1_000_000
+    }
+
+    /// Checks every field; the error names the first bad one and its limits.
     public func validate() throws(OptionsError) {
         func require(_ condition: Bool, _ message: @autoclosure () -> String) throws(OptionsError) {
             if !condition { throw OptionsError(message()) }
         }
-        try require(
-            (1...Self.maximumChunkSize).contains(chunkSize),
-            "chunk_size must be between 1 and \(Self.maximumChunkSize), got \(chunkSize)")
-        try require(
-            (1...Self.maximumConcurrency).contains(concurrency),
-            "concurrency must be between 1 and \(Self.maximumConcurrency), got \(concurrency)")
-        try require((1...1000).contains(maxAttempts), "max_attempts must be between 1 and 1000, got \(maxAttempts)")
-        try require(
-            backoff.base.isFinite && backoff.base >= 0, "backoff.base must be 0 or more seconds, got \(backoff.base)")
-        try require(
-            backoff.cap.isFinite && backoff.cap >= backoff.base,
-            "backoff.cap must be at least backoff.base, got \(backoff.cap)")
-        try require(
-            itemTimeout.isFinite && itemTimeout > 0, "item_timeout must be more than 0 seconds, got \(itemTimeout)")
-        try require(
-            batchTimeout.isFinite && batchTimeout > 0, "batch_timeout must be more than 0 seconds, got \(batchTimeout)")
-        try require(ttl.isFinite && ttl >= 0, "ttl must be 0 or more seconds, got \(ttl)")
+        func require(_ value: Int, in range: ClosedRange<Int>, _ name: String) throws(OptionsError) {
+            try require(
+                range.contains(value),
+                "\(name) must be between \(range.lowerBound) and \(range.upperBound), got \(value)")
+        }
+        func require(
+            _ value: Double, in range: ClosedRange<Double>, _ name: String, _ unit: String, aboveLower: Bool = false
+        ) throws(OptionsError) {
+            let lower = range.lowerBound.shortText
+            let upper = range.upperBound.shortText
+            try require(
+                range.contains(value) && (!aboveLower || value > range.lowerBound),
+                aboveLower
+                    ? "\(name) must be more than \(lower) and at most \(upper)\(unit), got \(value.shortText)"
+                    : "\(name) must be between \(lower) and \(upper)\(unit), got \(value.shortText)")
+        }
+        try require(chunkSize, in: Limits.chunkSize, "chunk_size")
+        try require(concurrency, in: Limits.concurrency, "concurrency")
+        try require(maxAttempts, in: Limits.maxAttempts, "max_attempts")
+        try require(backoff.base, in: Limits.backoffBase, "backoff.base", " seconds")
+        try require(backoff.cap, in: Limits.backoffCap, "backoff.cap", " seconds")
+        try require(backoff.cap >= backoff.base, "backoff.cap must be at least backoff.base, got \(backoff.cap)")
+        try require(itemTimeout, in: Limits.itemTimeout, "item_timeout", " seconds", aboveLower: true)
+        try require(batchTimeout, in: Limits.batchTimeout, "batch_timeout", " seconds", aboveLower: true)
+        try require(ttl, in: Limits.ttl, "ttl", " seconds")
         if let rateLimit {
             if let rate = rateLimit.rate {
-                try require(rate.isFinite && rate > 0, "rate_limit.rate must be more than 0 per second, got \(rate)")
+                try require(rate, in: Limits.rate, "rate_limit.rate", " per second")
             }
             if let maxConcurrent = rateLimit.maxConcurrent {
-                try require(maxConcurrent >= 1, "rate_limit.max_concurrent must be at least 1, got \(maxConcurrent)")
+                try require(maxConcurrent, in: Limits.maxConcurrent, "rate_limit.max_concurrent")
             }
         }
         try require(
@@ -166,7 +244,7 @@ public struct BatchOptions: Sendable, Hashable, Codable {
         )
         try require(
             failureRatio > 0 && failureRatio <= 1, "failure_ratio must be in (0, 1], got \(failureRatio)")
-        try require(failureMinimumItems >= 1, "failure_min_items must be at least 1, got \(failureMinimumItems)")
+        try require(failureMinimumItems, in: Limits.failureMinimumItems, "failure_min_items")
         if let idempotencyKey {
             try require(
                 !idempotencyKey.isEmpty && idempotencyKey.utf8.count <= 255,
@@ -195,9 +273,9 @@ public struct BatchOptions: Sendable, Hashable, Codable {
         try UnknownKeys.reject(in: decoder, known: CodingKeys.allCases.map(\.stringValue), what: "option")
         let container = try decoder.container(keyedBy: CodingKeys.self)
         let defaults = BatchOptions()
-        chunkSize = try container.decodeIfPresent(Int.self, forKey: .chunkSize) ?? defaults.chunkSize
-        concurrency = try container.decodeIfPresent(Int.self, forKey: .concurrency) ?? defaults.concurrency
-        maxAttempts = try container.decodeIfPresent(Int.self, forKey: .maxAttempts) ?? defaults.maxAttempts
+        chunkSize = try container.decodeInteger(.chunkSize, within: Limits.chunkSize) ?? defaults.chunkSize
+        concurrency = try container.decodeInteger(.concurrency, within: Limits.concurrency) ?? defaults.concurrency
+        maxAttempts = try container.decodeInteger(.maxAttempts, within: Limits.maxAttempts) ?? defaults.maxAttempts
         backoff = try container.decodeIfPresent(Backoff.self, forKey: .backoff) ?? defaults.backoff
         itemTimeout = try container.decodeIfPresent(Double.self, forKey: .itemTimeout) ?? defaults.itemTimeout
         batchTimeout = try container.decodeIfPresent(Double.self, forKey: .batchTimeout) ?? defaults.batchTimeout
@@ -208,7 +286,8 @@ public struct BatchOptions: Sendable, Hashable, Codable {
         failurePolicy = try container.decodeIfPresent(FailurePolicy.self, forKey: .failurePolicy) ?? .continue
         failureRatio = try container.decodeIfPresent(Double.self, forKey: .failureRatio) ?? defaults.failureRatio
         failureMinimumItems =
-            try container.decodeIfPresent(Int.self, forKey: .failureMinimumItems) ?? defaults.failureMinimumItems
+            try container.decodeInteger(.failureMinimumItems, within: Limits.failureMinimumItems)
+            ?? defaults.failureMinimumItems
         idempotencyKey = try container.decodeIfPresent(String.self, forKey: .idempotencyKey)
     }
 }
@@ -237,5 +316,25 @@ struct AnyKey: CodingKey {
     init?(intValue: Int) {
         self.stringValue = String(intValue)
         self.intValue = intValue
+    }
+}
+
+extension KeyedDecodingContainer {
+    /// Decodes an optional integer. A number that is no integer of Int's
+    /// range (`1e300`, `2.5`, `9223372036854775808`) is refused with an
+    /// error naming the field and the accepted `range`, rather than the
+    /// decoder's bare "does not fit".
+    public func decodeInteger(_ key: Key, within range: ClosedRange<Int>) throws -> Int? {
+        do {
+            return try decodeIfPresent(Int.self, forKey: key)
+        } catch {
+            guard let number = try? decodeIfPresent(Double.self, forKey: key) else { throw error }
+            throw DecodingError.dataCorrupted(
+                .init(
+                    codingPath: codingPath + [key],
+                    debugDescription:
+                        "must be an integer between \(range.lowerBound) and \(range.upperBound), got \(number.shortText)"
+                ))
+        }
     }
 }

@@ -132,7 +132,7 @@ public enum BatchOutcome {
             let ratio = Double(bad) / Double(counts.processed)
             if ratio > options.failureRatio {
                 return
-                    "failure policy stop_above_ratio: \(bad) of \(counts.processed) processed items failed (\(Int(ratio * 100))% > \(Int(options.failureRatio * 100))%)"
+                    "failure policy stop_above_ratio: \(bad) of \(counts.processed) processed items failed (\(Int(saturating: ratio * 100))% > \(Int(saturating: options.failureRatio * 100))%)"
             }
             return nil
         default:

@@ -47,7 +47,7 @@ public struct CreateBatchRequest: Codable, Sendable {
         options = try container.decodeIfPresent(BatchOptions.self, forKey: .options)
         mode = try container.decodeIfPresent(String.self, forKey: .mode)
         dryRun = try container.decodeIfPresent(Bool.self, forKey: .dryRun)
-        priority = try container.decodeIfPresent(Int.self, forKey: .priority)
+        priority = try container.decodeInteger(.priority, within: BatchOptions.Limits.priority)
         requireConfirmation = try container.decodeIfPresent(Bool.self, forKey: .requireConfirmation)
     }
 }

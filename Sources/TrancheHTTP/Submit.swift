@@ -24,7 +24,14 @@ extension TrancheServer {
             return try await answer(creation, existing, replayed: true)
         }
         if let items = creation.items { try await admit(items.count, tenant: context.tenant) }
-        let prepared = try engine.prepareBatch(creation.submission, items: creation.items)
+        let prepared: (batch: NewBatch, items: [NewItem])
+        do {
+            prepared = try engine.prepareBatch(creation.submission, items: creation.items)
+        } catch let error as EngineError where error.code == .invalidSubmission {
+            // JSON of the right shape whose values the strategy refuses (a
+            // context out of range): unprocessable, like a bad option.
+            throw Problem(.unprocessableContent, error.message)
+        }
         guard let key else {
             let record = try await store.createBatch(prepared.batch, items: prepared.items)
             return try await answer(creation, try await engine.accept(record), replayed: false)
@@ -54,9 +61,21 @@ extension TrancheServer {
         }
         var options = body.options ?? BatchOptions()
         if let confirm = body.requireConfirmation { options.requireConfirmation = confirm }
+        do {
+            try options.validate()
+        } catch {
+            throw Problem(.unprocessableContent, "options.\(error.message)")
+        }
+        let priority = body.priority ?? 0
+        let priorities = BatchOptions.Limits.priority
+        guard priorities.contains(priority) else {
+            throw Problem(
+                .unprocessableContent,
+                "priority must be between \(priorities.lowerBound) and \(priorities.upperBound), got \(priority)")
+        }
         let submission = Submission(
             type: body.type, context: try JSONText(encoding: body.context ?? [:]), options: options,
-            dryRun: body.dryRun ?? false, priority: body.priority ?? 0, owner: context.tenant)
+            dryRun: body.dryRun ?? false, priority: priority, owner: context.tenant)
         guard let values = body.items else {
             return CreationRequest(submission: submission, items: nil, synchronous: false)
         }
@@ -150,7 +169,7 @@ extension TrancheServer {
         try await withThrowingTaskGroup(of: BatchRecord?.self) { group in
             group.addTask { try await engine.waitForEnd(id) }
             group.addTask {
-                try await Task.sleep(for: .milliseconds(Int(seconds * 1000)))
+                try await Task.sleep(for: .seconds(bounded: seconds))
                 return nil
             }
             let first = try await group.next() ?? nil

@@ -2,6 +2,7 @@ import AsyncHTTPClient
 import Foundation
 import NIOCore
 import NIOHTTP1
+import TrancheCore
 public import TrancheEngine
 
 /// One HTTP request per item, built from templates in the context.
@@ -185,14 +186,21 @@ public struct HTTPStrategy: BatchStrategy {
         }
     }
 
-    /// Seconds from a `Retry-After` value: delta-seconds or an HTTP date.
+    /// Seconds from a `Retry-After` value: delta-seconds or an HTTP date,
+    /// held within `0…BatchOptions.Limits.backoffCap` (the engine clamps it
+    /// further to the batch's backoff cap). Nil when it is neither.
     static func retryAfter(_ value: String) -> Double? {
-        if let seconds = Double(value.trimmingCharacters(in: .whitespaces)), seconds >= 0 { return seconds }
+        let text = value.trimmingCharacters(in: .whitespaces)
+        let longest = BatchOptions.Limits.backoffCap.upperBound
+        if let seconds = Double(text), seconds >= 0 {
+            // `1e300`, `inf` or a hundred digits: at most the longest wait.
+            return min(seconds, longest)
+        }
         let formatter = DateFormatter()
         formatter.locale = Locale(identifier: "en_US_POSIX")
         formatter.timeZone = TimeZone(identifier: "GMT")
         formatter.dateFormat = "EEE, dd MMM yyyy HH:mm:ss zzz"
-        return formatter.date(from: value).map { max(0, $0.timeIntervalSinceNow) }
+        return formatter.date(from: text).map { $0.timeIntervalSinceNow.bounded(to: 0...longest) }
     }
 }
 

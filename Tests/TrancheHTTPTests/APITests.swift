@@ -90,7 +90,7 @@ struct APITests {
                 ("/v1/batches", #"{"items":[]}"#, 422, "missing field 'type'"),
                 ("/v1/batches", #"{"type":"nope","items":[1]}"#, 422, "unknown strategy 'nope'"),
                 (
-                    "/v1/batches", #"{"type":"noop","items":[1],"options":{"chunk_size":0}}"#, 400,
+                    "/v1/batches", #"{"type":"noop","items":[1],"options":{"chunk_size":0}}"#, 422,
                     "chunk_size must be between 1"
                 ),
                 (
@@ -101,7 +101,7 @@ struct APITests {
                     "/v1/batches", #"{"type":"noop","items":[1],"mode":"later"}"#, 422,
                     "mode must be auto, sync or async"
                 ),
-                ("/v1/batches", #"{"type":"sleep","items":[1],"context":{"ms":"x"}}"#, 400, "'ms' should be a number"),
+                ("/v1/batches", #"{"type":"sleep","items":[1],"context":{"ms":"x"}}"#, 422, "'ms' should be a number"),
                 ("/v1/batches", #"{"type":"noop","items":\#(items(2_000))}"#, 413, "larger than 10000 bytes"),
                 ("/v1/batches", "[]", 422, "not a valid request"),
             ]
@@ -382,6 +382,77 @@ struct APITests {
             #expect(dry.status == 200)
             #expect(dry.json["status"] as? String == "pre_processed")
             #expect(dry.json[path: "result", "valid"] as? Int == 3)
+        }
+    }
+
+    @Test("an absurd number in any option, the priority or sleep's ms is a 422 naming the field and its limit")
+    func absurdNumbers() async throws {
+        try await LiveServer.with { server, _ in
+            // (the JSON fragment with X for the number, the field the answer names, its limit)
+            let fields: [(String, String, String)] = [
+                (#""options":{"chunk_size":X}"#, "options.chunk_size", "between 1 and 100000"),
+                (#""options":{"concurrency":X}"#, "options.concurrency", "between 1 and 10000"),
+                (#""options":{"max_attempts":X}"#, "options.max_attempts", "between 1 and 1000"),
+                (#""options":{"failure_min_items":X}"#, "options.failure_min_items", "between 1 and 1000000000"),
+                (#""options":{"item_timeout":X}"#, "options.item_timeout", "at most 86400 seconds"),
+                (#""options":{"batch_timeout":X}"#, "options.batch_timeout", "at most 31536000 seconds"),
+                (#""options":{"ttl":X}"#, "options.ttl", "between 0 and 31536000 seconds"),
+                (#""options":{"backoff":{"base":X}}"#, "options.backoff.base", "between 0 and 86400 seconds"),
+                (#""options":{"backoff":{"base":0,"cap":X}}"#, "options.backoff.cap", "between 0 and 86400 seconds"),
+                (#""options":{"rate_limit":{"rate":X}}"#, "options.rate_limit.rate", "between 0.0001 and 1000000"),
+                (
+                    #""options":{"rate_limit":{"max_concurrent":X}}"#, "options.rate_limit.max_concurrent",
+                    "between 1 and 10000"
+                ),
+                (#""options":{"failure_ratio":X}"#, "options.failure_ratio", "(0, 1]"),
+                (#""priority":X"#, "priority", "between -1000000 and 1000000"),
+                (#""type":"sleep","context":{"ms":X}"#, "'ms'", "between 0 and 3600000"),
+            ]
+            // Every one is out of range for every field (but -1 is a fine priority).
+            let numbers = ["1e300", "-1e300", "-1", "9223372036854775808", "-9223372036854775809", "1e10"]
+            for (fragment, field, limit) in fields {
+                for number in numbers {
+                    let fields = fragment.replacingOccurrences(of: "X", with: number)
+                    let body =
+                        fragment.contains(#""type""#)
+                        ? #"{\#(fields),"items":[{}]}"# : #"{"type":"noop","items":[1],\#(fields)}"#
+                    let reply = try await server.request(.POST, "/v1/batches", body: body)
+                    if number == "-1", field == "priority" {
+                        #expect(reply.status == 200, "\(body): \(reply.text)")
+                        continue
+                    }
+                    #expect(reply.status == 422, "\(body): \(reply.text)")
+                    #expect(reply.headers["content-type"] == "application/problem+json")
+                    let detail = reply.json["detail"] as? String ?? ""
+                    #expect(detail.contains(field), "\(body): \(detail)")
+                    #expect(detail.contains(limit), "\(body): \(detail)")
+                }
+            }
+            // The server is still up, and still runs batches.
+            #expect(try await server.request(.GET, "/healthz").status == 200)
+            let fine = try await server.request(.POST, "/v1/batches", body: #"{"type":"noop","items":[1]}"#)
+            #expect(fine.status == 200)
+            #expect(fine.json["status"] as? String == "completed")
+        }
+    }
+
+    @Test(
+        "sleep with an item's ms of 1e300 (the crash of issue 13): the item is skipped naming the field, the server lives"
+    )
+    func sleepItemOutOfRange() async throws {
+        try await LiveServer.with { server, _ in
+            for ms in ["1e300", "-1", "9223372036854775808", "3600001"] {
+                let reply = try await server.request(
+                    .POST, "/v1/batches", body: #"{"type":"sleep","items":[{"ms":\#(ms)},{"ms":1}]}"#)
+                #expect(reply.status == 200, "\(ms): \(reply.text)")
+                #expect(reply.json[path: "counts", "skipped"] as? Int == 1)
+                #expect(reply.json[path: "counts", "succeeded"] as? Int == 1)
+                let first = (reply.json["items"] as? [[String: Any]])?.first
+                #expect(first?["status"] as? String == "skipped")
+                let message = (first?["error"] as? [String: Any])?["message"] as? String ?? ""
+                #expect(message.contains("'ms' must be an integer between 0 and 3600000"), "\(message)")
+            }
+            #expect(try await server.request(.GET, "/healthz").status == 200)
         }
     }
 }
