@@ -66,8 +66,8 @@ struct ServeCommand: AsyncParsableCommand {
         MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: registry))
         serverConfiguration.metrics = registry
         serverConfiguration.webhookHosts = allowed
-        let dispatcher = WebhookDispatcher(store: store, configuration: .init(allowedHosts: allowed), logger: logger)
         let server = TrancheServer(engine: engine, store: store, configuration: serverConfiguration)
+        let dispatcher = server.webhookDispatcher(logger: logger)
         let (host, location) = (self.host, database.location(of: store))
         let application = Application(
             router: server.router(),
@@ -149,6 +149,13 @@ struct NodeOptions: ParsableArguments {
     @Option(help: "Seconds a chunk's lease lasts without a checkpoint; a dead node's chunks run again after it.")
     var leaseDuration: Double = 30
 
+    @Option(
+        help: ArgumentHelp(
+            "How long an ended batch's summary and history are kept once its items were pruned (at its ttl): "
+                + "seconds, or with a unit (90m, 12h, 30d).",
+            valueName: "duration"))
+    var retention: RetentionPeriod = RetentionPeriod(seconds: 30 * 86_400)
+
     var allowedHosts: Set<String> {
         Set(httpAllow.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces).lowercased() })
     }
@@ -166,6 +173,7 @@ struct NodeOptions: ParsableArguments {
         configuration.drainGracePeriod = drainGrace
         configuration.role = role
         configuration.leaseDuration = max(2, leaseDuration)
+        configuration.retention = retention.seconds
         configuration.nodeID = nodeID ?? "\(ProcessInfo.processInfo.hostName)-\(getpid())"
         return configuration
     }
@@ -308,4 +316,30 @@ struct KeysCommand: AsyncParsableCommand {
             print("revoked \(id)")
         }
     }
+}
+
+/// A retention period on the command line: seconds, or a number with a unit
+/// (`s`, `m`, `h`, `d`), at most 100 years.
+struct RetentionPeriod: ExpressibleByArgument, Sendable {
+    var seconds: Double
+
+    init(seconds: Double) {
+        self.seconds = seconds
+    }
+
+    init?(argument: String) {
+        let units: [Character: Double] = ["s": 1, "m": 60, "h": 3_600, "d": 86_400]
+        var text = Substring(argument.trimmingCharacters(in: .whitespaces))
+        var unit = 1.0
+        if let last = text.last, let factor = units[last] {
+            unit = factor
+            text = text.dropLast()
+        }
+        guard let number = Double(text), number.isFinite, number >= 0, number * unit <= 100 * 365 * 86_400 else {
+            return nil
+        }
+        seconds = number * unit
+    }
+
+    var defaultValueDescription: String { "30d" }
 }
