@@ -287,6 +287,11 @@ public final class PostgresBatchStore: ServerStore, WorkNotifying, Service {
                 await call.run(generation: pool.generation) {
                     await pool.started.wait()
                     return try await pool.client.withConnection { connection in
+                        // A query written to a connection that closed is dropped unanswered
+                        // (postgres-nio): do not start on one the pool has not noticed yet.
+                        guard !connection.isClosed else {
+                            throw StoreError(.storage, "the database connection was closed")
+                        }
                         // A query in flight ignores cancellation, and a connection that died as it was
                         // sent may never answer: closing the connection at once fails the query.
                         return try await withTaskCancellationHandler {
