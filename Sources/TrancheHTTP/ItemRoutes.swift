@@ -55,7 +55,9 @@ extension TrancheServer {
                 throw Problem(
                     .contentTooLarge, "at most \(configuration.maxInlineItems) items per JSON request; use NDJSON")
             }
-            for value in values { upload.add(NewItem(payload: try JSONText(encoding: value)), line: nil) }
+            // Every item is checked before any is appended: a refused body stores nothing.
+            let items = try values.enumerated().map { index, value in try itemText(value, index: index) }
+            for item in items { upload.add(NewItem(payload: item), line: nil) }
             try await flush(&upload)
         }
         let updated = try await store.batch(record.id) ?? record

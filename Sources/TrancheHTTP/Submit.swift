@@ -85,15 +85,19 @@ extension TrancheServer {
                 "\(values.count) items inline; at most \(configuration.maxInlineItems) — upload more with POST /v1/batches/{id}/items"
             )
         }
-        let items = try values.enumerated().map { index, value in
-            let text = try JSONText(encoding: value)
-            guard text.text.utf8.count <= configuration.maxItemBytes else {
-                throw Problem(.contentTooLarge, "item \(index) is larger than \(configuration.maxItemBytes) bytes")
-            }
-            return text
-        }
+        let items = try values.enumerated().map { index, value in try itemText(value, index: index) }
         let synchronous = mode == "sync" || (mode == "auto" && items.count <= configuration.syncThreshold)
         return CreationRequest(submission: submission, items: items, synchronous: synchronous)
+    }
+
+    /// An item of a JSON body (create or append) as stored: a `413` naming
+    /// the item when it is larger than `maxItemBytes`, as an NDJSON line is.
+    func itemText(_ value: JSONValue, index: Int) throws -> JSONText {
+        let text = try JSONText(encoding: value)
+        guard text.text.utf8.count <= configuration.maxItemBytes else {
+            throw Problem(.contentTooLarge, "item \(index) is larger than \(configuration.maxItemBytes) bytes")
+        }
+        return text
     }
 
     /// The request's idempotency key: the `Idempotency-Key` header or

@@ -455,4 +455,32 @@ struct APITests {
             #expect(try await server.request(.GET, "/healthz").status == 200)
         }
     }
+
+    @Test("an item over the item limit (2 MiB) is refused alike on create and on append, JSON and NDJSON")
+    func itemLimitOnEveryPath() async throws {
+        try await LiveServer.with(maxBodyBytes: 4 << 20) { server, _ in
+            let big = #"{"s":"\#(String(repeating: "x", count: 2 << 20))"}"#
+            let created = try await server.request(.POST, "/v1/batches", body: #"{"type":"noop","items":[1,\#(big)]}"#)
+            #expect(created.status == 413)
+            #expect((created.json["detail"] as? String)?.contains("item 1 is larger than 1048576 bytes") == true)
+            let open = try await server.request(.POST, "/v1/batches", body: #"{"type":"noop"}"#)
+            let id = try #require(open.json["id"] as? String)
+            let json = try await server.request(.POST, "/v1/batches/\(id)/items", body: "[1,\(big)]")
+            #expect(json.status == 413, "\(json.text.prefix(200))")
+            #expect(json.headers["content-type"] == "application/problem+json")
+            #expect((json.json["detail"] as? String)?.contains("item 1 is larger than 1048576 bytes") == true)
+            // The refused JSON body stored nothing.
+            let batch = try await server.request(.GET, "/v1/batches/\(id)")
+            #expect(batch.json[path: "counts", "total"] as? Int == 0)
+            let ndjson = try await server.request(
+                .POST, "/v1/batches/\(id)/items", body: "1\n\(big)\n",
+                headers: ["Content-Type": "application/x-ndjson"])
+            #expect(ndjson.status == 413, "\(ndjson.text.prefix(200))")
+            #expect((ndjson.json["detail"] as? String)?.contains("longer than 1048576 bytes") == true)
+            // The server goes on.
+            let fine = try await server.request(.POST, "/v1/batches/\(id)/items?start_seq=0", body: "[1,2]")
+            #expect(fine.status == 200)
+            #expect(fine.json["total"] as? Int == 2)
+        }
+    }
 }
