@@ -139,7 +139,7 @@ extension KeyedDecodingContainer {
 
 extension Date {
     /// Milliseconds since 1970, as both stores keep times.
-    package var milliseconds: Int64 { Int64((timeIntervalSince1970 * 1000).rounded()) }
+    package var milliseconds: Int64 { Int64.saturating(timeIntervalSince1970 * 1000) }
 
     package init(milliseconds: Int64) {
         self.init(timeIntervalSince1970: Double(milliseconds) / 1000)

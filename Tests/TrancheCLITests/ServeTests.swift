@@ -262,10 +262,11 @@ struct ServeTests {
             let (first, url) = try await start(arguments, in: directory)
             let items = "[" + (0..<40).map { #"{"n":\#($0)}"# }.joined(separator: ",") + "]"
             let body =
-                #"{"type":"sleep","context":{"ms":100},"items":\#(items),"mode":"sync","options":{"chunk_size":2,"concurrency":2}}"#
+                #"{"type":"sleep","context":{"ms":1000},"items":\#(items),"mode":"sync","options":{"chunk_size":2,"concurrency":2}}"#
             let key = ["Idempotency-Key": "order-42"]
             // A synchronous submit: the server stores the batch, then waits for
-            // its end before answering. It is killed while it waits.
+            // its end (40 items of 1 s, two at a time: 20 s) before answering.
+            // It is killed while it waits, however slow this machine is.
             async let answer = send(.POST, url + "/v1/batches", body: body, headers: key)
             var listed: [[String: Any]] = []
             let deadline = ContinuousClock.now + .seconds(60)
