@@ -38,6 +38,9 @@ public struct ProgressMeter: Sendable {
 
     /// Records that `done` items were finished at `time` (seconds, monotonic).
     public mutating func record(done: Int64, at time: Double) {
+        // Fewer done than before: a retry reset the counters, so the old
+        // samples say nothing about the rate now (and would make it negative).
+        if let last = samples.last, done < last.done { samples.removeAll() }
         samples.append((time, done))
         while let first = samples.first, samples.count > 2, time - first.time > window {
             samples.removeFirst()

@@ -205,14 +205,7 @@ extension PostgresBatchStore {
         try await read { db in
             try await db.rows(
                 """
-                SELECT d.id, d.webhook_id, d.event_id, d.status, d.attempts, d.last_status_code, d.last_error,
-                       d.next_attempt_at, d.delivered_at, d.last_attempt_at,
-                       w.id, w.tenant, w.url, w.events, w.secret, w.created_at,
-                       e.type, e.at, e.data, b.id
-                FROM deliveries d
-                JOIN webhooks w ON w.id = d.webhook_id
-                JOIN events e ON e.id = d.event_id
-                JOIN batches b ON b.key = e.batch_key
+                \(unescaped: dueDeliveriesSelect)
                 WHERE d.status = 'pending' AND d.next_attempt_at <= \(now.milliseconds)
                 ORDER BY d.next_attempt_at, d.id LIMIT \(Int64(limit))
                 """

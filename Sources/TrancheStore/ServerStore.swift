@@ -162,3 +162,16 @@ public protocol ServerStore: BatchStore {
     /// while it returns `limit` or more.
     func pruneServerRecords(now: Date, deliveriesEndedBefore: Date, limit: Int) async throws -> Int
 }
+
+/// The due deliveries' columns and joins, which both stores select before
+/// their own `WHERE` (the order their decoders read).
+package let dueDeliveriesSelect = """
+    SELECT d.id, d.webhook_id, d.event_id, d.status, d.attempts, d.last_status_code, d.last_error,
+           d.next_attempt_at, d.delivered_at, d.last_attempt_at,
+           w.id, w.tenant, w.url, w.events, w.secret, w.created_at,
+           e.type, e.at, e.data, b.id
+    FROM deliveries d
+    JOIN webhooks w ON w.id = d.webhook_id
+    JOIN events e ON e.id = d.event_id
+    JOIN batches b ON b.key = e.batch_key
+    """
