@@ -609,9 +609,14 @@ public final class SQLiteBatchStore: BatchStore {
                     """,
                 arguments: [afterID, max(1, min(limit, 10_000))])
             return try rows.map { row in
-                BatchEvent(
-                    id: row[0], batchID: BatchID(row[1] as String)!, type: BatchEventType(rawValue: row[2]),
-                    at: Date(milliseconds: row[3]), data: try JSONText(unchecked: row[4]).value())
+                let read = SQLiteRow(row: row)
+                guard let batchID = BatchID(try read.string(1)) else {
+                    throw StoreError(.storage, "a stored batch id is malformed")
+                }
+                return BatchEvent(
+                    id: try read.int64(0), batchID: batchID, type: BatchEventType(rawValue: try read.string(2)),
+                    at: Date(milliseconds: try read.int64(3)), data: try JSONText(unchecked: try read.string(4)).value()
+                )
             }
         }
     }
