@@ -184,7 +184,7 @@ extension TrancheEngine {
             group.addTask { .done(await process(input)) }
             group.addTask {
                 do {
-                    try await Task.sleep(for: .milliseconds(Int(timeout * 1000)))
+                    try await Task.sleep(for: .seconds(bounded: timeout))
                     return .timedOut
                 } catch {
                     return .aborted

@@ -26,7 +26,7 @@ final class Pacer: Sendable {
             let wait = bucket.reserve(now: now)
             if wait > 0 {
                 do {
-                    try await Task.sleep(for: .milliseconds(Int((wait * 1000).rounded(.up))))
+                    try await Task.sleep(for: .seconds(bounded: wait))
                 } catch {
                     release()
                     return false

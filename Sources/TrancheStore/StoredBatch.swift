@@ -168,12 +168,9 @@ extension BatchOptions {
 
 extension Int64 {
     /// `value` rounded and held within Int64's range (NaN is 0): a number
-    /// from outside can never trap a conversion.
+    /// from outside can never trap a conversion (TrancheCore's `Int(saturating:)`).
     package static func saturating(_ value: Double) -> Int64 {
-        guard value.isFinite else { return value.isNaN ? 0 : (value > 0 ? .max : .min) }
-        if value >= 9.2e18 { return .max }
-        if value <= -9.2e18 { return .min }
-        return Int64(value.rounded())
+        Int64(Int(saturating: value.rounded()))
     }
 }
 
