@@ -103,8 +103,50 @@ struct APIClient {
         do {
             return try await Self.http.execute(request, timeout: timeout)
         } catch {
-            throw CLIError("cannot reach \(base): \(error is HTTPClientError ? "connection failed" : "\(error)")")
+            throw CLIError("cannot reach the server at \(base): \(Self.reason(error))")
         }
+    }
+
+    /// Why a request got no answer, in a few words: "connection refused",
+    /// "unknown host", "no answer within the timeout", "not an http:// or
+    /// https:// URL". The cause may sit inside a wrapping error (NIO's
+    /// connection error holds the DNS and connect errors); it is looked for there.
+    static func reason(_ error: any Error) -> String {
+        switch error {
+        case let error as IOError:
+            return systemReason(error.errnoCode)
+        case is SocketAddressError.UnknownHost:
+            return "unknown host"
+        case let error as HTTPClientError:
+            switch error {
+            case .connectTimeout, .deadlineExceeded, .readTimeout, .writeTimeout, .getConnectionFromPoolTimeout,
+                .tlsHandshakeTimeout:
+                return "no answer within the timeout"
+            case .invalidURL, .emptyHost, .emptyScheme:
+                return "not an http:// or https:// URL"
+            case .remoteConnectionClosed:
+                return "the server closed the connection"
+            default:
+                if error.shortDescription == HTTPClientError.unsupportedScheme("").shortDescription {
+                    return "not an http:// or https:// URL"
+                }
+                return error.shortDescription.prefix(1).lowercased() + error.shortDescription.dropFirst()
+            }
+        default:
+            return cause(in: error, depth: 0).map(reason) ?? "the connection failed"
+        }
+    }
+
+    /// The first I/O or unknown-host error held by `value` (its fields,
+    /// arrays and optionals), at most a few levels down.
+    static func cause(in value: Any, depth: Int) -> (any Error)? {
+        guard depth < 4 else { return nil }
+        for child in Mirror(reflecting: value).children {
+            if let error = child.value as? IOError { return error }
+            if let error = child.value as? SocketAddressError.UnknownHost { return error }
+            if let found = cause(in: child.value, depth: depth + 1) { return found }
+        }
+        return nil
     }
 
     /// The error for a non-2xx answer: its problem `detail`, or its status.

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import GRDBSQLite
+import TrancheStore
 
 #if canImport(Glibc)
     import Glibc
@@ -14,14 +15,14 @@ struct BenchCommand: AsyncParsableCommand {
         commandName: "bench",
         abstract: "Measure end-to-end throughput and the raw SQLite rates of this machine.")
 
-    @Option(help: "Items in the end-to-end run.")
+    @Option(help: "Items in the end-to-end run, 1 to 100000000.")
     var items = 1_000_000
 
-    @Option(help: "Chunk size for the end-to-end run and the raw claim/complete loop.")
+    @Option(help: "Chunk size for the end-to-end run and the raw claim/complete loop, 1 to 100000.")
     var chunkSize = 1_000
 
-    @Option(help: "Durability modes to measure (comma-separated: full,normal).")
-    var modes = "full,normal"
+    @Option(help: "Durability modes to measure, comma-separated: full, normal or both.")
+    var modes = DurabilityModes([.full, .normal])
 
     @Flag(help: "Skip the raw SQLite measurements.")
     var skipRaw = false
@@ -32,17 +33,35 @@ struct BenchCommand: AsyncParsableCommand {
     @Option(help: "A postgres:// URL: measure PostgreSQL instead (its database is emptied first).")
     var database: String?
 
-    @Option(help: "With --database: worker-node counts to measure, comma-separated.")
+    @Option(help: "With --database: worker-node counts to measure, comma-separated, each 1 to 64.")
     var nodes = "1,2"
 
-    @Option(help: "With --database: workers per node.")
+    @Option(help: "With --database: workers per node, 1 to 100000.")
     var nodeWorkers = 16
+
+    func validate() throws {
+        try requireNumber(items, in: 1...100_000_000, flag: "--items")
+        try requireNumber(chunkSize, in: BatchOptions.Limits.chunkSize, flag: "--chunk-size")
+        try requireNumber(nodeWorkers, in: NodeOptions.workersRange, flag: "--node-workers")
+        _ = try nodeCounts()
+    }
+
+    /// `--nodes` as numbers, each within 1…64.
+    func nodeCounts() throws -> [Int] {
+        try nodes.split(separator: ",").map { text in
+            guard let count = Int(text.trimmingCharacters(in: .whitespaces)), (1...64).contains(count) else {
+                throw ValidationError(
+                    "--nodes must be worker-node counts from 1 to 64, comma-separated; got '\(nodes)'")
+            }
+            return count
+        }
+    }
 
     func run() async throws {
         if let database {
             let bench = PostgresBench(
                 url: database, items: items, chunkSize: chunkSize, nodeWorkers: nodeWorkers,
-                nodeCounts: nodes.split(separator: ",").compactMap { Int($0) })
+                nodeCounts: try nodeCounts())
             return try await bench.run()
         }
         let folder =
@@ -52,7 +71,7 @@ struct BenchCommand: AsyncParsableCommand {
         try generateInput(count: items, path: input)
         print("| measurement | result |")
         print("|---|---|")
-        for mode in modes.split(separator: ",").map(String.init) {
+        for mode in modes.modes.map(\.rawValue) {
             let state = folder + "/bench-\(mode).db"
             for suffix in ["", "-wal", "-shm", ".lock"] { unlink(state + suffix) }
             let result = try measureRun(arguments: [
@@ -62,16 +81,18 @@ struct BenchCommand: AsyncParsableCommand {
             let rate = Double(items) / result.seconds
             print(
                 "| `tranche run` \(format(Int64(items))) noop items, durability \(mode) | "
-                    + "\(format(Int64(rate))) items/s (\(String(format: "%.2f", result.seconds)) s), peak RSS \(result.peakRSSKiB / 1024) MiB |"
+                    + "\(format(Int64.saturating(rate))) items/s (\(String(format: "%.2f", result.seconds)) s), peak RSS \(result.peakRSSKiB / 1024) MiB |"
             )
         }
         if !skipRaw {
             let raw = try RawSQLiteBench(folder: folder, rows: min(items, 1_000_000), chunkSize: chunkSize)
-            print("| raw SQLite: prepared inserts, one transaction | \(format(Int64(try raw.inserts()))) rows/s |")
+            print(
+                "| raw SQLite: prepared inserts, one transaction | \(format(Int64.saturating(try raw.inserts()))) rows/s |"
+            )
             for mode in ["FULL", "NORMAL"] {
                 print(
                     "| raw SQLite: claim + complete, 2 transactions per chunk of \(chunkSize), synchronous=\(mode) | "
-                        + "\(format(Int64(try raw.claimComplete(synchronous: mode)))) items/s |")
+                        + "\(format(Int64.saturating(try raw.claimComplete(synchronous: mode)))) items/s |")
             }
             print(
                 "| raw SQLite: one commit with synchronous=FULL (fsync) | \(String(format: "%.2f", try raw.commitMilliseconds())) ms |"
@@ -129,6 +150,23 @@ struct BenchCommand: AsyncParsableCommand {
         wait4(pid, &status, 0, &usage)
         return (status, Int(usage.ru_maxrss))
     }
+}
+
+/// `--modes`: durability modes, comma-separated.
+struct DurabilityModes: ExpressibleByArgument {
+    var modes: [DurabilityMode]
+
+    init(_ modes: [DurabilityMode]) {
+        self.modes = modes
+    }
+
+    init?(argument: String) {
+        let modes = argument.split(separator: ",").map { DurabilityMode(rawValue: String($0)) }
+        guard !modes.isEmpty, !modes.contains(nil) else { return nil }
+        self.modes = modes.compactMap { $0 }
+    }
+
+    var defaultValueDescription: String { modes.map(\.rawValue).joined(separator: ",") }
 }
 
 /// The same work as Tranche's hot paths, straight on SQLite's C API: the

@@ -38,7 +38,7 @@ func describe(_ batch: BatchView) -> String {
             + "\(format(counts.skipped)) skipped, \(format(counts.dead)) dead, \(format(counts.canceled)) canceled, "
             + "\(format(counts.running)) running, \(format(counts.pending)) pending",
         String(
-            format: "  %.1f%%  %@/s  ETA %@", batch.progress, format(Int64(batch.rate.rounded())),
+            format: "  %.1f%%  %@/s  ETA %@", batch.progress, format(Int64.saturating(batch.rate)),
             batch.etaSeconds.map(formatDuration) ?? "–"),
     ]
     if let reason = batch.failureReason { lines.append("  reason: \(reason)") }
@@ -73,20 +73,25 @@ struct SubmitCommand: AsyncParsableCommand {
         abstract: "Submit a batch to a server; items are streamed in blocks from a file or stdin.")
 
     @OptionGroup var client: ClientOptions
-    @Option(help: "The strategy.") var type: String
+    @Option(help: "The strategy the server runs per item: noop, sleep, exec, http or any it registers.")
+    var type: String
     @Option(help: "The strategy's context, a JSON object.") var context: String = "{}"
-    @Option(help: "NDJSON items, or - for stdin.") var items: String?
+    @Option(help: "NDJSON items, or - for stdin (default: none).") var items: String?
     @Option(name: .customLong("option"), help: "An option as key=value (e.g. chunk_size=500), repeatable.")
     var options: [String] = []
     @Flag(help: "Validate and report; run nothing.") var dryRun = false
-    @Option(help: "Higher runs first.") var priority = 0
+    @Option(help: "The batch's priority: higher runs first, -1000000 to 1000000.") var priority = 0
     @Flag(help: "Wait for the end with a live progress line.") var wait = false
 
     func run() async throws {
         let api = client.client
-        let created = try await api.openBatch(try request())
+        // Everything that can be refused here is checked before the batch
+        // exists: the request, then the items file, opened before creation.
+        let request = try request()
+        let reader = try items.map { try InputReader(path: $0, offset: 0, lineNumber: 0) }
+        let created = try await api.openBatch(request)
         let id = created.id.rawValue
-        if let items { try await upload(items, to: id, with: api) }
+        if let reader { try await upload(reader, to: id, with: api) }
         let sealed = try await api.perform("seal", on: id)
         guard wait else {
             if client.json { printJSON(sealed.data) } else { print(id) }
@@ -109,11 +114,8 @@ struct SubmitCommand: AsyncParsableCommand {
             let text = String(option[option.index(after: equals)...])
             optionValues[key] = (try? JSONText(validating: text).value()) ?? .string(text)
         }
-        guard let contextValue = try? JSONText(validating: context).value(), case .object = contextValue else {
-            throw CLIError("--context must be a JSON object")
-        }
         let body: JSONValue = [
-            "type": .string(type), "context": contextValue, "options": .object(optionValues),
+            "type": .string(type), "context": .object(try parseContext(context)), "options": .object(optionValues),
             "dry_run": .bool(dryRun), "priority": .number(Double(priority)), "mode": "async",
         ]
         do {
@@ -125,8 +127,7 @@ struct SubmitCommand: AsyncParsableCommand {
 
     /// Streams the NDJSON items to the open batch in blocks of 5,000 lines
     /// (blank lines skipped), each at its `start_seq`.
-    func upload(_ path: String, to id: String, with api: APIClient) async throws {
-        let reader = try InputReader(path: path, offset: 0, lineNumber: 0)
+    func upload(_ reader: InputReader, to id: String, with api: APIClient) async throws {
         var seq = 0
         var block: [String] = []
         var more = true
@@ -158,7 +159,7 @@ func watch(api: APIClient, id: String, quiet: Bool) async throws -> APIClient.Re
             let line = String(
                 format: "%@  %5.1f%%  %@/%@  ✓%@  %@/s", batch.status.rawValue, batch.progress,
                 format(batch.counts.processed), format(batch.counts.total), format(batch.counts.succeeded),
-                format(Int64(batch.rate.rounded())))
+                format(Int64.saturating(batch.rate)))
             FileHandle.standardError.write(Data((terminal ? "\r\u{1B}[K" + line : line + "\n").utf8))
             last = .now
         }
@@ -174,7 +175,7 @@ func watch(api: APIClient, id: String, quiet: Bool) async throws -> APIClient.Re
 struct StatusCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(commandName: "status", abstract: "Show a batch.")
     @OptionGroup var client: ClientOptions
-    @Argument var id: String
+    @Argument(help: "The batch's id.") var id: String
 
     func run() async throws {
         let reply = try await client.client.batch(id)
@@ -187,7 +188,7 @@ struct StatusCommand: AsyncParsableCommand {
 struct WatchCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(commandName: "watch", abstract: "Follow a batch until it ends.")
     @OptionGroup var client: ClientOptions
-    @Argument var id: String
+    @Argument(help: "The batch's id.") var id: String
 
     func run() async throws {
         let final = try await watch(api: client.client, id: id, quiet: client.json)
@@ -200,12 +201,12 @@ struct WatchCommand: AsyncParsableCommand {
 struct ListCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(commandName: "ls", abstract: "List batches, newest first.")
     @OptionGroup var client: ClientOptions
-    @Option var type: String?
-    @Option var status: String?
-    @Option var limit = 20
+    @Option(help: "Only batches of this strategy.") var type: String?
+    @Option(help: "Only batches in this status.") var status: Choice<BatchStatus>?
+    @Option(help: "At most this many batches (the server takes 1 to 1000).") var limit = 20
 
     func run() async throws {
-        let reply = try await client.client.batches(type: type, status: status, limit: limit)
+        let reply = try await client.client.batches(type: type, status: status?.value.rawValue, limit: limit)
         if client.json { return printJSON(reply.data) }
         for batch in reply.value.batches {
             print(
@@ -238,7 +239,7 @@ struct NodesCommand: AsyncParsableCommand {
 /// `tranche pause|resume|cancel|confirm|retry ID`.
 struct ActionCommand: ParsableArguments {
     @OptionGroup var client: ClientOptions
-    @Argument var id: String
+    @Argument(help: "The batch's id.") var id: String
 
     static func make(_ action: String) -> CommandConfiguration {
         CommandConfiguration(
@@ -286,11 +287,11 @@ struct ResultsCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "results", abstract: "Print per-item results (NDJSON).")
     @OptionGroup var client: ClientOptions
-    @Argument var id: String
-    @Option(help: "Only items in this status.") var status: String?
+    @Argument(help: "The batch's id.") var id: String
+    @Option(help: "Only items in this status.") var status: Choice<ItemStatus>?
 
     func run() async throws {
-        try await client.client.export(id, format: "ndjson", status: status)
+        try await client.client.export(id, format: ExportFormat.ndjson.rawValue, status: status?.value.name)
     }
 }
 
@@ -299,12 +300,21 @@ struct ExportCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "export", abstract: "Stream a batch's items to stdout.")
     @OptionGroup var client: ClientOptions
-    @Argument var id: String
-    @Option(help: "ndjson, csv or json.") var format = "ndjson"
-    @Option(help: "Only items in this status.") var status: String?
+    @Argument(help: "The batch's id.") var id: String
+    @Option(help: "The output's format.") var format = ExportFormat.ndjson
+    @Option(help: "Only items in this status.") var status: Choice<ItemStatus>?
 
     func run() async throws {
-        try await client.client.export(id, format: format, status: status)
+        try await client.client.export(id, format: format.rawValue, status: status?.value.name)
+    }
+}
+
+/// `tranche export --format`: what `GET /v1/batches/{id}/export` writes.
+enum ExportFormat: String, CaseIterable, ExpressibleByArgument {
+    case ndjson, csv, json
+
+    static var allValueDescriptions: [String: String] {
+        ["ndjson": "one JSON object a line", "csv": "a header row, then a row an item", "json": "one JSON array"]
     }
 }
 
@@ -312,7 +322,7 @@ struct ExportCommand: AsyncParsableCommand {
 struct EventsCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(commandName: "events", abstract: "Print a batch's history.")
     @OptionGroup var client: ClientOptions
-    @Argument var id: String
+    @Argument(help: "The batch's id.") var id: String
 
     func run() async throws {
         let reply = try await client.client.events(of: id)
@@ -322,4 +332,18 @@ struct EventsCommand: AsyncParsableCommand {
             print("\(timestamp(event.at))  \(event.type)  \(detail)")
         }
     }
+}
+
+/// `--status` of `tranche ls`: a batch's status by its wire name.
+extension BatchStatus: NamedChoices {
+    init?(choiceName: String) { self.init(rawValue: choiceName) }
+    static var choiceNames: [String] { allCases.map(\.rawValue) }
+    var choiceName: String { rawValue }
+}
+
+/// `--status` of `tranche results` and `export`: an item's status by its wire name.
+extension ItemStatus: NamedChoices {
+    init?(choiceName: String) { self.init(name: choiceName) }
+    static var choiceNames: [String] { allCases.map(\.name) }
+    var choiceName: String { name }
 }

@@ -27,8 +27,11 @@ final class InputReader {
             ownsDescriptor = false
         } else {
             descriptor = open(path, O_RDONLY)
-            guard descriptor >= 0 else {
-                throw CLIError("cannot open input \(path): \(String(cString: strerror(errno)))")
+            guard descriptor >= 0 else { throw CLIError("cannot open input \(path): \(systemReason(errno))") }
+            var info = stat()
+            if fstat(descriptor, &info) == 0, info.st_mode & S_IFMT == S_IFDIR {
+                close(descriptor)
+                throw CLIError("cannot read input \(path): it is a directory")
             }
             ownsDescriptor = true
         }
@@ -74,7 +77,7 @@ final class InputReader {
                 let count = data.withUnsafeMutableBytes { read(fd, $0.baseAddress, InputReader.blockSize) }
                 if count < 0 {
                     continuation.resume(
-                        throwing: CLIError("reading the input failed: \(String(cString: strerror(errno)))"))
+                        throwing: CLIError("reading the input failed: \(systemReason(errno))"))
                 } else {
                     data.removeSubrange(count...)
                     continuation.resume(returning: data)
@@ -133,7 +136,7 @@ struct InputFingerprint: Codable, Equatable {
 
     /// Fingerprints the file at `path` up to `offset`; nil for stdin.
     static func of(path: String, upTo offset: Int64) -> InputFingerprint? {
-        guard path != "-", let handle = FileHandle(forReadingAtPath: path) else { return nil }
+        guard path != "-", offset >= 0, let handle = FileHandle(forReadingAtPath: path) else { return nil }
         defer { try? handle.close() }
         let headLength = min(sample, offset)
         let head = (try? handle.read(upToCount: Int(headLength))) ?? Data()
@@ -181,11 +184,4 @@ func jsonQuoted(_ bytes: UnsafeBufferPointer<UInt8>) -> String {
     }
     out.append(0x22)
     return String(decoding: out, as: UTF8.self)
-}
-
-/// A usage or infrastructure error, printed as one line.
-struct CLIError: Error, CustomStringConvertible {
-    var message: String
-    init(_ message: String) { self.message = message }
-    var description: String { message }
 }

@@ -46,7 +46,7 @@ struct PostgresBench {
             _ = try await store.seal(batch.id, at: Date())
             let insertSeconds = insertStarted.duration(to: .now).seconds
             print(
-                "| insert \(format(Int64(items))) items (`UNNEST`, blocks of 10,000) | \(format(Int64(Double(items) / insertSeconds))) items/s |"
+                "| insert \(format(Int64(items))) items (`UNNEST`, blocks of 10,000) | \(format(Int64.saturating(Double(items) / insertSeconds))) items/s |"
             )
             let pids = try (0..<nodes).map { index in
                 try BenchCommand.spawnSelf([
@@ -69,7 +69,7 @@ struct PostgresBench {
             let record = try await store.batch(batch.id)
             print(
                 "| `noop` end to end, \(format(Int64(items))) items, \(nodes) worker node\(nodes == 1 ? "" : "s") × \(nodeWorkers) workers, chunks of \(chunkSize), durable | "
-                    + "\(format(Int64(Double(items) / seconds))) items/s (\(String(format: "%.2f", seconds)) s, "
+                    + "\(format(Int64.saturating(Double(items) / seconds))) items/s (\(String(format: "%.2f", seconds)) s, "
                     + "\(record?.counts.succeeded ?? 0) succeeded), peak RSS per node \(peak / 1024) MiB |")
             _ = try? await store.deleteBatch(batch.id)
         }
@@ -120,7 +120,7 @@ struct PostgresBench {
             "| claim under contention: \(claimers) claimers, \(latencies.count) chunks of 100 | "
                 + String(
                     format: "p50 %.2f ms, p99 %.2f ms; claim + complete %@ items/s |", percentile(0.5),
-                    percentile(0.99), format(Int64(Double(count) / seconds))))
+                    percentile(0.99), format(Int64.saturating(Double(count) / seconds))))
         _ = try? await store.deleteBatch(batch.id)
     }
 }

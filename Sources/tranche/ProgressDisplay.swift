@@ -2,6 +2,7 @@ import Foundation
 import Synchronization
 import TrancheCore
 import TrancheEngine
+import TrancheStore
 
 /// A live progress bar on a terminal, or a progress line every few seconds
 /// otherwise, on stderr.
@@ -24,7 +25,7 @@ final class ProgressDisplay: Sendable {
         let started = clock.now
         let tick = terminal ? 0.2 : max(0.5, interval)
         while !Task.isCancelled {
-            try? await Task.sleep(for: .milliseconds(Int(tick * 1000)))
+            try? await Task.sleep(for: .seconds(bounded: tick))
             if Task.isCancelled { break }
             guard let record = try? await engine.store.batch(batchID) else { continue }
             let counts = record.counts
@@ -51,7 +52,8 @@ final class ProgressDisplay: Sendable {
         let percent = counts.progress
         var parts: [String] = []
         if width > 0 {
-            let filled = Int((percent / 100 * Double(width)).rounded(.down))
+            // A progress beyond 0…100 (a count that ran ahead) fills the bar, never past it.
+            let filled = Int((percent.bounded(to: 0...100) / 100 * Double(width)).rounded(.down))
             parts.append(
                 "[" + String(repeating: "█", count: filled) + String(repeating: "░", count: width - filled) + "]")
         }
@@ -61,7 +63,7 @@ final class ProgressDisplay: Sendable {
         let bad = counts.skipped + counts.dead
         if bad > 0 { parts.append("✗\(format(bad))") }
         if counts.failed > 0 { parts.append("↻\(format(counts.failed))") }
-        parts.append("\(format(Int64(rate.rounded())))/s")
+        parts.append("\(format(Int64.saturating(rate)))/s")
         if record.sealed, let eta { parts.append("ETA \(formatDuration(eta))") }
         return parts.joined(separator: "  ")
     }

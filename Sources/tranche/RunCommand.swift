@@ -11,6 +11,16 @@ import TrancheStrategies
     import Glibc
 #endif
 
+/// `--failure-policy`: one of the policies ``FailurePolicy/all`` lists.
+extension FailurePolicy: NamedChoices {
+    init?(choiceName: String) {
+        guard let policy = Self.all.first(where: { $0.rawValue == choiceName }) else { return nil }
+        self = policy
+    }
+    static var choiceNames: [String] { all.map(\.rawValue) }
+    var choiceName: String { rawValue }
+}
+
 /// `tranche run`: a one-shot local batch with a live progress bar and
 /// checkpoint/resume in a local SQLite file.
 struct RunCommand: AsyncParsableCommand {
@@ -70,8 +80,8 @@ struct RunCommand: AsyncParsableCommand {
     @Option(help: "Seconds the run may process before it fails (default: no limit).")
     var batchTimeout: Double?
 
-    @Option(help: "Failure policy: continue, stop_on_first_error or stop_above_ratio.")
-    var failurePolicy: String?
+    @Option(help: "What skipped or dead items do to the run (default continue).")
+    var failurePolicy: Choice<FailurePolicy>?
 
     @Option(help: "Write every item that did not succeed, with its error, to this NDJSON file.")
     var failedOut: String?
@@ -82,35 +92,21 @@ struct RunCommand: AsyncParsableCommand {
     @Flag(help: "Print the summary as one JSON object.")
     var json = false
 
-    @Option(
-        help:
-            "full (default: every commit reaches the disk) or normal (faster; a power loss may lose the last commits).")
-    var durability: String = "full"
+    @Option(help: "How hard a commit to the state file tries to reach the disk.")
+    var durability = DurabilityMode.full
 
-    @Option(help: "Seconds between progress lines when not on a terminal.")
+    @Option(help: "Seconds between progress lines when not on a terminal, 0.5 to 86400.")
     var progressInterval: Double = 5
 
     @Flag(help: "Print no progress.")
     var quiet = false
 
+    func validate() throws {
+        try requireSeconds(progressInterval, in: 0.5...86_400, flag: "--progress-interval")
+    }
+
     func run() async throws {
-        let code: Int32
-        do {
-            code = try await execute()
-        } catch let error as CLIError {
-            printError(error.message)
-            code = ExitCodes.failure
-        } catch let error as EngineError {
-            printError(error.message)
-            code = ExitCodes.failure
-        } catch let error as StoreError {
-            printError(error.message)
-            code = ExitCodes.failure
-        } catch let error as OptionsError {
-            printError(error.message)
-            code = ExitCodes.failure
-        }
-        throw ExitCode(code)
+        throw ExitCode(try await execute())
     }
 
     /// The batch timeout of a run without `--batch-timeout`: 365 days, as
@@ -128,18 +124,11 @@ struct RunCommand: AsyncParsableCommand {
         if let maxAttempts { options.maxAttempts = maxAttempts }
         if let itemTimeout { options.itemTimeout = itemTimeout }
         if let rate { options.rateLimit = try RateLimit.parse(rate) }
-        if let failurePolicy { options.failurePolicy = FailurePolicy(rawValue: failurePolicy) }
+        if let failurePolicy { options.failurePolicy = failurePolicy.value }
         try options.validate()
         let chosen = [exec != nil, url != nil, type != nil].filter { $0 }.count
         guard chosen == 1 else { throw CLIError("give exactly one of --exec, --url or --type") }
-        var contextValue: JSONValue = [:]
-        if let context {
-            guard let parsed = try? JSONText(validating: context).value(), case .object = parsed else {
-                throw CLIError("--context must be a JSON object")
-            }
-            contextValue = parsed
-        }
-        guard case .object(var fields) = contextValue else { throw CLIError("--context must be a JSON object") }
+        var fields = try context.map(parseContext) ?? [:]
         let strategy: String
         if let exec {
             strategy = "exec"
@@ -160,8 +149,10 @@ struct RunCommand: AsyncParsableCommand {
                 }
                 fields["headers"] = .object(map)
             }
+        } else if let type {
+            strategy = type
         } else {
-            strategy = type!
+            throw CLIError("give exactly one of --exec, --url or --type")
         }
         return Submission(
             type: strategy, context: try JSONText(encoding: JSONValue.object(fields)), options: options)
@@ -180,16 +171,13 @@ struct RunCommand: AsyncParsableCommand {
 
     func execute() async throws -> Int32 {
         let submission = try submission()
-        guard ["full", "normal"].contains(durability) else { throw CLIError("--durability must be full or normal") }
         if input != "-", !FileManager.default.fileExists(atPath: input) {
             throw CLIError("input \(input) does not exist")
         }
         let statePath = state ?? defaultStatePath(for: submission)
         let lock = try StateLock(path: statePath + ".lock")
         defer { lock.release() }
-        let store = try SQLiteBatchStore(
-            path: statePath,
-            configuration: .init(durability: SQLiteBatchStore.Durability(rawValue: durability)))
+        let store = try DatabaseOptions.openSQLite(path: statePath, durability: durability)
         var logger = Logger(label: "tranche.run")
         logger.logLevel = .error
         var engineConfiguration = TrancheEngine.Configuration()
@@ -322,7 +310,7 @@ func exitOnSecondSignal(orAfter bound: Duration? = nil) -> [any DispatchSourceSi
             if seen == 1, let bound {
                 let seconds = Double(bound.components.seconds) + Double(bound.components.attoseconds) / 1e18
                 DispatchQueue.global().asyncAfter(deadline: .now() + seconds) {
-                    printError("the shutdown did not finish within \(Int(seconds)) s; exiting now")
+                    printError("the shutdown did not finish within \(Int(saturating: seconds)) s; exiting now")
                     _exit(ExitCodes.failure)
                 }
             }
@@ -396,7 +384,7 @@ struct RunSummary {
                 + "\(format(counts.succeeded)) succeeded, \(format(counts.failed)) failed, "
                 + "\(format(counts.skipped)) skipped, \(format(counts.dead)) dead"
                 + (counts.canceled > 0 ? ", \(format(counts.canceled)) canceled" : ""),
-            "  \(format(processedNow)) processed in \(formatDuration(seconds)) (\(format(Int64(rate.rounded()))) items/s)"
+            "  \(format(processedNow)) processed in \(formatDuration(seconds)) (\(format(Int64.saturating(rate))) items/s)"
                 + (counts.retried > 0 ? ", \(format(counts.retried)) retries" : "")
                 + (counts.rescued > 0 ? ", \(format(counts.rescued)) re-run after a crash" : ""),
             "  state: \(state)\(resumed ? " (resumed)" : "")",
@@ -416,7 +404,11 @@ func format(_ number: Int64) -> String {
     return (number < 0 ? "-" : "") + out
 }
 
+/// A duration for a progress line or a summary: `12.5s`, `4:05`, `1:02:03`;
+/// any number (an ETA from a server, say) without trapping: past 100 years,
+/// or not a number, it is `–`.
 func formatDuration(_ seconds: Double) -> String {
+    guard seconds.isFinite, seconds < Duration.longestBoundedWait else { return "–" }
     if seconds < 60 { return String(format: "%.1fs", seconds) }
     let total = Int(seconds)
     if total < 3600 { return String(format: "%d:%02d", total / 60, total % 60) }

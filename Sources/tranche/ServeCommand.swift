@@ -3,6 +3,7 @@ import Foundation
 import Hummingbird
 import Logging
 import Metrics
+import NIOCore
 import Prometheus
 import ServiceLifecycle
 import TrancheEngine
@@ -22,22 +23,46 @@ struct ServeCommand: AsyncParsableCommand {
     @Option(help: "Address to listen on.")
     var host = "127.0.0.1"
 
-    @Option(help: "Port to listen on (0 picks a free one).")
+    @Option(help: "Port to listen on, 0 to 65535 (0 picks a free one).")
     var port = 8080
 
     @OptionGroup var node: NodeOptions
 
-    @Option(help: "Batches of at most this many items run at once in mode auto.")
+    @Option(help: "Batches of at most this many items run at once in mode auto, 0 to 100000.")
     var syncThreshold = 200
 
-    @Option(help: "Seconds running items get to finish on shutdown.")
+    @Option(help: "Seconds running items get to finish on shutdown, 0 to 86400.")
     var drainGrace: Double = 20
+
+    @Option(help: "A Host name the API answers to while it has no API keys, besides loopback ones (repeatable).")
+    var trustedHost: [String] = []
+
+    @Option(help: "Seconds a silent connection is kept open.")
+    var idleTimeout: Double = 60
+
+    @Option(help: "Seconds a request body may take to arrive; a slower one gets 408.")
+    var bodyTimeout: Double = 600
+
+    func validate() throws {
+        try requireNumber(port, in: 0...65_535, flag: "--port")
+        try requireNumber(syncThreshold, in: 0...100_000, flag: "--sync-threshold")
+        try requireSeconds(drainGrace, in: NodeOptions.drainGraceRange, flag: "--drain-grace")
+        try requireSeconds(idleTimeout, in: 0.1...86_400, flag: "--idle-timeout")
+        try requireSeconds(bodyTimeout, in: 1...86_400, flag: "--body-timeout")
+    }
 
     func run() async throws {
         let logger = nodeLogger()
         let store = try await database.open(logger: logger)
-        try await runNode(store: store, drainGrace: drainGrace, logger: logger) {
-            try await services(store: store, logger: logger)
+        do {
+            try await runNode(store: store, drainGrace: drainGrace, logger: logger) {
+                try await services(store: store, logger: logger)
+            }
+        } catch let error as IOError where [EADDRINUSE, EACCES, EADDRNOTAVAIL].contains(error.errnoCode) {
+            let reason = error.errnoCode == EADDRINUSE ? "the port is already in use" : systemReason(error.errnoCode)
+            throw CLIError("cannot listen on \(host) port \(port): \(reason); give another --port or --host")
+        } catch is SocketAddressError.UnknownHost {
+            throw CLIError("cannot listen on \(host): unknown host; give another --host")
         }
     }
 
@@ -62,6 +87,9 @@ struct ServeCommand: AsyncParsableCommand {
         var serverConfiguration = TrancheServer.Configuration()
         serverConfiguration.syncThreshold = syncThreshold
         serverConfiguration.open = keys.isEmpty
+        serverConfiguration.idleTimeout = idleTimeout
+        serverConfiguration.bodyTimeout = bodyTimeout
+        serverConfiguration.trustedHosts = Set(trustedHost.map { $0.lowercased() })
         let registry = PrometheusCollectorRegistry()
         MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: registry))
         serverConfiguration.metrics = registry
@@ -69,15 +97,15 @@ struct ServeCommand: AsyncParsableCommand {
         let server = TrancheServer(engine: engine, store: store, configuration: serverConfiguration)
         let dispatcher = server.webhookDispatcher(logger: logger)
         let (host, location) = (self.host, database.location(of: store))
-        let application = Application(
-            router: server.router(),
-            configuration: .init(address: .hostname(host, port: port), serverName: "tranche"),
+        let application = server.application(
+            host: host, port: port, serverName: "tranche", logger: logger,
             onServerRunning: { channel in
                 let port = channel.localAddress?.port ?? 0
                 writeStandardOutput(
-                    Data("tranche: listening on http://\(host):\(port) (database \(location))\n".utf8))
-            },
-            logger: logger)
+                    Data(
+                        "tranche \(Tranche.version): listening on http://\(host):\(port) (database \(location))\n"
+                            .utf8))
+            })
         // Shut down in reverse: the engine drains first and ends the event
         // streams, then the HTTP server finishes its requests.
         return [application, dispatcher, engine]
@@ -89,21 +117,23 @@ struct ServeCommand: AsyncParsableCommand {
 struct DatabaseOptions: ParsableArguments {
     @Option(
         help: ArgumentHelp(
-            "SQLite file, or postgres://user:password@host:port/database (default ./tranche.db).",
-            valueName: "path-or-url"))
+            "SQLite file, or postgres://user:password@host:port/database.", valueName: "path-or-url"))
     var database = "tranche.db"
 
-    @Option(help: "SQLite durability: full (default) or normal.")
-    var durability = "full"
+    @Option(help: "How hard a SQLite commit tries to reach the disk.")
+    var durability = DurabilityMode.full
 
-    @Option(help: "PostgreSQL connections in this process's pool (default 10).")
+    @Option(help: "PostgreSQL connections in this process's pool, 2 to 500.")
     var poolSize = 10
 
     var isPostgres: Bool { database.hasPrefix("postgres://") || database.hasPrefix("postgresql://") }
 
+    func validate() throws {
+        try requireNumber(poolSize, in: 2...500, flag: "--pool-size")
+    }
+
     func open(logger: Logger = Logger(label: "tranche")) async throws -> any ServerStore {
         if isPostgres {
-            guard (2...500).contains(poolSize) else { throw CLIError("--pool-size must be between 2 and 500") }
             do {
                 return try await PostgresBatchStore(
                     url: database, configuration: .init(maximumConnections: poolSize), logger: logger)
@@ -111,9 +141,30 @@ struct DatabaseOptions: ParsableArguments {
                 throw CLIError("cannot open \(PostgresBatchStore.redacted(database)): \(error.message)")
             }
         }
-        guard ["full", "normal"].contains(durability) else { throw CLIError("--durability must be full or normal") }
-        return try SQLiteBatchStore(
-            path: database, configuration: .init(durability: SQLiteBatchStore.Durability(rawValue: durability)))
+        return try Self.openSQLite(path: database, durability: durability)
+    }
+
+    /// Opens a SQLite store, or says why it cannot, naming the file: a
+    /// missing directory, a directory in its place, or SQLite's reason.
+    static func openSQLite(path: String, durability: DurabilityMode) throws -> SQLiteBatchStore {
+        do {
+            return try SQLiteBatchStore(path: path, configuration: .init(durability: durability.sqlite))
+        } catch {
+            let directory = URL(fileURLWithPath: path).deletingLastPathComponent().path
+            var isDirectory: ObjCBool = false
+            let reason: String
+            if !FileManager.default.fileExists(atPath: directory) {
+                reason = "the directory \(directory) does not exist"
+            } else if FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory), isDirectory.boolValue {
+                reason = "it is a directory"
+            } else {
+                // GRDB's text is "SQLite error 14: unable to open database file": keep SQLite's words.
+                let text = userMessage(for: error)
+                let colon = text.hasPrefix("SQLite error ") ? text.firstIndex(of: ":") : nil
+                reason = colon.map { text[text.index(after: $0)...].trimmingCharacters(in: .whitespaces) } ?? text
+            }
+            throw CLIError("cannot open the database \(path): \(reason)")
+        }
     }
 
     /// Opens the store and runs `body` with it; a PostgreSQL store runs
@@ -132,21 +183,44 @@ struct DatabaseOptions: ParsableArguments {
     }
 }
 
+/// `--durability`: how hard a SQLite commit tries to reach the disk.
+enum DurabilityMode: String, CaseIterable, ExpressibleByArgument {
+    case full, normal
+
+    var sqlite: SQLiteBatchStore.Durability { SQLiteBatchStore.Durability(rawValue: rawValue) }
+
+    static var allValueDescriptions: [String: String] {
+        [
+            "full": "every commit reaches the disk",
+            "normal": "fewer fsyncs; a power loss may lose the last commits, a crash loses none",
+        ]
+    }
+}
+
 /// What a node runs: its workers and the strategies it enables.
 struct NodeOptions: ParsableArguments {
-    @Option(help: "Items running at once on this node (default 16).")
+    /// The engine's bounds on a node's settings (`TrancheEngine.Configuration.validated()`),
+    /// refused here with the flag's name rather than clamped there.
+    static let workersRange = 1...100_000
+    static let leaseDurationRange = 2.0...31_536_000.0
+    static let drainGraceRange = 0.0...86_400.0
+
+    @Option(help: "Items running at once on this node, 1 to 100000.")
     var workers = 16
 
     @Flag(help: "Enable the exec strategy (it runs commands on this machine).")
     var allowExec = false
 
     @Option(help: "Hosts the http strategy and webhooks may call, comma-separated (default: none).")
-    var httpAllow: String = ""
+    var httpAllow: String?
 
     @Option(help: "This node's name in leases and `tranche nodes` (default host-pid).")
     var nodeID: String?
 
-    @Option(help: "Seconds a chunk's lease lasts without a checkpoint; a dead node's chunks run again after it.")
+    @Option(
+        help:
+            "Seconds a chunk's lease lasts without a checkpoint, 2 to 31536000; a dead node's chunks run again after it."
+    )
     var leaseDuration: Double = 30
 
     @Option(
@@ -156,8 +230,13 @@ struct NodeOptions: ParsableArguments {
             valueName: "duration"))
     var retention: RetentionPeriod = RetentionPeriod(seconds: 30 * 86_400)
 
+    func validate() throws {
+        try requireNumber(workers, in: Self.workersRange, flag: "--workers")
+        try requireSeconds(leaseDuration, in: Self.leaseDurationRange, flag: "--lease-duration")
+    }
+
     var allowedHosts: Set<String> {
-        Set(httpAllow.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces).lowercased() })
+        Set((httpAllow ?? "").split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces).lowercased() })
     }
 
     func strategies() -> [AnyBatchStrategy] {
@@ -172,7 +251,7 @@ struct NodeOptions: ParsableArguments {
         configuration.workers = workers
         configuration.drainGracePeriod = drainGrace
         configuration.role = role
-        configuration.leaseDuration = max(2, leaseDuration)
+        configuration.leaseDuration = leaseDuration
         configuration.retention = retention.seconds
         configuration.nodeID = nodeID ?? "\(ProcessInfo.processInfo.hostName)-\(getpid())"
         return configuration
@@ -188,8 +267,23 @@ struct WorkerCommand: AsyncParsableCommand {
     @OptionGroup var database: DatabaseOptions
     @OptionGroup var node: NodeOptions
 
-    @Option(help: "Seconds running items get to finish on shutdown.")
+    @Option(help: "Seconds running items get to finish on shutdown, 0 to 86400.")
     var drainGrace: Double = 20
+
+    @Option(help: "A Host name the API answers to while it has no API keys, besides loopback ones (repeatable).")
+    var trustedHost: [String] = []
+
+    @Option(help: "Seconds a silent connection is kept open.")
+    var idleTimeout: Double = 60
+
+    @Option(help: "Seconds a request body may take to arrive; a slower one gets 408.")
+    var bodyTimeout: Double = 600
+
+    func validate() throws {
+        try requireSeconds(drainGrace, in: NodeOptions.drainGraceRange, flag: "--drain-grace")
+        try requireSeconds(idleTimeout, in: 0.1...86_400, flag: "--idle-timeout")
+        try requireSeconds(bodyTimeout, in: 1...86_400, flag: "--body-timeout")
+    }
 
     func run() async throws {
         let logger = nodeLogger()
@@ -201,7 +295,8 @@ struct WorkerCommand: AsyncParsableCommand {
                 store: store, strategies: strategies, configuration: configuration, logger: logger)
             writeStandardOutput(
                 Data(
-                    "tranche: worker \(configuration.nodeID) with \(workers) workers (database \(location))\n".utf8))
+                    "tranche \(Tranche.version): worker \(configuration.nodeID) with \(workers) workers (database \(location))\n"
+                        .utf8))
             return [engine]
         }
     }
@@ -247,7 +342,7 @@ enum NodeShutdown {
 
     /// The bound on the graceful shutdown: past it the services are cancelled.
     static func gracefulBound(drainGrace: Double) -> Duration {
-        .milliseconds(Int64((max(0, drainGrace) + afterDrain) * 1000))
+        .seconds(bounded: drainGrace.bounded(to: NodeOptions.drainGraceRange) + afterDrain)
     }
 
     /// Cancelled services that have not ended after this more end with the

@@ -4,9 +4,14 @@ import Foundation
 /// The `tranche` command line.
 @main
 struct Tranche: AsyncParsableCommand {
+    /// The version of this build: what `tranche --version` prints and what
+    /// `tranche serve` and `tranche worker` log when they start.
+    static let version = "0.1.0"
+
     static let configuration = CommandConfiguration(
         commandName: "tranche",
         abstract: "Durable batch processing: chunks, bounded concurrency, retries, checkpoints.",
+        version: version,
         subcommands: [
             ServeCommand.self, RunCommand.self, SubmitCommand.self, StatusCommand.self, WatchCommand.self,
             ListCommand.self, PauseCommand.self, ResumeCommand.self, CancelCommand.self, ConfirmCommand.self,
@@ -14,26 +19,33 @@ struct Tranche: AsyncParsableCommand {
             BenchCommand.self, WorkerCommand.self, NodesCommand.self,
         ])
 
-    /// Parses and runs; a usage error exits 1 (not ArgumentParser's 64), as documented.
+    /// Parses and runs. A usage error exits 1 (not ArgumentParser's 64), as
+    /// documented, naming an unknown option before anything else; any other
+    /// error is one line on stderr (see ``userMessage(for:)``), exit 1.
     static func main() async {
         // A closed pipe is an error to handle where we write, not a signal that kills us.
         signal(SIGPIPE, SIG_IGN)
+        var command: any ParsableCommand
         do {
-            var command = try parseAsRoot()
-            if var command = command as? any AsyncParsableCommand {
-                try await command.run()
+            command = try parseAsRoot()
+        } catch {
+            guard exitCode(for: error) == .validationFailure else { exit(withError: error) }
+            let arguments = Array(CommandLine.arguments.dropFirst())
+            let message = UnknownOptions.message(for: arguments) ?? fullMessage(for: error)
+            FileHandle.standardError.write(Data((message + "\n").utf8))
+            Foundation.exit(ExitCodes.failure)
+        }
+        do {
+            if var asyncCommand = command as? any AsyncParsableCommand {
+                try await asyncCommand.run()
             } else {
                 try command.run()
             }
-        } catch let error as CLIError {
-            printError(error.message)
-            Foundation.exit(ExitCodes.failure)
+        } catch let code as ExitCode {
+            Foundation.exit(code.rawValue)
         } catch {
-            if exitCode(for: error) == .validationFailure {
-                FileHandle.standardError.write(Data((fullMessage(for: error) + "\n").utf8))
-                Foundation.exit(ExitCodes.failure)
-            }
-            exit(withError: error)
+            printError(userMessage(for: error))
+            Foundation.exit(ExitCodes.failure)
         }
     }
 }
