@@ -43,6 +43,13 @@ extension TrancheServer {
             guard let value = Int64(start), value >= 0 else {
                 throw Problem(.badRequest, "start_seq must be 0 or more")
             }
+            // The store refuses a gap too; refusing it here first keeps the
+            // seqs counted from it (start_seq + offset) far from Int64.max.
+            guard value <= record.counts.total else {
+                throw Problem(
+                    .conflict,
+                    "items must be appended at seq \(record.counts.total) or earlier (got start_seq \(value))")
+            }
             startSeq = value
         }
         var upload = Upload(batch: record.id, tenant: context.tenant, seq: startSeq, total: record.counts.total)
@@ -50,7 +57,11 @@ extension TrancheServer {
         if contentType.hasPrefix("application/x-ndjson") || contentType.hasPrefix("application/jsonl") {
             try await appendLines(of: request.body, to: &upload)
         } else {
-            let values = try await request.decodeJSON([JSONValue].self, limit: configuration.maxBodyBytes)
+            let body = try await request.collectBody(limit: configuration.maxBodyBytes)
+            guard case .array(let values) = try request.parseJSON(body) else {
+                throw Problem(
+                    .unprocessableContent, "the body is not a valid request: it should be a JSON array of items")
+            }
             guard values.count <= configuration.maxInlineItems else {
                 throw Problem(
                     .contentTooLarge, "at most \(configuration.maxInlineItems) items per JSON request; use NDJSON")
@@ -77,11 +88,12 @@ extension TrancheServer {
                 try await flush(&upload)
                 throw Problem(.contentTooLarge, "the upload is larger than \(configuration.maxUploadBytes) bytes")
             }
-            try splitter.feed(buffer) { line, number in upload.add(Self.ndjsonItem(line, number: number), line: number)
+            try splitter.feed(buffer) { line, number in
+                upload.add(try Self.ndjsonItem(line, number: number), line: number)
             }
             if upload.pending.count >= 5_000 { try await flush(&upload) }
         }
-        try splitter.finish { line, number in upload.add(Self.ndjsonItem(line, number: number), line: number) }
+        try splitter.finish { line, number in upload.add(try Self.ndjsonItem(line, number: number), line: number) }
         try await flush(&upload)
     }
 
@@ -96,14 +108,21 @@ extension TrancheServer {
         upload.pending.removeAll(keepingCapacity: true)
     }
 
-    static func ndjsonItem(_ line: [UInt8], number: Int) -> NewItem {
-        let text = String(decoding: line, as: UTF8.self)
+    /// An NDJSON line as an item: a line that is not JSON is stored refused
+    /// (its text kept as a string); a line that is not UTF-8 is a 400
+    /// naming the line and the byte, since no text could keep it.
+    static func ndjsonItem(_ line: [UInt8], number: Int) throws -> NewItem {
         do {
-            try JSONSyntax.validate(text)
-            return NewItem(payload: JSONText(unchecked: text))
+            try JSONSyntax.validate(line)
+            return NewItem(payload: JSONText(unchecked: String(decoding: line, as: UTF8.self)))
         } catch {
+            // The scan stops at the first fault: the rest of a line that is
+            // not JSON may still hold bytes that are not UTF-8.
+            if let offset = error.isInvalidUTF8 ? error.offset : JSONSyntax.firstInvalidUTF8(in: line) {
+                throw Problem(.badRequest, "line \(number) is not valid UTF-8 at byte \(offset) of the line")
+            }
             return NewItem(
-                payload: (try? JSONText(encoding: JSONValue.string(text))) ?? .null,
+                payload: JSONText(unchecked: JSONValue.string(String(decoding: line, as: UTF8.self)).jsonText),
                 rejection: .permanent("invalid_json", "line \(number): \(error.description)"))
         }
     }
