@@ -25,7 +25,7 @@ server=$!
 until curl -sf localhost:18090/healthz > /dev/null; do sleep 0.2; done
 
 now() { date +%s.%N; }
-id=$(curl -s -X POST localhost:18090/v1/batches -d '{"type":"noop","options":{"chunk_size":1000}}' | jq -r .id)
+id=$(curl -s -X POST localhost:18090/v1/batches -H 'Content-Type: application/json' -d '{"type":"noop","options":{"chunk_size":1000}}' | jq -r .id)
 start=$(now)
 curl -s -X POST "localhost:18090/v1/batches/$id/items?start_seq=0" -H 'Content-Type: application/x-ndjson' \
     --data-binary @"$work/items.ndjson" > /dev/null
@@ -37,7 +37,7 @@ rss=$(grep VmHWM "/proc/$server/status" | awk '{print int($2/1024)}')
 
 # A long-running batch to read while it runs.
 slow=$(curl -s -X POST localhost:18090/v1/batches \
-    -d '{"type":"sleep","context":{"ms":1},"options":{"chunk_size":1000,"concurrency":16}}' | jq -r .id)
+    -H 'Content-Type: application/json' -d '{"type":"sleep","context":{"ms":1},"options":{"chunk_size":1000,"concurrency":16}}' | jq -r .id)
 curl -s -X POST "localhost:18090/v1/batches/$slow/items?start_seq=0" -H 'Content-Type: application/x-ndjson' \
     --data-binary @"$work/items.ndjson" > /dev/null
 curl -s -X POST "localhost:18090/v1/batches/$slow/seal" > /dev/null

@@ -53,18 +53,45 @@ public enum APIKeys {
     }
 }
 
-/// Checks `Authorization: Bearer KEY` and sets the tenant. With `open` (no
+/// Whether the server is open (no API keys): decided at start, and ended
+/// for good once a key exists. The key store is read at most once a second,
+/// and at once when a request presents a key, so a key created by another
+/// process (the CLI, another node) takes effect without a restart.
+final class OpenMode: Sendable {
+    let store: any ServerStore
+    private let state: Mutex<(open: Bool, checked: ContinuousClock.Instant)>
+
+    init(store: any ServerStore, open: Bool) {
+        self.store = store
+        self.state = Mutex((open, .now))
+    }
+
+    /// True while no API key exists; `presentedKey` forces a fresh look.
+    func isOpen(presentedKey: Bool = false) async throws -> Bool {
+        let (open, checked) = state.withLock { ($0.open, $0.checked) }
+        guard open else { return false }
+        guard presentedKey || checked.duration(to: .now) >= .seconds(1) else { return true }
+        let keys = try await store.apiKeys().contains { $0.revokedAt == nil }
+        state.withLock { state in
+            state.checked = .now
+            if keys { state.open = false }
+        }
+        return !keys
+    }
+}
+
+/// Checks `Authorization: Bearer KEY` and sets the tenant. In open mode (no
 /// keys exist, loopback only) every caller is the `local` tenant.
 struct APIKeyMiddleware: RouterMiddleware {
     typealias Context = TrancheRequestContext
     let store: any ServerStore
-    let open: Bool
+    let openMode: OpenMode
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws
         -> Response
     {
         var context = context
-        if open {
+        if try await openMode.isOpen(presentedKey: request.headers[.authorization] != nil) {
             context.tenant = "local"
             return try await next(request, context)
         }
@@ -85,7 +112,89 @@ struct APIKeyMiddleware: RouterMiddleware {
     }
 }
 
-/// Answers 503 at once, instead of queueing, when too many requests are in flight.
+/// Refuses what a web page on another site could make a browser send. In
+/// every mode a POST, PUT or PATCH body typed other than JSON or NDJSON is a
+/// 415 (a form or `text/plain` needs no CORS preflight). In open mode
+/// also, against DNS rebinding and cross-site requests, `Host` must be a
+/// loopback name or address (or a trusted host), and `Origin`, when sent,
+/// must be the server itself or a loopback origin (403 otherwise).
+struct SameSiteMiddleware<Context: RequestContext>: RouterMiddleware {
+    let openMode: OpenMode
+    let trustedHosts: Set<String>
+
+    /// The body types the API reads.
+    static var bodyTypes: [String] { ["application/json", "application/x-ndjson", "application/jsonl"] }
+
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws
+        -> Response
+    {
+        if [.post, .put, .patch].contains(request.method), Self.hasBody(request) {
+            // No Content-Type reads as JSON; a browser sends one with every
+            // cross-site body, and in open mode its Origin is refused anyway.
+            let type = request.headers[.contentType].map(Self.mediaType) ?? "application/json"
+            guard Self.bodyTypes.contains(type) else {
+                throw Problem(
+                    .unsupportedMediaType,
+                    "send the body as application/json or application/x-ndjson, not \(type.prefix(100))")
+            }
+        }
+        if try await openMode.isOpen() {
+            let host = request.head.authority ?? ""
+            guard let name = Self.hostName(host), Self.isLoopback(name) || trustedHosts.contains(name) else {
+                throw Problem(
+                    .forbidden,
+                    "this server has no API keys and answers only to loopback names (Host: \(host.prefix(100)))")
+            }
+            if let origin = request.headers[.origin] {
+                guard Self.sameSite(origin: origin, host: host) else {
+                    throw Problem(
+                        .forbidden,
+                        "this server has no API keys and refuses requests from other sites (Origin: \(origin.prefix(100)))"
+                    )
+                }
+            }
+        }
+        return try await next(request, context)
+    }
+
+    static func hasBody(_ request: Request) -> Bool {
+        request.headers[.transferEncoding] != nil || (request.headers[.contentLength].flatMap { Int($0) } ?? 0) > 0
+    }
+
+    /// `application/json; charset=utf-8` → `application/json`.
+    static func mediaType(_ header: String) -> String {
+        String(header.prefix { $0 != ";" }).trimmingCharacters(in: .whitespaces).lowercased()
+    }
+
+    /// The name in `Host` or an origin's authority, without port or brackets; nil if malformed.
+    static func hostName(_ authority: String) -> String? {
+        var text = Substring(authority.lowercased())
+        if text.hasPrefix("[") {
+            guard let end = text.firstIndex(of: "]") else { return nil }
+            return String(text[text.index(after: text.startIndex)..<end])
+        }
+        if let colon = text.lastIndex(of: ":") { text = text[..<colon] }
+        return text.isEmpty ? nil : String(text)
+    }
+
+    /// `localhost`, a name under `.localhost`, `127.0.0.0/8` or `::1`.
+    static func isLoopback(_ name: String) -> Bool {
+        if name == "localhost" || name.hasSuffix(".localhost") || name == "::1" { return true }
+        let parts = name.split(separator: ".", omittingEmptySubsequences: false)
+        return parts.count == 4 && parts[0] == "127" && parts.allSatisfy { UInt8($0) != nil }
+    }
+
+    /// The origin is this server (same authority as `Host`) or a loopback one.
+    static func sameSite(origin: String, host: String) -> Bool {
+        guard let scheme = origin.range(of: "://") else { return false }
+        let authority = String(origin[scheme.upperBound...].prefix { $0 != "/" })
+        if authority.lowercased() == host.lowercased() { return true }
+        return hostName(authority).map(isLoopback) ?? false
+    }
+}
+
+/// Answers 503 at once, instead of queueing, when too many requests are in
+/// flight; a streamed answer is in flight until its last byte is written.
 struct BackpressureMiddleware<Context: RequestContext>: RouterMiddleware {
     let gate: RequestGate
 
@@ -95,8 +204,10 @@ struct BackpressureMiddleware<Context: RequestContext>: RouterMiddleware {
         guard gate.enter() else {
             throw Problem(.serviceUnavailable, "the server is saturated; retry shortly", retryAfter: 1)
         }
-        defer { gate.leave() }
-        return try await next(request, context)
+        let slot = Slot { [gate] in gate.leave() }
+        var response = try await next(request, context)
+        response.holding(slot)
+        return response
     }
 }
 

@@ -43,9 +43,13 @@ enum ExportFormat: String {
         (try? JSONText(encoding: WireFormat.item(item, includingPayload: true)).text) ?? "{}"
     }
 
-    /// RFC 4180 quoting.
+    /// RFC 4180 quoting, after neutralising a formula: a cell that starts
+    /// with `=`, `+`, `-`, `@`, a tab or a carriage return gets a leading `'`
+    /// so a spreadsheet shows it as text instead of running it (OWASP).
     static func csvField(_ text: String) -> String {
-        guard text.contains(where: { $0 == "," || $0 == "\"" || $0 == "\n" || $0 == "\r" }) else { return text }
+        let text = text.unicodeScalars.first.map { "=+-@\t\r".unicodeScalars.contains($0) } == true ? "'" + text : text
+        // By scalar: "\r\n" is one Character, equal to neither "\r" nor "\n".
+        guard text.unicodeScalars.contains(where: { ",\"\n\r".unicodeScalars.contains($0) }) else { return text }
         return "\"" + text.replacingOccurrences(of: "\"", with: "\"\"") + "\""
     }
 }
