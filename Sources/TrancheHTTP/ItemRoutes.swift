@@ -147,6 +147,9 @@ extension TrancheServer {
             func emit(_ text: String, final: Bool = false) async throws {
                 var buffer = ByteBuffer(string: text)
                 if let compressor {
+                    // zlib refuses a second sync flush with no input since the
+                    // last one (Z_BUF_ERROR), which cut the answer short.
+                    guard buffer.readableBytes > 0 || final else { return }
                     let compressed = try buffer.compressStream(with: compressor, flush: final ? .finish : .sync)
                     try await writer.write(compressed)
                 } else if buffer.readableBytes > 0 {
