@@ -323,8 +323,11 @@ struct BodyDeadlineMiddleware<Context: RequestContext>: RouterMiddleware {
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws
         -> Response
     {
-        let length = request.headers[.contentLength].flatMap { Int($0) } ?? 0
-        guard length > 0 || request.headers[.transferEncoding] != nil else { return try await next(request, context) }
+        // Only the methods whose bodies the API reads: an event stream (GET)
+        // needs its body untouched to notice the client leaving.
+        guard [.post, .put, .patch].contains(request.method), SameSiteMiddleware<Context>.hasBody(request) else {
+            return try await next(request, context)
+        }
         var request = request
         let deadline = ContinuousClock.now + .seconds(bounded: seconds)
         request.body = RequestBody(
