@@ -11,7 +11,14 @@ struct APIClient {
     var base: String
     var token: String?
 
-    static let http = HTTPClient(eventLoopGroup: HTTPClient.defaultEventLoopGroup, configuration: .init())
+    /// One client for the process. A refused connection is reported at
+    /// once: by default the pool would retry it until its connect timeout
+    /// (10 s) and only then say "connection refused".
+    static let http: HTTPClient = {
+        var configuration = HTTPClient.Configuration()
+        configuration.connectionPool.retryConnectionEstablishment = false
+        return HTTPClient(eventLoopGroup: HTTPClient.defaultEventLoopGroup, configuration: configuration)
+    }()
 
     /// A decoded answer and the bytes it came from (what `--json` prints).
     struct Reply<Value: Decodable> {

@@ -44,7 +44,15 @@ struct Tranche: AsyncParsableCommand {
         } catch let code as ExitCode {
             Foundation.exit(code.rawValue)
         } catch {
-            printError(userMessage(for: error))
+            switch exitCode(for: error) {
+            case .success:
+                // `--help` and `help`: ArgumentParser's help command prints by throwing.
+                exit(withError: error)
+            case .validationFailure:
+                FileHandle.standardError.write(Data((fullMessage(for: error) + "\n").utf8))
+            default:
+                printError(userMessage(for: error))
+            }
             Foundation.exit(ExitCodes.failure)
         }
     }

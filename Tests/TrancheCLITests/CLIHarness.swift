@@ -73,6 +73,26 @@ func tranche(_ arguments: [String], in directory: URL) async throws -> (status: 
     return (status, process.stdout, process.stderr)
 }
 
+/// Starts `tranche serve` on a free port; returns it and its base URL once
+/// it listens (at most 60 s).
+func startServer(_ arguments: [String], in directory: URL) async throws -> (TrancheProcess, String) {
+    let process = try TrancheProcess(["serve", "--port", "0"] + arguments, in: directory)
+    let deadline = ContinuousClock.now + .seconds(60)
+    while ContinuousClock.now < deadline {
+        if let range = process.stdout.range(of: "listening on ") {
+            let rest = process.stdout[range.upperBound...]
+            let url = String(rest.prefix { !$0.isWhitespace })
+            return (process, url)
+        }
+        guard process.process.isRunning else { break }
+        try await Task.sleep(for: .milliseconds(50))
+    }
+    Issue.record("the server did not start: \(process.stderr)")
+    throw CLIFailure()
+}
+
+struct CLIFailure: Error {}
+
 /// Parses the JSON summary `--json` prints.
 func summary(_ stdout: String) throws -> [String: Any] {
     let line = try #require(stdout.split(separator: "\n").last)

@@ -10,24 +10,9 @@ import TrancheTestSupport
 /// `tranche serve` as a real process on loopback.
 @Suite("tranche serve")
 struct ServeTests {
-    /// Starts a server on a free port; returns it and its base URL.
     func start(_ arguments: [String], in directory: URL) async throws -> (TrancheProcess, String) {
-        let process = try TrancheProcess(["serve", "--port", "0"] + arguments, in: directory)
-        let deadline = ContinuousClock.now + .seconds(60)
-        while ContinuousClock.now < deadline {
-            if let range = process.stdout.range(of: "listening on ") {
-                let rest = process.stdout[range.upperBound...]
-                let url = String(rest.prefix { !$0.isWhitespace })
-                return (process, url)
-            }
-            guard process.process.isRunning else { break }
-            try await Task.sleep(for: .milliseconds(50))
-        }
-        Issue.record("the server did not start: \(process.stderr)")
-        throw CLIFailure()
+        try await startServer(arguments, in: directory)
     }
-
-    struct CLIFailure: Error {}
 
     static let client = HTTPClient(eventLoopGroup: HTTPClient.defaultEventLoopGroup, configuration: .init())
 
