@@ -82,6 +82,9 @@ struct DocsTests {
         let markdown = try String(contentsOf: Self.root.appendingPathComponent(document), encoding: .utf8)
         let commands = try DocsCheck.commands(in: markdown)
         guard !commands.isEmpty else { return }
+        let path = ProcessInfo.processInfo.environment["PATH"] ?? ""
+        let jq = path.split(separator: ":").contains { FileManager.default.isExecutableFile(atPath: "\($0)/jq") }
+        try #require(jq, "the docs' commands use jq: install it (apt-get install jq)")
         try await withTemporaryDirectory("tranche-docs") { base in
             let (serverDirectory, work, logs) = (
                 base.appendingPathComponent("server"), base.appendingPathComponent("root"),
