@@ -270,19 +270,8 @@ struct WorkerCommand: AsyncParsableCommand {
     @Option(help: "Seconds running items get to finish on shutdown, 0 to 86400.")
     var drainGrace: Double = 20
 
-    @Option(help: "A Host name the API answers to while it has no API keys, besides loopback ones (repeatable).")
-    var trustedHost: [String] = []
-
-    @Option(help: "Seconds a silent connection is kept open.")
-    var idleTimeout: Double = 60
-
-    @Option(help: "Seconds a request body may take to arrive; a slower one gets 408.")
-    var bodyTimeout: Double = 600
-
     func validate() throws {
         try requireSeconds(drainGrace, in: NodeOptions.drainGraceRange, flag: "--drain-grace")
-        try requireSeconds(idleTimeout, in: 0.1...86_400, flag: "--idle-timeout")
-        try requireSeconds(bodyTimeout, in: 1...86_400, flag: "--body-timeout")
     }
 
     func run() async throws {
