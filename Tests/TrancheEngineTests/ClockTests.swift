@@ -16,6 +16,9 @@ struct ClockTests {
 
     func configure(_ configuration: inout TrancheEngine.Configuration) {
         configuration.clock = clock.wallClock
+        // Longer than any move of the clock here: no lease expires because
+        // the test moved the clock.
+        configuration.leaseDuration = 7_200
     }
 
     @Test("batch times, events and node heartbeats come from the configured clock", arguments: EngineStore.all)
@@ -25,7 +28,7 @@ struct ClockTests {
             let batch = try await engine.submit(
                 try Submission(type: "scripted", context: ScriptedStrategy.Context(), options: options()),
                 items: try items(5))
-            let done = try await engine.waitForEnd(batch.id, within: 60)
+            let done = try await engine.waitForEnd(batch.id)
             #expect(done.status == .completed)
             #expect(done.createdAt == start)
             #expect(done.confirmedAt == start)
@@ -59,7 +62,7 @@ struct ClockTests {
             #expect(failed.nextAttemptAt == start.addingTimeInterval(60))
             #expect(self.probe.calls[0] == 1)
             self.clock.advance(by: 60)
-            let done = try await engine.waitForEnd(batch.id, within: 60)
+            let done = try await engine.waitForEnd(batch.id)
             #expect(done.status == .completed)
             #expect(done.completedAt == start.addingTimeInterval(60))
         }
@@ -71,16 +74,11 @@ struct ClockTests {
         defer { gate.fire() }
         var opts = options(chunkSize: 10, concurrency: 2)
         opts.batchTimeout = 3_600
-        let configure = { (configuration: inout TrancheEngine.Configuration) in
-            self.configure(&configuration)
-            // Longer than the clock moves: the lease does not expire.
-            configuration.leaseDuration = 7_200
-        }
         try await store.withEngine(strategies, configure: configure) { [opts] engine in
             let batch = try await engine.submit(Submission(type: "gated", options: opts), items: try items(10))
             try await waitUntil("two items to start") { self.probe.started == 2 }
             self.clock.advance(by: 3_601)
-            let ended = try await engine.waitForEnd(batch.id, within: 60)
+            let ended = try await engine.waitForEnd(batch.id)
             #expect(ended.status == .failed)
             #expect(ended.failureReason?.contains("batch_timeout") == true)
             #expect(ended.completedAt == self.clock.now)

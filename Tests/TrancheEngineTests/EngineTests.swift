@@ -23,21 +23,22 @@ struct EngineTests {
     @Test("a typed strategy runs every item once and stores its output", arguments: EngineStore.all)
     func typedRun(store: EngineStore) async throws {
         let report = try await store.withEngine(strategies) { engine in
-            try await engine.execute(within: 60, try submission(options(chunkSize: 7)), items: try items(50))
+            try await engine.execute(try submission(options(chunkSize: 7)), items: try items(50))
         }
         #expect(report.batch.status == .completed)
         #expect(report.batch.counts.succeeded == 50)
         #expect(report.items.count == 50)
         #expect(report.items[21].output?.text == #"{"doubled":42}"#)
-        #expect(report.items.allSatisfy { $0.attempts == 1 })
-        #expect(probe.calls.count == 50 && probe.calls.values.allSatisfy { $0 == 1 })
+        // Once each; at-least-once allows more only for items on a lease that expired.
+        #expect(probe.ran(0..<50) && probe.calls.count == 50)
+        #expect(Int64(probe.duplicates()) <= report.batch.counts.rescued)
+        #expect(report.batch.counts.rescued > 0 || report.items.allSatisfy { $0.attempts == 1 })
     }
 
     @Test("retryable errors retry with backoff until they succeed", arguments: EngineStore.all)
     func retries(store: EngineStore) async throws {
         let (report, events) = try await store.withEngine(strategies) { engine in
             let report = try await engine.execute(
-                within: 60,
                 try submission(options(maxAttempts: 4)),
                 items: try items(10) { ["n": .number(Double($0)), "kind": $0 % 3 == 0 ? "flaky:2" : "ok"] })
             return (report, try await engine.store.events(of: report.batch.id, afterID: 0, limit: 100))
@@ -54,7 +55,6 @@ struct EngineTests {
     func dead(store: EngineStore) async throws {
         let report = try await store.withEngine(strategies) { engine in
             try await engine.execute(
-                within: 60,
                 try submission(options(maxAttempts: 2)),
                 items: try items(3) { ["n": .number(Double($0)), "kind": "retry"] })
         }
@@ -63,35 +63,38 @@ struct EngineTests {
         #expect(report.items.allSatisfy { $0.attempts == 2 && $0.status == .dead })
         #expect(report.errors.first?.code == "unavailable")
         #expect(report.errors.first?.count == 3)
-        #expect(probe.calls.values.allSatisfy { $0 == 2 })
+        #expect(probe.ran(0..<3, atLeast: 2) && probe.calls.count == 3)
+        #expect(Int64(probe.duplicates { _ in 2 }) <= report.batch.counts.rescued)
     }
 
     @Test("permanent errors skip the item without retrying", arguments: EngineStore.all)
     func permanent(store: EngineStore) async throws {
         let report = try await store.withEngine(strategies) { engine in
             try await engine.execute(
-                within: 60,
                 try submission(),
                 items: try items(4) { ["n": .number(Double($0)), "kind": $0 == 1 ? "permanent" : "ok"] })
         }
         #expect(report.batch.status == .completed)
         #expect(report.items[1].status == .skipped)
         #expect(report.items[1].error?.code == "bad_item")
-        #expect(probe.calls[1] == 1)
+        #expect(probe.ran([1]))
+        #expect(Int64(probe.duplicates()) <= report.batch.counts.rescued, "a skipped item is not retried")
     }
 
     @Test("a fatal error fails the batch and cancels what has not run", arguments: EngineStore.all)
     func fatal(store: EngineStore) async throws {
         let report = try await store.withEngine(strategies) { engine in
             try await engine.execute(
-                within: 60,
                 try submission(options(chunkSize: 30, concurrency: 1)),
                 items: try items(30) { ["n": .number(Double($0)), "kind": $0 == 2 ? "fatal" : "ok"] })
         }
         #expect(report.batch.status == .failed)
         #expect(report.batch.failureReason?.contains("auth") == true)
-        // One item at a time: the fatal one stops its chunk before the next starts.
-        #expect(probe.calls == [0: 1, 1: 1, 2: 1])
+        // One item at a time: the fatal one stops its chunk before the next
+        // starts. Only a rescued lease (a busy machine) could run more.
+        #expect(probe.ran(0...2))
+        #expect(report.batch.counts.rescued > 0 || Set(probe.calls.keys) == [0, 1, 2])
+        #expect(Int64(probe.duplicates()) <= report.batch.counts.rescued)
         #expect(report.batch.counts.succeeded == 2)
         #expect(report.batch.counts.canceled == 27)
     }
@@ -104,7 +107,6 @@ struct EngineTests {
         opts.failureMinimumItems = 10
         let report = try await store.withEngine(strategies) { [opts] engine in
             try await engine.execute(
-                within: 60,
                 try submission(opts),
                 items: try items(200) { ["n": .number(Double($0)), "kind": $0 % 2 == 0 ? "permanent" : "ok"] })
         }
@@ -121,7 +123,7 @@ struct EngineTests {
                 Submission(type: "gated", options: options(chunkSize: 5, concurrency: 8)), items: try items(40))
             try await waitUntil("three items in flight") { self.probe.inFlight == 3 }
             self.gate.fire()
-            return try await engine.waitForEnd(batch.id, within: 60)
+            return try await engine.waitForEnd(batch.id)
         }
         #expect(done.counts.succeeded == 40)
         #expect(probe.maxInFlight == 3)
@@ -132,7 +134,7 @@ struct EngineTests {
         var opts = options(chunkSize: 10, concurrency: 8)
         opts.rateLimit = RateLimit(rate: 20)
         let report = try await store.withEngine(strategies) { [opts] engine in
-            try await engine.execute(within: 60, try submission(opts), items: try items(30))
+            try await engine.execute(try submission(opts), items: try items(30))
         }
         #expect(report.batch.counts.succeeded == 30)
         let starts = probe.starts
@@ -143,10 +145,10 @@ struct EngineTests {
     @Test("an item that runs past its timeout is retried, then dead", arguments: EngineStore.all)
     func itemTimeout(store: EngineStore) async throws {
         var opts = options(maxAttempts: 2)
-        opts.itemTimeout = 0.2
+        // Long enough that an "ok" item never times out on a busy machine.
+        opts.itemTimeout = 1
         let report = try await store.withEngine(strategies) { [opts] engine in
             try await engine.execute(
-                within: 60,
                 try submission(opts),
                 items: try items(2) { ["n": .number(Double($0)), "kind": $0 == 0 ? "hang" : "ok"] })
         }
@@ -159,7 +161,7 @@ struct EngineTests {
     @Test("pause holds new chunks back, resume finishes the batch", arguments: EngineStore.all)
     func pauseResume(store: EngineStore) async throws {
         defer { gate.fire() }
-        try await store.withEngine(strategies) { engine in
+        let done = try await store.withEngine(strategies) { engine in
             let batch = try await engine.submit(
                 Submission(type: "gated", options: options(chunkSize: 2, concurrency: 2)), items: try items(40))
             try await waitUntil("two items to start") { self.probe.started == 2 }
@@ -173,11 +175,12 @@ struct EngineTests {
             #expect(paused.counts.succeeded == Int64(self.probe.started))
             #expect(paused.counts.succeeded < 40)
             try await engine.resume(batch.id)
-            let done = try await engine.waitForEnd(batch.id, within: 60)
-            #expect(done.status == .completed)
-            #expect(done.counts.succeeded == 40)
+            return try await engine.waitForEnd(batch.id)
         }
-        #expect(probe.calls.count == 40 && probe.calls.values.allSatisfy { $0 == 1 })
+        #expect(done.status == .completed)
+        #expect(done.counts.succeeded == 40)
+        #expect(probe.ran(0..<40) && probe.calls.count == 40)
+        #expect(Int64(probe.duplicates()) <= done.counts.rescued)
     }
 
     @Test("cancel stops the batch; retry runs the canceled and failed items again", arguments: EngineStore.all)
@@ -188,14 +191,14 @@ struct EngineTests {
                 Submission(type: "gated", options: options(chunkSize: 2, concurrency: 2)), items: try items(40))
             try await waitUntil("two items to start") { self.probe.started == 2 }
             try await engine.cancel(batch.id)
-            let canceled = try await engine.waitForEnd(batch.id, within: 60)
+            let canceled = try await engine.waitForEnd(batch.id)
             #expect(canceled.status == .canceled)
             #expect(canceled.counts.canceled == 40)
             #expect(canceled.counts.succeeded == 0)
             self.gate.fire()
             let (_, reset) = try await engine.retry(batch.id, statuses: [.canceled])
             #expect(reset == 40)
-            let done = try await engine.waitForEnd(batch.id, within: 60)
+            let done = try await engine.waitForEnd(batch.id)
             #expect(done.status == .completed)
             #expect(done.counts.succeeded == 40)
         }
@@ -208,10 +211,10 @@ struct EngineTests {
         try await store.withEngine(strategies) { [opts] engine in
             let batch = try await engine.submit(try self.submission(opts), items: try items(5))
             #expect(batch.status == .preProcessed)
-            try await Task.sleep(for: .milliseconds(200))
+            try await passSchedulerRounds(engine)
             #expect(self.probe.calls.isEmpty)
             try await engine.confirm(batch.id)
-            #expect(try await engine.waitForEnd(batch.id, within: 60).counts.succeeded == 5)
+            #expect(try await engine.waitForEnd(batch.id).counts.succeeded == 5)
         }
     }
 
@@ -236,7 +239,7 @@ struct EngineTests {
                 return groups.compactMap { $0["code"]?.stringValue }
             }
             #expect(Set(codes ?? []) == ["invalid_item"])
-            try await Task.sleep(for: .milliseconds(200))
+            try await passSchedulerRounds(engine)
             #expect(self.probe.calls.isEmpty)
             await #expect(throws: IllegalTransition.self) { try await engine.confirm(batch.id) }
         }
@@ -316,7 +319,7 @@ struct EngineTests {
                 // withRunning drains the engine once the body returns, and waits for it.
                 let batchID = try await withRunning(makeEngine(store: store, strategies)) { engine in
                     let batch = try await engine.submit(
-                        try self.submission(options(chunkSize: 4, concurrency: 2), delayMS: 50), items: try items(30))
+                        try self.submission(options(chunkSize: 4, concurrency: 2), delayMS: 200), items: try items(30))
                     try await waitUntil("four items to succeed") {
                         try await engine.store.batch(batch.id)?.counts.succeeded ?? 0 >= 4
                     }
@@ -328,12 +331,13 @@ struct EngineTests {
             #expect(stopped.counts.succeeded > 0 && stopped.counts.succeeded < 30)
             #expect(stopped.counts.rescued == 0)
             let done = try await site.withEngine(strategies) { engine in
-                try await engine.waitForEnd(batchID, within: 60)
+                try await engine.waitForEnd(batchID)
             }
             #expect(done.status == .completed)
             #expect(done.counts.succeeded == 30)
+            #expect(self.probe.ran(0..<30) && self.probe.calls.count == 30)
+            #expect(Int64(self.probe.duplicates()) <= done.counts.rescued)
         }
-        #expect(probe.calls.count == 30 && probe.calls.values.allSatisfy { $0 == 1 })
     }
 
     @Test("a chunk strategy (noop) runs a large batch", arguments: EngineStore.all)
@@ -341,7 +345,7 @@ struct EngineTests {
         let record = try await store.withEngine(strategies) { engine in
             let batch = try await engine.submit(
                 Submission(type: "noop", options: options(chunkSize: 500)), items: try items(5_000))
-            return try await engine.waitForEnd(batch.id, within: 60)
+            return try await engine.waitForEnd(batch.id)
         }
         #expect(record.counts.succeeded == 5_000)
     }
@@ -352,7 +356,7 @@ struct EngineTests {
             let batch = try await engine.submit(
                 try self.submission(options(chunkSize: 50)), items: (0..<2_500).map { ScriptedStrategy.Item(n: $0) },
                 inlineLimit: 1_000)
-            return try await engine.waitForEnd(batch.id, within: 60)
+            return try await engine.waitForEnd(batch.id)
         }
         #expect(record.counts.total == 2_500)
         #expect(record.counts.succeeded == 2_500)

@@ -5,9 +5,14 @@ public struct DeadlineExceeded: Error, CustomStringConvertible {
     public var description: String
 }
 
+/// How long a test waits by default: generous, so that a wait fails only
+/// when what it waits for never happens, not because the machine is busy
+/// (a build beside the tests on 2 cores).
+public let defaultDeadline: Double = 120
+
 /// Runs `body`, and fails it (cancelled) when it takes more than `seconds`.
 public func withDeadline<T: Sendable>(
-    seconds: Double = 30, _ what: String, _ body: @escaping @Sendable () async throws -> T
+    seconds: Double = defaultDeadline, _ what: String, _ body: @escaping @Sendable () async throws -> T
 ) async throws -> T {
     try await withThrowingTaskGroup(of: T?.self) { group in
         group.addTask { try await body() }
@@ -34,7 +39,7 @@ public final class Flag: Sendable {
     public func fire() { fired.withLock { $0 = true } }
 
     /// Waits until the flag fires; throws ``DeadlineExceeded`` naming `what` after `seconds`.
-    public func wait(for what: String, seconds: Double = 30) async throws {
+    public func wait(for what: String, seconds: Double = defaultDeadline) async throws {
         let deadline = ContinuousClock.now + .milliseconds(Int(seconds * 1000))
         while !hasFired {
             guard ContinuousClock.now < deadline else {
@@ -42,5 +47,15 @@ public final class Flag: Sendable {
             }
             try await Task.sleep(for: .milliseconds(10))
         }
+    }
+}
+
+/// Waits until `condition` holds, polling every 10 ms; throws
+/// ``DeadlineExceeded`` naming `what` after `seconds`.
+public func waitUntil(
+    _ what: String, seconds: Double = defaultDeadline, _ condition: @escaping @Sendable () async throws -> Bool
+) async throws {
+    try await withDeadline(seconds: seconds, what) {
+        while try await !condition() { try await Task.sleep(for: .milliseconds(10)) }
     }
 }
