@@ -1,14 +1,16 @@
 #!/usr/bin/env python3
 """Drives the dashboard in a real headless Chromium over the DevTools protocol.
 
-Usage: dashboard_check.py BASE_URL RUNNING_BATCH FAILING_BATCH SCREENSHOT_DIR
+Usage: dashboard_check.py BASE_URL RUNNING_BATCH FAILING_BATCH WORK_DIR
 
 Checks, failing with a message on the first that does not hold:
 1. The batches list shows the running batch and its progress advances
    without a page reload (Server-Sent Events, no polling).
 2. On the batch page, Pause and Resume change the batch's state.
 3. The failing batch's page shows its errors grouped by code.
-Saves dashboard-list.png, dashboard-batch.png and dashboard-errors.png.
+Saves dashboard-list.png, dashboard-batch.png and dashboard-errors.png in
+WORK_DIR. Chromium's profile, HOME and temporary files are in WORK_DIR too, so
+the caller removes everything by removing it; nothing goes to /tmp.
 """
 import base64
 import json
@@ -16,34 +18,47 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.request
 
 import websocket
 
 
+# How long a wait may take: generous, so that a busy machine (a build beside
+# the tests) is not a failure; each wait names what it waited for.
+TIMEOUT = 120
+
+
 class Browser:
-    def __init__(self):
-        self.profile = tempfile.mkdtemp(prefix="tranche-chromium-")
+    def __init__(self, work):
+        self.profile = os.path.join(work, "chromium-profile")
+        home = os.path.join(work, "chromium-home")
+        temporary = os.path.join(work, "chromium-tmp")
+        for directory in (self.profile, home, temporary):
+            os.makedirs(directory, exist_ok=True)
         binary = shutil.which("chromium") or shutil.which("chromium-browser")
         if binary is None:
             sys.exit("chromium is not installed (apt-get install chromium)")
+        # Chromium writes beside its profile too (org.chromium.Chromium.* in
+        # TMPDIR, caches under HOME): all of it inside the work directory.
+        environment = dict(os.environ, HOME=home, TMPDIR=temporary, XDG_CONFIG_HOME=home, XDG_CACHE_HOME=home)
         self.process = subprocess.Popen(
             [binary, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
              "--remote-debugging-port=0", f"--user-data-dir={self.profile}", "--window-size=1200,900",
              "about:blank"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=environment)
         port_file = os.path.join(self.profile, "DevToolsActivePort")
-        deadline = time.time() + 60
+        deadline = time.time() + TIMEOUT
         while not os.path.exists(port_file) or os.path.getsize(port_file) == 0:
             if time.time() > deadline:
-                sys.exit("chromium did not start")
+                self.process.kill()
+                self.process.wait()
+                sys.exit(f"waited {TIMEOUT} s for chromium to start")
             time.sleep(0.1)
         port = open(port_file).read().split()[0]
         targets = json.load(urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list"))
         page = next(t for t in targets if t["type"] == "page")
-        self.socket = websocket.create_connection(page["webSocketDebuggerUrl"], timeout=60)
+        self.socket = websocket.create_connection(page["webSocketDebuggerUrl"], timeout=TIMEOUT)
         self.next_id = 0
         self.call("Page.enable")
 
@@ -61,14 +76,14 @@ class Browser:
         result = self.call("Runtime.evaluate", expression=expression, returnByValue=True, awaitPromise=True)
         return result.get("result", {}).get("value")
 
-    def wait(self, expression, what, timeout=30):
+    def wait(self, expression, what, timeout=TIMEOUT):
         deadline = time.time() + timeout
         while time.time() < deadline:
             value = self.eval(expression)
             if value:
                 return value
             time.sleep(0.1)
-        fail(f"timed out waiting for {what}")
+        fail(f"waited {timeout} s for {what}")
 
     def open(self, url):
         self.call("Page.navigate", url=url)
@@ -79,8 +94,18 @@ class Browser:
             f.write(base64.b64decode(data))
 
     def close(self):
-        self.process.kill()
-        shutil.rmtree(self.profile, ignore_errors=True)
+        """Asks Chromium to quit, so it removes its own temporary files; kills it
+        when it does not exit in time, and reaps it either way."""
+        try:
+            self.call("Browser.close")
+        except Exception:
+            pass
+        try:
+            self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        self.socket.close()
 
 
 def fail(message):
@@ -91,7 +116,7 @@ def fail(message):
 def main():
     base, running, failing, out = sys.argv[1:5]
     os.makedirs(out, exist_ok=True)
-    browser = Browser()
+    browser = Browser(out)
     try:
         browser.open(base + "/#/")
         row = f'document.querySelector(\'tr[data-id="{running}"] .pct\')'

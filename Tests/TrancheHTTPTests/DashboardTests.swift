@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import TrancheTestSupport
 
 /// The dashboard in a real headless Chromium, driven over the DevTools
 /// protocol by `scripts/dashboard_check.py`.
@@ -23,13 +24,17 @@ struct DashboardTests {
                     #"{"type":"exec","context":{"command":"echo 'no such user' >&2; exit 65"},"items":[1,2,3],"mode":"async"}"#
             )
             let failingID = try #require(failing.json["id"] as? String)
-            let screenshots = FileManager.default.temporaryDirectory.appendingPathComponent("tranche-shots-\(UUID())")
-            let (status, text) = try runScript(
-                "dashboard_check.py", ["http://127.0.0.1:\(server.port)", runningID, failingID, screenshots.path])
-            #expect(status == 0, "\(text)")
-            #expect(text.contains("dashboard checks passed"), "\(text)")
-            for name in ["dashboard-list.png", "dashboard-batch.png", "dashboard-errors.png"] {
-                #expect(FileManager.default.fileExists(atPath: screenshots.appendingPathComponent(name).path))
+            // The screenshots, Chromium's profile and its temporary files:
+            // all in one directory, removed also when the check fails.
+            try await withTemporaryDirectory("tranche-dashboard") { directory in
+                let (status, text) = try runScript(
+                    "dashboard_check.py", ["http://127.0.0.1:\(server.port)", runningID, failingID, directory.path],
+                    temporaryDirectory: directory)
+                #expect(status == 0, "\(text)")
+                #expect(text.contains("dashboard checks passed"), "\(text)")
+                for name in ["dashboard-list.png", "dashboard-batch.png", "dashboard-errors.png"] {
+                    #expect(FileManager.default.fileExists(atPath: directory.appendingPathComponent(name).path))
+                }
             }
         }
     }

@@ -19,7 +19,7 @@ struct EventStreamTests {
     ) async throws -> [Frame] {
         var request = HTTPClientRequest(url: "http://127.0.0.1:\(server.port)\(path)")
         if let lastEventID { request.headers.add(name: "Last-Event-ID", value: String(lastEventID)) }
-        let response = try await LiveServer.client.execute(request, timeout: .seconds(60))
+        let response = try await LiveServer.client.execute(request, timeout: .seconds(120))
         #expect(response.headers.first(name: "content-type") == "text/event-stream")
         var text = ""
         var frames: [Frame] = []
@@ -55,13 +55,10 @@ struct EventStreamTests {
             )
             let id = try #require(created.json["id"] as? String)
             let stream = "/v1/batches/\(id)/events/stream"
-            // From the beginning (after event 0), until ten stored events arrived.
-            let confirm = Task {
-                try await Task.sleep(for: .milliseconds(100))
-                _ = try await server.request(.POST, "/v1/batches/\(id)/confirm")
-            }
+            // From the beginning (after event 0), until ten stored events
+            // arrived: the stream replays what was stored before it opened.
+            #expect(try await server.request(.POST, "/v1/batches/\(id)/confirm").status == 200)
             let first = try await read(server, stream, lastEventID: 0) { $0.filter { $0.id != nil }.count >= 10 }
-            try await confirm.value
             let lastSeen = try #require(first.compactMap(\.id).last)
             // Reconnect where it stopped, until the batch ends.
             let second = try await read(server, stream, lastEventID: lastSeen) { frames in
@@ -90,7 +87,7 @@ struct EventStreamTests {
             var request = HTTPClientRequest(url: "http://127.0.0.1:\(server.port)/v1/events/stream")
             request.headers.add(name: "Authorization", value: "Bearer \(b)")
             request.headers.add(name: "Last-Event-ID", value: String(before))
-            let response = try await LiveServer.client.execute(request, timeout: .seconds(30))
+            let response = try await LiveServer.client.execute(request, timeout: .seconds(120))
             var text = ""
             for try await part in response.body {
                 text += String(buffer: part)

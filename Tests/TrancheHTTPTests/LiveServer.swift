@@ -30,7 +30,9 @@ struct LiveServer {
     /// Runs `body` against a live server; `keyed` makes tenants with keys "a" and "b".
     static func with(
         keyed: Bool = false, maxBodyBytes: Int? = nil, maxQueuedItems: Int64? = nil,
-        deliveryRetention: Double? = nil, _ body: @Sendable (LiveServer, [String: String]) async throws -> Void
+        deliveryRetention: Double? = nil,
+        configure: @Sendable (inout TrancheServer.Configuration) -> Void = { _ in },
+        _ body: @Sendable (LiveServer, [String: String]) async throws -> Void
     ) async throws {
         try await withTemporaryDirectory("tranche-http") { directory in
             let store = try SQLiteBatchStore(path: directory.appendingPathComponent("api.db").path)
@@ -45,6 +47,9 @@ struct LiveServer {
             var engineConfiguration = TrancheEngine.Configuration()
             engineConfiguration.sweepInterval = 0.05
             engineConfiguration.checkpointInterval = 0.1
+            // Long enough that no lease expires on a busy machine: an item
+            // runs twice only when a test means it to.
+            engineConfiguration.leaseDuration = 60
             let engine = TrancheEngine(
                 store: store,
                 strategies: [
@@ -57,6 +62,7 @@ struct LiveServer {
             if let maxQueuedItems { configuration.maxQueuedItemsPerTenant = maxQueuedItems }
             configuration.webhookHosts = ["127.0.0.1"]
             if let deliveryRetention { configuration.deliveryRetention = deliveryRetention }
+            configure(&configuration)
             var webhooks = WebhookDispatcher.Configuration()
             webhooks.backoff = Backoff(base: 0.05, cap: 0.1)
             webhooks.pollInterval = 0.05
@@ -64,21 +70,21 @@ struct LiveServer {
             let server = TrancheServer(engine: engine, store: store, configuration: configuration)
             let dispatcher = server.webhookDispatcher(webhooks, logger: Logger(label: "test"))
             let (ports, continuation) = AsyncStream<Int>.makeStream()
-            let application = Application(
-                router: server.router(),
-                configuration: .init(address: .hostname("127.0.0.1", port: 0)),
+            let application = server.application(
+                host: "127.0.0.1", port: 0,
                 onServerRunning: { channel in continuation.yield(channel.localAddress?.port ?? 0) })
+            let tenantKeys = keys
             try await withThrowingTaskGroup(of: Void.self) { group in
-                group.addTask { try await engine.run() }
                 group.addTask { try await application.run() }
                 group.addTask { try await dispatcher.run() }
-                var iterator = ports.makeAsyncIterator()
-                let port = try #require(await iterator.next())
-                defer {
-                    engine.drain()
-                    group.cancelAll()
+                defer { group.cancelAll() }
+                // The engine drains and stops before the server and the
+                // dispatcher are canceled: no chunk sees a canceled store.
+                try await withRunning(engine) { engine in
+                    var iterator = ports.makeAsyncIterator()
+                    let port = try #require(await iterator.next())
+                    try await body(LiveServer(port: port, store: store, engine: engine), tenantKeys)
                 }
-                try await body(LiveServer(port: port, store: store, engine: engine), keys)
             }
         }
     }
@@ -96,21 +102,22 @@ struct LiveServer {
         if let key { request.headers.add(name: "Authorization", value: "Bearer \(key)") }
         for (name, value) in headers { request.headers.add(name: name, value: value) }
         if let body { request.body = .bytes(ByteBuffer(string: body)) }
-        let response = try await Self.client.execute(request, timeout: .seconds(60))
+        let response = try await Self.client.execute(request, timeout: .seconds(120))
         let buffer = try await response.body.collect(upTo: 512 << 20)
         var replyHeaders: [String: String] = [:]
         for header in response.headers { replyHeaders[header.name.lowercased()] = header.value }
         return Reply(status: Int(response.status.code), headers: replyHeaders, body: Data(buffer.readableBytesView))
     }
 
-    /// Polls the batch until `condition` holds.
+    /// Polls the batch until `condition` holds; records an issue naming the
+    /// batch and its last state after ``defaultDeadline`` seconds.
     func waitFor(_ id: String, key: String? = nil, _ condition: ([String: Any]) -> Bool) async throws -> [String: Any] {
-        let deadline = ContinuousClock.now + .seconds(30)
+        let deadline = ContinuousClock.now + .seconds(defaultDeadline)
         while true {
             let reply = try await request(.GET, "/v1/batches/\(id)", key: key)
             if condition(reply.json) { return reply.json }
             if ContinuousClock.now > deadline {
-                Issue.record("batch \(id) never reached the condition: \(reply.text)")
+                Issue.record("waited \(Int(defaultDeadline)) s for batch \(id) to reach the condition: \(reply.text)")
                 return reply.json
             }
             try await Task.sleep(for: .milliseconds(20))

@@ -5,10 +5,19 @@ let repositoryRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
     .deletingLastPathComponent()
 
 /// Runs one of `scripts/` with python3; returns its exit status and everything it printed.
-func runScript(_ name: String, _ arguments: [String]) throws -> (status: Int32, output: String) {
+/// With `temporaryDirectory`, the script (and what it starts) has it as its
+/// `TMPDIR`: the test's own directory, removed with it.
+func runScript(
+    _ name: String, _ arguments: [String], temporaryDirectory: URL? = nil
+) throws -> (status: Int32, output: String) {
     let process = Process()
     process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
     process.arguments = ["python3", repositoryRoot.appendingPathComponent("scripts/\(name)").path] + arguments
+    if let temporaryDirectory {
+        var environment = ProcessInfo.processInfo.environment
+        environment["TMPDIR"] = temporaryDirectory.path
+        process.environment = environment
+    }
     let output = Pipe()
     process.standardOutput = output
     process.standardError = output

@@ -24,10 +24,7 @@ struct WebhookTests {
                 #expect(created.json["secret"] as? String == "s3cret")
                 let batch = try await server.request(.POST, "/v1/batches", body: #"{"type":"noop","items":[1,2,3]}"#)
                 let batchID = try #require(batch.json["id"] as? String)
-                let deadline = ContinuousClock.now + .seconds(30)
-                while receiver.requests.count < 3, ContinuousClock.now < deadline {
-                    try await Task.sleep(for: .milliseconds(20))
-                }
+                try await waitUntil("two failed deliveries and a third that succeeds") { receiver.requests.count >= 3 }
                 let requests = receiver.requests
                 #expect(requests.count == 3)
                 // The same event each time, with a valid signature over the body.
@@ -75,18 +72,18 @@ struct WebhookTests {
                 let first = try await server.request(
                     .POST, "/v1/batches", body: body, headers: ["Idempotency-Key": "e"])
                 #expect(first.status == 200)
-                let deadline = ContinuousClock.now + .seconds(30)
-                var deliveries: [Any] = [0]
-                var record: IdempotencyRecord? = nil
-                repeat {
-                    try await Task.sleep(for: .milliseconds(20))
+                @Sendable func deliveries() async throws -> [Any] {
                     let log = try await server.request(.GET, "/v1/webhooks/\(hookID)/deliveries")
-                    deliveries = log.json["deliveries"] as? [Any] ?? []
-                    record = try await server.store.idempotencyRecord(tenant: "local", key: "e")
-                } while (receiver.requests.isEmpty || !deliveries.isEmpty || record != nil)
-                    && ContinuousClock.now < deadline
+                    return log.json["deliveries"] as? [Any] ?? []
+                }
+                try await waitUntil("the delivery, then its pruning and the expired batch's key's") {
+                    let record = try await server.store.idempotencyRecord(tenant: "local", key: "e")
+                    let pruned = try await deliveries().isEmpty
+                    return !receiver.requests.isEmpty && pruned && record == nil
+                }
+                let record = try await server.store.idempotencyRecord(tenant: "local", key: "e")
                 #expect(receiver.requests.count == 1, "delivered once")
-                #expect(deliveries.isEmpty, "the delivered delivery was pruned")
+                #expect(try await deliveries().isEmpty, "the delivered delivery was pruned")
                 #expect(record == nil, "the key's record went with its expired batch")
                 #expect(try await server.request(.GET, "/v1/webhooks").json["webhooks"] as? [Any] != nil)
                 // The key is free: the same request creates a new batch.
