@@ -43,7 +43,9 @@ struct PostgresStoreTests {
                     #expect(try await wakeups.wait(for: 1), "the listener never started")
                     let items = (0..<10).map { NewItem(payload: JSONText(unchecked: "{\"n\":\($0)}")) }
                     _ = try await writer.createBatch(NewBatch(type: "t"), items: items)
-                    #expect(try await wakeups.wait(for: 2), "no NOTIFY reached the other store within 30 s")
+                    #expect(
+                        try await wakeups.wait(for: 2),
+                        "no NOTIFY reached the other store within \(Int(defaultDeadline)) s")
                     group.cancelAll()
                 }
             }
@@ -55,9 +57,10 @@ struct PostgresStoreTests {
         var count = 0
         func add() { count += 1 }
 
-        /// Waits (at most 30 s) until `target` wake-ups arrived.
+        /// Waits (at most ``defaultDeadline`` seconds) until `target` wake-ups arrived.
         func wait(for target: Int) async throws -> Bool {
-            for _ in 0..<3_000 where count < target { try await Task.sleep(for: .milliseconds(10)) }
+            let deadline = ContinuousClock.now + .seconds(defaultDeadline)
+            while count < target, ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(10)) }
             return count >= target
         }
     }
@@ -92,7 +95,7 @@ struct PostgresStoreTests {
             configuration: .init(
                 services: [.init(service: store), .init(service: user)],
                 logger: .init(label: "tranche.test", factory: { _ in SwiftLogNoOpLogHandler() })))
-        try await withDeadline(seconds: 60, "the service group to start and shut down") {
+        try await withDeadline("the service group to start and shut down") {
             try await withThrowingTaskGroup(of: Void.self) { tasks in
                 tasks.addTask { try await group.run() }
                 try await user.started.wait(for: "the service using the store to start")

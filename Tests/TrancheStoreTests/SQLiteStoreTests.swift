@@ -2,16 +2,19 @@ import Foundation
 import Testing
 import TrancheSQLite
 import TrancheStore
+import TrancheTestSupport
 
 /// What only the SQLite store does.
 @Suite("SQLite store")
 struct SQLiteStoreTests {
     @Test("maintenance keeps the WAL bounded under a steady load")
     func walStaysBounded() async throws {
-        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("tranche-wal-\(UUID())")
-        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
-        defer { try? FileManager.default.removeItem(at: directory) }
-        let path = directory.appendingPathComponent("wal.db").path
+        try await withTemporaryDirectory("tranche-wal") { directory in
+            try await walStaysBounded(path: directory.appendingPathComponent("wal.db").path)
+        }
+    }
+
+    func walStaysBounded(path: String) async throws {
         let limit = 1 << 20
         let store = try SQLiteBatchStore(path: path, configuration: .init(durability: .normal, walLimit: limit))
         let padding = String(repeating: "x", count: 2_000)
@@ -28,10 +31,12 @@ struct SQLiteStoreTests {
 
     @Test("reopening a file runs no migration twice and keeps every batch")
     func reopen() async throws {
-        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("tranche-reopen-\(UUID())")
-        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
-        defer { try? FileManager.default.removeItem(at: directory) }
-        let path = directory.appendingPathComponent("reopen.db").path
+        try await withTemporaryDirectory("tranche-reopen") { directory in
+            try await reopen(path: directory.appendingPathComponent("reopen.db").path)
+        }
+    }
+
+    func reopen(path: String) async throws {
         let first = try SQLiteBatchStore(path: path)
         let batch = try await first.createBatch(NewBatch(type: "t", options: options(chunkSize: 2)), items: payloads(5))
         _ = try #require(try await first.claimChunk(owner: "w", leaseDuration: 30, now: Date()))

@@ -12,9 +12,11 @@ struct StoreFactory: CustomStringConvertible, Sendable {
 
     /// A file in a temporary directory removed when the test ends.
     static let sqlite = StoreFactory(description: "sqlite") {
+        // The trait first: without it, nothing would remove the directory.
+        let resources = try TestResources.required()
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("tranche-store-\(UUID())")
+        resources.removeAfterwards(directory)
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
-        try TestResources.required().removeAfterwards(directory)
         return try SQLiteBatchStore(path: directory.appendingPathComponent("test.db").path)
     }
 
