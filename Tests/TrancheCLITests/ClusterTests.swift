@@ -9,19 +9,16 @@ import TrancheTestSupport
 /// the maintenance leader killed.
 @Suite("nodes on PostgreSQL", .serialized)
 struct ClusterTests {
-    func waitUntil(seconds: Double = 120, _ condition: () async throws -> Bool) async throws -> Bool {
-        let deadline = ContinuousClock.now + .seconds(seconds)
-        while try await !condition() {
-            if ContinuousClock.now > deadline { return false }
-            try await Task.sleep(for: .milliseconds(20))
-        }
-        return true
-    }
+    /// A node's lease: short enough that a killed node's chunks are rescued
+    /// within the test, long enough that a live node on a busy machine keeps
+    /// its leases (it extends them every checkpoint).
+    static let leaseDuration = 10
 
     func worker(_ url: String, id: String, in directory: URL, workers: Int = 32) throws -> TrancheProcess {
         try TrancheProcess(
             [
-                "worker", "--database", url, "--node-id", id, "--workers", String(workers), "--lease-duration", "4",
+                "worker", "--database", url, "--node-id", id, "--workers", String(workers), "--lease-duration",
+                String(Self.leaseDuration),
                 "--drain-grace", "1", "--http-allow", "127.0.0.1",
             ], in: directory)
     }
@@ -74,23 +71,21 @@ struct ClusterTests {
                             options: options),
                         items: payloads(count))
                     // Kill w2 once the batch is well under way, while it holds chunks.
-                    let underWay = try await waitUntil {
+                    try await waitUntil("the batch to get under way (20,000 items) with w2 holding chunks") {
                         let record = try await store.batch(batch.id)
-                        let nodes = try await store.nodes(since: Date().addingTimeInterval(-10), now: Date())
+                        let nodes = try await store.nodes(since: Date().addingTimeInterval(-60), now: Date())
                         let held = nodes.first { $0.id == "w2" }?.chunks ?? 0
                         return (record?.counts.processed ?? 0) >= 20_000 && held > 0
                     }
-                    #expect(underWay, "the batch never got under way with w2 holding chunks")
-                    let held = try await store.nodes(since: Date().addingTimeInterval(-10), now: Date()).first {
+                    let held = try await store.nodes(since: Date().addingTimeInterval(-60), now: Date()).first {
                         $0.id == "w2"
                     }
                     workers[1].kill9()
                     let notDone = try #require(try await store.batch(batch.id))
                     #expect(notDone.status == .processing, "the kill must land mid-run")
-                    let finished = try await waitUntil(seconds: 300) {
+                    try await waitUntil("the batch to end after w2's chunks were rescued", seconds: 300) {
                         try await store.batch(batch.id)?.status.isEnded ?? false
                     }
-                    #expect(finished)
                     let record = try #require(try await store.batch(batch.id))
                     #expect(record.status == .completed)
                     #expect(record.counts.succeeded == Int64(count))
@@ -126,14 +121,14 @@ struct ClusterTests {
                 let batch = try await store.createBatch(
                     NewBatch(type: "sleep", context: JSONText(unchecked: #"{"ms":4}"#), options: options),
                     items: payloads(30_000))
-                let started = try await waitUntil { (try await store.batch(batch.id)?.counts.processed ?? 0) >= 3_000 }
-                #expect(started)
+                try await waitUntil("3,000 items to be processed before the restart") {
+                    (try await store.batch(batch.id)?.counts.processed ?? 0) >= 3_000
+                }
                 #expect(try await TestPostgres.restart() == 0, "pg_ctl restart failed")
                 // Reads right after the restart may fail while the pool reconnects.
-                let finished = try await waitUntil {
+                try await waitUntil("the batch to end after the restart", seconds: 300) {
                     (try? await store.batch(batch.id))?.status.isEnded ?? false
                 }
-                #expect(finished)
                 let record = try #require(try await store.batch(batch.id))
                 #expect(record.status == .completed)
                 #expect(record.counts.succeeded == 30_000)
@@ -155,16 +150,15 @@ struct ClusterTests {
         try await TestPostgres.withStore(url: url) { store in
             try await withTemporaryDirectory("tranche-cli") { directory in
                 let workers = try ["a", "b"].map { try worker(url, id: $0, in: directory) }
-                var leader: NodeRecord?
-                let elected = try await waitUntil(seconds: 30) {
-                    let nodes = try await store.nodes(since: Date().addingTimeInterval(-10), now: Date())
-                    leader = nodes.first { $0.isLeader }
-                    return nodes.count == 2 && leader != nil
+                @Sendable func leader() async throws -> NodeRecord? {
+                    let nodes = try await store.nodes(since: Date().addingTimeInterval(-60), now: Date())
+                    return nodes.count == 2 ? nodes.first { $0.isLeader } : nil
                 }
-                #expect(elected)
-                let leaderID = try #require(leader?.id)
+                try await waitUntil("both nodes to report and one to lead") { try await leader() != nil }
+                let leaderID = try #require(try await leader()?.id)
                 let survivorID = leaderID == "a" ? "b" : "a"
                 workers[leaderID == "a" ? 0 : 1].kill9()
+                let killedAt = Date()
                 // Only a leader fails batches that run too long.
                 var options = BatchOptions()
                 options.batchTimeout = 2
@@ -172,13 +166,16 @@ struct ClusterTests {
                 let batch = try await store.createBatch(
                     NewBatch(type: "sleep", context: JSONText(unchecked: #"{"ms":60000}"#), options: options),
                     items: payloads(2))
-                let failed = try await waitUntil(seconds: 60) { try await store.batch(batch.id)?.status == .failed }
-                #expect(failed)
+                try await waitUntil("the surviving node to fail the batch at its timeout") {
+                    try await store.batch(batch.id)?.status == .failed
+                }
                 let record = try #require(try await store.batch(batch.id))
                 #expect(record.failureReason?.hasPrefix("batch_timeout") == true)
-                let nodes = try await store.nodes(since: Date().addingTimeInterval(-3), now: Date())
-                #expect(nodes.map(\.id) == [survivorID])
-                #expect(nodes.first?.isLeader == true)
+                // The killed node was not heard from again; the survivor leads.
+                let nodes = try await store.nodes(since: Date().addingTimeInterval(-3_600), now: Date())
+                let killed = nodes.first { $0.id == leaderID }
+                #expect(killed.map { $0.heartbeatAt <= killedAt && !$0.isLeader } ?? true)
+                #expect(nodes.first { $0.id == survivorID }?.isLeader == true)
                 try await stop([workers[leaderID == "a" ? 1 : 0]])
             }
         }

@@ -17,17 +17,6 @@ struct CrashTests {
         return try await store.batches(BatchQuery(limit: 1)).first
     }
 
-    func waitUntil(_ condition: () async throws -> Bool) async throws {
-        let deadline = ContinuousClock.now + .seconds(60)
-        while try await !condition() {
-            if ContinuousClock.now > deadline {
-                Issue.record("condition not reached within 60 s")
-                return
-            }
-            try await Task.sleep(for: .milliseconds(10))
-        }
-    }
-
     @Test("kill -9 while reading the input and while processing; the run resumes and every item succeeds")
     func killAndResume() async throws {
         let server = LoopbackHTTPServer { _, _ in .init(status: 200, body: "{}") }
@@ -50,7 +39,9 @@ struct CrashTests {
                 let cut = input.split(separator: 0x0A, maxSplits: 8_000, omittingEmptySubsequences: false).prefix(8_000)
                     .map { Data($0) + [0x0A] }.reduce(Data(), +)
                 first.feed(cut, close: false)
-                try await waitUntil { server.requests.count >= 2_000 || !first.process.isRunning }
+                try await waitUntil("2,000 requests from the first run") {
+                    server.requests.count >= 2_000 || !first.process.isRunning
+                }
                 #expect(first.process.isRunning, "the first run stopped early: \(first.stderr)")
                 first.kill9()
                 let afterFirst = try #require(try await batch(in: state))
@@ -60,7 +51,9 @@ struct CrashTests {
                 // 2. Run again with the whole input; kill it mid-processing.
                 let second = try TrancheProcess(arguments, in: directory, stdinFromPipe: true)
                 second.feed(input, close: true)
-                try await waitUntil { server.requests.count >= 12_000 || !second.process.isRunning }
+                try await waitUntil("12,000 requests, with the second run's") {
+                    server.requests.count >= 12_000 || !second.process.isRunning
+                }
                 #expect(second.process.isRunning, "the second run stopped early: \(second.stderr)")
                 second.kill9()
                 let afterSecond = try #require(try await batch(in: state))
