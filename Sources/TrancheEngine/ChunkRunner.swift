@@ -93,6 +93,12 @@ extension TrancheEngine {
         let binding: BatchBinding
         do {
             binding = try await self.binding(for: lease.batchID)
+        } catch let error where error is CancellationError || Task.isCancelled {
+            // The engine is stopping, not failing: the batch goes on, the
+            // chunk's items stay pending for the next claim.
+            logger.debug("chunk not started: the engine stopped", metadata: ["batch_id": "\(lease.batchID)"])
+            await finish(run, failBatch: nil)
+            return
         } catch {
             logger.error(
                 "cannot run chunk", metadata: ["batch_id": "\(lease.batchID)", "error": "\(error)"])
