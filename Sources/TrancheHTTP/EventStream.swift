@@ -9,7 +9,7 @@ extension TrancheServer {
     func addEventRoutes(_ v1: RouterGroup<TrancheRequestContext>) {
         v1.get("batches/:id/events") { request, context in
             let record = try await owned(context)
-            let after = Int64(request.uri.queryParameters.get("after") ?? "0") ?? 0
+            let after = try request.uri.queryParameters.get("after").map { try Self.eventID($0, "after") } ?? 0
             let limit = try limit(request, default: 1_000)
             let events = try await store.events(of: record.id, afterID: after, limit: limit)
             return Self.json(EventList(events: events.map(EventView.init)))
@@ -18,6 +18,12 @@ extension TrancheServer {
             try await eventStream(request, context, batch: try await owned(context))
         }
         v1.get("events/stream") { request, context in try await eventStream(request, context, batch: nil) }
+    }
+
+    /// An event id from `Last-Event-ID` or `after`: an integer from 0; 400 otherwise.
+    static func eventID(_ text: String, _ name: String) throws -> Int64 {
+        guard let id = Int64(text), id >= 0 else { throw Problem(.badRequest, "\(name) must be an event id") }
+        return id
     }
 
     /// One frame on the wire.
@@ -36,14 +42,10 @@ extension TrancheServer {
     func eventStream(_ request: Request, _ context: TrancheRequestContext, batch: BatchRecord?) async throws
         -> Response
     {
-        let header = request.headers[HTTPField.Name("Last-Event-ID")!] ?? request.uri.queryParameters.get("after")
-        var after: Int64?
-        if let header {
-            guard let id = Int64(header), id >= 0 else {
-                throw Problem(.badRequest, "Last-Event-ID must be an event id")
-            }
-            after = id
-        }
+        // Both are checked; the header, sent by a reconnecting client, wins.
+        let query = try request.uri.queryParameters.get("after").map { try Self.eventID($0, "after") }
+        let header = try request.headers[HTTPField.Name("Last-Event-ID")!].map { try Self.eventID($0, "Last-Event-ID") }
+        let after = header ?? query
         let tenant = context.tenant
         let store = self.store
         let owners = Owners(store: store, tenant: tenant)

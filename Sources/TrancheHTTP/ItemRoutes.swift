@@ -29,7 +29,9 @@ extension TrancheServer {
         }
         let limit = try limit(request, default: 100)
         let page = try await store.items(of: record.id, status: status, afterSeq: after, limit: limit)
-        let payload = query.get("include") == "item"
+        let include = query.get("include")
+        guard include == nil || include == "item" else { throw Problem(.badRequest, "include must be item") }
+        let payload = include == "item"
         let next = page.count == limit ? page.last.map { String($0.seq) } : nil
         return Self.json(ItemPage(items: page.map { ItemView($0, includingPayload: payload) }, nextCursor: next))
     }
