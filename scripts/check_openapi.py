@@ -2,6 +2,7 @@
 """Checks real API responses against docs/openapi.yaml.
 
 Usage: check_openapi.py OPENAPI.yaml RESPONSES.json
+       check_openapi.py --json OPENAPI.yaml   (prints the document as JSON)
 
 RESPONSES.json is a list of {"method", "path" (the template, e.g.
 /v1/batches/{id}), "status", "content_type", "body"} captured from a live
@@ -19,6 +20,11 @@ from openapi_spec_validator import validate
 
 
 def main():
+    if sys.argv[1] == "--json":
+        # For the Swift fuzzer, which has no YAML parser.
+        with open(sys.argv[2]) as f:
+            json.dump(yaml.safe_load(f), sys.stdout)
+        return
     spec_path, responses_path = sys.argv[1], sys.argv[2]
     with open(spec_path) as f:
         spec = yaml.safe_load(f)
