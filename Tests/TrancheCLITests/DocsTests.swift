@@ -67,6 +67,10 @@ struct DocsTests {
         #expect(
             DocsCheck.rewrite("curl localhost:8080/v1 http://127.0.0.1:8080/", port: 4321)
                 == "curl 127.0.0.1:4321/v1 http://127.0.0.1:4321/")
+        #expect(
+            DocsCheck.missingFiles(
+                "curl -d @Examples/tour/users.ndjson --data-binary '@nope.ndjson' x", root: Self.root)
+                == ["nope.ndjson"])
         #expect(throws: DocsCheck.Malformed.self) { try DocsCheck.commands(in: "```\n$ curl x\n```\n") }
         #expect(throws: DocsCheck.Malformed.self) {
             try DocsCheck.commands(in: "```console\n$ false\n$ echo $?\n```\n")
@@ -82,6 +86,11 @@ struct DocsTests {
         let markdown = try String(contentsOf: Self.root.appendingPathComponent(document), encoding: .utf8)
         let commands = try DocsCheck.commands(in: markdown)
         guard !commands.isEmpty else { return }
+        for command in commands {
+            // curl sends an empty body, and succeeds, when its @FILE is missing.
+            let missing = DocsCheck.missingFiles(command.text, root: Self.root)
+            #expect(missing.isEmpty, "\(document):\(command.line) uploads files the repository lacks: \(missing)")
+        }
         let path = ProcessInfo.processInfo.environment["PATH"] ?? ""
         let jq = path.split(separator: ":").contains { FileManager.default.isExecutableFile(atPath: "\($0)/jq") }
         try #require(jq, "the docs' commands use jq: install it (apt-get install jq)")
@@ -217,6 +226,13 @@ enum DocsCheck {
             commands.append(Command(line: line, text: text, expectedStatus: 0))
         }
         return commands
+    }
+
+    /// The files a curl command uploads (`-d @FILE`, `--data-binary @FILE`)
+    /// that are not in the repository at `root`.
+    static func missingFiles(_ command: String, root: URL) -> [String] {
+        command.matches(of: #/(?:--data-binary|--data|-d)\s+'?@([^\s']+)/#).map { String($0.output.1) }
+            .filter { !FileManager.default.fileExists(atPath: root.appendingPathComponent($0).path) }
     }
 
     /// The command as the test runs it: against the test's server, with the built binaries.
