@@ -14,7 +14,8 @@ public struct BatchID: Sendable, Hashable, Comparable, Codable, CustomStringConv
     /// A new identifier for `date` (UUIDv7: 48 bits of milliseconds, then randomness).
     public static func generate(at date: Date = Date()) -> BatchID {
         var bytes = (0..<16).map { _ in UInt8.random(in: 0...255) }
-        let milliseconds = UInt64(max(0, date.timeIntervalSince1970 * 1000))
+        // A clock may answer any date: before 1970 is 0, beyond 48 bits wraps.
+        let milliseconds = UInt64(max(0, Int(saturating: date.timeIntervalSince1970 * 1000)))
         for index in 0..<6 {
             bytes[index] = UInt8(truncatingIfNeeded: milliseconds >> (8 * (5 - UInt64(index))))
         }

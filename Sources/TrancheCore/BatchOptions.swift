@@ -34,7 +34,7 @@ public struct RateLimit: Sendable, Hashable, Codable, CustomStringConvertible {
     /// Parses `50/s`, `600/m`, `1000/h` or a bare number of items per second.
     public static func parse(_ text: String) throws(OptionsError) -> RateLimit {
         let parts = text.split(separator: "/", maxSplits: 1).map(String.init)
-        guard let count = Double(parts[0]), count > 0, count.isFinite else {
+        guard let first = parts.first, let count = Double(first), count > 0, count.isFinite else {
             throw OptionsError("rate must look like 50/s, 600/m or 1000/h, got '\(text)'")
         }
         let unit = parts.count == 2 ? parts[1] : "s"

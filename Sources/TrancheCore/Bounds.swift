@@ -19,6 +19,22 @@ extension Int {
     }
 }
 
+extension FixedWidthInteger {
+    /// `self + other` held within the type's range: a counter, an attempt
+    /// count or a time read from a stored row may hold any value, and one
+    /// more must not trap.
+    public func adding(saturating other: Self) -> Self {
+        let (sum, overflow) = addingReportingOverflow(other)
+        guard overflow else { return sum }
+        return other > 0 ? .max : .min
+    }
+
+    /// The value held within `range` (`Double.bounded(to:)` for integers).
+    public func clamped(to range: ClosedRange<Self>) -> Self {
+        Swift.min(Swift.max(self, range.lowerBound), range.upperBound)
+    }
+}
+
 extension Duration {
     /// The longest wait a bounded conversion yields: 100 years, far beyond
     /// any limit Tranche accepts and far within Duration's range.
@@ -34,16 +50,17 @@ extension Duration {
 }
 
 extension Double {
-    /// The value held within `range`; NaN becomes `range.lowerBound`.
-    public func bounded(to range: ClosedRange<Double>) -> Double {
-        isNaN ? range.lowerBound : Swift.min(Swift.max(self, range.lowerBound), range.upperBound)
+    /// The value held within `range`; NaN becomes `nan` when given (a
+    /// setting's default), otherwise `range.lowerBound`.
+    public func bounded(to range: ClosedRange<Double>, nan: Double? = nil) -> Double {
+        isNaN ? nan ?? range.lowerBound : Swift.min(Swift.max(self, range.lowerBound), range.upperBound)
     }
 }
 
 extension Double {
     /// Short text for messages: integers without a fraction, others to two
     /// decimals, tiny and huge values as Swift prints them. Never traps.
-    var shortText: String {
+    package var shortText: String {
         guard isFinite, abs(self) < 1e15 else { return "\(self)" }
         if self == rounded() { return String(Int64(self)) }
         guard abs(self) >= 0.01 else { return "\(self)" }

@@ -21,37 +21,45 @@ public struct BatchCounts: Sendable, Hashable, Codable {
 
     public init() {}
 
+    // The counters come from stored rows and remote answers: every sum
+    // saturates, so a damaged counter shows as a huge number, never a crash.
+
     /// Items that ran to an end: succeeded, skipped or dead.
-    public var processed: Int64 { succeeded + skipped + dead }
+    public var processed: Int64 { succeeded.adding(saturating: skipped).adding(saturating: dead) }
 
     /// Items that will not run again.
-    public var terminal: Int64 { succeeded + skipped + dead + canceled }
+    public var terminal: Int64 { processed.adding(saturating: canceled) }
 
     /// Items waiting for their first run.
-    public var pending: Int64 { max(0, total - terminal - failed - running) }
+    public var pending: Int64 {
+        let settled = [succeeded, skipped, dead, canceled, failed, running].reduce(Int64(0)) {
+            $0.adding(saturating: max(0, $1))
+        }
+        return max(0, total.adding(saturating: -settled))
+    }
 
     /// 0–100.
     public var progress: Double {
-        total == 0 ? 0 : min(100, Double(terminal) * 100 / Double(total))
+        total <= 0 ? 0 : (Double(max(0, terminal)) * 100 / Double(total)).bounded(to: 0...100)
     }
 
     /// Adds the counters of `other` (deltas may be negative).
     public mutating func add(_ other: BatchCounts) {
-        total += other.total
-        running += other.running
-        succeeded += other.succeeded
-        failed += other.failed
-        skipped += other.skipped
-        dead += other.dead
-        canceled += other.canceled
-        retried += other.retried
-        rescued += other.rescued
+        total = total.adding(saturating: other.total)
+        running = running.adding(saturating: other.running)
+        succeeded = succeeded.adding(saturating: other.succeeded)
+        failed = failed.adding(saturating: other.failed)
+        skipped = skipped.adding(saturating: other.skipped)
+        dead = dead.adding(saturating: other.dead)
+        canceled = canceled.adding(saturating: other.canceled)
+        retried = retried.adding(saturating: other.retried)
+        rescued = rescued.adding(saturating: other.rescued)
     }
 
     /// Moves one item from `old` to `new` status.
     public mutating func move(from old: ItemStatus, to new: ItemStatus) {
-        self[old] -= 1
-        self[new] += 1
+        self[old] = self[old].adding(saturating: -1)
+        self[new] = self[new].adding(saturating: 1)
     }
 
     /// The counter of items in `status` (`pending` and `running` are derived and not stored).
@@ -124,7 +132,7 @@ public enum BatchOutcome {
 
     /// The reason the failure policy stops the batch, or nil to go on.
     public static func failurePolicyTrips(_ counts: BatchCounts, options: BatchOptions) -> String? {
-        let bad = counts.skipped + counts.dead
+        let bad = counts.skipped.adding(saturating: counts.dead)
         switch options.failurePolicy {
         case .stopOnFirstError where bad > 0:
             return "failure policy stop_on_first_error: an item was \(counts.dead > 0 ? "dead" : "skipped")"

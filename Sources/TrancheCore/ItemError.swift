@@ -61,12 +61,5 @@ public struct ItemError: Error, Sendable, Hashable, Codable, CustomStringConvert
 }
 
 func formatSeconds(_ seconds: Double) -> String {
-    seconds < 1 ? "\(Int(saturating: seconds * 1000)) ms" : "\(seconds.formatted2) s"
-}
-
-extension Double {
-    var formatted2: String {
-        let rounded = (self * 100).rounded() / 100
-        return rounded == rounded.rounded() && abs(rounded) < 9e18 ? String(Int(rounded)) : String(rounded)
-    }
+    seconds < 1 ? "\(Int(saturating: seconds * 1000)) ms" : "\(seconds.shortText) s"
 }

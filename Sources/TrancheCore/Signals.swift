@@ -143,7 +143,7 @@ package final class Wakeup: Sendable {
         if consumed { return }
         await withTaskGroup(of: Void.self) { group in
             group.addTask {
-                try? await Task.sleep(for: .milliseconds(Int(max(0, timeout) * 1000)))
+                try? await Task.sleep(for: .seconds(bounded: timeout))
             }
             group.addTask {
                 await withTaskCancellationHandler {

@@ -189,5 +189,50 @@ struct BoundsTests {
         #expect(Duration.seconds(bounded: 1.5) == .milliseconds(1_500))
         #expect((1e300).bounded(to: 0...10) == 10)
         #expect(Double.nan.bounded(to: 2...10) == 2)
+        #expect(Double.nan.bounded(to: 2...10, nan: 5) == 5)
+        #expect((-1.0).bounded(to: 2...10, nan: 5) == 2)
+    }
+
+    @Test("integer sums from stored rows saturate, and clamping holds any integer in its range")
+    func integerArithmetic() {
+        #expect(Int64.max.adding(saturating: 1) == .max)
+        #expect(Int64.min.adding(saturating: -1) == .min)
+        #expect(Int.max.adding(saturating: Int.max) == .max)
+        #expect(Int64(5).adding(saturating: -7) == -2)
+        #expect(Int.min.clamped(to: 1...100) == 1)
+        #expect(Int.max.clamped(to: 1...100) == 100)
+        #expect(42.clamped(to: 1...100) == 42)
+    }
+
+    @Test("counters read from a damaged row (Int64.max, Int64.min) add up without trapping")
+    func hostileCounters() {
+        var counts = BatchCounts()
+        counts.total = -5
+        counts.succeeded = .max
+        counts.skipped = .max
+        counts.dead = .max
+        counts.canceled = .max
+        counts.running = .min
+        counts.failed = .min
+        #expect(counts.processed == .max)
+        #expect(counts.terminal == .max)
+        #expect(counts.pending == 0)
+        #expect(counts.progress == 0, "a total below zero shows no progress")
+        counts.add(counts)
+        #expect(counts.succeeded == .max)
+        #expect(counts.failed == .min)
+        counts.move(from: .failed, to: .succeeded)
+        #expect(counts.failed == .min)
+        #expect(counts.succeeded == .max)
+        var options = BatchOptions()
+        options.failurePolicy = .stopAboveRatio
+        #expect(BatchOutcome.failurePolicyTrips(counts, options: options) != nil)
+    }
+
+    @Test("a rate with nothing before its slash (or nothing at all) is refused, not a crash")
+    func emptyRate() {
+        for text in ["", "/", "/s", "//"] {
+            #expect(throws: OptionsError.self, "'\(text)'") { try RateLimit.parse(text) }
+        }
     }
 }
