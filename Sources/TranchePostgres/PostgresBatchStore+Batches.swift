@@ -118,7 +118,7 @@ extension PostgresBatchStore {
 
     public func claimChunk(owner: String, leaseDuration: Double, now: Date) async throws -> ChunkLease? {
         let nowMS = now.milliseconds
-        let expires = nowMS + Int64.saturating(leaseDuration * 1000)
+        let expires = now.milliseconds(after: leaseDuration)
         for _ in 0..<16 {
             // Candidates in the claim order, read without locks.
             let candidates = try await read { db in
@@ -181,7 +181,8 @@ extension PostgresBatchStore {
                 let lastSeq = try chunk.int64(2)
                 let token = try chunk.int64(3)
                 var items: [LeasedItem] = []
-                items.reserveCapacity(Int(clamping: lastSeq - firstSeq + 1))
+                // A hint only: a stored range may hold anything.
+                items.reserveCapacity(Int(clamping: (lastSeq &- firstSeq &+ 1).clamped(to: 0...100_000)))
                 let rows = try await db.query(
                     """
                     SELECT seq, payload, attempts, status FROM items
@@ -222,10 +223,9 @@ extension PostgresBatchStore {
     ) async throws -> CheckpointResult {
         let writer = OutcomeWriter(outcomes: outcomes, now: now)
         return try await write { db in
-            let nowMS = now.milliseconds
             let fenced = try await db.one(
                 """
-                UPDATE chunks SET lease_expires_at = \(nowMS + Int64.saturating(leaseDuration * 1000))
+                UPDATE chunks SET lease_expires_at = \(now.milliseconds(after: leaseDuration))
                 WHERE id = \(lease.chunkID) AND lease_token = \(lease.token) AND state = \(ChunkState.leased.rawValue)
                 RETURNING batch_key, claimed_items
                 """)
@@ -334,15 +334,23 @@ extension PostgresBatchStore {
             ).map { try PostgresStoredRow(row: $0).int64(0) }
         }
         var events: [BatchEvent] = []
+        // A batch whose row cannot be read or written (damaged) does not hold
+        // up the others: its error is thrown once every other batch was seen.
+        var firstFailure: (any Error)?
         for key in keys {
-            events += try await write { db in
-                guard let stored = try await Self.batch(db, key: key, lock: true) else { return [] }
-                if let reason = BatchRules.timeoutReason(stored.record, at: now) {
-                    return try await Self.apply(db, stored, .fail, reason: reason, now: now).events
+            do {
+                events += try await write { db in
+                    guard let stored = try await Self.batch(db, key: key, lock: true) else { return [] }
+                    if let reason = BatchRules.timeoutReason(stored.record, at: now) {
+                        return try await Self.apply(db, stored, .fail, reason: reason, now: now).events
+                    }
+                    return try await Self.finishIfDone(db, stored, now: now).events
                 }
-                return try await Self.finishIfDone(db, stored, now: now).events
+            } catch let error as StoreError where error.code == .storage {
+                firstFailure = firstFailure ?? error
             }
         }
+        if let firstFailure { throw firstFailure }
         return events
     }
 

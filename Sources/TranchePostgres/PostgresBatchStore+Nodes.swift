@@ -5,7 +5,7 @@ public import TrancheStore
 extension PostgresBatchStore {
     public func acquireLeadership(node: String, for seconds: Double, now: Date) async throws -> Bool {
         try await write { db in
-            let expires = now.milliseconds + Int64(seconds * 1000)
+            let expires = now.milliseconds(after: seconds)
             let row = try await db.one(
                 """
                 INSERT INTO leader(id, node, expires_at) VALUES (1, \(node), \(expires))

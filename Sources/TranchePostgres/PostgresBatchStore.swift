@@ -102,13 +102,16 @@ public final class PostgresBatchStore: ServerStore, WorkNotifying, Service {
         var clientConfiguration = PostgresClient.Configuration(
             host: parsed.host, port: parsed.port, username: parsed.user, password: parsed.password,
             database: parsed.database, tls: parsed.tls)
-        clientConfiguration.options.maximumConnections = max(2, configuration.maximumConnections)
-        clientConfiguration.options.connectTimeout = .milliseconds(Int64(configuration.connectTimeout * 1000))
+        // Settings from a flag or a library caller: held where the pool and the sleeps can use them.
+        clientConfiguration.options.maximumConnections = configuration.maximumConnections.clamped(to: 2...10_000)
+        let connectTimeout = configuration.connectTimeout.bounded(to: 0.1...3_600, nan: Configuration().connectTimeout)
+        clientConfiguration.options.connectTimeout = .milliseconds(Int64.saturating(connectTimeout * 1000))
         clientConfiguration.options.keepAliveBehavior = .init(frequency: .seconds(15))
         self.clientConfiguration = clientConfiguration
         self.logger = logger
         self.location = parsed.safeDescription
-        self.operationTimeout = max(1, configuration.operationTimeout)
+        self.operationTimeout = configuration.operationTimeout.bounded(
+            to: 1...86_400, nan: Configuration().operationTimeout)
         (commands, commandSink) = AsyncStream.makeStream(of: Command.self)
         try await Self.migrate(clientConfiguration, timeout: operationTimeout, logger: logger)
     }
@@ -131,8 +134,8 @@ public final class PostgresBatchStore: ServerStore, WorkNotifying, Service {
                 return true
             }
             group.addTask {
-                try await Task.sleep(for: .milliseconds(Int(timeout * 1000)))
-                throw StoreError(.storage, "the database did not answer within \(Int(timeout)) s")
+                try await Task.sleep(for: .seconds(bounded: timeout))
+                throw StoreError(.storage, "the database did not answer within \(timeout.shortText) s")
             }
             defer { group.cancelAll() }
             while let migrated = try await group.next() {
@@ -305,7 +308,7 @@ public final class PostgresBatchStore: ServerStore, WorkNotifying, Service {
         guard case .enqueued = queued else { throw StoreError(.storage, "the PostgreSQL store is closed") }
         return try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask { [operationTimeout] in
-                try? await Task.sleep(for: .milliseconds(Int(operationTimeout * 1000)))
+                try? await Task.sleep(for: .seconds(bounded: operationTimeout))
                 guard !Task.isCancelled else { return }
                 guard let generation = call.generation else {
                     let message =
@@ -315,7 +318,7 @@ public final class PostgresBatchStore: ServerStore, WorkNotifying, Service {
                     call.resolve(.failure(StoreError(.storage, message)))
                     return
                 }
-                let message = "the database did not answer within \(Int(operationTimeout)) s"
+                let message = "the database did not answer within \(operationTimeout.shortText) s"
                 if call.resolve(.failure(StoreError(.storage, message))) {
                     self.commandSink.yield(.replacePool(generation: generation))
                 }

@@ -5,7 +5,7 @@ public import TrancheStore
 extension SQLiteBatchStore {
     public func acquireLeadership(node: String, for seconds: Double, now: Date) async throws -> Bool {
         try await write { db in
-            let expires = now.milliseconds + Int64(seconds * 1000)
+            let expires = now.milliseconds(after: seconds)
             try db.execute(
                 sql: """
                     INSERT INTO leader(id, node, expires_at) VALUES (1, ?1, ?2)
@@ -59,10 +59,13 @@ extension SQLiteBatchStore {
                     """,
                 arguments: [now.milliseconds, since.milliseconds]
             ).map { row in
-                NodeRecord(
-                    id: row[0], role: row[1], host: row[2], pid: row[3], workers: row[4],
-                    startedAt: Date(milliseconds: row[5]), heartbeatAt: Date(milliseconds: row[6]), chunks: row[7],
-                    runningItems: row[8], isLeader: row[9])
+                // Read through SQLiteRow: a damaged row is a storage error, not a trap.
+                let row = SQLiteRow(row: row)
+                return NodeRecord(
+                    id: try row.string(0), role: try row.string(1), host: try row.string(2), pid: try row.int(3),
+                    workers: try row.int(4), startedAt: Date(milliseconds: try row.int64(5)),
+                    heartbeatAt: Date(milliseconds: try row.int64(6)), chunks: try row.int64(7),
+                    runningItems: try row.int64(8), isLeader: try row.bool(9))
             }
         }
     }

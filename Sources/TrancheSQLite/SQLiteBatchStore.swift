@@ -171,7 +171,7 @@ public final class SQLiteBatchStore: BatchStore {
     public func claimChunk(owner: String, leaseDuration: Double, now: Date) async throws -> ChunkLease? {
         try await write { db in
             let nowMS = now.milliseconds
-            let expires = nowMS + Int64.saturating(leaseDuration * 1000)
+            let expires = now.milliseconds(after: leaseDuration)
             for _ in 0..<16 {
                 guard let token = try Int64.fetchOne(db.cachedStatement(sql: Self.nextTokenSQL)) else {
                     throw StoreError(.storage, "the lease token counter is missing")
@@ -235,7 +235,8 @@ public final class SQLiteBatchStore: BatchStore {
         -> [LeasedItem]
     {
         var items: [LeasedItem] = []
-        items.reserveCapacity(Int(clamping: lastSeq - firstSeq + 1))
+        // A hint only: a stored range may hold anything.
+        items.reserveCapacity(Int(clamping: (lastSeq &- firstSeq &+ 1).clamped(to: 0...100_000)))
         let rows = try Row.fetchCursor(
             db.cachedStatement(
                 sql: """
@@ -265,7 +266,7 @@ public final class SQLiteBatchStore: BatchStore {
                     UPDATE chunks SET lease_expires_at = ?
                     WHERE id = ? AND lease_token = ? AND state = \(ChunkState.leased.stored)
                     """
-            ).execute(arguments: [nowMS + Int64.saturating(leaseDuration * 1000), lease.chunkID, lease.token])
+            ).execute(arguments: [now.milliseconds(after: leaseDuration), lease.chunkID, lease.token])
             guard db.changesCount == 1 else {
                 throw StoreError(.leaseLost, "the lease on chunk \(lease.chunkID) was taken over")
             }
@@ -393,20 +394,35 @@ public final class SQLiteBatchStore: BatchStore {
     // MARK: - Maintenance
 
     public func enforceDeadlines(now: Date) async throws -> [BatchEvent] {
-        try await write { db in
+        let (events, firstFailure) = try await write { db -> ([BatchEvent], (any Error)?) in
             var events: [BatchEvent] = []
             let rows = try Row.fetchAll(
                 db, sql: "SELECT key FROM batches WHERE status IN (\(SQLList.openBatches))")
+            // A batch whose row cannot be read or written (damaged) does not hold
+            // up the others: its savepoint is undone, the others' work commits,
+            // and its error is thrown after.
+            var firstFailure: (any Error)?
             for row in rows {
-                guard let stored = try Self.batch(db, key: try SQLiteRow(row: row).int64(0)) else { continue }
-                if let reason = BatchRules.timeoutReason(stored.record, at: now) {
-                    events += try Self.apply(db, stored, .fail, reason: reason, now: now).events
-                } else {
-                    events += try Self.finishIfDone(db, stored, now: now).events
+                do {
+                    try db.inSavepoint {
+                        guard let stored = try Self.batch(db, key: try SQLiteRow(row: row).int64(0)) else {
+                            return .commit
+                        }
+                        if let reason = BatchRules.timeoutReason(stored.record, at: now) {
+                            events += try Self.apply(db, stored, .fail, reason: reason, now: now).events
+                        } else {
+                            events += try Self.finishIfDone(db, stored, now: now).events
+                        }
+                        return .commit
+                    }
+                } catch let error as StoreError where error.code == .storage {
+                    firstFailure = firstFailure ?? error
                 }
             }
-            return events
+            return (events, firstFailure)
         }
+        if let firstFailure { throw firstFailure }
+        return events
     }
 
     public func prune(now: Date, retention: Double, limit: Int) async throws -> Int {
@@ -553,21 +569,21 @@ public final class SQLiteBatchStore: BatchStore {
             sql += " ORDER BY seq LIMIT ?"
             arguments.append(max(1, min(limit, 10_000)))
             let rows = try Row.fetchAll(db, sql: sql, arguments: StatementArguments(arguments))
-            return rows.map { row in
-                let code: String? = row[5]
-                let category: String? = row[7]
-                let payload: String? = row[3]
-                let output: String? = row[4]
+            return try rows.map { row in
+                // Read through SQLiteRow: a damaged row is a storage error, not a trap.
+                let row = SQLiteRow(row: row)
+                let category = try row.string(at: 7)
+                let message = try row.string(at: 6) ?? ""
                 return ItemRecord(
-                    seq: row[0], status: ItemStatus(rawValue: row[1]) ?? .pending, attempts: row[2],
-                    payload: payload.map(JSONText.init(unchecked:)), output: output.map(JSONText.init(unchecked:)),
-                    error: code.map {
+                    seq: try row.int64(0), status: ItemStatus(rawValue: try row.int(1)) ?? .pending,
+                    attempts: try row.int(2), payload: try row.string(at: 3).map(JSONText.init(unchecked:)),
+                    output: try row.string(at: 4).map(JSONText.init(unchecked:)),
+                    error: try row.string(at: 5).map {
                         ItemError(
-                            code: $0, message: row[6] ?? "",
+                            code: $0, message: message,
                             category: category.flatMap(ErrorCategory.init(rawValue:)) ?? .retryable)
                     },
-                    nextAttemptAt: (row[8] as Int64?).map(Date.init(milliseconds:)),
-                    updatedAt: (row[9] as Int64?).map(Date.init(milliseconds:)))
+                    nextAttemptAt: try row.date(at: 8), updatedAt: try row.date(at: 9))
             }
         }
     }

@@ -24,17 +24,19 @@ package enum RescueRules {
             self.unfinished = unfinished
         }
 
-        /// Rescues counting this one.
-        package var rescuesAfter: Int { rescues + 1 }
+        /// Rescues counting this one, within the 32 bits both stores keep
+        /// (a damaged count at that limit stays there and can be written back).
+        package var rescuesAfter: Int { rescues.clamped(to: 0...Int(Int32.max) - 1) + 1 }
 
         /// The `chunks` columns a rescue reads, in the order of ``init(row:)``.
         package static let columns = "id, batch_key, first_seq, last_seq, rescues, claimed_items"
 
-        /// Decodes a row of ``columns``.
+        /// Decodes a row of ``columns``. A claim below zero cannot be, and
+        /// reads as none: the rescue's arithmetic never traps on a damaged row.
         package init(row: some StoredRow) throws {
             self.init(
                 id: try row.int64(0), batchKey: try row.int64(1), firstSeq: try row.int64(2),
-                lastSeq: try row.int64(3), rescues: try row.int(4), unfinished: try row.int64(5))
+                lastSeq: try row.int64(3), rescues: try row.int(4), unfinished: max(0, try row.int64(5)))
         }
 
         /// What the rescue reports, before its decision adds to it.

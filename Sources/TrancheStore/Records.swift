@@ -187,6 +187,11 @@ public struct LeasedItem: Sendable, Hashable {
         self.attempts = attempts
         self.status = status
     }
+
+    /// The attempt about to run, 1-based. The stored count may hold any
+    /// number: the next one never traps and stays within the 32 bits both
+    /// stores keep (far above any `max_attempts`), so it can be written back.
+    public var nextAttempt: Int { attempts.clamped(to: 0...Int(Int32.max) - 1) + 1 }
 }
 
 /// The result of one attempt, to be written with the chunk's checkpoint.

@@ -141,6 +141,12 @@ extension Date {
     /// Milliseconds since 1970, as both stores keep times.
     package var milliseconds: Int64 { Int64.saturating(timeIntervalSince1970 * 1000) }
 
+    /// Milliseconds since 1970 of the time `seconds` later (a lease's or a
+    /// term's end), held within Int64 whatever `seconds` holds (NaN is 0).
+    package func milliseconds(after seconds: Double) -> Int64 {
+        milliseconds.adding(saturating: Int64.saturating(seconds * 1000))
+    }
+
     package init(milliseconds: Int64) {
         self.init(timeIntervalSince1970: Double(milliseconds) / 1000)
     }
