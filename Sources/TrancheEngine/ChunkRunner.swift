@@ -151,7 +151,7 @@ extension TrancheEngine {
         guard await binding.pacer.admit(clock: monotonic, unless: run.stopStarting) else { return }
         defer { binding.pacer.release() }
         let inputs = lease.items.map {
-            ItemInput(batchID: lease.batchID, seq: $0.seq, payload: $0.payload, attempt: $0.attempts + 1)
+            ItemInput(batchID: lease.batchID, seq: $0.seq, payload: $0.payload, attempt: $0.nextAttempt)
         }
         let results: [ItemResult]? = await withTaskGroup(of: [ItemResult]?.self) { group in
             group.addTask { await processChunk(inputs) }
@@ -181,7 +181,7 @@ extension TrancheEngine {
             case timedOut
             case aborted
         }
-        let input = ItemInput(batchID: lease.batchID, seq: item.seq, payload: item.payload, attempt: item.attempts + 1)
+        let input = ItemInput(batchID: lease.batchID, seq: item.seq, payload: item.payload, attempt: item.nextAttempt)
         let timeout = binding.options.itemTimeout
         let process = binding.bound.process
         let started = ContinuousClock.now
@@ -213,7 +213,7 @@ extension TrancheEngine {
 
     /// Turns an attempt's result into the stored outcome, by the retry rules.
     func outcome(for item: LeasedItem, result: ItemResult, options: BatchOptions) -> (ItemOutcome, String?) {
-        let attempt = item.attempts + 1
+        let attempt = item.nextAttempt
         switch result {
         case .success(let output):
             return (
@@ -294,7 +294,7 @@ extension TrancheEngine {
         guard !run.leaseLost else { return }
         let (outcomes, failBatch) = run.takeOutcomes()
         // Tries while the lease may still hold: a database restart loses nothing.
-        let deadline = ContinuousClock.now + .milliseconds(Int(configuration.leaseDuration * 1000))
+        let deadline = ContinuousClock.now + .seconds(bounded: configuration.leaseDuration)
         var attempt = 0
         while ContinuousClock.now < deadline {
             attempt += 1

@@ -50,7 +50,7 @@ extension TrancheEngine {
         guard hub.hasSubscribers else { return }
         let due = progressTimes.withLock { times -> Bool in
             if !force, let last = times[id],
-                last.duration(to: instant) < .milliseconds(Int(configuration.progressInterval * 1000))
+                last.duration(to: instant) < .seconds(bounded: configuration.progressInterval)
             {
                 return false
             }

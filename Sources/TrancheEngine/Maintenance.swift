@@ -30,9 +30,24 @@ extension TrancheEngine {
     }
 
     /// One sweep: rescues expired leases, enforces deadlines (batch timeouts,
-    /// batches whose items are all done) and prunes expired batches.
+    /// batches whose items are all done) and prunes expired batches. Each
+    /// step runs even when another failed (a damaged row makes one step
+    /// fail on every sweep; it must not stop the others); the first failure
+    /// is thrown at the end.
     func sweep() async throws {
-        let rescued = try await store.rescueExpiredLeases(now: now, splitAfter: configuration.splitAfterRescues)
+        var firstFailure: (any Error)?
+        func step<T>(_ body: () async throws -> T) async -> T? {
+            do {
+                return try await body()
+            } catch {
+                firstFailure = firstFailure ?? error
+                return nil
+            }
+        }
+        let rescued =
+            await step {
+                try await store.rescueExpiredLeases(now: now, splitAfter: configuration.splitAfterRescues)
+            } ?? []
         if !rescued.isEmpty { EngineMetrics.leaseExpired(count: rescued.count) }
         for chunk in rescued {
             logger.info(
@@ -42,8 +57,9 @@ extension TrancheEngine {
                     "unfinished": "\(chunk.unfinished)", "split": "\(chunk.split)",
                 ])
         }
-        let events = try await store.enforceDeadlines(now: now)
-        _ = try await store.prune(now: now, retention: configuration.retention, limit: 5_000)
+        let events = await step { try await store.enforceDeadlines(now: now) } ?? []
+        _ = await step { try await store.prune(now: now, retention: configuration.retention, limit: 5_000) }
         if !rescued.isEmpty || !events.isEmpty { signalWork() }
+        if let firstFailure { throw firstFailure }
     }
 }

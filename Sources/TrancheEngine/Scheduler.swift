@@ -87,13 +87,17 @@ extension TrancheEngine {
         }
         let bound = try strategy.bind(context: record.context)
         let options = record.options
-        var semaphores = [
-            AsyncSemaphore(permits: min(options.concurrency, options.rateLimit?.maxConcurrent ?? Int.max))
-        ]
+        // Stored options were checked at submit, but a row may hold anything
+        // (or limits may have moved since): held within the limits, a permit
+        // count or a rate can neither hang the batch nor trap.
+        let permits = min(options.concurrency, options.rateLimit?.maxConcurrent ?? Int.max)
+        var semaphores = [AsyncSemaphore(permits: permits.clamped(to: BatchOptions.Limits.concurrency))]
         if let typeSemaphore = typeSemaphores[record.type] { semaphores.append(typeSemaphore) }
         semaphores.append(workerSlots)
         var buckets: [SharedBucket] = []
-        if let rate = options.rateLimit?.rate { buckets.append(SharedBucket(rate: rate)) }
+        if let rate = options.rateLimit?.rate {
+            buckets.append(SharedBucket(rate: rate.bounded(to: BatchOptions.Limits.rate)))
+        }
         if let typeBucket = typeBuckets[record.type] { buckets.append(typeBucket) }
         let binding = BatchBinding(
             options: options, bound: bound, pacer: Pacer(semaphores: semaphores, buckets: buckets))

@@ -54,6 +54,35 @@ public final class TrancheEngine: Service, Sendable {
         public var clock: WallClock = .system
 
         public init() {}
+
+        /// These settings with every number held where the engine can use it,
+        /// whatever a flag or a library caller set (NaN is the default): no
+        /// sleep, lease or deadline can trap, and a chunk checkpoints at least
+        /// twice per lease. A type's rate that is no positive number (0, below
+        /// zero, NaN) is no rate limit: one that lets nothing run would hang
+        /// its batches. The engine runs with this.
+        public func validated() -> Configuration {
+            let defaults = Configuration()
+            let day: Double = 86_400
+            var valid = self
+            valid.workers = workers.clamped(to: 1...100_000)
+            valid.leaseDuration = leaseDuration.bounded(to: 1...365 * day, nan: defaults.leaseDuration)
+            valid.checkpointInterval = checkpointInterval.bounded(
+                to: 0.01...(valid.leaseDuration / 2), nan: min(defaults.checkpointInterval, valid.leaseDuration / 2))
+            valid.sweepInterval = sweepInterval.bounded(to: 0.01...3_600, nan: defaults.sweepInterval)
+            valid.drainGracePeriod = drainGracePeriod.bounded(to: 0...day, nan: defaults.drainGracePeriod)
+            valid.splitAfterRescues = splitAfterRescues.clamped(to: 1...1_000_000)
+            valid.retention = retention.bounded(to: 0...BatchRules.maximumRetention, nan: defaults.retention)
+            valid.typeLimits = typeLimits.mapValues { limit in
+                RateLimit(
+                    rate: limit.rate.flatMap { $0 > 0 ? $0.bounded(to: BatchOptions.Limits.rate) : nil },
+                    maxConcurrent: limit.maxConcurrent?.clamped(to: BatchOptions.Limits.maxConcurrent))
+            }
+            valid.progressInterval = progressInterval.bounded(to: 0...3_600, nan: defaults.progressInterval)
+            valid.leaderTerm = leaderTerm.bounded(to: 0.1...day, nan: defaults.leaderTerm)
+            valid.notifiedIdlePoll = notifiedIdlePoll.bounded(to: 0.01...3_600, nan: defaults.notifiedIdlePoll)
+            return valid
+        }
     }
 
     /// Where batches live.
@@ -85,6 +114,7 @@ public final class TrancheEngine: Service, Sendable {
         configuration: Configuration = Configuration(),
         logger: Logger = Logger(label: "tranche.engine")
     ) {
+        let configuration = configuration.validated()
         self.store = store
         self.configuration = configuration
         self.strategies = Dictionary(strategies.map { ($0.type, $0) }, uniquingKeysWith: { _, last in last })
@@ -430,7 +460,7 @@ public final class TrancheEngine: Service, Sendable {
     /// Sleeps `seconds` or until `event` fires.
     func sleep(_ seconds: Double, orUntil event: OneShotEvent) async {
         await withTaskGroup(of: Void.self) { group in
-            group.addTask { try? await Task.sleep(for: .milliseconds(Int(seconds * 1000))) }
+            group.addTask { try? await Task.sleep(for: .seconds(bounded: seconds)) }
             group.addTask { await event.wait() }
             await group.next()
             group.cancelAll()
@@ -443,7 +473,7 @@ public final class TrancheEngine: Service, Sendable {
             group.addTask {
                 for await event in stream where event.type != .progress { return }
             }
-            group.addTask { try? await Task.sleep(for: .milliseconds(Int(seconds * 1000))) }
+            group.addTask { try? await Task.sleep(for: .seconds(bounded: seconds)) }
             await group.next()
             group.cancelAll()
         }

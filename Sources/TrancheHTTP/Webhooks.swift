@@ -39,6 +39,21 @@ public final class WebhookDispatcher: Service, Sendable {
         public init(allowedHosts: Set<String>? = nil) {
             self.allowedHosts = allowedHosts
         }
+
+        /// These settings with every number held where the dispatcher can
+        /// use it (NaN is the default): a library caller's value never traps
+        /// a sleep and never spins the delivery loop.
+        public func validated() -> Configuration {
+            let defaults = Configuration()
+            var valid = self
+            valid.maxAttempts = maxAttempts.clamped(to: 1...1_000)
+            valid.timeout = timeout.bounded(to: 0.1...3_600, nan: defaults.timeout)
+            valid.pollInterval = pollInterval.bounded(to: 0.01...3_600, nan: defaults.pollInterval)
+            valid.retention = retention.bounded(to: 0...BatchRules.maximumRetention, nan: defaults.retention)
+            valid.pruneInterval = pruneInterval.bounded(to: 1...86_400, nan: defaults.pruneInterval)
+            valid.pruneBatchSize = pruneBatchSize.clamped(to: 1...100_000)
+            return valid
+        }
     }
 
     let store: any ServerStore
@@ -55,7 +70,7 @@ public final class WebhookDispatcher: Service, Sendable {
 
     public init(store: any ServerStore, configuration: Configuration = Configuration(), logger: Logger) {
         self.store = store
-        self.configuration = configuration
+        self.configuration = configuration.validated()
         self.logger = logger
     }
 
@@ -83,7 +98,7 @@ public final class WebhookDispatcher: Service, Sendable {
                 do {
                     if ContinuousClock.now >= nextPruning {
                         try await self.pruneRecords()
-                        nextPruning = .now + .milliseconds(Int(self.configuration.pruneInterval * 1000))
+                        nextPruning = .now + .seconds(bounded: self.configuration.pruneInterval)
                     }
                     busy = try await self.store.queueDeliveries(limit: 500, now: self.configuration.clock.now()) > 0
                     let due = try await self.store.dueDeliveries(now: self.configuration.clock.now(), limit: 32)
@@ -96,7 +111,7 @@ public final class WebhookDispatcher: Service, Sendable {
                 } catch  where !Task.isCancelled {
                     self.logger.warning("webhook delivery failed", metadata: ["error": "\(error)"])
                 }
-                if !busy { try await Task.sleep(for: .milliseconds(Int(self.configuration.pollInterval * 1000))) }
+                if !busy { try await Task.sleep(for: .seconds(bounded: self.configuration.pollInterval)) }
             }
         }
     }
@@ -130,10 +145,11 @@ public final class WebhookDispatcher: Service, Sendable {
             request.headers.add(
                 name: "Tranche-Signature",
                 value: Self.signature(
-                    secret: hook.secret, timestamp: Int(configuration.clock.now().timeIntervalSince1970), body: body))
+                    secret: hook.secret, timestamp: Int(saturating: configuration.clock.now().timeIntervalSince1970),
+                    body: body))
             request.body = .bytes(ByteBuffer(string: body))
             let response = try await Self.client.execute(
-                request, timeout: .milliseconds(Int64(configuration.timeout * 1000)))
+                request, timeout: .milliseconds(Int64.saturating(configuration.timeout * 1000)))
             statusCode = Int(response.status.code)
             _ = try? await response.body.collect(upTo: 64 << 10)
             if !(200..<300).contains(statusCode ?? 0) { failure = "the receiver answered \(statusCode ?? 0)" }
@@ -142,12 +158,12 @@ public final class WebhookDispatcher: Service, Sendable {
         } catch {
             failure = "the request failed (\(String(describing: type(of: error))))"
         }
-        let attempt = delivery.attempts + 1
+        // The stored count may hold anything; one more never traps.
+        let attempt = delivery.attempts.adding(saturating: 1)
         var next: Date?
         if failure != nil, attempt < configuration.maxAttempts {
-            next = Date(
-                timeIntervalSinceNow: configuration.backoff.delay(
-                    afterAttempt: attempt, retryAfter: nil, random: Double.random(in: 0..<1)))
+            next = configuration.clock.now().addingTimeInterval(
+                configuration.backoff.delay(afterAttempt: attempt, retryAfter: nil, random: Double.random(in: 0..<1)))
         }
         do {
             try await store.recordDelivery(
