@@ -234,8 +234,13 @@ extension PostgresBatchStore {
             }
             let key = try PostgresStoredRow(row: fenced).int64(0)
             let claimed = try PostgresStoredRow(row: fenced).int64(1)
-            // Read without a lock: only whether the batch ended matters here.
-            guard let before = try await Self.batch(db, key: key) else {
+            // Whether the batch ended is read under the batch row's lock, taken
+            // before any item row: read without it, a cancel or fail that
+            // committed between this read and the counter update below would
+            // see its counters moved by outcomes stored as if it were running.
+            // Lock order batch → items, as a cancel takes them; the chunk row
+            // is ours already (fenced above) and a claim skips locked chunks.
+            guard let before = try await Self.batch(db, key: key, lock: true) else {
                 throw StoreError(.leaseLost, "the batch of chunk \(lease.chunkID) is gone")
             }
             let ended = before.record.status.isEnded
@@ -257,17 +262,12 @@ extension PostgresBatchStore {
                     WHERE id = \(lease.chunkID)
                     """)
             }
-            // The batch row last: its lock is the contended one.
+            // The batch row is locked since the read above: its status cannot
+            // have changed since, so `ended` still holds.
             var stored = try await Self.addCounts(db, key, delta, releasingChunk: finish)
             if finish {
                 // A slot of the batch's chunk cap is free again.
                 try await db.notifyWork()
-                if stored.record.status.isEnded && !ended {
-                    // Ended while this checkpoint ran: what is left of the chunk will never run.
-                    let canceled = try await Self.cancelItems(db, key, first: lease.firstSeq, last: lease.lastSeq)
-                    try await Self.closeChunk(db, chunkID: lease.chunkID)
-                    stored = try await Self.addCounts(db, key, canceled)
-                }
             }
             var events: [BatchEvent] = []
             for dead in written.dead {
