@@ -185,7 +185,9 @@ public final class TrancheEngine: Service, Sendable {
             return NewItem(
                 payload: item.payload,
                 rejection: binding.bound.validate(
-                    ItemInput(batchID: id, seq: startSeq + Int64(offset), payload: item.payload, attempt: 1)))
+                    ItemInput(
+                        batchID: id, seq: startSeq.adding(saturating: Int64(offset)), payload: item.payload, attempt: 1)
+                ))
         }
         let result = try await store.appendItems(
             to: id, startSeq: startSeq, items: checked, cursor: cursor, at: now)

@@ -336,6 +336,10 @@ extension BatchRecord {
                 .invalidAppend,
                 "items must be appended at seq \(counts.total) or earlier (got start seq \(startSeq))")
         }
+        // A damaged total at the end of the range: the next seq would overflow.
+        guard counts.total <= Int64.max - Int64(count) else {
+            throw StoreError(.storage, "batch \(id) stores a total of \(counts.total) items; no more can be added")
+        }
         return Int(min(Int64(count), counts.total - startSeq))
     }
 }

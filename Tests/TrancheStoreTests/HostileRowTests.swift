@@ -125,6 +125,22 @@ struct HostileRowTests {
         }
     }
 
+    @Test(
+        "an append to a batch whose stored total is at Int64's end is refused, not an overflow",
+        arguments: HostileSite.Kind.allCases)
+    func appendAtTheEnd(_ kind: HostileSite.Kind) async throws {
+        try await HostileSite.with(kind) { site in
+            let open = try await site.store.createBatch(
+                NewBatch(type: "t", options: options(), sealed: false), items: [])
+            try await site.execute("UPDATE batches SET total = \(Int64.max)")
+            await #expect(throws: StoreError.self) {
+                try await site.store.appendItems(
+                    to: open.id, startSeq: .max, items: payloads(2), cursor: nil, at: Date())
+            }
+            #expect(try await site.store.batch(open.id)?.counts.total == .max)
+        }
+    }
+
     @Test("SQLite: text where a number belongs is a storage error, never a trap")
     func textInNumberColumns() async throws {
         try await HostileSite.with(.sqlite) { site in
