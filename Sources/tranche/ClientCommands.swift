@@ -91,8 +91,17 @@ struct SubmitCommand: AsyncParsableCommand {
         let reader = try items.map { try InputReader(path: $0, offset: 0, lineNumber: 0) }
         let created = try await api.openBatch(request)
         let id = created.id.rawValue
-        if let reader { try await upload(reader, to: id, with: api) }
-        let sealed = try await api.perform("seal", on: id)
+        let sealed: APIClient.Reply<BatchView>
+        do {
+            if let reader { try await upload(reader, to: id, with: api) }
+            sealed = try await api.perform("seal", on: id)
+        } catch {
+            // A half-uploaded batch is no use to anyone: cancel it (if the
+            // server still answers) rather than leave it open, and say so.
+            let canceled = (try? await api.perform("cancel", on: id)) != nil
+            throw CLIError(
+                "\(userMessage(for: error)) (batch \(id) \(canceled ? "was canceled" : "is left open, unsealed"))")
+        }
         guard wait else {
             if client.json { printJSON(sealed.data) } else { print(id) }
             return

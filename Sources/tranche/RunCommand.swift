@@ -171,8 +171,10 @@ struct RunCommand: AsyncParsableCommand {
 
     func execute() async throws -> Int32 {
         let submission = try submission()
-        if input != "-", !FileManager.default.fileExists(atPath: input) {
-            throw CLIError("input \(input) does not exist")
+        if input != "-" {
+            guard FileManager.default.fileExists(atPath: input) else { throw CLIError("input \(input) does not exist") }
+            // Readable, and not a directory, before a state file is made for it.
+            _ = try InputReader(path: input, offset: 0, lineNumber: 0)
         }
         let statePath = state ?? defaultStatePath(for: submission)
         let lock = try StateLock(path: statePath + ".lock")

@@ -206,7 +206,7 @@ struct CLIErrorTests {
         }
     }
 
-    @Test("submit opens its items before it creates a batch: a missing file leaves nothing on the server")
+    @Test("submit opens its items before it creates a batch; a refused upload cancels the batch it opened")
     func submitMissingItems() async throws {
         try await withTemporaryDirectory("tranche-cli") { directory in
             let (server, url) = try await startServer(["--database", "s.db"], in: directory)
@@ -220,6 +220,18 @@ struct CLIErrorTests {
             #expect(listed.status == 0, "\(listed.stderr)")
             let page = try #require(try JSONSerialization.jsonObject(with: Data(listed.stdout.utf8)) as? [String: Any])
             #expect((page["batches"] as? [Any])?.isEmpty == true, "no batch was created: \(listed.stdout)")
+            // An upload the server refuses (a line over its 1 MiB item limit) cancels the batch it opened.
+            let big = #"{"a":""# + String(repeating: "x", count: 1_100_000) + #""}"#
+            try (big + "\n").write(
+                to: directory.appendingPathComponent("big.ndjson"), atomically: true, encoding: .utf8)
+            let refused = try await tranche(
+                ["submit", "--server", url, "--type", "noop", "--items", "big.ndjson"], in: directory)
+            expectRefused(refused, ["tranche: line 1 is longer than", "was canceled)"], ["big"])
+            let after = try await tranche(["ls", "--server", url, "--json"], in: directory)
+            let batches = try #require(
+                (try JSONSerialization.jsonObject(with: Data(after.stdout.utf8)) as? [String: Any])?["batches"]
+                    as? [[String: Any]])
+            #expect(batches.map { $0["status"] as? String } == ["canceled"], "\(after.stdout)")
         }
     }
 
