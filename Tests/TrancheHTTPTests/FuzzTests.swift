@@ -68,8 +68,6 @@ struct FuzzTests {
 
     /// The document as JSON, converted by `scripts/check_openapi.py` (Swift has no YAML parser here).
     func openAPIDocument() throws -> [String: Any] {
-        let file = FileManager.default.temporaryDirectory.appendingPathComponent("openapi-\(UUID()).json")
-        defer { try? FileManager.default.removeItem(at: file) }
         let (status, text) = try runScript(
             "check_openapi.py", ["--json", repositoryRoot.appendingPathComponent("docs/openapi.yaml").path])
         try #require(status == 0, "\(text)")

@@ -59,6 +59,7 @@ struct OpenAPITests {
             _ = try await record(.DELETE, "/v1/batches/\(syncID)", template: "/v1/batches/{id}")
 
             let file = FileManager.default.temporaryDirectory.appendingPathComponent("responses-\(UUID()).json")
+            defer { try? FileManager.default.removeItem(at: file) }
             try JSONSerialization.data(withJSONObject: captured).write(to: file)
             let (status, text) = try runScript(
                 "check_openapi.py", [repositoryRoot.appendingPathComponent("docs/openapi.yaml").path, file.path])

@@ -1,0 +1,54 @@
+"""Schemathesis hooks for scripts/schemathesis (loaded through SCHEMATHESIS_HOOKS).
+
+Some rules of the API are stated in docs/openapi.yaml in words, since JSON
+Schema cannot relate two values: an idempotency key given both as the header
+and as options.idempotency_key must be the same key, and a key used again
+must come with the same body; backoff.cap must be at least backoff.base; a
+webhook's host must be on the server's allow-list (scripts/schemathesis
+starts the server with --http-allow 127.0.0.1). A request that schemathesis
+generated as valid (positive) is made to keep them here, right before it is
+sent; negative requests are left alone, since the server refuses them
+whatever the reason. Sleeps are cut to 100 ms so that a synchronous batch
+answers within the run's request timeout.
+"""
+import hashlib
+import json
+from urllib.parse import urlsplit, urlunsplit
+
+import schemathesis
+from schemathesis import GenerationMode
+
+
+@schemathesis.hook
+def before_call(ctx, case, **kwargs):
+    if case.meta is None or case.meta.generation.mode != GenerationMode.POSITIVE:
+        return
+    route = (case.method.upper(), case.path)
+    body = case.body if isinstance(case.body, dict) else None
+    if route == ("POST", "/v1/batches") and body is not None:
+        context = body.get("context")
+        if isinstance(context, dict) and isinstance(context.get("ms"), int):
+            context["ms"] = min(context["ms"], 100)
+        for item in body.get("items") or []:
+            if isinstance(item, dict) and isinstance(item.get("ms"), (int, float)) and item["ms"] > 100:
+                item["ms"] = 100
+        options = body.get("options")
+        if isinstance(options, dict):
+            backoff = options.get("backoff")
+            if isinstance(backoff, dict) and {"base", "cap"} <= backoff.keys() and backoff["cap"] < backoff["base"]:
+                backoff["base"], backoff["cap"] = backoff["cap"], backoff["base"]
+        # One key per body: the digest of the body without its key.
+        headers = case.headers or {}
+        names = [name for name in headers if name.lower() == "idempotency-key"]
+        if names or (isinstance(options, dict) and options.get("idempotency_key") is not None):
+            if isinstance(options, dict) and "idempotency_key" in options:
+                options["idempotency_key"] = None
+            key = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+            for name in names:
+                headers[name] = key
+            if isinstance(options, dict) and "idempotency_key" in options:
+                options["idempotency_key"] = key
+    if route == ("POST", "/v1/webhooks") and body is not None and isinstance(body.get("url"), str):
+        parts = urlsplit(body["url"])
+        port = f":{parts.port}" if parts.port else ""
+        body["url"] = urlunsplit((parts.scheme, "127.0.0.1" + port, parts.path, parts.query, parts.fragment))
