@@ -39,8 +39,7 @@ public struct SleepStrategy: BatchStrategy {
         /// Decodes `{ms?}`; an unknown key, or a number that is no integer
         /// in range, is refused naming the field and the limit.
         public init(from decoder: any Decoder) throws {
-            try UnknownKeys.reject(in: decoder, known: CodingKeys.allCases.map(\.stringValue), what: "context field")
-            let container = try decoder.container(keyedBy: CodingKeys.self)
+            let container = try decoder.contextContainer(keyedBy: CodingKeys.self)
             ms = try container.decodeIfPresent(Double.self, forKey: .ms).map { value in
                 guard let ms = SleepStrategy.milliseconds(value) else {
                     throw DecodingError.dataCorrupted(

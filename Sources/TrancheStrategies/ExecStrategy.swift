@@ -34,9 +34,18 @@ public struct ExecStrategy: BatchStrategy {
             self.maxOutputBytes = maxOutputBytes
         }
 
-        enum CodingKeys: String, CodingKey {
+        enum CodingKeys: String, CodingKey, CaseIterable {
             case command, argv, env
             case maxOutputBytes = "max_output_bytes"
+        }
+
+        /// Decodes the context; an unknown field is refused by name.
+        public init(from decoder: any Decoder) throws {
+            let container = try decoder.contextContainer(keyedBy: CodingKeys.self)
+            command = try container.decodeIfPresent(String.self, forKey: .command)
+            argv = try container.decodeIfPresent([String].self, forKey: .argv)
+            env = try container.decodeIfPresent([String: String].self, forKey: .env)
+            maxOutputBytes = try container.decodeIfPresent(Int.self, forKey: .maxOutputBytes)
         }
     }
 

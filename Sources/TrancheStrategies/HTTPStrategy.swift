@@ -51,10 +51,21 @@ public struct HTTPStrategy: BatchStrategy {
             self.maxResponseBytes = maxResponseBytes
         }
 
-        enum CodingKeys: String, CodingKey {
+        enum CodingKeys: String, CodingKey, CaseIterable {
             case url, method, headers, body
             case successCodes = "success_codes"
             case maxResponseBytes = "max_response_bytes"
+        }
+
+        /// Decodes the context; an unknown field is refused by name.
+        public init(from decoder: any Decoder) throws {
+            let container = try decoder.contextContainer(keyedBy: CodingKeys.self)
+            url = try container.decode(String.self, forKey: .url)
+            method = try container.decodeIfPresent(String.self, forKey: .method)
+            headers = try container.decodeIfPresent([String: String].self, forKey: .headers)
+            body = try container.decodeIfPresent(String.self, forKey: .body)
+            successCodes = try container.decodeIfPresent([Int].self, forKey: .successCodes)
+            maxResponseBytes = try container.decodeIfPresent(Int.self, forKey: .maxResponseBytes)
         }
     }
 

@@ -74,30 +74,38 @@ struct ExecStrategyTests {
 
     @Test("an item timeout kills the command")
     func timeoutKills() async throws {
-        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("tranche-exec-\(UUID())")
-        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
-        let pidFile = directory.appendingPathComponent("pid").path
-        let store = try SQLiteBatchStore(path: directory.appendingPathComponent("e.db").path)
-        let engine = TrancheEngine(store: store, strategies: BuiltinStrategies.all())
-        var options = BatchOptions()
-        options.itemTimeout = 0.5
-        options.maxAttempts = 1
-        let report = try await withRunning(engine) { [options] engine in
-            try await engine.execute(
-                Submission(
-                    type: "exec",
-                    context: try JSONText(encoding: ["command": JSONValue.string("echo $$ > \(pidFile); exec sleep 60")]
-                    ),
-                    options: options),
-                items: [.null])
+        try await withTemporaryDirectory("tranche-exec") { directory in
+            let pidFile = directory.appendingPathComponent("pid").path
+            let store = try SQLiteBatchStore(path: directory.appendingPathComponent("e.db").path)
+            let engine = TrancheEngine(store: store, strategies: BuiltinStrategies.all())
+            var options = BatchOptions()
+            options.itemTimeout = 0.5
+            options.maxAttempts = 1
+            let report = try await withRunning(engine) { [options] engine in
+                try await engine.execute(
+                    Submission(
+                        type: "exec",
+                        context: try JSONText(encoding: [
+                            "command": JSONValue.string("echo $$ > \(pidFile); exec sleep 60")
+                        ]
+                        ),
+                        options: options),
+                    items: [.null])
+            }
+            #expect(report.items.first?.status == .dead)
+            #expect(report.items.first?.error?.code == "timeout")
+            let pid = try #require(
+                Int32(
+                    try String(contentsOfFile: pidFile, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
+                ))
+            // The process goes (or is a zombie about to be reaped): it no longer runs `sleep`.
+            try await withDeadline("the timed-out command to be killed") {
+                while let status = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8),
+                    !status.contains("State:\tZ")
+                {
+                    try await Task.sleep(for: .milliseconds(10))
+                }
+            }
         }
-        #expect(report.items.first?.status == .dead)
-        #expect(report.items.first?.error?.code == "timeout")
-        let pid = try #require(
-            Int32(try String(contentsOfFile: pidFile, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)))
-        try await Task.sleep(for: .milliseconds(200))
-        // The process is gone (or a zombie about to be reaped): it no longer runs `sleep`.
-        let status = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8)
-        #expect(status == nil || status!.contains("State:\tZ"))
     }
 }

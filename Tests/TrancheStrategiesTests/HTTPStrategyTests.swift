@@ -23,23 +23,23 @@ struct HTTPStrategyTests {
         let server = LoopbackHTTPServer { request, _ in
             .init(status: 201, headers: ["Content-Type": "application/json"], body: #"{"created":"\#(request.uri)"}"#)
         }
-        let port = try await server.start()
-        defer { Task { try await server.stop() } }
-        let bound = try bind([
-            "url": .string("http://127.0.0.1:\(port)/users/{{id}}?name={{name}}"),
-            "headers": ["Authorization": "Bearer {{token}}", "X-Seq": "{{seq}}"],
-        ])
-        let result = await bound.process(input(#"{"id": 42, "name": "Ana María", "token": "t0k"}"#))
-        let output = try result.get()
-        #expect(try output.value() == ["status": 201, "body": ["created": "/users/42?name=Ana%20Mar%C3%ADa"]])
-        let request = try #require(server.requests.first)
-        #expect(request.method == "POST")
-        #expect(request.headers["authorization"] == "Bearer t0k")
-        #expect(request.headers["x-seq"] == "7")
-        #expect(request.headers["idempotency-key"] == "01234567-89ab-7def-8123-456789abcdef:7")
-        #expect(request.headers["x-tranche-attempt"] == "1")
-        #expect(request.headers["content-type"] == "application/json")
-        #expect(request.body == #"{"id": 42, "name": "Ana María", "token": "t0k"}"#)
+        try await server.withRunning { port in
+            let bound = try bind([
+                "url": .string("http://127.0.0.1:\(port)/users/{{id}}?name={{name}}"),
+                "headers": ["Authorization": "Bearer {{token}}", "X-Seq": "{{seq}}"],
+            ])
+            let result = await bound.process(input(#"{"id": 42, "name": "Ana María", "token": "t0k"}"#))
+            let output = try result.get()
+            #expect(try output.value() == ["status": 201, "body": ["created": "/users/42?name=Ana%20Mar%C3%ADa"]])
+            let request = try #require(server.requests.first)
+            #expect(request.method == "POST")
+            #expect(request.headers["authorization"] == "Bearer t0k")
+            #expect(request.headers["x-seq"] == "7")
+            #expect(request.headers["idempotency-key"] == "01234567-89ab-7def-8123-456789abcdef:7")
+            #expect(request.headers["x-tranche-attempt"] == "1")
+            #expect(request.headers["content-type"] == "application/json")
+            #expect(request.body == #"{"id": 42, "name": "Ana María", "token": "t0k"}"#)
+        }
     }
 
     @Test("statuses are classified: 5xx and 429 retryable with Retry-After, 4xx permanent, 401/403 fatal")
@@ -50,38 +50,38 @@ struct HTTPStrategyTests {
                 status: status, headers: status == 503 || status == 429 ? ["Retry-After": "7"] : [:],
                 body: "nope \(status)")
         }
-        let port = try await server.start()
-        defer { Task { try await server.stop() } }
-        let bound = try bind(["url": .string("http://127.0.0.1:\(port)/{{status}}"), "method": "GET"])
-        func error(_ status: Int) async -> ItemError? {
-            if case .failure(let error) = await bound.process(input(#"{"status": \#(status)}"#)) { return error }
-            return nil
+        try await server.withRunning { port in
+            let bound = try bind(["url": .string("http://127.0.0.1:\(port)/{{status}}"), "method": "GET"])
+            func error(_ status: Int) async -> ItemError? {
+                if case .failure(let error) = await bound.process(input(#"{"status": \#(status)}"#)) { return error }
+                return nil
+            }
+            let unavailable = try #require(await error(503))
+            #expect(unavailable.category == .retryable)
+            #expect(unavailable.code == "http_503")
+            #expect(unavailable.retryAfter == 7)
+            #expect(unavailable.message == "HTTP 503: nope 503")
+            #expect(await error(429)?.category == .retryable)
+            #expect(await error(500)?.category == .retryable)
+            #expect(await error(404)?.category == .permanent)
+            #expect(await error(422)?.code == "http_422")
+            #expect(await error(401)?.category == .fatal)
+            #expect(await error(403)?.category == .fatal)
         }
-        let unavailable = try #require(await error(503))
-        #expect(unavailable.category == .retryable)
-        #expect(unavailable.code == "http_503")
-        #expect(unavailable.retryAfter == 7)
-        #expect(unavailable.message == "HTTP 503: nope 503")
-        #expect(await error(429)?.category == .retryable)
-        #expect(await error(500)?.category == .retryable)
-        #expect(await error(404)?.category == .permanent)
-        #expect(await error(422)?.code == "http_422")
-        #expect(await error(401)?.category == .fatal)
-        #expect(await error(403)?.category == .fatal)
     }
 
     @Test("success codes are configurable and response bodies are bounded")
     func bounded() async throws {
         let server = LoopbackHTTPServer { _, _ in .init(status: 302, body: String(repeating: "x", count: 200_000)) }
-        let port = try await server.start()
-        defer { Task { try await server.stop() } }
-        let bound = try bind([
-            "url": .string("http://127.0.0.1:\(port)/"), "method": "GET", "success_codes": [302],
-            "max_response_bytes": 1000,
-        ])
-        let output = try await bound.process(input("{}")).get().value()
-        #expect(output["status"] == 302)
-        #expect(output["body"]?.stringValue?.count == 1000)
+        try await server.withRunning { port in
+            let bound = try bind([
+                "url": .string("http://127.0.0.1:\(port)/"), "method": "GET", "success_codes": [302],
+                "max_response_bytes": 1000,
+            ])
+            let output = try await bound.process(input("{}")).get().value()
+            #expect(output["status"] == 302)
+            #expect(output["body"]?.stringValue?.count == 1000)
+        }
     }
 
     @Test("a refused connection is retryable and says nothing of the request")
@@ -119,30 +119,33 @@ struct HTTPStrategyTests {
             index % 3 == 0
                 ? .init(status: 503, headers: ["Retry-After": "0"]) : .init(status: 200, body: #"{"ok":true}"#)
         }
-        let port = try await server.start()
-        defer { Task { try await server.stop() } }
-        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("tranche-http-\(UUID())")
-        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
-        let store = try SQLiteBatchStore(path: directory.appendingPathComponent("h.db").path)
-        var configuration = TrancheEngine.Configuration()
-        configuration.sweepInterval = 0.05
-        let engine = TrancheEngine(store: store, strategies: BuiltinStrategies.all(), configuration: configuration)
-        var options = BatchOptions()
-        options.chunkSize = 10
-        options.backoff = Backoff(base: 0.01, cap: 0.02)
-        let report = try await withRunning(engine) { [options] engine in
-            try await engine.execute(
-                Submission(
-                    type: "http",
-                    context: try JSONText(encoding: ["url": JSONValue.string("http://127.0.0.1:\(port)/items/{{seq}}")]
-                    ),
-                    options: options),
-                items: (0..<60).map { JSONText(unchecked: #"{"n":\#($0)}"#) })
+        try await server.withRunning { port in
+            try await withTemporaryDirectory("tranche-http") { directory in
+                let store = try SQLiteBatchStore(path: directory.appendingPathComponent("h.db").path)
+                var configuration = TrancheEngine.Configuration()
+                configuration.sweepInterval = 0.05
+                let engine = TrancheEngine(
+                    store: store, strategies: BuiltinStrategies.all(), configuration: configuration)
+                var options = BatchOptions()
+                options.chunkSize = 10
+                options.backoff = Backoff(base: 0.01, cap: 0.02)
+                let report = try await withRunning(engine) { [options] engine in
+                    try await engine.execute(
+                        Submission(
+                            type: "http",
+                            context: try JSONText(encoding: [
+                                "url": JSONValue.string("http://127.0.0.1:\(port)/items/{{seq}}")
+                            ]
+                            ),
+                            options: options),
+                        items: (0..<60).map { JSONText(unchecked: #"{"n":\#($0)}"#) })
+                }
+                #expect(report.batch.status == .completed)
+                #expect(report.batch.counts.succeeded == 60)
+                #expect(report.batch.counts.retried > 0)
+                #expect(server.requests.count == 60 + Int(report.batch.counts.retried))
+                #expect(Set(server.requests.compactMap { $0.headers["idempotency-key"] }).count == 60)
+            }
         }
-        #expect(report.batch.status == .completed)
-        #expect(report.batch.counts.succeeded == 60)
-        #expect(report.batch.counts.retried > 0)
-        #expect(server.requests.count == 60 + Int(report.batch.counts.retried))
-        #expect(Set(server.requests.compactMap { $0.headers["idempotency-key"] }).count == 60)
     }
 }
