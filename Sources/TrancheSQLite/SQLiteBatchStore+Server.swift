@@ -37,10 +37,13 @@ extension SQLiteBatchStore: ServerStore {
         }
     }
 
-    static func decodeKey(_ row: Row) -> APIKeyRecord {
-        APIKeyRecord(
-            id: row[0], tenant: row[1], hash: row[2], createdAt: Date(milliseconds: row[3]),
-            revokedAt: (row[4] as Int64?).map(Date.init(milliseconds:)))
+    // Rows are read through SQLiteRow: a damaged one is a storage error, not a trap.
+
+    static func decodeKey(_ row: Row) throws -> APIKeyRecord {
+        let row = SQLiteRow(row: row)
+        return APIKeyRecord(
+            id: try row.string(0), tenant: try row.string(1), hash: try row.string(2),
+            createdAt: Date(milliseconds: try row.int64(3)), revokedAt: try row.date(at: 4))
     }
 
     public func createBatch(_ batch: NewBatch, items: [NewItem], idempotency: IdempotencyKey) async throws
@@ -79,11 +82,11 @@ extension SQLiteBatchStore: ServerStore {
             sql: "SELECT tenant, key, fingerprint, batch_id, created_at FROM idempotency WHERE tenant = ? AND key = ?",
             arguments: [tenant, key]
         ).flatMap { row in
-            BatchID(row[3] as String).map { id in
-                IdempotencyRecord(
-                    tenant: row[0], key: row[1], fingerprint: row[2], batchID: id,
-                    createdAt: Date(milliseconds: row[4]))
-            }
+            let row = SQLiteRow(row: row)
+            guard let id = BatchID(try row.string(3)) else { return nil }
+            return IdempotencyRecord(
+                tenant: try row.string(0), key: try row.string(1), fingerprint: try row.string(2), batchID: id,
+                createdAt: Date(milliseconds: try row.int64(4)))
         }
     }
 
@@ -140,9 +143,15 @@ extension SQLiteBatchStore {
     }
 
     static func decodeWebhook(_ row: Row) throws -> WebhookRecord {
+        try decodeWebhook(SQLiteRow(row: row), from: 0)
+    }
+
+    /// A webhook in columns `id, tenant, url, events, secret, created_at` from `first` on.
+    static func decodeWebhook(_ row: SQLiteRow, from first: Int) throws -> WebhookRecord {
         WebhookRecord(
-            id: row[0], tenant: row[1], url: row[2], events: try JSONText(unchecked: row[3]).decode([String].self),
-            secret: row[4], createdAt: Date(milliseconds: row[5]))
+            id: try row.string(first), tenant: try row.string(first + 1), url: try row.string(first + 2),
+            events: try JSONText(unchecked: try row.string(first + 3)).decode([String].self),
+            secret: try row.string(first + 4), createdAt: Date(milliseconds: try row.int64(first + 5)))
     }
 
     public func deleteWebhook(id: String, tenant: String) async throws -> Bool {
@@ -168,9 +177,10 @@ extension SQLiteBatchStore {
             let hooks = try Self.fetchWebhooks(db, tenant: nil)
             var queued = 0
             for row in rows {
-                let eventID: Int64 = row[0]
-                let type: String = row[1]
-                let owner: String = row[2]
+                let row = SQLiteRow(row: row)
+                let eventID = try row.int64(0)
+                let type = try row.string(1)
+                let owner = try row.string(2)
                 for hook in hooks where hook.tenant == owner && (hook.events.isEmpty || hook.events.contains(type)) {
                     try db.execute(
                         sql: """
@@ -180,7 +190,7 @@ extension SQLiteBatchStore {
                     queued += db.changesCount
                 }
             }
-            let lastID: Int64 = last[0]
+            let lastID = try SQLiteRow(row: last).int64(0)
             try db.execute(sql: "UPDATE counters SET value = ? WHERE name = 'delivery_cursor'", arguments: [lastID])
             return queued
         }
@@ -197,26 +207,26 @@ extension SQLiteBatchStore {
                     """,
                 arguments: [now.milliseconds, limit])
             return try rows.compactMap { row in
-                let delivery = Self.decodeDelivery(row)
-                guard let batchID = BatchID(row[19] as String) else { return nil }
-                let hook = WebhookRecord(
-                    id: row[10], tenant: row[11], url: row[12],
-                    events: try JSONText(unchecked: row[13]).decode([String].self), secret: row[14],
-                    createdAt: Date(milliseconds: row[15]))
+                let delivery = try Self.decodeDelivery(row)
+                let row = SQLiteRow(row: row)
+                guard let batchID = BatchID(try row.string(19)) else { return nil }
+                let hook = try Self.decodeWebhook(row, from: 10)
                 let event = BatchEvent(
-                    id: delivery.eventID, batchID: batchID, type: BatchEventType(rawValue: row[16]),
-                    at: Date(milliseconds: row[17]), data: try JSONText(unchecked: row[18]).value())
+                    id: delivery.eventID, batchID: batchID, type: BatchEventType(rawValue: try row.string(16)),
+                    at: Date(milliseconds: try row.int64(17)), data: try JSONText(unchecked: try row.string(18)).value()
+                )
                 return (delivery, hook, event)
             }
         }
     }
 
-    static func decodeDelivery(_ row: Row) -> DeliveryRecord {
-        DeliveryRecord(
-            id: row[0], webhookID: row[1], eventID: row[2], status: row[3], attempts: row[4], lastStatusCode: row[5],
-            lastError: row[6], nextAttemptAt: (row[7] as Int64?).map(Date.init(milliseconds:)),
-            deliveredAt: (row[8] as Int64?).map(Date.init(milliseconds:)),
-            lastAttemptAt: (row[9] as Int64?).map(Date.init(milliseconds:)))
+    static func decodeDelivery(_ row: Row) throws -> DeliveryRecord {
+        let row = SQLiteRow(row: row)
+        return DeliveryRecord(
+            id: try row.int64(0), webhookID: try row.string(1), eventID: try row.int64(2), status: try row.string(3),
+            attempts: try row.int(4), lastStatusCode: try row.int64(at: 5).flatMap { Int(exactly: $0) },
+            lastError: try row.string(at: 6), nextAttemptAt: try row.date(at: 7), deliveredAt: try row.date(at: 8),
+            lastAttemptAt: try row.date(at: 9))
     }
 
     public func recordDelivery(

@@ -598,9 +598,11 @@ public final class SQLiteBatchStore: BatchStore {
                 sql: "SELECT id, type, at, data FROM events WHERE batch_key = ? AND id > ? ORDER BY id LIMIT ?",
                 arguments: [stored.key, afterID, max(1, min(limit, 10_000))])
             return try rows.map { row in
-                BatchEvent(
-                    id: row[0], batchID: id, type: BatchEventType(rawValue: row[1]),
-                    at: Date(milliseconds: row[2]), data: try JSONText(unchecked: row[3]).value())
+                let read = SQLiteRow(row: row)
+                return BatchEvent(
+                    id: try read.int64(0), batchID: id, type: BatchEventType(rawValue: try read.string(1)),
+                    at: Date(milliseconds: try read.int64(2)), data: try JSONText(unchecked: try read.string(3)).value()
+                )
             }
         }
     }
@@ -647,9 +649,11 @@ public final class SQLiteBatchStore: BatchStore {
                     FROM batches GROUP BY status
                     """
             ).compactMap { row in
-                BatchStatus(rawValue: row[0]).map {
-                    BatchStatusSummary(status: $0, batches: row[1], waitingItems: row[2] ?? 0)
-                }
+                // Damaged counters can overflow the sum into a REAL: a storage error, not a trap.
+                let read = SQLiteRow(row: row)
+                guard let status = BatchStatus(rawValue: try read.string(0)) else { return nil }
+                return BatchStatusSummary(
+                    status: status, batches: try read.int64(1), waitingItems: try read.int64(at: 2) ?? 0)
             }
         }
     }

@@ -158,6 +158,15 @@ struct HostileRowTests {
                 try await store.items(of: batch.id, status: nil, afterSeq: nil, limit: 10)
             }
             #expect(try await store.batch(batch.id)?.counts.total == 2, "the batch row itself is intact")
+            // Server rows, and a sum that overflows into a REAL.
+            let server = try #require(store as? SQLiteBatchStore)
+            try await server.createAPIKey(
+                APIKeyRecord(id: "k1", tenant: "t", hash: "h", createdAt: now, revokedAt: nil))
+            try await site.execute("UPDATE api_keys SET created_at = 'yesterday'")
+            await #expect(throws: StoreError.self) { try await server.apiKeys() }
+            await #expect(throws: StoreError.self) { try await server.apiKey(id: "k1") }
+            try await site.execute("UPDATE batches SET succeeded = \(Int64.min)")
+            await #expect(throws: StoreError.self) { try await store.statusSummary() }
         }
     }
 }
