@@ -308,20 +308,28 @@ extension PostgresBatchStore {
             }
         }
         var rescued: [RescuedChunk] = []
+        // A chunk whose rows cannot be read or written (damaged) does not hold
+        // up the others: its error is thrown once every other chunk was seen.
+        var firstFailure: (any Error)?
         for id in ids {
-            let chunk = try await write { db -> RescuedChunk? in
-                guard
-                    let row = try await db.one(
-                        PostgresQuery(
-                            unsafeSQL: """
-                                SELECT \(RescueRules.Chunk.columns) FROM chunks
-                                WHERE id = \(id) AND \(condition) FOR UPDATE SKIP LOCKED
-                                """))
-                else { return nil }
-                return try await Self.rescueChunk(db, chunk: row, now: now, splitAfter: splitAfter)
+            do {
+                let chunk = try await write { db -> RescuedChunk? in
+                    guard
+                        let row = try await db.one(
+                            PostgresQuery(
+                                unsafeSQL: """
+                                    SELECT \(RescueRules.Chunk.columns) FROM chunks
+                                    WHERE id = \(id) AND \(condition) FOR UPDATE SKIP LOCKED
+                                    """))
+                    else { return nil }
+                    return try await Self.rescueChunk(db, chunk: row, now: now, splitAfter: splitAfter)
+                }
+                if let chunk { rescued.append(chunk) }
+            } catch let error as StoreError where error.code == .storage {
+                firstFailure = firstFailure ?? error
             }
-            if let chunk { rescued.append(chunk) }
         }
+        if let firstFailure { throw firstFailure }
         return rescued
     }
 

@@ -318,25 +318,37 @@ extension SQLiteBatchStore {
     }
 
     /// Rescues the chunks matching `condition` as ``RescueRules`` decides.
+    /// Rescues the chunks matching `condition`, each in a savepoint: a chunk
+    /// whose rows cannot be read or written (damaged) does not hold up the
+    /// others. Its error is returned, for the caller to throw once the
+    /// others' work is committed.
     static func rescue(
         _ db: Database, condition: String, arguments: StatementArguments, now: Date, splitAfter: Int
-    ) throws -> [RescuedChunk] {
+    ) throws -> (rescued: [RescuedChunk], firstFailure: (any Error)?) {
         let rows = try Row.fetchAll(
             db,
             sql: "SELECT \(RescueRules.Chunk.columns) FROM chunks WHERE \(condition)",
             arguments: arguments)
         var rescued: [RescuedChunk] = []
         var touched = Set<Int64>()
+        var firstFailure: (any Error)?
         for row in rows {
-            let chunk = try RescueRules.Chunk(row: SQLiteRow(row: row))
-            guard let stored = try batch(db, key: chunk.batchKey) else { continue }
-            touched.insert(chunk.batchKey)
-            rescued.append(try rescue(db, chunk, of: stored, now: now, splitAfter: splitAfter))
+            do {
+                try db.inSavepoint {
+                    let chunk = try RescueRules.Chunk(row: SQLiteRow(row: row))
+                    guard let stored = try batch(db, key: chunk.batchKey) else { return .commit }
+                    rescued.append(try rescue(db, chunk, of: stored, now: now, splitAfter: splitAfter))
+                    touched.insert(chunk.batchKey)
+                    return .commit
+                }
+            } catch let error as StoreError where error.code == .storage {
+                firstFailure = firstFailure ?? error
+            }
         }
         for key in touched {
             if let stored = try batch(db, key: key) { _ = try finishIfDone(db, stored, now: now) }
         }
-        return rescued
+        return (rescued, firstFailure)
     }
 
     /// Rescues one chunk of `stored`.

@@ -375,20 +375,24 @@ public final class SQLiteBatchStore: BatchStore {
     }
 
     public func rescueExpiredLeases(now: Date, splitAfter: Int) async throws -> [RescuedChunk] {
-        try await write { db in
+        let (rescued, firstFailure) = try await write { db in
             try Self.rescue(
                 db, condition: "state = \(ChunkState.leased.stored) AND lease_expires_at < ?",
                 arguments: [now.milliseconds], now: now, splitAfter: splitAfter)
         }
+        if let firstFailure { throw firstFailure }
+        return rescued
     }
 
     public func releaseAllLeases(now: Date) async throws -> [RescuedChunk] {
-        try await write { db in
+        let (rescued, firstFailure) = try await write { db in
             // The caller owns the file alone: whoever led before is gone too.
             try db.execute(sql: "DELETE FROM leader")
             return try Self.rescue(
                 db, condition: "state = \(ChunkState.leased.stored)", arguments: [], now: now, splitAfter: Int.max)
         }
+        if let firstFailure { throw firstFailure }
+        return rescued
     }
 
     // MARK: - Maintenance

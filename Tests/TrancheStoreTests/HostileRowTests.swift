@@ -126,6 +126,27 @@ struct HostileRowTests {
     }
 
     @Test(
+        "a chunk whose batch cannot be read does not hold up the rescue of the others",
+        arguments: HostileSite.Kind.allCases)
+    func damagedChunkDoesNotHoldUpRescue(_ kind: HostileSite.Kind) async throws {
+        try await HostileSite.with(kind) { site in
+            let (store, now) = (site.store, Date())
+            let damaged = try await store.createBatch(NewBatch(type: "t", options: options()), items: payloads(2))
+            let healthy = try await store.createBatch(NewBatch(type: "t", options: options()), items: payloads(2))
+            while try await store.claimChunk(owner: "w", leaseDuration: 1, now: now) != nil {}
+            try await site.execute(
+                "UPDATE batches SET options = '{\"chunk_size\": \"many\"}' WHERE id = '\(damaged.id)'")
+            await #expect(throws: StoreError.self, "the damaged chunk is reported") {
+                try await store.rescueExpiredLeases(now: now.addingTimeInterval(10), splitAfter: 2)
+            }
+            let lease = try #require(
+                try await store.claimChunk(owner: "w", leaseDuration: 30, now: now.addingTimeInterval(10)),
+                "the healthy batch's chunk was rescued all the same")
+            #expect(lease.batchID == healthy.id)
+        }
+    }
+
+    @Test(
         "an append to a batch whose stored total is at Int64's end is refused, not an overflow",
         arguments: HostileSite.Kind.allCases)
     func appendAtTheEnd(_ kind: HostileSite.Kind) async throws {
