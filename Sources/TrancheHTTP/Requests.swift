@@ -77,16 +77,61 @@ extension Request {
     }
 
     func decodeJSON<T: Decodable>(_ type: T.Type, from buffer: ByteBuffer) throws -> T {
-        let text = String(buffer: buffer)
         do {
-            try JSONSyntax.validate(text)
+            try JSONSyntax.validate(buffer.readableBytesView)
         } catch {
-            throw Problem(.badRequest, "the body is not valid JSON: \(error)")
+            throw Problem(error)
         }
         do {
-            return try JSONDecoder().decode(T.self, from: Data(text.utf8))
+            return try JSONDecoder().decode(T.self, from: Data(buffer.readableBytesView))
         } catch {
             throw Problem.invalidRequest(error)
+        }
+    }
+
+    /// A `POST /v1/batches` body. Its `items` and `context` come from the
+    /// exact tree (``parseJSON(_:)``), so no number in them is rounded; the
+    /// other fields are decoded as ``CreateBatchRequest``, unknown ones refused.
+    func decodeCreation(from buffer: ByteBuffer) throws -> CreateBatchRequest {
+        guard case .object(var fields) = try parseJSON(buffer) else {
+            throw Problem(.unprocessableContent, "the body is not a valid request: it should be a JSON object")
+        }
+        let items = fields.removeValue(forKey: CreateBatchRequest.CodingKeys.items.stringValue)
+        let context = fields.removeValue(forKey: CreateBatchRequest.CodingKeys.context.stringValue)
+        var body: CreateBatchRequest
+        do {
+            body = try JSONDecoder().decode(CreateBatchRequest.self, from: Data(JSONValue.object(fields).jsonText.utf8))
+        } catch {
+            throw Problem.invalidRequest(error)
+        }
+        switch items {
+        case nil, .null?: break
+        case .array(let values)?: body.items = values
+        default: throw Problem(.unprocessableContent, "the body is not a valid request: 'items' should be an array")
+        }
+        if let context, context != .null { body.context = context }
+        return body
+    }
+
+    /// The body as a tree whose numbers keep their text: the items and
+    /// contexts of a request are read this way, since `JSONDecoder` would
+    /// round `9007199254740993` and refuse `1e400`.
+    func parseJSON(_ buffer: ByteBuffer) throws -> JSONValue {
+        do {
+            return try JSONSyntax.parse(buffer.readableBytesView)
+        } catch {
+            throw Problem(error)
+        }
+    }
+}
+
+extension Problem {
+    /// A 400 for a body that is not UTF-8 or not JSON, naming the byte.
+    init(_ error: JSONSyntaxError) {
+        if error.isInvalidUTF8 {
+            self.init(.badRequest, "the body is not valid UTF-8 at byte \(error.offset)")
+        } else {
+            self.init(.badRequest, "the body is not valid JSON: \(error)")
         }
     }
 }

@@ -14,7 +14,7 @@ extension TrancheServer {
     /// body is a 422.
     func create(_ request: Request, _ context: TrancheRequestContext) async throws -> Response {
         let buffer = try await request.collectBody(limit: configuration.maxBodyBytes)
-        var creation = try creationRequest(request.decodeJSON(CreateBatchRequest.self, from: buffer), context)
+        var creation = try creationRequest(request.decodeCreation(from: buffer), context)
         let key = try idempotencyKey(request, creation, fingerprint: Self.fingerprint(of: String(buffer: buffer)))
         creation.submission.options.idempotencyKey = key?.key
         if let key, let found = try await store.idempotencyRecord(tenant: key.tenant, key: key.key),
