@@ -31,9 +31,11 @@ TIMEOUT = 120
 
 class Browser:
     def __init__(self, work):
-        self.profile = os.path.join(work, "chromium-profile")
-        home = os.path.join(work, "chromium-home")
-        temporary = os.path.join(work, "chromium-tmp")
+        # Short names: Chromium's sockets live under TMPDIR, and a Unix
+        # socket's path has at most 107 bytes.
+        self.profile = os.path.join(work, "p")
+        home = os.path.join(work, "h")
+        temporary = os.path.join(work, "t")
         for directory in (self.profile, home, temporary):
             os.makedirs(directory, exist_ok=True)
         binary = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -46,14 +48,18 @@ class Browser:
             [binary, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
              "--remote-debugging-port=0", f"--user-data-dir={self.profile}", "--window-size=1200,900",
              "about:blank"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=environment)
+            stdout=subprocess.DEVNULL, stderr=open(os.path.join(work, "chromium.log"), "wb"), env=environment)
+        self.log = os.path.join(work, "chromium.log")
         port_file = os.path.join(self.profile, "DevToolsActivePort")
         deadline = time.time() + TIMEOUT
         while not os.path.exists(port_file) or os.path.getsize(port_file) == 0:
-            if time.time() > deadline:
-                self.process.kill()
-                self.process.wait()
-                sys.exit(f"waited {TIMEOUT} s for chromium to start")
+            if self.process.poll() is not None or time.time() > deadline:
+                if self.process.poll() is None:
+                    self.process.kill()
+                    self.process.wait()
+                with open(self.log, errors="replace") as log:
+                    tail = "".join(log.readlines()[-20:])
+                sys.exit(f"chromium did not start (exit status {self.process.returncode}):\n{tail}")
             time.sleep(0.1)
         port = open(port_file).read().split()[0]
         targets = json.load(urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list"))
