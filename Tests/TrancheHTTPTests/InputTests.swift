@@ -3,6 +3,7 @@ import Foundation
 import NIOCore
 import NIOHTTP1
 import Testing
+import TrancheHTTP
 
 /// What clients send arrives whole or is refused clearly: numbers keep their
 /// text, bytes that are not UTF-8 are a 400 naming where, and a strategy's
@@ -91,6 +92,36 @@ struct InputTests {
             let batches = try await server.request(.GET, "/v1/batches")
             let totals = (batches.json["batches"] as? [[String: Any]] ?? []).map { $0[path: "counts", "total"] as? Int }
             #expect(totals.allSatisfy { $0 == 0 }, "\(totals)")
+        }
+    }
+
+    @Test("a body over its limit is a 413 on create and append, JSON and NDJSON")
+    func bodyLimits() async throws {
+        let limits: @Sendable (inout TrancheServer.Configuration) -> Void = { $0.maxUploadBytes = 2_000 }
+        try await LiveServer.with(maxBodyBytes: 1_000, configure: limits) { server, _ in
+            let filler = String(repeating: "x", count: 600)
+            let items = #"[{"s":"\#(filler)"},{"s":"\#(filler)"}]"#
+            let created = try await server.request(.POST, "/v1/batches", body: #"{"type":"noop","items":\#(items)}"#)
+            #expect(created.status == 413, "\(created.text)")
+            #expect((created.json["detail"] as? String)?.contains("larger than 1000 bytes") == true)
+            let open = try await server.request(.POST, "/v1/batches", body: #"{"type":"noop"}"#)
+            let id = try #require(open.json["id"] as? String)
+            let json = try await server.request(.POST, "/v1/batches/\(id)/items", body: items)
+            #expect(json.status == 413, "\(json.text)")
+            let batch = try await server.request(.GET, "/v1/batches/\(id)")
+            #expect(batch.json[path: "counts", "total"] as? Int == 0, "a refused JSON body stored items")
+            let lines = String(repeating: #"{"s":"\#(filler)"}"# + "\n", count: 4)
+            let ndjson = try await server.request(
+                .POST, "/v1/batches/\(id)/items", body: lines, headers: ["Content-Type": "application/x-ndjson"])
+            #expect(ndjson.status == 413, "\(ndjson.text)")
+            #expect((ndjson.json["detail"] as? String)?.contains("larger than 2000 bytes") == true)
+            // Under the limits, the same items go in.
+            let again = try await server.request(.POST, "/v1/batches", body: #"{"type":"noop"}"#)
+            let fresh = try #require(again.json["id"] as? String)
+            let fine = try await server.request(
+                .POST, "/v1/batches/\(fresh)/items", body: #"[{"s":"\#(filler)"}]"#)
+            #expect(fine.status == 200, "\(fine.text)")
+            #expect(fine.json["total"] as? Int == 1)
         }
     }
 
