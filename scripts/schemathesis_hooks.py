@@ -27,8 +27,8 @@ def before_call(ctx, case, **kwargs):
     body = case.body if isinstance(case.body, dict) else None
     if route == ("POST", "/v1/batches") and body is not None:
         context = body.get("context")
-        if isinstance(context, dict) and isinstance(context.get("ms"), int):
-            context["ms"] = min(context["ms"], 100)
+        if isinstance(context, dict) and isinstance(context.get("ms"), (int, float)) and context["ms"] > 100:
+            context["ms"] = 100
         for item in body.get("items") or []:
             if isinstance(item, dict) and isinstance(item.get("ms"), (int, float)) and item["ms"] > 100:
                 item["ms"] = 100
