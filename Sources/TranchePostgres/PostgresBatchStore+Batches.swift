@@ -153,13 +153,21 @@ extension PostgresBatchStore {
     /// with `SKIP LOCKED`, so claimers never wait on each other's chunks.
     private func claim(in key: Int64, owner: String, nowMS: Int64, expires: Int64, now: Date) async throws -> Claim {
         try await write { db in
-            let gate = try await db.count(
-                """
-                UPDATE batches SET leased_chunks = leased_chunks + 1, last_claim_at = \(nowMS)
-                WHERE key = \(key) AND status IN (\(unescaped: SQLList.runnableBatches)) AND leased_chunks < max_chunks
-                RETURNING 1
-                """)
-            guard gate == 1 else { return .raced }
+            guard
+                let gate = try await db.one(
+                    """
+                    UPDATE batches SET leased_chunks = leased_chunks + 1, last_claim_at = \(nowMS)
+                    WHERE key = \(key) AND status IN (\(unescaped: SQLList.runnableBatches)) AND leased_chunks < max_chunks
+                    RETURNING \(unescaped: StoredBatch.columns)
+                    """)
+            else { return .raced }
+            let gated = try StoredBatch(row: PostgresStoredRow(row: gate))
+            if let damage = gated.damage {
+                // Nothing leased yet: give the place back and fail the batch instead of running it.
+                try await db.run("UPDATE batches SET leased_chunks = leased_chunks - 1 WHERE key = \(key)")
+                _ = try await Self.apply(db, try await Self.current(db, key: key), .fail, reason: damage, now: now)
+                return .raced
+            }
             while true {
                 guard
                     let claimed = try await db.one(

@@ -185,8 +185,14 @@ public final class SQLiteBatchStore: BatchStore {
                 let batchKey = try chunk.int64(1)
                 let firstSeq = try chunk.int64(2)
                 let lastSeq = try chunk.int64(3)
-                let items = try Self.dueItems(db, batchKey, firstSeq: firstSeq, lastSeq: lastSeq, now: nowMS)
                 var stored = try Self.current(db, key: batchKey)
+                if let damage = stored.damage {
+                    // Settled first, so that failing the batch cancels this chunk's items too.
+                    try Self.settleChunk(db, chunkID: chunkID, batch: stored, now: nowMS)
+                    _ = try Self.apply(db, stored, .fail, reason: damage, now: now)
+                    continue
+                }
+                let items = try Self.dueItems(db, batchKey, firstSeq: firstSeq, lastSeq: lastSeq, now: nowMS)
                 if items.isEmpty {
                     // Nothing due after all: settle the chunk and look again.
                     try Self.settleChunk(db, chunkID: chunkID, batch: stored, now: nowMS)

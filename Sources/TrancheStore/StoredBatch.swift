@@ -4,10 +4,16 @@ package import Foundation
 package struct StoredBatch: Sendable {
     package var key: Int64
     package var record: BatchRecord
+    /// Why the stored row cannot be honoured (its options do not decode), or
+    /// nil. Such a batch is read with default options so that every path can
+    /// still list and end it; a claim fails it with this reason instead of
+    /// running it.
+    package var damage: String?
 
-    package init(key: Int64, record: BatchRecord) {
+    package init(key: Int64, record: BatchRecord, damage: String? = nil) {
         self.key = key
         self.record = record
+        self.damage = damage
     }
 }
 
@@ -103,11 +109,12 @@ extension StoredBatch {
         guard let id = BatchID(try row.string(1)) else {
             throw StoreError(.storage, "a stored batch id is malformed")
         }
-        let options: BatchOptions
+        var options = BatchOptions()
+        var damage: String?
         do {
             options = try JSONText(unchecked: try row.string(7)).decode()
         } catch {
-            throw StoreError(.storage, "the stored options of batch \(id) cannot be read")
+            damage = "the stored options of batch \(id) cannot be read, so it cannot run"
         }
         var record = BatchRecord(
             id: id, type: try row.string(2), owner: try row.string(3),
@@ -123,7 +130,7 @@ extension StoredBatch {
         record.runningSince = try row.date(at: 29)
         record.pruned = try row.bool(30)
         record.summary = try row.string(at: 31).map(JSONText.init(unchecked:))
-        self.init(key: try row.int64(0), record: record)
+        self.init(key: try row.int64(0), record: record, damage: damage)
     }
 }
 

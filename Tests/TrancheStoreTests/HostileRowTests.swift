@@ -102,7 +102,7 @@ struct HostileRowTests {
     }
 
     @Test(
-        "a batch whose stored options cannot be read does not hold up the deadline sweep of the others",
+        "a batch whose stored row cannot be read does not hold up the deadline sweep of the others",
         arguments: HostileSite.Kind.allCases)
     func damagedBatchDoesNotHoldUpSweep(_ kind: HostileSite.Kind) async throws {
         try await HostileSite.with(kind) { site in
@@ -113,15 +113,13 @@ struct HostileRowTests {
             timed.batchTimeout = 1
             let healthy = try await store.createBatch(NewBatch(type: "t", options: timed), items: payloads(2))
             while try await store.claimChunk(owner: "w", leaseDuration: 30, now: now) != nil {}
-            try await site.execute(
-                "UPDATE batches SET options = '{\"chunk_size\": \"many\"}' WHERE id = '\(damaged.id)'")
+            try await site.execute("UPDATE batches SET id = 'garbage' WHERE id = '\(damaged.id)'")
             await #expect(throws: StoreError.self, "the damaged batch is reported") {
                 try await store.enforceDeadlines(now: now.addingTimeInterval(10))
             }
             let failed = try #require(try await store.batch(healthy.id))
             #expect(failed.status == .failed, "the healthy batch's timeout was enforced all the same")
             #expect(failed.failureReason?.hasPrefix("batch_timeout") == true)
-            await #expect(throws: StoreError.self) { try await store.batch(damaged.id) }
         }
     }
 
@@ -134,8 +132,7 @@ struct HostileRowTests {
             let damaged = try await store.createBatch(NewBatch(type: "t", options: options()), items: payloads(2))
             let healthy = try await store.createBatch(NewBatch(type: "t", options: options()), items: payloads(2))
             while try await store.claimChunk(owner: "w", leaseDuration: 1, now: now) != nil {}
-            try await site.execute(
-                "UPDATE batches SET options = '{\"chunk_size\": \"many\"}' WHERE id = '\(damaged.id)'")
+            try await site.execute("UPDATE batches SET id = 'garbage' WHERE id = '\(damaged.id)'")
             await #expect(throws: StoreError.self, "the damaged chunk is reported") {
                 try await store.rescueExpiredLeases(now: now.addingTimeInterval(10), splitAfter: 2)
             }
@@ -143,6 +140,30 @@ struct HostileRowTests {
                 try await store.claimChunk(owner: "w", leaseDuration: 30, now: now.addingTimeInterval(10)),
                 "the healthy batch's chunk was rescued all the same")
             #expect(lease.batchID == healthy.id)
+        }
+    }
+
+    @Test(
+        "a batch whose stored options cannot be read fails with that reason at its first claim, and the others run",
+        arguments: HostileSite.Kind.allCases)
+    func damagedOptionsFailTheBatch(_ kind: HostileSite.Kind) async throws {
+        try await HostileSite.with(kind) { site in
+            let (store, now) = (site.store, Date())
+            let damaged = try await store.createBatch(
+                NewBatch(type: "t", options: options(), priority: 5), items: payloads(4))
+            let healthy = try await store.createBatch(NewBatch(type: "t", options: options()), items: payloads(2))
+            try await site.execute(
+                "UPDATE batches SET options = '{\"chunk_size\": \"many\"}' WHERE id = '\(damaged.id)'")
+            let listed = try #require(try await store.batch(damaged.id), "a damaged batch can still be read")
+            #expect(listed.status == .confirmed)
+            let lease = try #require(
+                try await store.claimChunk(owner: "w", leaseDuration: 30, now: now), "the healthy batch still runs")
+            #expect(lease.batchID == healthy.id)
+            let failed = try #require(try await store.batch(damaged.id))
+            #expect(failed.status == .failed)
+            #expect(failed.failureReason?.contains("options") == true, "\(failed.failureReason ?? "nil")")
+            #expect(failed.counts.canceled == 4, "its items will not run")
+            #expect(try await store.claimChunk(owner: "w", leaseDuration: 30, now: now) == nil)
         }
     }
 
