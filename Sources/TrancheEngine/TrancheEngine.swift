@@ -55,6 +55,17 @@ public final class TrancheEngine: Service, Sendable {
 
         public init() {}
 
+        /// The ranges ``validated()`` holds a node's main settings within,
+        /// published so that a command line can refuse a flag outside them by name.
+        public enum Limits {
+            /// Items running at once on a node.
+            public static let workers = 1...100_000
+            /// Seconds a chunk's lease lasts without a checkpoint (up to a year).
+            public static let leaseDuration = 2.0...31_536_000.0
+            /// Seconds a draining node waits for its items to finish.
+            public static let drainGracePeriod = 0.0...86_400.0
+        }
+
         /// These settings with every number held where the engine can use it,
         /// whatever a flag or a library caller set (NaN is the default): no
         /// sleep, lease or deadline can trap, and a chunk checkpoints at least
@@ -65,12 +76,13 @@ public final class TrancheEngine: Service, Sendable {
             let defaults = Configuration()
             let day: Double = 86_400
             var valid = self
-            valid.workers = workers.clamped(to: 1...100_000)
-            valid.leaseDuration = leaseDuration.bounded(to: 1...365 * day, nan: defaults.leaseDuration)
+            valid.workers = workers.clamped(to: Limits.workers)
+            valid.leaseDuration = leaseDuration.bounded(to: Limits.leaseDuration, nan: defaults.leaseDuration)
             valid.checkpointInterval = checkpointInterval.bounded(
                 to: 0.01...(valid.leaseDuration / 2), nan: min(defaults.checkpointInterval, valid.leaseDuration / 2))
             valid.sweepInterval = sweepInterval.bounded(to: 0.01...3_600, nan: defaults.sweepInterval)
-            valid.drainGracePeriod = drainGracePeriod.bounded(to: 0...day, nan: defaults.drainGracePeriod)
+            valid.drainGracePeriod = drainGracePeriod.bounded(
+                to: Limits.drainGracePeriod, nan: defaults.drainGracePeriod)
             valid.splitAfterRescues = splitAfterRescues.clamped(to: 1...1_000_000)
             valid.retention = retention.bounded(to: 0...BatchRules.maximumRetention, nan: defaults.retention)
             valid.typeLimits = typeLimits.mapValues { limit in

@@ -201,9 +201,9 @@ enum DurabilityMode: String, CaseIterable, ExpressibleByArgument {
 struct NodeOptions: ParsableArguments {
     /// The engine's bounds on a node's settings (`TrancheEngine.Configuration.validated()`),
     /// refused here with the flag's name rather than clamped there.
-    static let workersRange = 1...100_000
-    static let leaseDurationRange = 2.0...31_536_000.0
-    static let drainGraceRange = 0.0...86_400.0
+    static let workersRange = TrancheEngine.Configuration.Limits.workers
+    static let leaseDurationRange = TrancheEngine.Configuration.Limits.leaseDuration
+    static let drainGraceRange = TrancheEngine.Configuration.Limits.drainGracePeriod
 
     @Option(help: "Items running at once on this node, 1 to 100000.")
     var workers = 16
