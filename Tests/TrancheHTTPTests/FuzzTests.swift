@@ -30,9 +30,9 @@ struct FuzzTests {
             let key = try await ServeProcess.createKey(database: database, in: directory)
             var server = try await ServeProcess.start(database: database, in: directory)
             var fuzzer = Fuzzer(port: server.port, key: key, seed: seed)
-            try await fuzzer.prepare()
-
             for operation in operations {
+                // A fresh open batch: the previous operation's cases may have sealed or canceled the last.
+                try await fuzzer.prepare()
                 for body in Hostile.corpus(for: operation) {
                     await fuzzer.send(operation, body: body, note: "corpus")
                 }
@@ -42,6 +42,7 @@ struct FuzzTests {
             }
             await fuzzer.trickle()
             for index in 0..<cases {
+                if index % 50 == 0 { try await fuzzer.prepare() }
                 let operation = operations[fuzzer.random.below(operations.count)]
                 await fuzzer.send(operation, random: index)
             }
