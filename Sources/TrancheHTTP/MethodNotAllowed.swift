@@ -23,7 +23,8 @@ struct MethodNotAllowedMiddleware<Context: RequestContext>: RouterMiddleware {
             guard !allowed.isEmpty, !allowed.contains(request.method) else { throw error }
             let names = allowed.map(\.rawValue).sorted()
             var response = try Problem(
-                .methodNotAllowed, "\(request.method.rawValue) is not allowed here; use \(names.joined(separator: ", "))"
+                .methodNotAllowed,
+                "\(request.method.rawValue) is not allowed here; use \(names.joined(separator: ", "))"
             ).response(from: request, context: context)
             response.headers[.allow] = names.joined(separator: ", ")
             return response
