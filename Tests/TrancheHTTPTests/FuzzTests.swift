@@ -455,87 +455,36 @@ struct Fuzzer {
 
 /// A `tranche serve` process on a SQLite database, on a free port.
 struct ServeProcess {
-    let process: Process
+    let process: TrancheProcess
     let port: Int
-    let stderrURL: URL
-
-    /// The `tranche` binary built beside the tests.
-    static let binary: String = {
-        let beside = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
-            .appendingPathComponent("tranche").path
-        if FileManager.default.isExecutableFile(atPath: beside) { return beside }
-        return repositoryRoot.appendingPathComponent(".build/debug/tranche").path
-    }()
 
     static func createKey(database: String, in directory: URL) async throws -> String {
-        let output = directory.appendingPathComponent("key-\(UUID())")
-        let process = try launch(["keys", "create", "--database", database, "--tenant", "fuzz"], output: output)
-        try await withDeadline(seconds: 60, "tranche keys create") {
-            while process.isRunning { try await Task.sleep(for: .milliseconds(20)) }
-        }
-        let key = try String(contentsOf: output, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
-        try #require(process.terminationStatus == 0 && !key.isEmpty, "tranche keys create failed")
+        let created = try await tranche(["keys", "create", "--database", database, "--tenant", "fuzz"], in: directory)
+        let key = created.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+        try #require(created.status == 0 && !key.isEmpty, "tranche keys create failed: \(created.stderr)")
         return key
-    }
-
-    static func launch(_ arguments: [String], output: URL, errors: URL? = nil) throws -> Process {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: binary)
-        process.arguments = arguments
-        _ = FileManager.default.createFile(atPath: output.path, contents: nil)
-        process.standardOutput = try FileHandle(forWritingTo: output)
-        if let errors {
-            _ = FileManager.default.createFile(atPath: errors.path, contents: nil)
-            process.standardError = try FileHandle(forWritingTo: errors)
-        } else {
-            process.standardError = FileHandle.nullDevice
-        }
-        process.standardInput = FileHandle.nullDevice
-        try process.run()
-        return process
     }
 
     /// Starts `tranche serve` and waits (60 s at most) for the port it prints.
     static func start(database: String, in directory: URL) async throws -> ServeProcess {
-        let output = directory.appendingPathComponent("serve-\(UUID()).out")
-        let errors = directory.appendingPathComponent("serve-\(UUID()).err")
-        let process = try launch(
-            ["serve", "--database", database, "--port", "0", "--drain-grace", "1", "--http-allow", "127.0.0.1"],
-            output: output, errors: errors)
-        let port = try await withDeadline(seconds: 60, "tranche serve to print its port") { () -> Int in
-            while true {
-                let text = (try? String(contentsOf: output, encoding: .utf8)) ?? ""
-                if let range = text.range(of: #"127\.0\.0\.1:[0-9]+"#, options: .regularExpression),
-                    let port = Int(text[range].split(separator: ":")[1])
-                {
-                    return port
-                }
-                guard process.isRunning else { throw ServeFailed(description: "tranche serve exited") }
-                try await Task.sleep(for: .milliseconds(20))
-            }
-        }
-        return ServeProcess(process: process, port: port, stderrURL: errors)
+        let (process, url) = try await startServer(
+            ["--database", database, "--drain-grace", "1", "--http-allow", "127.0.0.1"], in: directory)
+        let port = try #require(URLComponents(string: url)?.port, "no port in \(url)")
+        return ServeProcess(process: process, port: port)
     }
 
-    struct ServeFailed: Error, CustomStringConvertible { var description: String }
+    var isRunning: Bool { process.process.isRunning }
 
-    var isRunning: Bool { process.isRunning }
-
-    var stderrTail: String {
-        String(((try? String(contentsOf: stderrURL, encoding: .utf8)) ?? "").suffix(2_000))
-    }
+    var stderrTail: String { String(process.stderr.suffix(2_000)) }
 
     /// SIGTERM, then waits (60 s at most) for the exit.
     func stop() async throws {
-        guard process.isRunning else { return }
-        process.terminate()
-        let process = self.process
-        try await withDeadline(seconds: 60, "tranche serve to exit after SIGTERM") {
-            while process.isRunning { try await Task.sleep(for: .milliseconds(20)) }
-        }
+        guard isRunning else { return }
+        process.process.terminate()
+        _ = try await process.wait(seconds: 60)
     }
 
     func kill() {
-        if process.isRunning { Foundation.kill(process.processIdentifier, SIGKILL) }
+        if isRunning { process.kill9() }
     }
 }
