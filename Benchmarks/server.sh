@@ -4,12 +4,13 @@
 # 1,000,000-item batch runs. Prints a Markdown table; asserts nothing.
 #
 #   swift build -c release --product tranche
-#   Benchmarks/server.sh [ITEMS]
+#   Benchmarks/server.sh [ITEMS]     (TRANCHE_BIN=path picks another binary)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 items=${1:-1000000}
-bin=.build/release/tranche
+bin=${TRANCHE_BIN:-.build/release/tranche}
 work=$(mktemp -d)
+server=
 trap 'kill $server 2>/dev/null || true; rm -rf "$work"' EXIT
 command -v wrk >/dev/null || { echo "needs wrk (apt-get install wrk)" >&2; exit 1; }
 
