@@ -49,11 +49,17 @@ public protocol BatchStrategy: Sendable {
 
     /// Does the work for one item.
     func process(_ item: Item, context: Context, input: ItemInput) async throws -> Output
+
+    /// The context's top-level fields that hold secrets (tokens, passwords):
+    /// stored and used as given, but shown as `"***"` wherever the batch is
+    /// shown. None by default.
+    func secretFields(of context: Context) -> Set<String>
 }
 
 extension BatchStrategy {
     public func prepare(_ context: Context) throws -> Context { context }
     public func validate(_ item: Item, context: Context) throws {}
+    public func secretFields(of context: Context) -> Set<String> { [] }
 }
 
 /// A strategy with its types erased, as the engine runs it.
@@ -65,22 +71,31 @@ public struct AnyBatchStrategy: Sendable {
     public let type: String
     private let prepareContext: @Sendable (JSONText) throws -> JSONText
     private let bindContext: @Sendable (JSONText) throws -> BoundStrategy
+    private let secretFieldsOf: @Sendable (JSONText) -> Set<String>?
 
     /// Builds an erased strategy from its two steps: `prepare` validates and
     /// normalizes a context; `bind` makes a runner for a prepared context.
+    /// `secretFields` names a context's secret top-level fields (see
+    /// ``BatchStrategy/secretFields(of:)``); nil when the context cannot be
+    /// read, which hides every field.
     public init(
         type: String,
         prepare: @escaping @Sendable (JSONText) throws -> JSONText,
-        bind: @escaping @Sendable (JSONText) throws -> BoundStrategy
+        bind: @escaping @Sendable (JSONText) throws -> BoundStrategy,
+        secretFields: @escaping @Sendable (JSONText) -> Set<String>? = { _ in [] }
     ) {
         self.type = type
         self.prepareContext = prepare
         self.bindContext = bind
+        self.secretFieldsOf = secretFields
     }
 
     /// Erases a typed strategy.
     public init<S: BatchStrategy>(_ strategy: S) {
         self.type = strategy.type
+        self.secretFieldsOf = { text in
+            (try? text.decode(S.Context.self)).map { strategy.secretFields(of: $0) }
+        }
         self.prepareContext = { text in
             let context: S.Context
             do {
@@ -130,6 +145,58 @@ public struct AnyBatchStrategy: Sendable {
     /// A runner for a prepared context.
     public func bind(context: JSONText) throws -> BoundStrategy {
         try bindContext(context)
+    }
+
+    /// The context as it may be shown (API, exports, events, dashboard):
+    /// each secret field's value is `"***"`. A context this strategy cannot
+    /// read shows every field as `"***"`.
+    public func publicContext(_ context: JSONText) -> JSONValue {
+        Self.publicContext(context, secretFields: secretFieldsOf(context))
+    }
+
+    /// `context` with the values of `secretFields` replaced by `"***"`; every
+    /// top-level field when `secretFields` is nil (a strategy this node does
+    /// not know, or a context it cannot read). Null when it is not JSON.
+    public static func publicContext(_ context: JSONText, secretFields: Set<String>?) -> JSONValue {
+        guard let value = try? context.value() else { return .null }
+        guard case .object(var fields) = value else { return secretFields == nil ? .string("***") : value }
+        for key in fields.keys where secretFields?.contains(key) ?? true {
+            fields[key] = .string("***")
+        }
+        return .object(fields)
+    }
+}
+
+/// A bounded, documented excerpt of text from outside (a response body, a
+/// process's stderr) for an item's error message: at most
+/// ``maxBytes`` bytes of UTF-8, cut at a character boundary, followed by
+/// `…(N bytes more)` when the text was longer.
+public enum ErrorExcerpt {
+    /// The most bytes of outside text an error message carries.
+    public static let maxBytes = 512
+
+    /// The first ``maxBytes`` bytes of `text`; `totalBytes` is the size of
+    /// the whole original when `text` is already a cut of it.
+    public static func head(of text: String, totalBytes: Int? = nil) -> String {
+        let bytes = Array(text.utf8)
+        let total = max(totalBytes ?? bytes.count, bytes.count)
+        guard total > maxBytes else { return text }
+        var end = min(maxBytes, bytes.count)
+        // Back off to the start of a UTF-8 sequence (not a continuation byte).
+        while end > 0, end < bytes.count, bytes[end] & 0b1100_0000 == 0b1000_0000 { end -= 1 }
+        return String(decoding: bytes[..<end], as: UTF8.self) + "…(\(total - end) bytes more)"
+    }
+
+    /// The last ``maxBytes`` bytes of `text` (stderr ends with the reason),
+    /// after `(N bytes before)…` when the text was longer; `totalBytes` as in
+    /// ``head(of:totalBytes:)``.
+    public static func tail(of text: String, totalBytes: Int? = nil) -> String {
+        let bytes = Array(text.utf8)
+        let total = max(totalBytes ?? bytes.count, bytes.count)
+        guard total > maxBytes else { return text }
+        var start = bytes.count - min(maxBytes, bytes.count)
+        while start < bytes.count, bytes[start] & 0b1100_0000 == 0b1000_0000 { start += 1 }
+        return "(\(total - (bytes.count - start)) bytes before)…" + String(decoding: bytes[start...], as: UTF8.self)
     }
 }
 

@@ -405,6 +405,15 @@ public final class TrancheEngine: Service, Sendable {
         try prepare(submission).0.context
     }
 
+    /// The batch's context as it may be shown: its strategy's secret fields
+    /// as `"***"` (every field when this node does not know the strategy).
+    public func publicContext(of record: BatchRecord) -> JSONValue {
+        guard let strategy = strategies[record.type] else {
+            return AnyBatchStrategy.publicContext(record.context, secretFields: nil)
+        }
+        return strategy.publicContext(record.context)
+    }
+
     func prepare(_ submission: Submission) throws -> (NewBatch, BoundStrategy) {
         guard let strategy = strategies[submission.type] else {
             throw EngineError(
@@ -442,7 +451,10 @@ public final class TrancheEngine: Service, Sendable {
             estimate = Double(record.counts.total - invalid) / rate
             basis = "rate_limit"
         }
-        let history = try await store.batches(BatchQuery(type: record.type, status: .completed, limit: 1))
+        // The tenant's own history only: another tenant's batches say nothing
+        // about this one's receiver, and must not leak their pace.
+        let history = try await store.batches(
+            BatchQuery(owner: record.owner, type: record.type, status: .completed, limit: 1))
         if let last = history.first, let start = last.startedAt, let end = last.completedAt, end > start,
             last.counts.processed > 0
         {

@@ -41,15 +41,19 @@ public struct BatchView: Codable, Sendable, Hashable {
     /// In a retry's answer: how many items run again.
     public var retriedItems: Int64?
 
-    /// The view of a stored batch, with its measured rate and ETA.
-    public init(_ record: BatchRecord, rate: Double, eta: Double?, errors: [BatchErrorView] = []) {
+    /// The view of a stored batch, with its measured rate and ETA;
+    /// `context` is its public form (``TrancheEngine/publicContext(of:)``),
+    /// never the stored one, whose secret fields it hides.
+    public init(
+        _ record: BatchRecord, context: JSONValue, rate: Double, eta: Double?, errors: [BatchErrorView] = []
+    ) {
         id = record.id
         type = record.type
         status = record.status
         dryRun = record.dryRun
         priority = record.priority
         sealed = record.sealed
-        context = (try? record.context.value()) ?? .null
+        self.context = context
         options = record.options
         counts = record.counts
         progress = (record.counts.progress * 10).rounded() / 10

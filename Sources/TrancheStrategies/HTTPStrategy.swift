@@ -16,7 +16,12 @@ public import TrancheEngine
 ///
 /// Statuses in `success_codes` (default 2xx) succeed with `{status, body}`
 /// as output; 401 and 403 are fatal; 408, 429 and 5xx are retryable
-/// (honouring `Retry-After`); other statuses are permanent.
+/// (honouring `Retry-After`); other statuses are permanent. A failed
+/// request's error message carries at most ``ErrorExcerpt/maxBytes`` bytes
+/// of the response body.
+///
+/// `headers` are secret (they carry tokens): used as given, shown as `"***"`.
+/// So is `body` when the context sets `secret_body: true`.
 public struct HTTPStrategy: BatchStrategy {
     /// What the operator allows.
     public struct Configuration: Sendable {
@@ -36,23 +41,27 @@ public struct HTTPStrategy: BatchStrategy {
         public var method: String?
         public var headers: [String: String]?
         public var body: String?
+        /// Whether `body` is a secret, shown as `"***"` like `headers`.
+        public var secretBody: Bool?
         public var successCodes: [Int]?
         public var maxResponseBytes: Int?
 
         public init(
             url: String, method: String? = nil, headers: [String: String]? = nil, body: String? = nil,
-            successCodes: [Int]? = nil, maxResponseBytes: Int? = nil
+            secretBody: Bool? = nil, successCodes: [Int]? = nil, maxResponseBytes: Int? = nil
         ) {
             self.url = url
             self.method = method
             self.headers = headers
             self.body = body
+            self.secretBody = secretBody
             self.successCodes = successCodes
             self.maxResponseBytes = maxResponseBytes
         }
 
         enum CodingKeys: String, CodingKey, CaseIterable {
             case url, method, headers, body
+            case secretBody = "secret_body"
             case successCodes = "success_codes"
             case maxResponseBytes = "max_response_bytes"
         }
@@ -64,6 +73,7 @@ public struct HTTPStrategy: BatchStrategy {
             method = try container.decodeIfPresent(String.self, forKey: .method)
             headers = try container.decodeIfPresent([String: String].self, forKey: .headers)
             body = try container.decodeIfPresent(String.self, forKey: .body)
+            secretBody = try container.decodeIfPresent(Bool.self, forKey: .secretBody)
             successCodes = try container.decodeIfPresent([Int].self, forKey: .successCodes)
             maxResponseBytes = try container.decodeIfPresent(Int.self, forKey: .maxResponseBytes)
         }
@@ -123,6 +133,10 @@ public struct HTTPStrategy: BatchStrategy {
         return context
     }
 
+    public func secretFields(of context: Context) -> Set<String> {
+        context.secretBody == true ? ["headers", "body"] : ["headers"]
+    }
+
     func checkHost(_ host: String) throws {
         if let allowed = configuration.allowedHosts, !allowed.contains(host.lowercased()) {
             throw OptionsError("host '\(host)' is not on this server's outbound allow-list")
@@ -162,11 +176,13 @@ public struct HTTPStrategy: BatchStrategy {
         let status: Int
         let headers: HTTPHeaders
         var body = ByteBuffer()
+        var received = 0
         do {
             let response = try await client.execute(request, timeout: .hours(1))
             status = Int(response.status.code)
             headers = response.headers
             for try await var part in response.body {
+                received += part.readableBytes
                 let room = limit - body.readableBytes
                 if room > 0, let slice = part.readSlice(length: min(room, part.readableBytes)) {
                     body.writeImmutableBuffer(slice)
@@ -185,7 +201,7 @@ public struct HTTPStrategy: BatchStrategy {
         if context.successCodes.map({ $0.contains(status) }) ?? (200...299).contains(status) {
             return ["status": .number(Double(status)), "body": bodyValue]
         }
-        let message = "HTTP \(status)" + (text.isEmpty ? "" : ": " + String(text.prefix(500)))
+        let message = "HTTP \(status)" + (text.isEmpty ? "" : ": " + ErrorExcerpt.head(of: text, totalBytes: received))
         switch status {
         case 401, 403:
             throw ItemError.fatal("http_\(status)", message)

@@ -27,10 +27,11 @@ struct LiveServer {
         var json: [String: Any] { (try? JSONSerialization.jsonObject(with: body)) as? [String: Any] ?? [:] }
     }
 
-    /// Runs `body` against a live server; `keyed` makes tenants with keys "a" and "b".
+    /// Runs `body` against a live server; `keyed` makes tenants with keys "a"
+    /// and "b"; `strategies` are registered besides noop, sleep and exec.
     static func with(
-        keyed: Bool = false, maxBodyBytes: Int? = nil, maxQueuedItems: Int64? = nil,
-        deliveryRetention: Double? = nil,
+        keyed: Bool = false, strategies: [AnyBatchStrategy] = [], maxBodyBytes: Int? = nil,
+        maxQueuedItems: Int64? = nil, deliveryRetention: Double? = nil,
         configure: @Sendable (inout TrancheServer.Configuration) -> Void = { _ in },
         _ body: @Sendable (LiveServer, [String: String]) async throws -> Void
     ) async throws {
@@ -54,7 +55,7 @@ struct LiveServer {
                 store: store,
                 strategies: [
                     BuiltinStrategies.noop, AnyBatchStrategy(SleepStrategy()), AnyBatchStrategy(ExecStrategy()),
-                ],
+                ] + strategies,
                 configuration: engineConfiguration)
             var configuration = TrancheServer.Configuration()
             configuration.open = !keyed

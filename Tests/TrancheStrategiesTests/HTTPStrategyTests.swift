@@ -84,6 +84,50 @@ struct HTTPStrategyTests {
         }
     }
 
+    @Test("a failed request's error carries a bounded excerpt of the body: 512 bytes and the size of the rest")
+    func boundedErrorExcerpt() async throws {
+        let size = 1 << 20
+        let server = LoopbackHTTPServer { _, _ in .init(status: 500, body: String(repeating: "y", count: size)) }
+        try await server.withRunning { port in
+            let bound = try bind(["url": .string("http://127.0.0.1:\(port)/"), "method": "GET"])
+            guard case .failure(let error) = await bound.process(input("{}")) else {
+                Issue.record("a 500 succeeded")
+                return
+            }
+            #expect(error.code == "http_500")
+            #expect(error.category == .retryable)
+            let excerpt = String(repeating: "y", count: ErrorExcerpt.maxBytes)
+            #expect(error.message == "HTTP 500: \(excerpt)…(\(size - ErrorExcerpt.maxBytes) bytes more)")
+        }
+    }
+
+    @Test("excerpts are cut at a character boundary, from the head or the tail")
+    func excerptBoundaries() {
+        let text = "a" + String(repeating: "é", count: 300)  // 601 bytes; byte 512 is inside an é.
+        #expect(ErrorExcerpt.head(of: text) == "a" + String(repeating: "é", count: 255) + "…(90 bytes more)")
+        #expect(ErrorExcerpt.tail(of: text) == "(89 bytes before)…" + String(repeating: "é", count: 256))
+        #expect(ErrorExcerpt.head(of: "short") == "short")
+        #expect(ErrorExcerpt.head(of: "cut", totalBytes: 1_000) == "cut…(997 bytes more)")
+    }
+
+    @Test("headers are secret, and the body when the context says so; the rest shows as given")
+    func secretFields() throws {
+        let strategy = AnyBatchStrategy(HTTPStrategy())
+        let plain = try strategy.prepare(
+            context: JSONText(unchecked: #"{"url": "http://h/", "headers": {"A": "t0k"}, "body": "b"}"#))
+        #expect(
+            strategy.publicContext(plain)
+                == ["url": "http://h/", "method": "POST", "headers": "***", "body": "b"])
+        let secret = try strategy.prepare(
+            context: JSONText(unchecked: #"{"url": "http://h/", "body": "b", "secret_body": true}"#))
+        #expect(
+            strategy.publicContext(secret) == [
+                "url": "http://h/", "method": "POST", "body": "***", "secret_body": true,
+            ])
+        // A context the strategy cannot read hides every field.
+        #expect(strategy.publicContext(JSONText(unchecked: #"{"nourl": "x"}"#)) == ["nourl": "***"])
+    }
+
     @Test("a refused connection is retryable and says nothing of the request")
     func refused() async throws {
         let bound = try bind(["url": "http://127.0.0.1:1/secret-path?token=abc"])
