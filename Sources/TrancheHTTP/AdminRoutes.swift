@@ -5,9 +5,11 @@ import NIOCore
 import Prometheus
 import TrancheEngine
 
-/// What needs no API key: health, readiness, metrics, the dashboard and the OpenAPI document.
+/// What needs no API key (health, readiness, the dashboard and the OpenAPI
+/// document), what needs an admin key once keys exist (`/metrics`,
+/// `/v1/nodes`), and stream tokens.
 extension TrancheServer {
-    func addAdminRoutes(_ router: Router<TrancheRequestContext>) {
+    func addAdminRoutes(_ router: Router<TrancheRequestContext>, keys: APIKeyMiddleware) {
         router.get("healthz") { _, _ in Self.json(HealthView(status: "ok")) }
         router.get("readyz") { _, _ in
             do {
@@ -18,7 +20,10 @@ extension TrancheServer {
             }
         }
         if let registry = configuration.metrics {
-            router.get("metrics") { _, _ in try await metrics(registry) }
+            router.get("metrics") { request, _ in
+                try await keys.requireAdmin(request)
+                return try await metrics(registry)
+            }
         }
         router.get("/") { _, _ in
             Response(
@@ -29,6 +34,24 @@ extension TrancheServer {
             Response(
                 status: .ok, headers: [.contentType: "application/yaml"],
                 body: .init(byteBuffer: ByteBuffer(bytes: PackageResources.openapi_yaml)))
+        }
+    }
+
+    /// The routes behind the key check: `/v1/nodes` (admin keys only) and
+    /// `POST /v1/stream-tokens`.
+    func addKeyedAdminRoutes(_ v1: RouterGroup<TrancheRequestContext>, streamTokens: StreamTokens) {
+        v1.get("nodes") { _, context in
+            guard context.admin else {
+                throw Problem(.forbidden, "this needs an admin key (`tranche keys create --admin`)")
+            }
+            let nodes = try await engine.liveNodes()
+            return Self.json(NodeList(nodes: nodes.map(NodeView.init)))
+        }
+        v1.post("stream-tokens") { _, context in
+            let (token, expiresAt) = try await streamTokens.make(tenant: context.tenant, keyID: context.keyID)
+            return Self.json(
+                StreamTokenView(token: token, expiresAt: expiresAt, expiresIn: Int(StreamTokens.lifetime)),
+                status: .created)
         }
     }
 
@@ -61,5 +84,18 @@ extension TrancheServer {
         MetricNameDescriptor(
             metricName: "tranche_pending_items", unitName: "",
             helpText: "Items of unfinished batches waiting to run (pending or waiting for a retry)")
+    }
+}
+
+/// `POST /v1/stream-tokens`: a token for `?stream_token=` on the event-stream routes.
+struct StreamTokenView: Encodable {
+    var token: String
+    var expiresAt: Date
+    var expiresIn: Int
+
+    enum CodingKeys: String, CodingKey {
+        case token
+        case expiresAt = "expires_at"
+        case expiresIn = "expires_in"
     }
 }

@@ -9,6 +9,11 @@ public struct TrancheRequestContext: RequestContext {
     public var coreContext: CoreRequestContextStorage
     /// The caller's tenant, set by the key check.
     public var tenant: String = ""
+    /// Whether the caller may read server-wide figures (`/v1/nodes`): an
+    /// admin key, or anyone in open mode.
+    public var admin: Bool = false
+    /// The id of the key presented; empty in open mode and for a stream token.
+    var keyID: String = ""
 
     public init(source: ApplicationRequestContextSource) {
         self.coreContext = .init(source: source)
@@ -21,11 +26,16 @@ public struct TrancheRequestContext: RequestContext {
 /// API keys: `tr_<id>_<secret>`. The store keeps the id, the tenant and the
 /// SHA-256 of the whole key; the key itself is shown once.
 public enum APIKeys {
-    /// Makes a new key for `tenant`: the record to store and the key to show once.
-    public static func make(tenant: String, at now: Date = Date()) -> (record: APIKeyRecord, key: String) {
+    /// Makes a new key for `tenant` (an `admin` one may also read `/metrics`
+    /// and `/v1/nodes`): the record to store and the key to show once.
+    public static func make(tenant: String, admin: Bool = false, at now: Date = Date()) -> (
+        record: APIKeyRecord, key: String
+    ) {
         let id = randomHex(bytes: 4)
         let key = "tr_\(id)_\(randomHex(bytes: 24))"
-        return (APIKeyRecord(id: id, tenant: tenant, hash: hash(key), createdAt: now, revokedAt: nil), key)
+        return (
+            APIKeyRecord(id: id, tenant: tenant, hash: hash(key), createdAt: now, revokedAt: nil, admin: admin), key
+        )
     }
 
     static func randomHex(bytes: Int) -> String {
@@ -37,9 +47,9 @@ public enum APIKeys {
         SHA256.hash(data: Data(key.utf8)).map { String(format: "%02x", $0) }.joined()
     }
 
-    /// The tenant of a presented key, or nil. The hash comparison takes the
-    /// same time whatever the key.
-    static func tenant(for key: String, store: any ServerStore) async throws -> String? {
+    /// The stored record of a presented key, or nil when it is unknown or
+    /// revoked. The hash comparison takes the same time whatever the key.
+    static func record(for key: String, store: any ServerStore) async throws -> APIKeyRecord? {
         let parts = key.split(separator: "_")
         guard parts.count == 3, parts[0] == "tr", let record = try await store.apiKey(id: String(parts[1])),
             record.revokedAt == nil
@@ -49,7 +59,7 @@ public enum APIKeys {
         guard presented.count == stored.count else { return nil }
         var difference: UInt8 = 0
         for index in presented.indices { difference |= presented[index] ^ stored[index] }
-        return difference == 0 ? record.tenant : nil
+        return difference == 0 ? record : nil
     }
 }
 
@@ -81,34 +91,131 @@ final class OpenMode: Sendable {
 }
 
 /// Checks `Authorization: Bearer KEY` and sets the tenant. In open mode (no
-/// keys exist, loopback only) every caller is the `local` tenant.
+/// keys exist, loopback only) every caller is the `local` tenant. Keys are
+/// never read from a query string: a browser's `EventSource` presents a
+/// stream token (`?stream_token=`, from `POST /v1/stream-tokens`), which
+/// only the event-stream routes accept.
 struct APIKeyMiddleware: RouterMiddleware {
     typealias Context = TrancheRequestContext
     let store: any ServerStore
     let openMode: OpenMode
+    let streamTokens: StreamTokens
+
+    /// Query parameters that would carry a key: refused, whatever their value.
+    static let keyParameters: Set<String> = ["access_token", "api_key", "apikey", "key", "token"]
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws
         -> Response
     {
         var context = context
-        if try await openMode.isOpen(presentedKey: request.headers[.authorization] != nil) {
-            context.tenant = "local"
-            return try await next(request, context)
-        }
-        let key: String
-        if let header = request.headers[.authorization], header.lowercased().hasPrefix("bearer ") {
-            key = String(header.dropFirst("bearer ".count)).trimmingCharacters(in: .whitespaces)
-        } else if request.method == .get, let token = request.uri.queryParameters.get("access_token") {
-            // Browsers cannot set headers on EventSource or download links.
-            key = String(token)
-        } else {
-            throw Problem(.unauthorized, "send an API key as 'Authorization: Bearer KEY'")
-        }
-        guard let tenant = try await APIKeys.tenant(for: key, store: store) else {
-            throw Problem(.unauthorized, "the API key is not valid")
-        }
-        context.tenant = tenant
+        (context.tenant, context.admin, context.keyID) = try await authenticate(request)
         return try await next(request, context)
+    }
+
+    /// The caller's tenant, whether it is an admin and the key's id; 400 or 401 otherwise.
+    func authenticate(_ request: Request) async throws -> (tenant: String, admin: Bool, keyID: String) {
+        let query = request.uri.queryParameters
+        if let name = query.map({ $0.key.lowercased() }).first(where: Self.keyParameters.contains) {
+            throw Problem(
+                .badRequest,
+                "API keys are never accepted in a query string (got '\(name)'); send 'Authorization: Bearer KEY', "
+                    + "or for an event stream a token from POST /v1/stream-tokens as '?stream_token='")
+        }
+        if try await openMode.isOpen(presentedKey: request.headers[.authorization] != nil) {
+            return ("local", true, "")
+        }
+        if let header = request.headers[.authorization] {
+            guard header.lowercased().hasPrefix("bearer ") else {
+                throw Problem(.unauthorized, "send an API key as 'Authorization: Bearer KEY'")
+            }
+            let key = String(header.dropFirst("bearer ".count)).trimmingCharacters(in: .whitespaces)
+            guard let record = try await APIKeys.record(for: key, store: store) else {
+                throw Problem(.unauthorized, "the API key is not valid")
+            }
+            return (record.tenant, record.admin, record.id)
+        }
+        if let token = query.get("stream_token") {
+            guard request.method == .get, request.uri.path.hasSuffix("/events/stream") else {
+                throw Problem(
+                    .unauthorized, "a stream token opens event streams only; send 'Authorization: Bearer KEY'")
+            }
+            guard let tenant = try await streamTokens.tenant(for: String(token)) else {
+                throw Problem(.unauthorized, "the stream token is not valid or has expired; get a new one")
+            }
+            return (tenant, false, "")
+        }
+        throw Problem(.unauthorized, "send an API key as 'Authorization: Bearer KEY'")
+    }
+
+    /// Answers 401 without a key and 403 for a key that is not an admin's.
+    func requireAdmin(_ request: Request) async throws {
+        guard try await authenticate(request).admin else {
+            throw Problem(.forbidden, "this needs an admin key (`tranche keys create --admin`)")
+        }
+    }
+}
+
+/// Short-lived tokens that open one tenant's event streams, for browsers
+/// (`EventSource` cannot send headers): `st.PAYLOAD.MAC`, where the payload
+/// names the key that asked, its tenant and the expiry, and the MAC is an
+/// HMAC-SHA256 under a secret kept in the store, so every node on one
+/// database accepts every other's tokens. A token dies with its key.
+final class StreamTokens: Sendable {
+    /// How long a token is good for: 5 minutes.
+    static let lifetime: TimeInterval = 300
+    static let secretName = "stream-tokens"
+    let store: any ServerStore
+    private let secret = Mutex<SymmetricKey?>(nil)
+
+    init(store: any ServerStore) { self.store = store }
+
+    /// A new token for `tenant`, made for the key `keyID` (empty in open mode).
+    func make(tenant: String, keyID: String, now: Date = Date()) async throws -> (token: String, expiresAt: Date) {
+        let expiresAt = now.addingTimeInterval(Self.lifetime)
+        let payload = Data("\(keyID)\n\(tenant)\n\(expiresAt.milliseconds)".utf8).base64URLEncoded
+        let mac = HMAC<SHA256>.authenticationCode(for: Data(payload.utf8), using: try await key())
+        return ("st.\(payload).\(Data(mac).base64URLEncoded)", expiresAt)
+    }
+
+    /// The tenant of a valid, unexpired token whose key is still active; nil otherwise.
+    func tenant(for token: String, now: Date = Date()) async throws -> String? {
+        let parts = token.split(separator: ".", omittingEmptySubsequences: false)
+        guard token.utf8.count <= 2_048, parts.count == 3, parts[0] == "st",
+            let mac = Data(base64URLEncoded: String(parts[2])),
+            HMAC<SHA256>.isValidAuthenticationCode(mac, authenticating: Data(parts[1].utf8), using: try await key()),
+            let payload = Data(base64URLEncoded: String(parts[1])).map({ String(decoding: $0, as: UTF8.self) })
+        else { return nil }
+        let fields = payload.split(separator: "\n", omittingEmptySubsequences: false)
+        guard fields.count == 3, let expiry = Int64(fields[2]), now.milliseconds < expiry else { return nil }
+        let (keyID, tenant) = (String(fields[0]), String(fields[1]))
+        // Open mode signs with no key; such a token is void once keys exist.
+        guard !keyID.isEmpty, let record = try await store.apiKey(id: keyID), record.revokedAt == nil,
+            record.tenant == tenant
+        else { return nil }
+        return tenant
+    }
+
+    private func key() async throws -> SymmetricKey {
+        if let key = secret.withLock({ $0 }) { return key }
+        let stored = try await store.serverSecret(named: Self.secretName, candidate: APIKeys.randomHex(bytes: 32))
+        let key = SymmetricKey(data: Data(stored.utf8))
+        secret.withLock { $0 = key }
+        return key
+    }
+}
+
+extension Data {
+    /// Base64 with the URL-safe alphabet and no padding (RFC 4648 §5).
+    var base64URLEncoded: String {
+        base64EncodedString().replacingOccurrences(of: "+", with: "-").replacingOccurrences(of: "/", with: "_")
+            .replacingOccurrences(of: "=", with: "")
+    }
+
+    /// Reads unpadded URL-safe base64; nil when it is not.
+    init?(base64URLEncoded text: String) {
+        var base64 = text.replacingOccurrences(of: "-", with: "+").replacingOccurrences(of: "_", with: "/")
+        base64 += String(repeating: "=", count: (4 - base64.count % 4) % 4)
+        self.init(base64Encoded: base64)
     }
 }
 

@@ -119,8 +119,10 @@ public struct TrancheServer: Sendable {
         let openMode = OpenMode(store: store, open: configuration.open)
         router.add(middleware: SameSiteMiddleware(openMode: openMode, trustedHosts: configuration.trustedHosts))
         router.add(middleware: BodyDeadlineMiddleware(seconds: configuration.bodyTimeout))
-        addAdminRoutes(router)
-        let v1 = router.group("v1").add(middleware: APIKeyMiddleware(store: store, openMode: openMode))
+        let streamTokens = StreamTokens(store: store)
+        let keys = APIKeyMiddleware(store: store, openMode: openMode, streamTokens: streamTokens)
+        addAdminRoutes(router, keys: keys)
+        let v1 = router.group("v1").add(middleware: keys)
             .add(
                 middleware: StreamLimitMiddleware(
                     streams: TenantSlots(limit: configuration.maxStreamsPerTenant),
@@ -129,10 +131,7 @@ public struct TrancheServer: Sendable {
         addItemRoutes(v1)
         addEventRoutes(v1)
         addWebhookRoutes(v1)
-        v1.get("nodes") { _, _ in
-            let nodes = try await engine.liveNodes()
-            return Self.json(NodeList(nodes: nodes.map(NodeView.init)))
-        }
+        addKeyedAdminRoutes(v1, streamTokens: streamTokens)
         // Last: it applies to unmatched requests only, and needs every route.
         router.add(middleware: MethodNotAllowedMiddleware(routes: router.routes))
         return router
@@ -160,7 +159,7 @@ public struct TrancheServer: Sendable {
             errors = Array(Set(errors).sorted { $0.seq < $1.seq }.prefix(5))
         }
         let (rate, eta) = engine.throughput(of: record)
-        return BatchView(record, context: engine.publicContext(of: record), rate: rate, eta: eta, errors: errors)
+        return BatchView(record, rate: rate, eta: eta, errors: errors)
     }
 
     func batchResponse(_ record: BatchRecord, status: HTTPResponse.Status = .ok) async throws -> Response {

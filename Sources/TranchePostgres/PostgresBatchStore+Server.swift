@@ -7,22 +7,24 @@ extension PostgresBatchStore {
         try await write { db in
             try await db.run(
                 """
-                INSERT INTO api_keys(id, tenant, hash, created_at)
-                VALUES (\(key.id), \(key.tenant), \(key.hash), \(key.createdAt.milliseconds))
+                INSERT INTO api_keys(id, tenant, hash, created_at, admin)
+                VALUES (\(key.id), \(key.tenant), \(key.hash), \(key.createdAt.milliseconds), \(key.admin))
                 """)
         }
     }
 
     public func apiKeys() async throws -> [APIKeyRecord] {
         try await read { db in
-            try await db.rows("SELECT id, tenant, hash, created_at, revoked_at FROM api_keys ORDER BY created_at")
-                .map(Self.decodeKey)
+            try await db.rows(
+                "SELECT id, tenant, hash, created_at, revoked_at, admin FROM api_keys ORDER BY created_at"
+            )
+            .map(Self.decodeKey)
         }
     }
 
     public func apiKey(id: String) async throws -> APIKeyRecord? {
         try await read { db in
-            try await db.one("SELECT id, tenant, hash, created_at, revoked_at FROM api_keys WHERE id = \(id)")
+            try await db.one("SELECT id, tenant, hash, created_at, revoked_at, admin FROM api_keys WHERE id = \(id)")
                 .map(Self.decodeKey)
         }
     }
@@ -37,11 +39,21 @@ extension PostgresBatchStore {
         }
     }
 
+    public func serverSecret(named name: String, candidate: String) async throws -> String {
+        try await write { db in
+            // A concurrent insert of the same name waits here, then does nothing.
+            try await db.run(
+                "INSERT INTO server_secrets(name, value) VALUES (\(name), \(candidate)) ON CONFLICT (name) DO NOTHING")
+            return try await db.one("SELECT value FROM server_secrets WHERE name = \(name)").map { try $0.get(0) }
+                ?? candidate
+        }
+    }
+
     static func decodeKey(_ row: PostgresRandomAccessRow) throws -> APIKeyRecord {
         APIKeyRecord(
             id: try row.get(0), tenant: try row.get(1), hash: try row.get(2),
             createdAt: Date(milliseconds: try row.get(3)),
-            revokedAt: try row.get(4, as: Int64?.self).map(Date.init(milliseconds:)))
+            revokedAt: try row.get(4, as: Int64?.self).map(Date.init(milliseconds:)), admin: try row.get(5))
     }
 
     public func createBatch(_ batch: NewBatch, items: [NewItem], idempotency: IdempotencyKey) async throws

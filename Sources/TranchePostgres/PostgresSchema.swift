@@ -199,6 +199,14 @@ enum PostgresSchema {
                 "CREATE INDEX batches_by_completion ON batches(completed_at) WHERE completed_at IS NOT NULL",
             ]
         ),
+        // Admin keys (`/metrics`, `/v1/nodes`) and the secret that signs stream tokens.
+        (
+            5,
+            [
+                "ALTER TABLE api_keys ADD COLUMN admin BOOLEAN NOT NULL DEFAULT false",
+                "CREATE TABLE server_secrets (name TEXT PRIMARY KEY, value TEXT NOT NULL)",
+            ]
+        ),
     ]
 
     /// Brings the database to the newest version, once, whatever other nodes do meanwhile.

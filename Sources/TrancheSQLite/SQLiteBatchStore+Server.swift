@@ -6,15 +6,15 @@ extension SQLiteBatchStore: ServerStore {
     public func createAPIKey(_ key: APIKeyRecord) async throws {
         try await write { db in
             try db.execute(
-                sql: "INSERT INTO api_keys(id, tenant, hash, created_at) VALUES (?, ?, ?, ?)",
-                arguments: [key.id, key.tenant, key.hash, key.createdAt.milliseconds])
+                sql: "INSERT INTO api_keys(id, tenant, hash, created_at, admin) VALUES (?, ?, ?, ?, ?)",
+                arguments: [key.id, key.tenant, key.hash, key.createdAt.milliseconds, key.admin])
         }
     }
 
     public func apiKeys() async throws -> [APIKeyRecord] {
         try await read { db in
             try Row.fetchAll(
-                db, sql: "SELECT id, tenant, hash, created_at, revoked_at FROM api_keys ORDER BY created_at"
+                db, sql: "SELECT id, tenant, hash, created_at, revoked_at, admin FROM api_keys ORDER BY created_at"
             )
             .map(Self.decodeKey)
         }
@@ -23,7 +23,8 @@ extension SQLiteBatchStore: ServerStore {
     public func apiKey(id: String) async throws -> APIKeyRecord? {
         try await read { db in
             try Row.fetchOne(
-                db, sql: "SELECT id, tenant, hash, created_at, revoked_at FROM api_keys WHERE id = ?", arguments: [id]
+                db, sql: "SELECT id, tenant, hash, created_at, revoked_at, admin FROM api_keys WHERE id = ?",
+                arguments: [id]
             ).map(Self.decodeKey)
         }
     }
@@ -37,13 +38,23 @@ extension SQLiteBatchStore: ServerStore {
         }
     }
 
+    public func serverSecret(named name: String, candidate: String) async throws -> String {
+        try await write { db in
+            try db.execute(
+                sql: "INSERT INTO server_secrets(name, value) VALUES (?, ?) ON CONFLICT(name) DO NOTHING",
+                arguments: [name, candidate])
+            return try String.fetchOne(db, sql: "SELECT value FROM server_secrets WHERE name = ?", arguments: [name])
+                ?? candidate
+        }
+    }
+
     // Rows are read through SQLiteRow: a damaged one is a storage error, not a trap.
 
     static func decodeKey(_ row: Row) throws -> APIKeyRecord {
         let row = SQLiteRow(row: row)
         return APIKeyRecord(
             id: try row.string(0), tenant: try row.string(1), hash: try row.string(2),
-            createdAt: Date(milliseconds: try row.int64(3)), revokedAt: try row.date(at: 4))
+            createdAt: Date(milliseconds: try row.int64(3)), revokedAt: try row.date(at: 4), admin: try row.bool(5))
     }
 
     public func createBatch(_ batch: NewBatch, items: [NewItem], idempotency: IdempotencyKey) async throws

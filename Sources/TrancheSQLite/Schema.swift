@@ -188,6 +188,14 @@ enum Schema {
                     CREATE INDEX deliveries_ended ON deliveries(last_attempt_at) WHERE status <> 'pending';
                     """)
         }
+        // Admin keys (`/metrics`, `/v1/nodes`) and the secret that signs stream tokens.
+        migrator.registerMigration("v8: admin keys") { db in
+            try db.execute(
+                sql: """
+                    ALTER TABLE api_keys ADD COLUMN admin INTEGER NOT NULL DEFAULT 0;
+                    CREATE TABLE server_secrets (name TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
+                    """)
+        }
         return migrator
     }
 }

@@ -9,13 +9,16 @@ public struct APIKeyRecord: Sendable, Hashable {
     public var hash: String
     public var createdAt: Date
     public var revokedAt: Date?
+    /// An admin key may also read `/metrics` and `/v1/nodes`.
+    public var admin: Bool
 
-    public init(id: String, tenant: String, hash: String, createdAt: Date, revokedAt: Date?) {
+    public init(id: String, tenant: String, hash: String, createdAt: Date, revokedAt: Date?, admin: Bool = false) {
         self.id = id
         self.tenant = tenant
         self.hash = hash
         self.createdAt = createdAt
         self.revokedAt = revokedAt
+        self.admin = admin
     }
 }
 
@@ -125,6 +128,10 @@ public protocol ServerStore: BatchStore {
     func apiKey(id: String) async throws -> APIKeyRecord?
     /// Returns false when there is no such key or it was already revoked.
     func revokeAPIKey(id: String, at now: Date) async throws -> Bool
+    /// The server secret called `name`, shared by every node on the
+    /// database: the stored one, or `candidate`, stored now when there was
+    /// none (concurrent callers all get the one stored first).
+    func serverSecret(named name: String, candidate: String) async throws -> String
 
     /// Stores a batch exactly as ``BatchStore/createBatch(_:items:)`` does
     /// and, in the same transaction, the idempotency key's record naming it

@@ -365,14 +365,18 @@ struct KeysCommand: AsyncParsableCommand {
     struct Create: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Create a key for a tenant; it is shown once.")
         @OptionGroup var database: DatabaseOptions
-        @Option(help: "The tenant the key belongs to.") var tenant: String
+        @Option(help: "The tenant the key belongs to (default for --admin: admin).") var tenant: String?
+        @Flag(help: "An admin key: it may also read /metrics and /v1/nodes, which need one once keys exist.")
+        var admin = false
 
         func run() async throws {
+            guard let tenant = tenant ?? (admin ? "admin" : nil) else { throw CLIError("--tenant is required") }
             guard !tenant.isEmpty, tenant.count <= 100 else { throw CLIError("--tenant must be 1 to 100 characters") }
-            let (record, key) = APIKeys.make(tenant: tenant)
+            let (record, key) = APIKeys.make(tenant: tenant, admin: admin)
             try await database.withStore { store in try await store.createAPIKey(record) }
             print(key)
-            printError("key \(record.id) for tenant \(tenant); store it now, it is not shown again")
+            let kind = admin ? "admin key" : "key"
+            printError("\(kind) \(record.id) for tenant \(tenant); store it now, it is not shown again")
         }
     }
 
@@ -383,7 +387,8 @@ struct KeysCommand: AsyncParsableCommand {
         func run() async throws {
             for key in try await database.withStore({ store in try await store.apiKeys() }) {
                 let state = key.revokedAt.map { "revoked \($0.formatted(.iso8601))" } ?? "active"
-                print("\(key.id)\t\(key.tenant)\t\(key.createdAt.formatted(.iso8601))\t\(state)")
+                let role = key.admin ? "admin" : "tenant"
+                print("\(key.id)\t\(key.tenant)\t\(role)\t\(key.createdAt.formatted(.iso8601))\t\(state)")
             }
         }
     }
