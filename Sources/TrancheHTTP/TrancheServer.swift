@@ -159,7 +159,7 @@ public struct TrancheServer: Sendable {
             errors = Array(Set(errors).sorted { $0.seq < $1.seq }.prefix(5))
         }
         let (rate, eta) = engine.throughput(of: record)
-        return BatchView(record, rate: rate, eta: eta, errors: errors)
+        return BatchView(record, context: engine.publicContext(of: record), rate: rate, eta: eta, errors: errors)
     }
 
     func batchResponse(_ record: BatchRecord, status: HTTPResponse.Status = .ok) async throws -> Response {
