@@ -3,9 +3,12 @@ public import TrancheEngine
 
 /// The strategies that ship with Tranche.
 public enum BuiltinStrategies {
-    /// `noop`, `sleep` and `exec`; `http` when a configuration for it is given.
-    public static func all(http: HTTPStrategy.Configuration? = HTTPStrategy.Configuration()) -> [AnyBatchStrategy] {
-        var strategies = [noop, AnyBatchStrategy(SleepStrategy()), AnyBatchStrategy(ExecStrategy())]
+    /// `noop`, `sleep` and `exec` (by default running any command line: for a
+    /// process of your own); `http` when a configuration for it is given.
+    public static func all(
+        http: HTTPStrategy.Configuration? = HTTPStrategy.Configuration(), exec: ExecStrategy = ExecStrategy()
+    ) -> [AnyBatchStrategy] {
+        var strategies = [noop, AnyBatchStrategy(SleepStrategy()), AnyBatchStrategy(exec)]
         if let http { strategies.append(AnyBatchStrategy(HTTPStrategy(configuration: http))) }
         return strategies
     }

@@ -10,17 +10,32 @@ public import TrancheEngine
 /// `TRANCHE_ATTEMPT`, `TRANCHE_BATCH_ID` and `TRANCHE_IDEMPOTENCY_KEY` in
 /// its environment.
 ///
+/// Built with ``init(commands:passing:terminationGrace:)`` (what `tranche
+/// serve --exec-command` does) it runs only commands registered by name: the
+/// context is `{"command": NAME}` and anything else is refused at submission.
+/// Built with ``init(passing:terminationGrace:)`` it runs any command line or
+/// argv the context gives: for a process of your own (`tranche run --exec`),
+/// never behind an API others can reach.
+///
+/// Every child is walled off (see `ChildProcess`): a clean environment
+/// (`PATH`, `HOME`, `LANG`, the `TRANCHE_*` variables above and the
+/// variables named in `passing`), its own process group, killed as a whole
+/// on timeout, cancellation and drain, the default signal mask and
+/// dispositions, no descriptor besides 0, 1 and 2, and stdout and stderr
+/// capped as they are read.
+///
 /// Exit 0 succeeds (stdout is the output: JSON when it parses, a string
 /// otherwise); 65 (`EX_DATAERR`) is permanent and skips the item; 77
 /// (`EX_NOPERM`) is fatal and fails the batch; any other exit, a signal or a
 /// timeout is retryable. The tail of stderr is the error message.
 public struct ExecStrategy: BatchStrategy {
     public struct Context: Codable, Sendable {
-        /// A shell command line, run with `/bin/sh -c`.
+        /// A shell command line, run with `/bin/sh -c`; with registered
+        /// commands, the name of one.
         public var command: String?
-        /// Or a program and its arguments, run without a shell.
+        /// Or a program and its arguments, run without a shell (not with registered commands).
         public var argv: [String]?
-        /// Extra environment variables.
+        /// Extra environment variables (not with registered commands).
         public var env: [String: String]?
         /// Bytes of stdout kept as output. Default 1 MiB.
         public var maxOutputBytes: Int?
@@ -49,6 +64,13 @@ public struct ExecStrategy: BatchStrategy {
         }
     }
 
+    /// The commands it may run, by name (each a line for `/bin/sh -c`); nil runs any the context gives.
+    public let commands: [String: String]?
+    /// Variables of this process's environment passed on to every child.
+    public let passedEnvironment: [String]
+    /// How long a canceled child's group has between SIGTERM and SIGKILL.
+    public let terminationGrace: Duration
+
     public typealias Item = JSONValue
     public typealias Output = JSONValue
 
@@ -61,28 +83,66 @@ public struct ExecStrategy: BatchStrategy {
 
     public var type: String { "exec" }
 
-    public init() {
+    /// Runs any command line or argv a context gives, for a process of your own.
+    public init(passing environment: [String] = [], terminationGrace: Duration = .seconds(5)) {
+        self.init(commands: nil, passing: environment, terminationGrace: terminationGrace)
+    }
+
+    /// Runs only `commands`, named by the context (each a line for `/bin/sh -c`).
+    public init(
+        commands: [String: String], passing environment: [String] = [], terminationGrace: Duration = .seconds(5)
+    ) {
+        self.init(commands: Optional(commands), passing: environment, terminationGrace: terminationGrace)
+    }
+
+    private init(commands: [String: String]?, passing environment: [String], terminationGrace: Duration) {
+        self.commands = commands
+        self.passedEnvironment = environment
+        self.terminationGrace = terminationGrace
         // A child that exits before reading its stdin must not kill us with SIGPIPE.
         signal(SIGPIPE, SIG_IGN)
     }
 
     public func prepare(_ context: Context) throws -> Context {
+        if let max = context.maxOutputBytes, max < 0 || max > 64 << 20 {
+            throw OptionsError("context.max_output_bytes must be between 0 and 67108864")
+        }
+        if let commands {
+            let names = commands.keys.sorted().joined(separator: ", ")
+            if context.argv != nil {
+                throw OptionsError(
+                    "context.argv is not accepted: name a registered command in context.command (\(names))")
+            }
+            if context.env != nil {
+                throw OptionsError("context.env is not accepted: the server passes variables with --exec-env")
+            }
+            guard let name = context.command, commands[name] != nil else {
+                throw OptionsError("context.command must name a registered command: \(names)")
+            }
+            return context
+        }
         switch (context.command, context.argv) {
         case (let command?, nil) where !command.trimmingCharacters(in: .whitespaces).isEmpty: break
         case (nil, let argv?) where !argv.isEmpty && !argv[0].isEmpty: break
         default: throw OptionsError("exec needs exactly one of context.command (a shell line) or context.argv")
         }
-        if let max = context.maxOutputBytes, max < 0 || max > 64 << 20 {
-            throw OptionsError("context.max_output_bytes must be between 0 and 67108864")
-        }
         return context
     }
 
     public func process(_ item: JSONValue, context: Context, input: ItemInput) async throws -> JSONValue {
-        let executable = context.argv?.first ?? "/bin/sh"
-        let arguments = context.argv.map { Array($0.dropFirst()) } ?? ["-c", context.command ?? ""]
-        var environment = ProcessInfo.processInfo.environment
-        for (key, value) in context.env ?? [:] { environment[key] = value }
+        var line = context.command ?? ""
+        if let commands {
+            guard let registered = commands[line] else {
+                throw ItemError.fatal("exec_unregistered", "\(line) is not a registered command on this node")
+            }
+            line = registered
+        }
+        let executable = commands == nil ? context.argv?.first ?? "/bin/sh" : "/bin/sh"
+        let arguments = commands == nil ? context.argv.map { Array($0.dropFirst()) } ?? ["-c", line] : ["-c", line]
+        let parent = ProcessInfo.processInfo.environment
+        var environment = ["PATH": parent["PATH"] ?? "/usr/local/bin:/usr/bin:/bin"]
+        for name in ["HOME", "LANG"] + passedEnvironment { environment[name] = parent[name] ?? environment[name] }
+        for (key, value) in context.env ?? [:] where commands == nil { environment[key] = value }
         environment["TRANCHE_SEQ"] = String(input.seq)
         environment["TRANCHE_ATTEMPT"] = String(input.attempt)
         environment["TRANCHE_BATCH_ID"] = input.batchID.rawValue
@@ -90,7 +150,7 @@ public struct ExecStrategy: BatchStrategy {
         let run = try await ChildProcess.run(
             executable: executable, arguments: arguments, environment: environment,
             stdin: Data(input.payload.text.utf8), maxStdout: context.maxOutputBytes ?? 1 << 20,
-            maxStderr: Self.stderrTailBytes)
+            maxStderr: Self.stderrTailBytes, grace: terminationGrace)
         let message = String(decoding: run.stderrTail, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
         switch run.termination {
         case .exit(0):
@@ -111,105 +171,5 @@ public struct ExecStrategy: BatchStrategy {
         case .launchFailed(let reason):
             throw ItemError.fatal("exec_failed", "the command could not start: \(reason)")
         }
-    }
-}
-
-/// A child process whose stdin, stdout and stderr are unlinked temporary
-/// files: no pipe can fill up and block the child, no reader thread is
-/// needed, and a grandchild that keeps a descriptor open cannot stall us.
-/// Canceling the task kills the child.
-enum ChildProcess {
-    enum Termination: Sendable, Equatable {
-        case exit(Int32)
-        case signal(Int32)
-        case launchFailed(String)
-    }
-
-    struct Result: Sendable {
-        var termination: Termination
-        var stdout: Data
-        var stderrTail: Data
-    }
-
-    static func run(
-        executable: String, arguments: [String], environment: [String: String], stdin: Data, maxStdout: Int,
-        maxStderr: Int
-    ) async throws -> Result {
-        let input = try ScratchFile()
-        let output = try ScratchFile()
-        let errors = try ScratchFile()
-        defer {
-            input.close()
-            output.close()
-            errors.close()
-        }
-        try input.write(stdin)
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: executable)
-        process.arguments = arguments
-        process.environment = environment
-        process.standardInput = input.handle
-        process.standardOutput = output.handle
-        process.standardError = errors.handle
-        let exited = OneShotEvent()
-        process.terminationHandler = { _ in exited.fire() }
-        do {
-            try process.run()
-        } catch {
-            return Result(
-                termination: .launchFailed("\(executable) was not found or is not executable"), stdout: Data(),
-                stderrTail: Data())
-        }
-        let pid = process.processIdentifier
-        await withTaskCancellationHandler {
-            await exited.wait()
-        } onCancel: {
-            kill(pid, SIGKILL)
-        }
-        try Task.checkCancellation()
-        let termination: Termination =
-            process.terminationReason == .uncaughtSignal
-            ? .signal(process.terminationStatus) : .exit(process.terminationStatus)
-        return Result(
-            termination: termination, stdout: output.read(head: maxStdout), stderrTail: errors.read(tail: maxStderr))
-    }
-}
-
-/// A temporary file with no name: unlinked as soon as it is created, gone
-/// when its descriptor closes.
-final class ScratchFile {
-    let handle: FileHandle
-
-    init() throws {
-        var template = Array((NSTemporaryDirectory() + "/tranche-exec-XXXXXX").utf8CString)
-        let descriptor = template.withUnsafeMutableBufferPointer { mkstemp($0.baseAddress!) }
-        guard descriptor >= 0 else { throw ItemError.retryable("exec_failed", "cannot create a temporary file") }
-        template.withUnsafeBufferPointer { _ = unlink($0.baseAddress!) }
-        handle = FileHandle(fileDescriptor: descriptor, closeOnDealloc: true)
-    }
-
-    func close() {
-        try? handle.close()
-    }
-
-    func write(_ data: Data) throws {
-        try handle.write(contentsOf: data)
-        try handle.seek(toOffset: 0)
-    }
-
-    /// The first `limit` bytes.
-    func read(head limit: Int) -> Data {
-        var data = Data(count: limit)
-        let count = data.withUnsafeMutableBytes { pread(handle.fileDescriptor, $0.baseAddress, limit, 0) }
-        return data.prefix(max(0, count))
-    }
-
-    /// The last `limit` bytes.
-    func read(tail limit: Int) -> Data {
-        let size = lseek(handle.fileDescriptor, 0, SEEK_END)
-        let start = max(0, Int(size) - limit)
-        var data = Data(count: limit)
-        let count = data.withUnsafeMutableBytes { pread(handle.fileDescriptor, $0.baseAddress, limit, off_t(start)) }
-        return data.prefix(max(0, count))
     }
 }

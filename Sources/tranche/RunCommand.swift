@@ -41,6 +41,11 @@ struct RunCommand: AsyncParsableCommand {
     @Option(help: "Shell command run per item (item JSON on stdin). Shorthand for --type exec.")
     var exec: String?
 
+    @Option(
+        help: ArgumentHelp(
+            "A variable of this environment passed on to exec commands (repeatable).", valueName: "name"))
+    var execEnv: [String] = []
+
     @Option(help: "URL template requested per item, e.g. https://api/users/{{id}}. Shorthand for --type http.")
     var url: String?
 
@@ -103,6 +108,7 @@ struct RunCommand: AsyncParsableCommand {
 
     func validate() throws {
         try requireSeconds(progressInterval, in: 0.5...86_400, flag: "--progress-interval")
+        try NodeOptions.requireVariableNames(execEnv, flag: "--exec-env")
     }
 
     func run() async throws {
@@ -188,7 +194,8 @@ struct RunCommand: AsyncParsableCommand {
         engineConfiguration.releaseLeasesAtStart = true
         engineConfiguration.drainGracePeriod = 5
         let engine = TrancheEngine(
-            store: store, strategies: BuiltinStrategies.all(), configuration: engineConfiguration, logger: logger)
+            store: store, strategies: BuiltinStrategies.all(exec: ExecStrategy(passing: execEnv)),
+            configuration: engineConfiguration, logger: logger)
 
         var record: BatchRecord
         var resumed = false

@@ -208,8 +208,17 @@ struct NodeOptions: ParsableArguments {
     @Option(help: "Items running at once on this node, 1 to 100000.")
     var workers = 16
 
-    @Flag(help: "Enable the exec strategy (it runs commands on this machine).")
-    var allowExec = false
+    @Option(
+        help: ArgumentHelp(
+            "Registers a command the exec strategy may run, as NAME=COMMAND (COMMAND runs with /bin/sh -c; "
+                + "repeatable). A batch names it: {\"command\": \"NAME\"}. Without one, exec is off.",
+            valueName: "name=command"))
+    var execCommand: [String] = []
+
+    @Option(
+        help: ArgumentHelp(
+            "A variable of this environment passed on to exec commands (repeatable).", valueName: "name"))
+    var execEnv: [String] = []
 
     @Option(help: "Hosts the http strategy and webhooks may call, comma-separated (default: none).")
     var httpAllow: String?
@@ -233,6 +242,36 @@ struct NodeOptions: ParsableArguments {
     func validate() throws {
         try requireNumber(workers, in: Self.workersRange, flag: "--workers")
         try requireSeconds(leaseDuration, in: Self.leaseDurationRange, flag: "--lease-duration")
+        _ = try execCommands()
+        try Self.requireVariableNames(execEnv, flag: "--exec-env")
+    }
+
+    /// `--exec-command`, by name; a malformed or repeated name is refused.
+    func execCommands() throws -> [String: String] {
+        var commands: [String: String] = [:]
+        for entry in execCommand {
+            let (name, command) = (entry.prefix { $0 != "=" }, entry.drop { $0 != "=" }.dropFirst())
+            guard !name.isEmpty, name.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || "_.-".contains($0)) }),
+                entry.contains("="), !command.allSatisfy(\.isWhitespace)
+            else {
+                throw ValidationError(
+                    "--exec-command takes NAME=COMMAND, NAME of letters, digits, '_', '.' or '-': \(entry)")
+            }
+            guard commands.updateValue(String(command), forKey: String(name)) == nil else {
+                throw ValidationError("--exec-command registers \(name) twice")
+            }
+        }
+        return commands
+    }
+
+    /// `--exec-env` of `serve`, `worker` and `run`: names of environment variables.
+    static func requireVariableNames(_ names: [String], flag: String) throws {
+        for name in names
+        where name.isEmpty || name.first?.isNumber == true
+            || !name.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "_") })
+        {
+            throw ValidationError("\(flag) takes the name of an environment variable, got \(name)")
+        }
     }
 
     var allowedHosts: Set<String> {
@@ -242,7 +281,9 @@ struct NodeOptions: ParsableArguments {
     func strategies() -> [AnyBatchStrategy] {
         var strategies = [BuiltinStrategies.noop, AnyBatchStrategy(SleepStrategy())]
         strategies.append(AnyBatchStrategy(HTTPStrategy(configuration: .init(allowedHosts: allowedHosts))))
-        if allowExec { strategies.append(AnyBatchStrategy(ExecStrategy())) }
+        if let commands = try? execCommands(), !commands.isEmpty {
+            strategies.append(AnyBatchStrategy(ExecStrategy(commands: commands, passing: execEnv)))
+        }
         return strategies
     }
 

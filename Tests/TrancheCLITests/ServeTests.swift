@@ -93,10 +93,12 @@ struct ServeTests {
     @Test("/metrics, scraped during a batch and after it, agrees with the batch's counts")
     func metrics() async throws {
         try await withTemporaryDirectory("tranche-cli") { directory in
-            let (server, url) = try await start(["--database", "metrics.db", "--allow-exec"], in: directory)
+            let script = "sleep 0.01; if [ $((TRANCHE_SEQ % 10)) = 3 ]; then exit 65; fi"
+            let (server, url) = try await start(
+                ["--database", "metrics.db", "--exec-command", "tenth=\(script)"], in: directory)
             defer { kill(server.process.processIdentifier, SIGKILL) }
             let items = "[" + (0..<300).map { #"{"n":\#($0)}"# }.joined(separator: ",") + "]"
-            let command = #"sleep 0.01; if [ $((TRANCHE_SEQ % 10)) = 3 ]; then exit 65; fi"#
+            let command = "tenth"
             let created = try await call(
                 .POST, url + "/v1/batches",
                 body: .bytes(
@@ -176,11 +178,13 @@ struct ServeTests {
     @Test("the typed client: ls, nodes, events, watch, results, retry, --json, and bad options refused")
     func typedClient() async throws {
         try await withTemporaryDirectory("tranche-cli") { directory in
-            let (server, url) = try await start(["--database", "t.db", "--allow-exec"], in: directory)
+            let (server, url) = try await start(
+                ["--database", "t.db", "--exec-command", "skip-one=if [ $TRANCHE_SEQ = 1 ]; then exit 65; fi"],
+                in: directory)
             defer { server.kill9() }
             try writeItems(3, to: directory.appendingPathComponent("items.ndjson"))
             let at = ["--server", url]
-            let command = #"{"command":"if [ $TRANCHE_SEQ = 1 ]; then exit 65; fi"}"#
+            let command = #"{"command":"skip-one"}"#
             let submitted = try await tranche(
                 ["submit", "--type", "exec", "--context", command, "--items", "items.ndjson", "--wait"] + at,
                 in: directory)
