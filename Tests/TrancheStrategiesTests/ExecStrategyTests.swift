@@ -170,36 +170,70 @@ struct ExecStrategyTests {
     func timeoutKillsGroup() async throws {
         try await withTemporaryDirectory("tranche-exec") { directory in
             let pidFile = directory.appendingPathComponent("pid").path
-            let store = try SQLiteBatchStore(path: directory.appendingPathComponent("e.db").path)
-            let exec = ExecStrategy(
-                commands: ["stubborn": "trap '' TERM; sleep 300 & echo $$ $! > '\(pidFile)'; wait"],
-                terminationGrace: .milliseconds(200))
-            let engine = TrancheEngine(store: store, strategies: [AnyBatchStrategy(exec)])
+            let engine = try engine(
+                running: "trap '' TERM; sleep 300 & echo $$ $! > '\(pidFile)'; wait", in: directory)
             var options = BatchOptions()
             options.itemTimeout = 0.5
             options.maxAttempts = 1
             let report = try await withRunning(engine) { [options] engine in
                 try await engine.execute(
                     Submission(
-                        type: "exec", context: try JSONText(encoding: ["command": JSONValue.string("stubborn")]),
+                        type: "exec", context: try JSONText(encoding: ["command": JSONValue.string("probe")]),
                         options: options),
                     items: [.null])
             }
             #expect(report.items.first?.status == .dead)
             #expect(report.items.first?.error?.code == "timeout")
-            let pids = try String(contentsOfFile: pidFile, encoding: .utf8).split(separator: " ").compactMap {
-                Int32($0.trimmingCharacters(in: .whitespacesAndNewlines))
+            try await waitGone(try pids(in: pidFile))
+        }
+    }
+
+    @Test("draining the engine kills a running command's whole group")
+    func drainKillsGroup() async throws {
+        try await withTemporaryDirectory("tranche-exec") { directory in
+            let pidFile = directory.appendingPathComponent("pid").path
+            var configuration = TrancheEngine.Configuration()
+            configuration.drainGracePeriod = 0
+            let engine = try engine(
+                running: "sleep 300 & echo $$ $! > '\(pidFile).new'; mv '\(pidFile).new' '\(pidFile)'; wait",
+                in: directory, configuration: configuration)
+            try await withRunning(engine) { engine in
+                _ = try await engine.submit(
+                    Submission(type: "exec", context: try JSONText(encoding: ["command": JSONValue.string("probe")])),
+                    items: [.null])
+                try await waitUntil("the command to start") { FileManager.default.fileExists(atPath: pidFile) }
             }
-            #expect(pids.count == 2, "the shell's and the grandchild's pids")
-            // Each goes (or is a zombie about to be reaped): neither runs any more.
-            for pid in pids {
-                try await withDeadline("process \(pid) of the timed-out command to be killed") {
-                    while let status = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8),
-                        !status.contains("State:\tZ")
-                    {
-                        try await Task.sleep(for: .milliseconds(10))
-                    }
+            try await waitGone(try pids(in: pidFile))
+        }
+    }
+
+    /// An engine on a store in `directory` whose exec strategy registers `line` as `probe`.
+    func engine(
+        running line: String, in directory: URL,
+        configuration: TrancheEngine.Configuration = TrancheEngine.Configuration()
+    ) throws -> TrancheEngine {
+        let store = try SQLiteBatchStore(path: directory.appendingPathComponent("e.db").path)
+        let exec = ExecStrategy(commands: ["probe": line], terminationGrace: .milliseconds(200))
+        return TrancheEngine(store: store, strategies: [AnyBatchStrategy(exec)], configuration: configuration)
+    }
+
+    /// The pids a command wrote to `file`: its shell's and its grandchild's.
+    func pids(in file: String) throws -> [Int32] {
+        let pids = try String(contentsOfFile: file, encoding: .utf8).split(separator: " ").compactMap {
+            Int32($0.trimmingCharacters(in: .whitespacesAndNewlines))
+        }
+        #expect(pids.count == 2, "the shell's and the grandchild's pids")
+        return pids
+    }
+
+    /// Waits until each of `pids` is gone, or a zombie about to be reaped: none runs any more.
+    func waitGone(_ pids: [Int32]) async throws {
+        for pid in pids {
+            try await waitUntil("process \(pid) of the command to be killed") {
+                guard let status = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8) else {
+                    return true
                 }
+                return status.contains("State:\tZ")
             }
         }
     }
