@@ -127,6 +127,29 @@ struct KeysTests {
         }
     }
 
+    @Test("the dashboard with a tenant key: live progress over a stream token, no key in any URL")
+    func dashboard() async throws {
+        // Short prefix: Chromium's socket paths under it must stay within 107 bytes.
+        try await withTemporaryDirectory("tranche-dk") { directory in
+            try await LiveServer.with(keyed: true) { server, keys in
+                let a = try #require(keys["a"])
+                let items = "[" + (0..<3_000).map { #"{"n":\#($0)}"# }.joined(separator: ",") + "]"
+                let running = try await server.request(
+                    .POST, "/v1/batches",
+                    body:
+                        #"{"type":"sleep","context":{"ms":30},"items":\#(items),"options":{"chunk_size":10,"concurrency":2}}"#,
+                    key: a)
+                let id = try #require(running.json["id"] as? String)
+                let arguments = ["http://127.0.0.1:\(server.port)", a, id, directory.path]
+                let (status, text) = try await offThePool {
+                    try runScript("dashboard_keys_check.py", arguments, temporaryDirectory: directory)
+                }
+                #expect(status == 0, "\(text)")
+                #expect(text.contains("dashboard key checks passed"), "\(text)")
+            }
+        }
+    }
+
     /// Opens an event stream with no `Authorization` header, as `EventSource`
     /// does, and reads until `marker` arrived.
     func streamText(_ server: LiveServer, _ path: String, until marker: String = "event: batch.created")
@@ -142,6 +165,15 @@ struct KeysTests {
                 if text.contains(marker) { break }
             }
             return text
+        }
+    }
+
+    /// Runs blocking `work` on a thread of its own: `runScript` waits for its
+    /// process, and on a 2-core machine two such waits on the cooperative pool
+    /// (this test beside the other dashboard test) stall every live server.
+    func offThePool<T: Sendable>(_ work: @escaping @Sendable () throws -> T) async throws -> T {
+        try await withCheckedThrowingContinuation { continuation in
+            Thread { continuation.resume(with: Result { try work() }) }.start()
         }
     }
 }
