@@ -98,4 +98,11 @@ struct StreamTokenView: Encodable {
         case expiresAt = "expires_at"
         case expiresIn = "expires_in"
     }
+
+    func encode(to encoder: any Encoder) throws {
+        var container = encoder.container(keyedBy: CodingKeys.self)
+        try container.encode(token, forKey: .token)
+        try container.encodeTimestamp(expiresAt, forKey: .expiresAt)
+        try container.encode(expiresIn, forKey: .expiresIn)
+    }
 }

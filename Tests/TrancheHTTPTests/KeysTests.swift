@@ -1,6 +1,7 @@
 import AsyncHTTPClient
 import Foundation
 import NIOCore
+import NIOHTTP1
 import Prometheus
 import Testing
 import TrancheTestSupport
@@ -146,6 +147,45 @@ struct KeysTests {
                 }
                 #expect(status == 0, "\(text)")
                 #expect(text.contains("dashboard key checks passed"), "\(text)")
+            }
+        }
+    }
+
+    @Test("the answers of stream tokens, admin routes and keys in a query match the OpenAPI document")
+    func documented() async throws {
+        let withMetrics: @Sendable (inout TrancheServer.Configuration) -> Void = {
+            $0.metrics = PrometheusCollectorRegistry()
+        }
+        try await withTemporaryDirectory("tranche-keys-doc") { directory in
+            try await LiveServer.with(keyed: true, configure: withMetrics) { server, keys in
+                let a = try #require(keys["a"])
+                let (record, admin) = APIKeys.make(tenant: "ops", admin: true)
+                try await server.store.createAPIKey(record)
+                var captured: [[String: Any]] = []
+                let calls: [(NIOHTTP1.HTTPMethod, String, String, String?)] = [
+                    (.POST, "/v1/stream-tokens", "/v1/stream-tokens", a),
+                    (.POST, "/v1/stream-tokens", "/v1/stream-tokens", nil),
+                    (.GET, "/v1/nodes", "/v1/nodes", a),
+                    (.GET, "/v1/nodes", "/v1/nodes", admin),
+                    (.GET, "/metrics", "/metrics", nil),
+                    (.GET, "/metrics", "/metrics", a),
+                    (.GET, "/metrics", "/metrics", admin),
+                    (.GET, "/v1/events/stream?stream_token=st.x.y", "/v1/events/stream", nil),
+                    (.GET, "/v1/events/stream?api_key=\(a)", "/v1/events/stream", nil),
+                ]
+                for (method, path, template, key) in calls {
+                    let reply = try await server.request(method, path, key: key)
+                    captured.append([
+                        "method": method.rawValue, "path": template, "status": reply.status,
+                        "content_type": reply.headers["content-type"] ?? "", "body": reply.text,
+                    ])
+                }
+                let file = directory.appendingPathComponent("responses.json")
+                try JSONSerialization.data(withJSONObject: captured).write(to: file)
+                let (status, text) = try runScript(
+                    "check_openapi.py", [repositoryRoot.appendingPathComponent("docs/openapi.yaml").path, file.path])
+                #expect(status == 0, "\(text)")
+                #expect(text.contains("\(captured.count) responses checked, 0 mismatches"), "\(text)")
             }
         }
     }
