@@ -12,6 +12,13 @@ public import TrancheEngine
 /// Delivers events to webhooks: each stored event becomes a durable
 /// delivery row (so a restart loses none), POSTed as JSON, signed with
 /// HMAC-SHA256, and retried with backoff until the receiver answers 2xx.
+///
+/// Several nodes share the work: each delivery is leased to one dispatcher
+/// while it is POSTed (``ServerStore/claimDeliveries(_:)``), and one whose
+/// node died mid-POST is claimed again when its lease expires. Delivery is
+/// therefore at least once: a receiver dedupes by the `Tranche-Delivery-Id`
+/// header. Each webhook has its own few slots (``Configuration/perWebhookConcurrency``),
+/// so one tenant's slow receiver holds only its own.
 public final class WebhookDispatcher: Service, Sendable {
     /// Delivery settings. Every field has a documented default.
     public struct Configuration: Sendable {
@@ -21,8 +28,17 @@ public final class WebhookDispatcher: Service, Sendable {
         public var maxAttempts: Int = 12
         /// Waits between attempts. Default base 2 s, cap 10 min.
         public var backoff: Backoff = Backoff(base: 2, cap: 600)
-        /// Seconds one POST may take. Default 10.
+        /// Seconds one POST may take. Default 10. A delivery's lease lasts
+        /// this plus ``leaseMargin``.
         public var timeout: Double = 10
+        /// Seconds a lease outlasts the POST's timeout, for recording its
+        /// result. Default 30.
+        public var leaseMargin: Double = 30
+        /// POSTs one dispatcher has in flight at most. Default 32.
+        public var concurrency: Int = 32
+        /// POSTs to one webhook one dispatcher has in flight at most, so a
+        /// slow receiver delays only its own tenant. Default 4.
+        public var perWebhookConcurrency: Int = 4
         /// Seconds between looks for new events when idle. Default 0.2.
         public var pollInterval: Double = 0.2
         /// Seconds a delivery is kept once it ended (delivered, or failed out
@@ -48,6 +64,9 @@ public final class WebhookDispatcher: Service, Sendable {
             var valid = self
             valid.maxAttempts = maxAttempts.clamped(to: 1...1_000)
             valid.timeout = timeout.bounded(to: 0.1...3_600, nan: defaults.timeout)
+            valid.leaseMargin = leaseMargin.bounded(to: 1...3_600, nan: defaults.leaseMargin)
+            valid.concurrency = concurrency.clamped(to: 1...1_000)
+            valid.perWebhookConcurrency = perWebhookConcurrency.clamped(to: 1...1_000)
             valid.pollInterval = pollInterval.bounded(to: 0.01...3_600, nan: defaults.pollInterval)
             valid.retention = retention.bounded(to: 0...BatchRules.maximumRetention, nan: defaults.retention)
             valid.pruneInterval = pruneInterval.bounded(to: 1...86_400, nan: defaults.pruneInterval)
@@ -59,6 +78,8 @@ public final class WebhookDispatcher: Service, Sendable {
     let store: any ServerStore
     let configuration: Configuration
     let logger: Logger
+    /// Who this dispatcher's leases name: unique to this instance.
+    let owner = "dispatcher-" + UUID().uuidString.lowercased()
 
     static let client: HTTPClient = {
         var configuration = HTTPClient.Configuration()
@@ -90,30 +111,73 @@ public final class WebhookDispatcher: Service, Sendable {
         }
     }
 
+    /// What ended in the delivery loop's task group.
+    enum Finished: Sendable {
+        /// A POST to this webhook ended (its result recorded).
+        case delivery(webhookID: String)
+        /// The idle wait ended.
+        case tick
+    }
+
     func deliverUntilShutdown() async throws {
         try await cancelWhenGracefulShutdown {
-            var nextPruning = ContinuousClock.now
-            while !Task.isCancelled {
-                var busy = false
-                do {
-                    if ContinuousClock.now >= nextPruning {
-                        try await self.pruneRecords()
-                        nextPruning = .now + .seconds(bounded: self.configuration.pruneInterval)
+            await withTaskGroup(of: Finished.self) { group in
+                var nextPruning = ContinuousClock.now
+                var inFlight: [String: Int] = [:]
+                var ticking = false
+                while !Task.isCancelled {
+                    var moreQueued = false
+                    do {
+                        if ContinuousClock.now >= nextPruning {
+                            try await self.pruneRecords()
+                            nextPruning = .now + .seconds(bounded: self.configuration.pruneInterval)
+                        }
+                        moreQueued =
+                            try await self.store.queueDeliveries(limit: 500, now: self.configuration.clock.now()) > 0
+                        for (delivery, hook, event) in try await self.claim(inFlight: inFlight) {
+                            inFlight[hook.id, default: 0] += 1
+                            group.addTask {
+                                await self.deliver(delivery, hook, event)
+                                return .delivery(webhookID: hook.id)
+                            }
+                        }
+                    } catch {
+                        if Task.isCancelled { break }
+                        self.logger.warning("webhook delivery failed", metadata: ["error": "\(error)"])
                     }
-                    busy = try await self.store.queueDeliveries(limit: 500, now: self.configuration.clock.now()) > 0
-                    let due = try await self.store.dueDeliveries(now: self.configuration.clock.now(), limit: 32)
-                    busy = busy || !due.isEmpty
-                    await withTaskGroup(of: Void.self) { group in
-                        for (delivery, hook, event) in due {
-                            group.addTask { await self.deliver(delivery, hook, event) }
+                    let total = inFlight.values.reduce(0, +)
+                    if moreQueued && total < self.configuration.concurrency { continue }
+                    // Wait for a POST to end or the poll interval to pass, whichever comes first.
+                    if !ticking {
+                        ticking = true
+                        group.addTask {
+                            try? await Task.sleep(for: .seconds(bounded: self.configuration.pollInterval))
+                            return .tick
                         }
                     }
-                } catch  where !Task.isCancelled {
-                    self.logger.warning("webhook delivery failed", metadata: ["error": "\(error)"])
+                    switch await group.next() {
+                    case .delivery(let webhookID):
+                        let left = (inFlight[webhookID] ?? 0) - 1
+                        inFlight[webhookID] = left > 0 ? left : nil
+                    case .tick: ticking = false
+                    case nil: break
+                    }
                 }
-                if !busy { try await Task.sleep(for: .seconds(bounded: self.configuration.pollInterval)) }
             }
         }
+    }
+
+    /// Leases due deliveries for the free slots, each webhook's within its own cap.
+    func claim(inFlight: [String: Int]) async throws -> [(DeliveryRecord, WebhookRecord, BatchEvent)] {
+        let free = configuration.concurrency - inFlight.values.reduce(0, +)
+        guard free > 0 else { return [] }
+        let now = configuration.clock.now()
+        return try await store.claimDeliveries(
+            DeliveryClaim(
+                owner: owner, now: now,
+                leaseUntil: now.addingTimeInterval(configuration.timeout + configuration.leaseMargin), limit: free,
+                perWebhook: configuration.perWebhookConcurrency,
+                busy: inFlight))
     }
 
     /// Deletes ended deliveries older than the retention and idempotency
@@ -140,6 +204,7 @@ public final class WebhookDispatcher: Service, Sendable {
             request.method = .POST
             request.headers.add(name: "Content-Type", value: "application/json")
             request.headers.add(name: "User-Agent", value: "tranche-webhooks")
+            request.headers.add(name: "Tranche-Delivery-Id", value: String(delivery.id))
             request.headers.add(name: "Tranche-Event-Id", value: String(event.id))
             request.headers.add(name: "Tranche-Event-Type", value: event.type.rawValue)
             request.headers.add(
@@ -166,9 +231,14 @@ public final class WebhookDispatcher: Service, Sendable {
                 configuration.backoff.delay(afterAttempt: attempt, retryAfter: nil, random: Double.random(in: 0..<1)))
         }
         do {
-            try await store.recordDelivery(
-                id: delivery.id, delivered: failure == nil, statusCode: statusCode, error: failure, nextAttemptAt: next,
-                now: configuration.clock.now())
+            let recorded = try await store.recordDelivery(
+                id: delivery.id, owner: owner, delivered: failure == nil, statusCode: statusCode, error: failure,
+                nextAttemptAt: next, now: configuration.clock.now())
+            if !recorded {
+                logger.info(
+                    "a webhook delivery's lease expired before its result was recorded",
+                    metadata: ["delivery_id": "\(delivery.id)"])
+            }
         } catch {
             logger.warning("recording a webhook delivery failed", metadata: ["error": "\(error)"])
         }

@@ -213,27 +213,58 @@ extension PostgresBatchStore {
         }
     }
 
-    public func dueDeliveries(now: Date, limit: Int) async throws -> [(DeliveryRecord, WebhookRecord, BatchEvent)] {
-        try await read { db in
-            try await db.rows(
+    public func claimDeliveries(_ claim: DeliveryClaim) async throws -> [(DeliveryRecord, WebhookRecord, BatchEvent)] {
+        let now = claim.now.milliseconds
+        let limit = Int64(claim.limit.clamped(to: 0...10_000))
+        let perWebhook = Int64(claim.perWebhook.clamped(to: 1...10_000))
+        let busy = try JSONText(encoding: claim.busy).text
+        return try await write { db in
+            // The oldest due deliveries of webhooks below their cap are locked
+            // without waiting (another node's claim skips them); of those, each
+            // webhook's first few are leased, taking turns between webhooks.
+            let ids: [Int64] = try await db.rows(
+                """
+                WITH busy AS (SELECT key AS webhook_id, value::bigint AS n FROM jsonb_each_text(\(busy)::jsonb)),
+                due AS (
+                    SELECT id, webhook_id, next_attempt_at FROM deliveries
+                    WHERE status = 'pending' AND next_attempt_at <= \(now)
+                      AND (lease_expires_at IS NULL OR lease_expires_at <= \(now))
+                      AND webhook_id NOT IN (SELECT webhook_id FROM busy WHERE n >= \(perWebhook))
+                    ORDER BY next_attempt_at, id LIMIT \(limit * 8) FOR UPDATE SKIP LOCKED),
+                picked AS (
+                    SELECT id FROM (
+                        SELECT due.id, due.next_attempt_at, coalesce(busy.n, 0)
+                               + row_number() OVER (PARTITION BY due.webhook_id ORDER BY due.next_attempt_at, due.id) AS turn
+                        FROM due LEFT JOIN busy ON busy.webhook_id = due.webhook_id) ranked
+                    WHERE turn <= \(perWebhook) ORDER BY turn, next_attempt_at, id LIMIT \(limit))
+                UPDATE deliveries SET lease_owner = \(claim.owner), lease_expires_at = \(claim.leaseUntil.milliseconds)
+                WHERE id IN (SELECT id FROM picked)
+                RETURNING id
+                """
+            ).map { try $0.get(0) }
+            guard !ids.isEmpty else { return [] }
+            return try await db.rows(
                 """
                 \(unescaped: dueDeliveriesSelect)
-                WHERE d.status = 'pending' AND d.next_attempt_at <= \(now.milliseconds)
-                ORDER BY d.next_attempt_at, d.id LIMIT \(Int64(limit))
+                WHERE d.id = ANY(\(ids)) ORDER BY d.next_attempt_at, d.id
                 """
-            ).compactMap { row in
-                let delivery = try Self.decodeDelivery(row)
-                let hook = WebhookRecord(
-                    id: try row.get(10), tenant: try row.get(11), url: try row.get(12),
-                    events: try JSONText(unchecked: try row.get(13)).decode([String].self), secret: try row.get(14),
-                    createdAt: Date(milliseconds: try row.get(15)))
-                guard let batchID = BatchID(try row.get(19, as: String.self)) else { return nil }
-                let event = BatchEvent(
-                    id: delivery.eventID, batchID: batchID, type: BatchEventType(rawValue: try row.get(16)),
-                    at: Date(milliseconds: try row.get(17)), data: try JSONText(unchecked: try row.get(18)).value())
-                return (delivery, hook, event)
-            }
+            ).compactMap(Self.decodeDue)
         }
+    }
+
+    /// A delivery with its webhook and event, in ``dueDeliveriesSelect``'s
+    /// columns; nil when its batch's id is damaged.
+    static func decodeDue(_ row: PostgresRandomAccessRow) throws -> (DeliveryRecord, WebhookRecord, BatchEvent)? {
+        let delivery = try decodeDelivery(row)
+        let hook = WebhookRecord(
+            id: try row.get(10), tenant: try row.get(11), url: try row.get(12),
+            events: try JSONText(unchecked: try row.get(13)).decode([String].self), secret: try row.get(14),
+            createdAt: Date(milliseconds: try row.get(15)))
+        guard let batchID = BatchID(try row.get(19, as: String.self)) else { return nil }
+        let event = BatchEvent(
+            id: delivery.eventID, batchID: batchID, type: BatchEventType(rawValue: try row.get(16)),
+            at: Date(milliseconds: try row.get(17)), data: try JSONText(unchecked: try row.get(18)).value())
+        return (delivery, hook, event)
     }
 
     static func decodeDelivery(_ row: PostgresRandomAccessRow) throws -> DeliveryRecord {
@@ -245,19 +276,21 @@ extension PostgresBatchStore {
             lastAttemptAt: try row.get(9, as: Int64?.self).map(Date.init(milliseconds:)))
     }
 
+    @discardableResult
     public func recordDelivery(
-        id: Int64, delivered: Bool, statusCode: Int?, error: String?, nextAttemptAt: Date?, now: Date
-    ) async throws {
+        id: Int64, owner: String, delivered: Bool, statusCode: Int?, error: String?, nextAttemptAt: Date?, now: Date
+    ) async throws -> Bool {
         try await write { db in
             let status = delivered ? "delivered" : (nextAttemptAt == nil ? "failed" : "pending")
             let deliveredAt: Int64? = delivered ? now.milliseconds : nil
-            try await db.run(
+            return try await db.count(
                 """
                 UPDATE deliveries SET status = \(status), attempts = attempts + 1, last_status_code = \(statusCode),
                     last_error = \(error), next_attempt_at = \(nextAttemptAt?.milliseconds), delivered_at = \(deliveredAt),
-                    last_attempt_at = \(now.milliseconds)
-                WHERE id = \(id)
-                """)
+                    last_attempt_at = \(now.milliseconds), lease_owner = NULL, lease_expires_at = NULL
+                WHERE id = \(id) AND lease_owner = \(owner)
+                RETURNING 1
+                """) == 1
         }
     }
 

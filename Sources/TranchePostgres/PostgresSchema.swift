@@ -199,6 +199,14 @@ enum PostgresSchema {
                 "CREATE INDEX batches_by_completion ON batches(completed_at) WHERE completed_at IS NOT NULL",
             ]
         ),
+        // Webhook deliveries are leased to one node at a time, like chunks.
+        (
+            4,
+            [
+                "ALTER TABLE deliveries ADD COLUMN lease_owner TEXT",
+                "ALTER TABLE deliveries ADD COLUMN lease_expires_at BIGINT",
+            ]
+        ),
         // Admin keys (`/metrics`, `/v1/nodes`) and the secret that signs stream tokens.
         (
             5,

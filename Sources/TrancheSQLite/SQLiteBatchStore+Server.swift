@@ -207,16 +207,44 @@ extension SQLiteBatchStore {
         }
     }
 
-    public func dueDeliveries(now: Date, limit: Int) async throws -> [(DeliveryRecord, WebhookRecord, BatchEvent)] {
-        try await read { db in
+    public func claimDeliveries(_ claim: DeliveryClaim) async throws -> [(DeliveryRecord, WebhookRecord, BatchEvent)] {
+        let now = claim.now.milliseconds
+        let limit = claim.limit.clamped(to: 0...10_000)
+        let busy = try JSONText(encoding: claim.busy).text
+        return try await write { db in
+            // One write transaction at a time: the oldest due deliveries of
+            // webhooks below their cap, each webhook's first few, taking turns.
+            let ids = try Int64.fetchAll(
+                db,
+                sql: """
+                    SELECT id FROM (
+                        SELECT due.id, due.next_attempt_at, coalesce(busy.value, 0)
+                               + row_number() OVER (PARTITION BY due.webhook_id ORDER BY due.next_attempt_at, due.id) AS turn
+                        FROM (
+                            SELECT id, webhook_id, next_attempt_at FROM deliveries
+                            WHERE status = 'pending' AND next_attempt_at <= ?1
+                              AND (lease_expires_at IS NULL OR lease_expires_at <= ?1)
+                              AND webhook_id NOT IN (SELECT key FROM json_each(?2) WHERE value >= ?4)
+                            ORDER BY next_attempt_at, id LIMIT ?3) due
+                        LEFT JOIN json_each(?2) busy ON busy.key = due.webhook_id)
+                    WHERE turn <= ?4 ORDER BY turn, next_attempt_at, id LIMIT ?5
+                    """,
+                arguments: [now, busy, limit * 8, claim.perWebhook.clamped(to: 1...10_000), limit])
+            guard !ids.isEmpty else { return [] }
+            let list = try JSONText(encoding: ids).text
+            try db.execute(
+                sql: """
+                    UPDATE deliveries SET lease_owner = ?, lease_expires_at = ?
+                    WHERE id IN (SELECT value FROM json_each(?))
+                    """,
+                arguments: [claim.owner, claim.leaseUntil.milliseconds, list])
             let rows = try Row.fetchAll(
                 db,
                 sql: """
                     \(dueDeliveriesSelect)
-                    WHERE d.status = 'pending' AND d.next_attempt_at <= ?
-                    ORDER BY d.next_attempt_at, d.id LIMIT ?
+                    WHERE d.id IN (SELECT value FROM json_each(?)) ORDER BY d.next_attempt_at, d.id
                     """,
-                arguments: [now.milliseconds, limit])
+                arguments: [list])
             return try rows.compactMap { row in
                 let delivery = try Self.decodeDelivery(row)
                 let row = SQLiteRow(row: row)
@@ -240,21 +268,24 @@ extension SQLiteBatchStore {
             lastAttemptAt: try row.date(at: 9))
     }
 
+    @discardableResult
     public func recordDelivery(
-        id: Int64, delivered: Bool, statusCode: Int?, error: String?, nextAttemptAt: Date?, now: Date
-    ) async throws {
+        id: Int64, owner: String, delivered: Bool, statusCode: Int?, error: String?, nextAttemptAt: Date?, now: Date
+    ) async throws -> Bool {
         try await write { db in
             let status = delivered ? "delivered" : (nextAttemptAt == nil ? "failed" : "pending")
             try db.execute(
                 sql: """
                     UPDATE deliveries SET status = ?, attempts = attempts + 1, last_status_code = ?, last_error = ?,
-                        next_attempt_at = ?, delivered_at = ?, last_attempt_at = ?
-                    WHERE id = ?
+                        next_attempt_at = ?, delivered_at = ?, last_attempt_at = ?, lease_owner = NULL,
+                        lease_expires_at = NULL
+                    WHERE id = ? AND lease_owner = ?
                     """,
                 arguments: [
                     status, statusCode, error, nextAttemptAt?.milliseconds, delivered ? now.milliseconds : nil,
-                    now.milliseconds, id,
+                    now.milliseconds, id, owner,
                 ])
+            return db.changesCount == 1
         }
     }
 

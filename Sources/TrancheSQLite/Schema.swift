@@ -188,6 +188,14 @@ enum Schema {
                     CREATE INDEX deliveries_ended ON deliveries(last_attempt_at) WHERE status <> 'pending';
                     """)
         }
+        // Webhook deliveries are leased to one dispatcher at a time, like chunks.
+        migrator.registerMigration("v7: delivery leases") { db in
+            try db.execute(
+                sql: """
+                    ALTER TABLE deliveries ADD COLUMN lease_owner TEXT;
+                    ALTER TABLE deliveries ADD COLUMN lease_expires_at INTEGER;
+                    """)
+        }
         // Admin keys (`/metrics`, `/v1/nodes`) and the secret that signs stream tokens.
         migrator.registerMigration("v8: admin keys") { db in
             try db.execute(

@@ -119,6 +119,34 @@ public struct DeliveryRecord: Sendable, Hashable {
     }
 }
 
+/// One claim of due webhook deliveries (see ``ServerStore/claimDeliveries(_:)``).
+public struct DeliveryClaim: Sendable, Hashable {
+    /// Who claims: one dispatcher, unique across nodes and restarts.
+    public var owner: String
+    public var now: Date
+    /// When the lease ends unless the attempt is recorded first.
+    public var leaseUntil: Date
+    /// Deliveries to claim at most.
+    public var limit: Int
+    /// Deliveries of one webhook the claimer holds at most, so one tenant's
+    /// backlog or slow receiver cannot take every slot.
+    public var perWebhook: Int
+    /// Deliveries the claimer already has in flight, by webhook id: they
+    /// count against `perWebhook`.
+    public var busy: [String: Int]
+
+    public init(
+        owner: String, now: Date, leaseUntil: Date, limit: Int, perWebhook: Int, busy: [String: Int] = [:]
+    ) {
+        self.owner = owner
+        self.now = now
+        self.leaseUntil = leaseUntil
+        self.limit = limit
+        self.perWebhook = perWebhook
+        self.busy = busy
+    }
+}
+
 /// What the server needs besides batches: API keys, idempotency records and webhooks.
 /// Stored in the same database as the batches.
 public protocol ServerStore: BatchStore {
@@ -153,12 +181,24 @@ public protocol ServerStore: BatchStore {
     /// deliveries for the matching webhooks and advances the cursor, in one
     /// transaction, so no event is skipped or queued twice. Returns how many.
     func queueDeliveries(limit: Int, now: Date) async throws -> Int
-    /// Deliveries due now, oldest first, with their webhook and event.
-    func dueDeliveries(now: Date, limit: Int) async throws -> [(DeliveryRecord, WebhookRecord, BatchEvent)]
-    /// Records one attempt: delivered, or failed with the next attempt's time (nil: give up).
+    /// Leases deliveries due at `claim.now` to `claim.owner` until
+    /// `claim.leaseUntil`, with their webhook and event, oldest first but at
+    /// most `claim.perWebhook` of one webhook, less what the claimer already
+    /// has in flight for it (`claim.busy`), taking turns between webhooks.
+    /// A delivery is due when it is pending, its next attempt's time has come
+    /// and it has no live lease: concurrent claims (on any node) get disjoint
+    /// deliveries, and one whose lease expired (its node died mid-POST) is
+    /// due again, so a delivery goes out at least once.
+    func claimDeliveries(_ claim: DeliveryClaim) async throws -> [(DeliveryRecord, WebhookRecord, BatchEvent)]
+    /// Records one attempt of a delivery `owner` holds the lease of, and
+    /// ends the lease: delivered, or failed with the next attempt's time
+    /// (nil: give up). Returns false, recording nothing, when `owner` no
+    /// longer holds it (its lease expired and another claim took it), so a
+    /// stale node never overwrites a newer attempt's result.
+    @discardableResult
     func recordDelivery(
-        id: Int64, delivered: Bool, statusCode: Int?, error: String?, nextAttemptAt: Date?, now: Date
-    ) async throws
+        id: Int64, owner: String, delivered: Bool, statusCode: Int?, error: String?, nextAttemptAt: Date?, now: Date
+    ) async throws -> Bool
     func deliveries(webhookID: String, limit: Int) async throws -> [DeliveryRecord]
 
     /// Deletes, in one short transaction, at most `limit` deliveries that

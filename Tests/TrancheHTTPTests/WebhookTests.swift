@@ -1,9 +1,12 @@
 import Crypto
 import Foundation
+import Logging
 import NIOHTTP1
 import Testing
 import TrancheEngine
 import TrancheHTTP
+import TranchePostgres
+import TrancheStore
 import TrancheTestSupport
 
 @Suite("Webhooks")
@@ -107,6 +110,68 @@ struct WebhookTests {
             let unknown = try await server.request(
                 .POST, "/v1/webhooks", body: #"{"url":"http://127.0.0.1:1/","events":["batch.exploded"]}"#)
             #expect(unknown.status == 422)
+        }
+    }
+
+    // MARK: - Several nodes
+
+    /// Runs two dispatchers (two nodes) over two stores on one fresh
+    /// PostgreSQL database, with `body` given the first store, and stops them after.
+    func withTwoNodes(
+        timeout: Double = 10, _ body: @escaping @Sendable (PostgresBatchStore) async throws -> Void
+    ) async throws {
+        let url = try await TestPostgres.freshDatabaseURL()
+        try await TestPostgres.withStore(url: url) { first in
+            try await TestPostgres.withStore(url: url) { second in
+                var configuration = WebhookDispatcher.Configuration(allowedHosts: ["127.0.0.1"])
+                configuration.timeout = timeout
+                configuration.pollInterval = 0.05
+                let dispatchers = [first, second].map { store in
+                    WebhookDispatcher(
+                        store: store, configuration: configuration, logger: Logger(label: "tranche.test.webhooks"))
+                }
+                try await withThrowingTaskGroup(of: Void.self) { group in
+                    for dispatcher in dispatchers { group.addTask { try await dispatcher.run() } }
+                    do {
+                        try await body(first)
+                    } catch {
+                        group.cancelAll()
+                        throw error
+                    }
+                    group.cancelAll()
+                }
+            }
+        }
+    }
+
+    @Test("two nodes on one PostgreSQL database deliver each event exactly once")
+    func twoNodesDeliverOnce() async throws {
+        let receiver = LoopbackHTTPServer { _, _ in .init(status: 204) }
+        try await receiver.withRunning { port in
+            try await withTwoNodes { store in
+                let hook = WebhookRecord(
+                    id: "w1", tenant: "t1", url: "http://127.0.0.1:\(port)/hook", events: [], secret: "s",
+                    createdAt: Date())
+                try await store.createWebhook(hook)
+                var events = 0
+                for _ in 0..<8 {
+                    let batch = try await store.createBatch(NewBatch(type: "t", owner: "t1"), items: [])
+                    events += try await store.events(of: batch.id, afterID: 0, limit: 100).count
+                }
+                let expected = events
+                try await waitUntil("every event's delivery recorded as delivered") {
+                    let deliveries = try await store.deliveries(webhookID: "w1", limit: 1_000)
+                    return deliveries.count == expected && deliveries.allSatisfy { $0.status == "delivered" }
+                }
+                let requests = receiver.requests
+                let ids = requests.compactMap { $0.headers["tranche-delivery-id"] }
+                #expect(ids.count == requests.count, "every request names its delivery")
+                #expect(Set(ids).count == expected)
+                #expect(requests.count == expected, "no delivery was POSTed twice")
+                #expect(Set(requests.compactMap { $0.headers["tranche-event-id"] }).count == expected)
+                let attempts = try await store.deliveries(webhookID: "w1", limit: 1_000).map(\.attempts)
+                #expect(attempts.allSatisfy { $0 == 1 })
+            }
         }
     }
 }

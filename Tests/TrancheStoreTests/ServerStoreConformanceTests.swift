@@ -180,6 +180,15 @@ struct ServerStoreConformanceTests {
         }
     }
 
+    /// A claim by `owner` at `now` of up to `limit` deliveries, leased for 30 s.
+    func claim(
+        _ owner: String, at now: Date, limit: Int = 1_000, perWebhook: Int = 1_000, busy: [String: Int] = [:]
+    ) -> DeliveryClaim {
+        DeliveryClaim(
+            owner: owner, now: now, leaseUntil: now.addingTimeInterval(30), limit: limit, perWebhook: perWebhook,
+            busy: busy)
+    }
+
     @Test("deliveries: queued from events exactly once, due, attempts recorded, listed", arguments: StoreFactory.all)
     func deliveries(factory: StoreFactory) async throws {
         try await withStore(factory) { store in
@@ -200,22 +209,25 @@ struct ServerStoreConformanceTests {
             #expect(queued + rest == events.count + 1)
             #expect(try await store.queueDeliveries(limit: 1_000, now: now) == 0)
             #expect(try await store.deliveries(webhookID: "other", limit: 10).isEmpty)
-            let due = try await store.dueDeliveries(now: now, limit: 100)
+            let due = try await store.claimDeliveries(claim("n1", at: now))
             #expect(due.count == events.count + 1)
             #expect(due.allSatisfy { $0.0.status == "pending" && $0.0.attempts == 0 && $0.2.batchID == batch.id })
             let (completion, hook, event) = try #require(due.first { $0.1.id == "done" })
             #expect(event.type == .completed)
             #expect(hook.secret == "s-done")
 
-            // A failed attempt waits for its next time; a delivered one is done.
+            // A failed attempt waits for its next time (the others, leased
+            // until now + 30 s, are due again after); a delivered one is done.
             let retryAt = now.addingTimeInterval(60)
+            #expect(
+                try await store.recordDelivery(
+                    id: completion.id, owner: "n1", delivered: false, statusCode: 500,
+                    error: "the receiver answered 500", nextAttemptAt: retryAt, now: now))
+            #expect(try await store.claimDeliveries(claim("n2", at: now.addingTimeInterval(10))).isEmpty)
+            #expect(try await store.claimDeliveries(claim("n2", at: retryAt)).count == events.count + 1)
             try await store.recordDelivery(
-                id: completion.id, delivered: false, statusCode: 500, error: "the receiver answered 500",
-                nextAttemptAt: retryAt, now: now)
-            #expect(try await store.dueDeliveries(now: now, limit: 100).count == events.count)
-            #expect(try await store.dueDeliveries(now: retryAt, limit: 100).count == events.count + 1)
-            try await store.recordDelivery(
-                id: completion.id, delivered: true, statusCode: 204, error: nil, nextAttemptAt: nil, now: retryAt)
+                id: completion.id, owner: "n2", delivered: true, statusCode: 204, error: nil, nextAttemptAt: nil,
+                now: retryAt)
             let logged = try #require(try await store.deliveries(webhookID: "done", limit: 10).first)
             #expect(logged.status == "delivered")
             #expect(logged.attempts == 2)
@@ -227,6 +239,68 @@ struct ServerStoreConformanceTests {
         }
     }
 
+    @Test(
+        "delivery claims: disjoint between claimers, turns between webhooks, again once the lease expired, fenced by the owner",
+        arguments: StoreFactory.all)
+    func deliveryClaims(factory: StoreFactory) async throws {
+        try await withStore(factory) { store in
+            try await store.createWebhook(webhook("a", tenant: "t1"))
+            try await store.createWebhook(webhook("b", tenant: "t1", at: 1))
+            for _ in 0..<3 { _ = try await store.createBatch(NewBatch(type: "t", owner: "t1"), items: []) }
+            let now = Date(milliseconds: Date().milliseconds)
+            let queued = try await store.queueDeliveries(limit: 1_000, now: now)
+            #expect(queued >= 6)
+            // One per webhook: the claim takes turns, and what is in flight counts against the cap.
+            let fair = try await store.claimDeliveries(claim("fair", at: now, limit: 10, perWebhook: 1))
+            #expect(fair.map(\.1.id).sorted() == ["a", "b"])
+            let onlyB = try await store.claimDeliveries(
+                claim("b-only", at: now, perWebhook: 2, busy: ["a": 2, "b": 1]))
+            #expect(onlyB.map(\.1.id) == ["b"])
+            let turns = try await store.claimDeliveries(
+                claim("turns", at: now, limit: 2, perWebhook: 9, busy: ["b": 2]))
+            #expect(turns.map(\.1.id) == ["a", "a"], "b's two in flight came first")
+            // Claimers at once (on PostgreSQL, each on its own connection) get disjoint deliveries.
+            let concurrent = try await withThrowingTaskGroup(of: [Int64].self) { group in
+                for node in 0..<6 {
+                    group.addTask { try await store.claimDeliveries(claim("n\(node)", at: now, limit: 2)).map(\.0.id) }
+                }
+                return try await group.reduce(into: [Int64]()) { $0 += $1 }
+            }
+            let rest = try await store.claimDeliveries(claim("late", at: now)).map(\.0.id)
+            let all = (fair + onlyB + turns).map(\.0.id) + concurrent + rest
+            #expect(all.count == queued)
+            #expect(Set(all).count == queued, "no delivery was claimed twice")
+            // Leased until now + 30 s: nothing is due before, everything after.
+            #expect(try await store.claimDeliveries(claim("early", at: now.addingTimeInterval(29))).isEmpty)
+            let reclaimed = try await store.claimDeliveries(claim("rescuer", at: now.addingTimeInterval(31)))
+            #expect(Set(reclaimed.map(\.0.id)) == Set(all))
+            // The first owner's late result is refused; the rescuer's counts, once.
+            let stale = try #require(fair.first).0
+            #expect(
+                try await store.recordDelivery(
+                    id: stale.id, owner: "fair", delivered: false, statusCode: 500, error: "late", nextAttemptAt: now,
+                    now: now.addingTimeInterval(40)) == false)
+            let at = now.addingTimeInterval(41)
+            #expect(
+                try await store.recordDelivery(
+                    id: stale.id, owner: "rescuer", delivered: true, statusCode: 204, error: nil, nextAttemptAt: nil,
+                    now: at))
+            #expect(
+                try await store.recordDelivery(
+                    id: stale.id, owner: "rescuer", delivered: false, statusCode: 500, error: "again",
+                    nextAttemptAt: now, now: at) == false)
+            let logged = try #require(
+                try await store.deliveries(webhookID: stale.webhookID, limit: 100).first { $0.id == stale.id })
+            #expect(logged.status == "delivered")
+            #expect(logged.attempts == 1)
+            #expect(logged.lastStatusCode == 204)
+            // A recorded delivery is no longer due, even after its lease would have ended.
+            let later = try await store.claimDeliveries(claim("later", at: now.addingTimeInterval(100)))
+            #expect(later.count == queued - 1)
+            #expect(!later.contains { $0.0.id == stale.id })
+        }
+    }
+
     @Test("deliveries that ended are pruned after the retention; pending ones stay", arguments: StoreFactory.all)
     func deliveryPruning(factory: StoreFactory) async throws {
         try await withStore(factory) { store in
@@ -235,11 +309,13 @@ struct ServerStoreConformanceTests {
             let now = Date()
             let queued = try await store.queueDeliveries(limit: 1_000, now: now)
             #expect(queued >= 3)
-            let due = try await store.dueDeliveries(now: now, limit: 100).map(\.0)
+            let due = try await store.claimDeliveries(claim("n1", at: now, limit: 2)).map(\.0)
+            try #require(due.count == 2)
             try await store.recordDelivery(
-                id: due[0].id, delivered: true, statusCode: 200, error: nil, nextAttemptAt: nil, now: now)
+                id: due[0].id, owner: "n1", delivered: true, statusCode: 200, error: nil, nextAttemptAt: nil, now: now)
             try await store.recordDelivery(
-                id: due[1].id, delivered: false, statusCode: 500, error: "down", nextAttemptAt: nil, now: now)
+                id: due[1].id, owner: "n1", delivered: false, statusCode: 500, error: "down", nextAttemptAt: nil,
+                now: now)
             // Within the retention nothing goes.
             #expect(try await store.pruneServerRecords(now: now, deliveriesEndedBefore: now, limit: 10) == 0)
             // After it, the delivered and the failed one go, a step at a time.

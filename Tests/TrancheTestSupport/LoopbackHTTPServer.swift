@@ -17,11 +17,15 @@ public final class LoopbackHTTPServer: Sendable {
         public var status: Int
         public var headers: [String: String]
         public var body: String
+        /// How long the server waits before answering (a slow receiver); the
+        /// request is recorded when it arrives.
+        public var delay: Duration
 
-        public init(status: Int, headers: [String: String] = [:], body: String = "") {
+        public init(status: Int, headers: [String: String] = [:], body: String = "", delay: Duration = .zero) {
             self.status = status
             self.headers = headers
             self.body = body
+            self.delay = delay
         }
     }
 
@@ -109,19 +113,32 @@ public final class LoopbackHTTPServer: Sendable {
                 for (name, value) in head.headers { headers[name.lowercased()] = value }
                 let response = server.handle(
                     Request(method: head.method.rawValue, uri: head.uri, headers: headers, body: body))
-                var responseHeaders = HTTPHeaders()
-                for (name, value) in response.headers { responseHeaders.add(name: name, value: value) }
-                responseHeaders.add(name: "Content-Length", value: String(response.body.utf8.count))
-                context.write(
-                    wrapOutboundOut(
-                        .head(
-                            HTTPResponseHead(
-                                version: head.version, status: .init(statusCode: response.status),
-                                headers: responseHeaders))),
-                    promise: nil)
-                context.write(wrapOutboundOut(.body(.byteBuffer(ByteBuffer(string: response.body)))), promise: nil)
-                context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
+                guard response.delay <= .zero else {
+                    let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+                    let (seconds, attoseconds) = response.delay.components
+                    let nanoseconds = seconds.multipliedReportingOverflow(by: 1_000_000_000).partialValue
+                    context.eventLoop.scheduleTask(in: .nanoseconds(nanoseconds + attoseconds / 1_000_000_000)) {
+                        bound.value.0.answer(head, response, context: bound.value.1)
+                    }
+                    return
+                }
+                answer(head, response, context: context)
             }
+        }
+
+        func answer(_ head: HTTPRequestHead, _ response: Response, context: ChannelHandlerContext) {
+            var responseHeaders = HTTPHeaders()
+            for (name, value) in response.headers { responseHeaders.add(name: name, value: value) }
+            responseHeaders.add(name: "Content-Length", value: String(response.body.utf8.count))
+            context.write(
+                wrapOutboundOut(
+                    .head(
+                        HTTPResponseHead(
+                            version: head.version, status: .init(statusCode: response.status),
+                            headers: responseHeaders))),
+                promise: nil)
+            context.write(wrapOutboundOut(.body(.byteBuffer(ByteBuffer(string: response.body)))), promise: nil)
+            context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
         }
     }
 }
