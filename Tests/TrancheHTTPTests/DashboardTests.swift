@@ -28,7 +28,7 @@ struct DashboardTests {
                         #"{"type":"exec","context":{"command":"echo 'no such user' >&2; exit 65"},"items":[1,2,3],"mode":"async"}"#
                 )
                 let failingID = try #require(failing.json["id"] as? String)
-                let (status, text) = try runScript(
+                let (status, text) = try await runScript(
                     "dashboard_check.py", ["http://127.0.0.1:\(server.port)", runningID, failingID, directory.path],
                     temporaryDirectory: directory)
                 #expect(status == 0, "\(text)")

@@ -22,7 +22,7 @@ struct FuzzTests {
         let environment = ProcessInfo.processInfo.environment
         let seed = environment["TRANCHE_FUZZ_SEED"].flatMap { UInt64($0) } ?? 13
         let cases = environment["TRANCHE_FUZZ_CASES"].flatMap { Int($0) } ?? 300
-        let operations = try FuzzOperation.all(in: openAPIDocument())
+        let operations = try FuzzOperation.all(in: await openAPIDocument())
         #expect(operations.count >= 20, "the document lists \(operations.count) operations")
 
         try await withTemporaryDirectory("tranche-fuzz") { directory in
@@ -68,8 +68,8 @@ struct FuzzTests {
     }
 
     /// The document as JSON, converted by `scripts/check_openapi.py` (Swift has no YAML parser here).
-    func openAPIDocument() throws -> [String: Any] {
-        let (status, text) = try runScript(
+    func openAPIDocument() async throws -> [String: Any] {
+        let (status, text) = try await runScript(
             "check_openapi.py", ["--json", repositoryRoot.appendingPathComponent("docs/openapi.yaml").path])
         try #require(status == 0, "\(text)")
         return try #require(try JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any])

@@ -142,9 +142,8 @@ struct KeysTests {
                     key: a)
                 let id = try #require(running.json["id"] as? String)
                 let arguments = ["http://127.0.0.1:\(server.port)", a, id, directory.path]
-                let (status, text) = try await offThePool {
-                    try runScript("dashboard_keys_check.py", arguments, temporaryDirectory: directory)
-                }
+                let (status, text) = try await runScript(
+                    "dashboard_keys_check.py", arguments, temporaryDirectory: directory)
                 #expect(status == 0, "\(text)")
                 #expect(text.contains("dashboard key checks passed"), "\(text)")
             }
@@ -182,7 +181,7 @@ struct KeysTests {
                 }
                 let file = directory.appendingPathComponent("responses.json")
                 try JSONSerialization.data(withJSONObject: captured).write(to: file)
-                let (status, text) = try runScript(
+                let (status, text) = try await runScript(
                     "check_openapi.py", [repositoryRoot.appendingPathComponent("docs/openapi.yaml").path, file.path])
                 #expect(status == 0, "\(text)")
                 #expect(text.contains("\(captured.count) responses checked, 0 mismatches"), "\(text)")
@@ -205,15 +204,6 @@ struct KeysTests {
                 if text.contains(marker) { break }
             }
             return text
-        }
-    }
-
-    /// Runs blocking `work` on a thread of its own: `runScript` waits for its
-    /// process, and on a 2-core machine two such waits on the cooperative pool
-    /// (this test beside the other dashboard test) stall every live server.
-    func offThePool<T: Sendable>(_ work: @escaping @Sendable () throws -> T) async throws -> T {
-        try await withCheckedThrowingContinuation { continuation in
-            Thread { continuation.resume(with: Result { try work() }) }.start()
         }
     }
 }

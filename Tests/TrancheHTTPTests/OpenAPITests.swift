@@ -61,7 +61,7 @@ struct OpenAPITests {
             let file = FileManager.default.temporaryDirectory.appendingPathComponent("responses-\(UUID()).json")
             defer { try? FileManager.default.removeItem(at: file) }
             try JSONSerialization.data(withJSONObject: captured).write(to: file)
-            let (status, text) = try runScript(
+            let (status, text) = try await runScript(
                 "check_openapi.py", [repositoryRoot.appendingPathComponent("docs/openapi.yaml").path, file.path])
             #expect(status == 0, "\(text)")
             #expect(text.contains("\(captured.count) responses checked, 0 mismatches"), "\(text)")
