@@ -120,7 +120,7 @@ public final class WebhookDispatcher: Service, Sendable {
     }
 
     func deliverUntilShutdown() async throws {
-        try await cancelWhenGracefulShutdown {
+        await cancelWhenGracefulShutdown {
             await withTaskGroup(of: Finished.self) { group in
                 var nextPruning = ContinuousClock.now
                 var inFlight: [String: Int] = [:]
