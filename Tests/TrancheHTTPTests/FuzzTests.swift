@@ -263,6 +263,9 @@ struct Fuzzer {
     var random: SeededRandom
     var failures: [String] = []
     var sent = 0
+    /// A request went unanswered: the server may be down, and each further
+    /// request would wait out its timeout, so the run stops sending.
+    var unanswered = false
     /// A real batch (open, unsealed) and webhook, so that path parameters also reach past the lookup.
     var batchID = "00000000-0000-0000-0000-000000000000"
     var hookID = "0"
@@ -398,6 +401,7 @@ struct Fuzzer {
     )
         async
     {
+        guard !unanswered else { return }
         sent += 1
         let shownHeaders = headers.mapValues { $0.prefix(40) }
         let what =
@@ -412,6 +416,7 @@ struct Fuzzer {
                 body: body, streaming: operation.streams)
         } catch {
             failures.append("\(what): no answer (\(error))")
+            unanswered = true
             return
         }
         guard let answer else { return }
