@@ -17,15 +17,11 @@ public final class LoopbackHTTPServer: Sendable {
         public var status: Int
         public var headers: [String: String]
         public var body: String
-        /// How long the server waits before answering (a slow receiver); the
-        /// request is recorded when it arrives.
-        public var delay: Duration
 
-        public init(status: Int, headers: [String: String] = [:], body: String = "", delay: Duration = .zero) {
+        public init(status: Int, headers: [String: String] = [:], body: String = "") {
             self.status = status
             self.headers = headers
             self.body = body
-            self.delay = delay
         }
     }
 
@@ -113,15 +109,6 @@ public final class LoopbackHTTPServer: Sendable {
                 for (name, value) in head.headers { headers[name.lowercased()] = value }
                 let response = server.handle(
                     Request(method: head.method.rawValue, uri: head.uri, headers: headers, body: body))
-                guard response.delay <= .zero else {
-                    let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
-                    let (seconds, attoseconds) = response.delay.components
-                    let nanoseconds = seconds.multipliedReportingOverflow(by: 1_000_000_000).partialValue
-                    context.eventLoop.scheduleTask(in: .nanoseconds(nanoseconds + attoseconds / 1_000_000_000)) {
-                        bound.value.0.answer(head, response, context: bound.value.1)
-                    }
-                    return
-                }
                 answer(head, response, context: context)
             }
         }
