@@ -103,19 +103,20 @@ final class PendingCall<T: Sendable>: Sendable {
 
     /// Runs `operation` unless the call already has a result, and stops it
     /// (by cancellation) as soon as someone else sets one.
+    ///
+    /// Returns once the call has a result, without waiting for `operation`
+    /// to notice its cancellation: a query that ignores it (a connection
+    /// that died mid-query) must not keep the store's `run()` from ending.
     func run(generation: Int, _ operation: @escaping @Sendable () async throws -> T) async {
         guard start(generation: generation) else { return }
-        await withTaskGroup(of: Void.self) { group in
-            group.addTask {
-                do {
-                    self.resolve(.success(try await operation()))
-                } catch {
-                    self.resolve(.failure(error))
-                }
+        let work = Task {
+            do {
+                self.resolve(.success(try await operation()))
+            } catch {
+                self.resolve(.failure(error))
             }
-            group.addTask { await self.resolved.wait() }
-            await group.next()
-            group.cancelAll()
         }
+        await resolved.wait()
+        work.cancel()
     }
 }

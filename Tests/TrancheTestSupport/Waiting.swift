@@ -11,21 +11,31 @@ public struct DeadlineExceeded: Error, CustomStringConvertible {
 public let defaultDeadline: Double = 120
 
 /// Runs `body`, and fails it (cancelled) when it takes more than `seconds`.
+///
+/// At the deadline this throws at once, without waiting for `body` to end:
+/// a body that ignores its cancellation fails the test instead of hanging it.
 public func withDeadline<T: Sendable>(
     seconds: Double = defaultDeadline, _ what: String, _ body: @escaping @Sendable () async throws -> T
 ) async throws -> T {
-    try await withThrowingTaskGroup(of: T?.self) { group in
-        group.addTask { try await body() }
-        group.addTask {
-            try await Task.sleep(for: .milliseconds(Int(seconds * 1000)))
-            return nil
+    let (outcomes, outcome) = AsyncStream.makeStream(of: Result<T, any Error>.self, bufferingPolicy: .bufferingOldest(1))
+    let work = Task {
+        do {
+            outcome.yield(.success(try await body()))
+        } catch {
+            outcome.yield(.failure(error))
         }
-        defer { group.cancelAll() }
-        guard let value = try await group.next() ?? nil else {
-            throw DeadlineExceeded(description: "waited \(Int(seconds)) s for \(what)")
-        }
-        return value
     }
+    let timer = Task {
+        try? await Task.sleep(for: .milliseconds(Int(min(max(seconds, 0), 1e6) * 1000)))
+        outcome.yield(.failure(DeadlineExceeded(description: "waited \(Int(seconds)) s for \(what)")))
+    }
+    defer {
+        work.cancel()
+        timer.cancel()
+        outcome.finish()
+    }
+    for await result in outcomes { return try result.get() }
+    throw CancellationError()
 }
 
 /// A one-time event for tests: fired once, waited for with a deadline.
