@@ -223,6 +223,12 @@ public final class WebhookDispatcher: Service, Sendable {
         } catch {
             failure = "the request failed (\(String(describing: type(of: error))))"
         }
+        // A node that stops records nothing: the delivery's lease expires and
+        // another node (or this one, restarted) sends it again.
+        if Task.isCancelled {
+            logger.debug("a webhook delivery stopped with its node", metadata: ["delivery_id": "\(delivery.id)"])
+            return
+        }
         // The stored count may hold anything; one more never traps.
         let attempt = delivery.attempts.adding(saturating: 1)
         var next: Date?

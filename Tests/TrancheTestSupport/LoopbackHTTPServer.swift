@@ -17,11 +17,15 @@ public final class LoopbackHTTPServer: Sendable {
         public var status: Int
         public var headers: [String: String]
         public var body: String
+        /// A receiver that never answers (the request is recorded, the
+        /// connection stays open until the client gives up).
+        public var silent: Bool
 
-        public init(status: Int, headers: [String: String] = [:], body: String = "") {
+        public init(status: Int, headers: [String: String] = [:], body: String = "", silent: Bool = false) {
             self.status = status
             self.headers = headers
             self.body = body
+            self.silent = silent
         }
     }
 
@@ -109,7 +113,7 @@ public final class LoopbackHTTPServer: Sendable {
                 for (name, value) in head.headers { headers[name.lowercased()] = value }
                 let response = server.handle(
                     Request(method: head.method.rawValue, uri: head.uri, headers: headers, body: body))
-                answer(head, response, context: context)
+                if !response.silent { answer(head, response, context: context) }
             }
         }
 
