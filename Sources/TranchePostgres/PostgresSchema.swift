@@ -215,6 +215,33 @@ enum PostgresSchema {
                 "CREATE TABLE server_secrets (name TEXT PRIMARY KEY, value TEXT NOT NULL)",
             ]
         ),
+        // Schedules (`POST /v1/schedules`), the batches they created, and
+        // each ended batch's finalize step, leased like a chunk.
+        (
+            8,
+            [
+                """
+                CREATE TABLE schedules (
+                    id TEXT PRIMARY KEY, tenant TEXT NOT NULL, batch TEXT NOT NULL, cron TEXT,
+                    time_zone TEXT NOT NULL, every_ms BIGINT, catch_up TEXT NOT NULL, overlap BOOLEAN NOT NULL,
+                    paused BOOLEAN NOT NULL DEFAULT false, next_run_at BIGINT, last_run_at BIGINT, last_batch_id TEXT,
+                    runs BIGINT NOT NULL DEFAULT 0, skipped BIGINT NOT NULL DEFAULT 0, created_at BIGINT NOT NULL
+                )
+                """,
+                "CREATE INDEX schedules_due ON schedules(next_run_at) WHERE NOT paused",
+                "CREATE INDEX schedules_by_tenant ON schedules(tenant, created_at)",
+                "CREATE TABLE schedule_runs (batch_id TEXT PRIMARY KEY, schedule_id TEXT NOT NULL)",
+                """
+                CREATE TABLE finalizations (
+                    batch_key BIGINT PRIMARY KEY, type TEXT NOT NULL, state TEXT NOT NULL DEFAULT 'pending',
+                    attempts INTEGER NOT NULL DEFAULT 0, lease_owner TEXT, lease_expires_at BIGINT,
+                    queued_at BIGINT NOT NULL, finished_at BIGINT
+                )
+                """,
+                "CREATE INDEX finalizations_to_claim ON finalizations(type, state, lease_expires_at)",
+                "INSERT INTO counters(name, value) VALUES ('finalize_cursor', (SELECT coalesce(max(id), 0) FROM events))",
+            ]
+        ),
     ]
 
     /// Brings the database to the newest version, once, whatever other nodes do meanwhile.

@@ -204,6 +204,48 @@ enum Schema {
                     CREATE TABLE server_secrets (name TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
                     """)
         }
+        // Schedules (`POST /v1/schedules`), the batches they created, and
+        // each ended batch's finalize step, leased like a chunk.
+        migrator.registerMigration("v11: schedules and results") { db in
+            try db.execute(
+                sql: """
+                    CREATE TABLE schedules (
+                        id TEXT PRIMARY KEY,
+                        tenant TEXT NOT NULL,
+                        batch TEXT NOT NULL,
+                        cron TEXT,
+                        time_zone TEXT NOT NULL,
+                        every_ms INTEGER,
+                        catch_up TEXT NOT NULL,
+                        overlap INTEGER NOT NULL,
+                        paused INTEGER NOT NULL DEFAULT 0,
+                        next_run_at INTEGER,
+                        last_run_at INTEGER,
+                        last_batch_id TEXT,
+                        runs INTEGER NOT NULL DEFAULT 0,
+                        skipped INTEGER NOT NULL DEFAULT 0,
+                        created_at INTEGER NOT NULL
+                    ) WITHOUT ROWID;
+                    CREATE INDEX schedules_due ON schedules(next_run_at) WHERE paused = 0;
+                    CREATE INDEX schedules_by_tenant ON schedules(tenant, created_at);
+                    CREATE TABLE schedule_runs (
+                        batch_id TEXT PRIMARY KEY,
+                        schedule_id TEXT NOT NULL
+                    ) WITHOUT ROWID;
+                    CREATE TABLE finalizations (
+                        batch_key INTEGER PRIMARY KEY,
+                        type TEXT NOT NULL,
+                        state TEXT NOT NULL DEFAULT 'pending',
+                        attempts INTEGER NOT NULL DEFAULT 0,
+                        lease_owner TEXT,
+                        lease_expires_at INTEGER,
+                        queued_at INTEGER NOT NULL,
+                        finished_at INTEGER
+                    );
+                    CREATE INDEX finalizations_to_claim ON finalizations(type, state, lease_expires_at);
+                    INSERT INTO counters(name, value) VALUES ('finalize_cursor', (SELECT coalesce(max(id), 0) FROM events));
+                    """)
+        }
         return migrator
     }
 }
