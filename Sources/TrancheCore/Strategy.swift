@@ -54,12 +54,59 @@ public protocol BatchStrategy: Sendable {
     /// stored and used as given, but shown as `"***"` wherever the batch is
     /// shown. None by default.
     func secretFields(of context: Context) -> Set<String>
+
+    /// The batch hooks this strategy has; the engine calls only these. None by default.
+    var hooks: BatchHooks { get }
+
+    /// Runs once when a batch of this type ends (completed, failed or
+    /// canceled; not a dry run), on one node, and again on another node only
+    /// if the first died before it finished. What it returns becomes the
+    /// batch's `result`; nil leaves it as it was. Declare
+    /// ``BatchHooks/finalize`` in ``hooks`` for the engine to call it.
+    func finalize(_ batch: EndedBatch, context: Context) async throws -> JSONValue?
 }
 
 extension BatchStrategy {
     public func prepare(_ context: Context) throws -> Context { context }
     public func validate(_ item: Item, context: Context) throws {}
     public func secretFields(of context: Context) -> Set<String> { [] }
+    public var hooks: BatchHooks { [] }
+    public func finalize(_ batch: EndedBatch, context: Context) async throws -> JSONValue? { nil }
+}
+
+/// The hooks a strategy has besides processing items.
+public struct BatchHooks: OptionSet, Sendable, Hashable {
+    public let rawValue: Int
+    public init(rawValue: Int) { self.rawValue = rawValue }
+    /// ``BatchStrategy/finalize(_:context:)`` runs when a batch ends.
+    public static let finalize = BatchHooks(rawValue: 1 << 0)
+}
+
+/// An ended batch as a strategy's ``BatchStrategy/finalize(_:context:)`` sees it.
+public struct EndedBatch: Sendable, Hashable {
+    public var id: BatchID
+    public var type: String
+    /// The tenant.
+    public var owner: String
+    /// `completed`, `failed` or `canceled`.
+    public var status: BatchStatus
+    public var counts: BatchCounts
+    public var failureReason: String?
+    /// The batch's summary: its counts, error groups with samples, and timings.
+    public var summary: JSONValue
+
+    public init(
+        id: BatchID, type: String, owner: String, status: BatchStatus, counts: BatchCounts, failureReason: String?,
+        summary: JSONValue
+    ) {
+        self.id = id
+        self.type = type
+        self.owner = owner
+        self.status = status
+        self.counts = counts
+        self.failureReason = failureReason
+        self.summary = summary
+    }
 }
 
 /// A strategy with its types erased, as the engine runs it.
@@ -72,6 +119,9 @@ public struct AnyBatchStrategy: Sendable {
     private let prepareContext: @Sendable (JSONText) throws -> JSONText
     private let bindContext: @Sendable (JSONText) throws -> BoundStrategy
     private let secretFieldsOf: @Sendable (JSONText) -> Set<String>?
+    /// The strategy's `finalize` hook, given the batch and its stored
+    /// context; nil when the strategy has none.
+    public let finalize: (@Sendable (EndedBatch, JSONText) async throws -> JSONValue?)?
 
     /// Builds an erased strategy from its two steps: `prepare` validates and
     /// normalizes a context; `bind` makes a runner for a prepared context.
@@ -82,17 +132,27 @@ public struct AnyBatchStrategy: Sendable {
         type: String,
         prepare: @escaping @Sendable (JSONText) throws -> JSONText,
         bind: @escaping @Sendable (JSONText) throws -> BoundStrategy,
-        secretFields: @escaping @Sendable (JSONText) -> Set<String>? = { _ in [] }
+        secretFields: @escaping @Sendable (JSONText) -> Set<String>? = { _ in [] },
+        finalize: (@Sendable (EndedBatch, JSONText) async throws -> JSONValue?)? = nil
     ) {
         self.type = type
         self.prepareContext = prepare
         self.bindContext = bind
         self.secretFieldsOf = secretFields
+        self.finalize = finalize
     }
 
     /// Erases a typed strategy.
     public init<S: BatchStrategy>(_ strategy: S) {
         self.type = strategy.type
+        if strategy.hooks.contains(.finalize) {
+            self.finalize = { @Sendable batch, text in
+                let context = try text.decode(S.Context.self)
+                return try await strategy.finalize(batch, context: context)
+            }
+        } else {
+            self.finalize = nil
+        }
         self.secretFieldsOf = { text in
             (try? text.decode(S.Context.self)).map { strategy.secretFields(of: $0) }
         }

@@ -59,6 +59,7 @@ extension TrancheEngine {
         }
         let events = await step { try await store.enforceDeadlines(now: now) } ?? []
         _ = await step { try await store.prune(now: now, retention: configuration.retention, limit: 5_000) }
+        _ = await step { try await fireDueSchedules() }
         if !rescued.isEmpty || !events.isEmpty { signalWork() }
         if let firstFailure { throw firstFailure }
     }

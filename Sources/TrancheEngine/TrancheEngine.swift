@@ -371,6 +371,7 @@ public final class TrancheEngine: Service, Sendable {
             await withDiscardingTaskGroup { group in
                 group.addTask { await self.pumpEvents(after: firstEventID) }
                 group.addTask { await self.maintain() }
+                group.addTask { await self.finalizeEndedBatches() }
                 if let notifying = store as? any WorkNotifying {
                     group.addTask { await self.listen(to: notifying) }
                 }
