@@ -28,6 +28,7 @@ extension PostgresBatchStore {
         guard let keyRow else { throw StoreError(.storage, "the batch was not stored") }
         let key = try PostgresStoredRow(row: keyRow).int64(0)
         try await Self.insertItems(db, try await Self.current(db, key: key), startSeq: 0, items: items, now: now)
+        try await Self.storeSuccessor(db, batch)
         let stored = try await Self.current(db, key: key)
         _ = try await Self.recordEvent(
             db, stored, .created, at: now, data: ["status": .string(BatchStatus.created.rawValue)])
@@ -412,6 +413,7 @@ extension PostgresBatchStore {
 
     /// Deletes a batch and everything it holds.
     static func deleteRows(_ db: PostgresConnection, _ key: Int64) async throws {
+        try await deleteLinks(db, key)
         try await db.run("DELETE FROM items WHERE batch_key = \(key)")
         try await db.run("DELETE FROM chunks WHERE batch_key = \(key)")
         try await db.run("DELETE FROM events WHERE batch_key = \(key)")

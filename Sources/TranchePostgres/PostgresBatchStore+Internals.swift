@@ -317,6 +317,7 @@ extension PostgresBatchStore {
         if step.wakesWorkers { try await db.notifyWork() }
         let updated = try await current(db, key: stored.key)
         let event = try await recordEvent(db, updated, step.event, at: now, data: step.eventData)
+        if step.endsBatch { try await startSuccessor(db, updated, now: now) }
         return (updated, [event])
     }
 

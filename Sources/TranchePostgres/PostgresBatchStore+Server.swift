@@ -60,36 +60,50 @@ extension PostgresBatchStore {
         -> IdempotentCreation
     {
         try await write { db in
-            // The key's row comes first: a concurrent request with the same
-            // key waits on it until this transaction ends, then sees its batch.
-            let claimed = try await db.count(
-                """
-                INSERT INTO idempotency(tenant, key, fingerprint, batch_id, created_at)
-                VALUES (\(idempotency.tenant), \(idempotency.key), \(idempotency.fingerprint), \(batch.id.rawValue),
-                        \(batch.createdAt.milliseconds))
-                ON CONFLICT (tenant, key) DO NOTHING RETURNING 1
-                """)
-            if claimed == 0 {
-                guard
-                    let found = try await Self.fetchIdempotency(
-                        db, tenant: idempotency.tenant, key: idempotency.key, lock: true)
-                else {
-                    // Pruned between the two statements: run the transaction again.
-                    throw RetryableConflict(sqlState: "40001")
-                }
-                if let stored = try await Self.batch(db, id: found.batchID) {
-                    return found.fingerprint == idempotency.fingerprint ? .existing(stored.record) : .mismatch
-                }
-                // The key's batch was deleted: the key is free again.
-                try await db.run(
-                    """
-                    UPDATE idempotency SET fingerprint = \(idempotency.fingerprint), batch_id = \(batch.id.rawValue),
-                        created_at = \(batch.createdAt.milliseconds)
-                    WHERE tenant = \(idempotency.tenant) AND key = \(idempotency.key)
-                    """)
+            try await Self.createIdempotently(db, idempotency, batchID: batch.id, createdAt: batch.createdAt) {
+                try await Self.insertBatch(db, batch, items: items)
             }
-            return .created(try await Self.insertBatch(db, batch, items: items).record)
         }
+    }
+
+    /// Runs `create` (which stores the batch `batchID`) with, in the same
+    /// transaction, the key's record naming it — unless the key names a
+    /// live batch already: then that batch is answered and nothing is
+    /// stored. Without a key, just `create`.
+    static func createIdempotently(
+        _ db: PostgresConnection, _ idempotency: IdempotencyKey?, batchID: BatchID, createdAt: Date,
+        create: () async throws -> StoredBatch
+    ) async throws -> IdempotentCreation {
+        guard let idempotency else { return .created(try await create().record) }
+        // The key's row comes first: a concurrent request with the same
+        // key waits on it until this transaction ends, then sees its batch.
+        let claimed = try await db.count(
+            """
+            INSERT INTO idempotency(tenant, key, fingerprint, batch_id, created_at)
+            VALUES (\(idempotency.tenant), \(idempotency.key), \(idempotency.fingerprint), \(batchID.rawValue),
+                    \(createdAt.milliseconds))
+            ON CONFLICT (tenant, key) DO NOTHING RETURNING 1
+            """)
+        if claimed == 0 {
+            guard
+                let found = try await Self.fetchIdempotency(
+                    db, tenant: idempotency.tenant, key: idempotency.key, lock: true)
+            else {
+                // Pruned between the two statements: run the transaction again.
+                throw RetryableConflict(sqlState: "40001")
+            }
+            if let stored = try await Self.batch(db, id: found.batchID) {
+                return found.fingerprint == idempotency.fingerprint ? .existing(stored.record) : .mismatch
+            }
+            // The key's batch was deleted: the key is free again.
+            try await db.run(
+                """
+                UPDATE idempotency SET fingerprint = \(idempotency.fingerprint), batch_id = \(batchID.rawValue),
+                    created_at = \(createdAt.milliseconds)
+                WHERE tenant = \(idempotency.tenant) AND key = \(idempotency.key)
+                """)
+        }
+        return .created(try await create().record)
     }
 
     public func idempotencyRecord(tenant: String, key: String) async throws -> IdempotencyRecord? {

@@ -242,6 +242,25 @@ enum PostgresSchema {
                 "INSERT INTO counters(name, value) VALUES ('finalize_cursor', (SELECT coalesce(max(id), 0) FROM events))",
             ]
         ),
+        // Linked batches: a child's parent (resubmit, chain) and a batch's
+        // `then`, marked with the successor it started (once).
+        (
+            7,
+            [
+                """
+                CREATE TABLE batch_links (
+                    child_id TEXT PRIMARY KEY, parent_id TEXT NOT NULL, kind TEXT NOT NULL, created_at BIGINT NOT NULL
+                )
+                """,
+                "CREATE INDEX batch_links_by_parent ON batch_links(parent_id, created_at)",
+                """
+                CREATE TABLE batch_successors (
+                    batch_id TEXT PRIMARY KEY, type TEXT NOT NULL, context TEXT NOT NULL, options TEXT NOT NULL,
+                    successor_id TEXT
+                )
+                """,
+            ]
+        ),
     ]
 
     /// Brings the database to the newest version, once, whatever other nodes do meanwhile.

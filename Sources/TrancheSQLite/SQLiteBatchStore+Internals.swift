@@ -237,6 +237,7 @@ extension SQLiteBatchStore {
         try writeLifecycle(db, stored.key, step.batch)
         let updated = try current(db, key: stored.key)
         let event = try recordEvent(db, updated, step.event, at: now, data: step.eventData)
+        if step.endsBatch { try startSuccessor(db, updated, now: now) }
         return (updated, [event])
     }
 

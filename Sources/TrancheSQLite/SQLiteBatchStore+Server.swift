@@ -61,26 +61,40 @@ extension SQLiteBatchStore: ServerStore {
         -> IdempotentCreation
     {
         try await write { db in
-            if let found = try Self.fetchIdempotency(db, tenant: idempotency.tenant, key: idempotency.key) {
-                if let stored = try Self.batch(db, id: found.batchID) {
-                    return found.fingerprint == idempotency.fingerprint ? .existing(stored.record) : .mismatch
-                }
-                // The key's batch was deleted: the key is free again.
-                try db.execute(
-                    sql: "DELETE FROM idempotency WHERE tenant = ? AND key = ?",
-                    arguments: [idempotency.tenant, idempotency.key])
+            try Self.createIdempotently(db, idempotency, batchID: batch.id, createdAt: batch.createdAt) {
+                try Self.insertBatch(db, batch, items: items)
             }
-            let stored = try Self.insertBatch(db, batch, items: items)
-            try db.execute(
-                sql: """
-                    INSERT INTO idempotency(tenant, key, fingerprint, batch_id, created_at) VALUES (?, ?, ?, ?, ?)
-                    """,
-                arguments: [
-                    idempotency.tenant, idempotency.key, idempotency.fingerprint, batch.id.rawValue,
-                    batch.createdAt.milliseconds,
-                ])
-            return .created(stored.record)
         }
+    }
+
+    /// Runs `create` (which stores the batch `batchID`) and, in the same
+    /// transaction, the key's record naming it — unless the key names a
+    /// live batch already: then that batch is answered and nothing is
+    /// stored. Without a key, just `create`.
+    static func createIdempotently(
+        _ db: Database, _ idempotency: IdempotencyKey?, batchID: BatchID, createdAt: Date,
+        create: () throws -> StoredBatch
+    ) throws -> IdempotentCreation {
+        guard let idempotency else { return .created(try create().record) }
+        if let found = try Self.fetchIdempotency(db, tenant: idempotency.tenant, key: idempotency.key) {
+            if let stored = try Self.batch(db, id: found.batchID) {
+                return found.fingerprint == idempotency.fingerprint ? .existing(stored.record) : .mismatch
+            }
+            // The key's batch was deleted: the key is free again.
+            try db.execute(
+                sql: "DELETE FROM idempotency WHERE tenant = ? AND key = ?",
+                arguments: [idempotency.tenant, idempotency.key])
+        }
+        let stored = try create()
+        try db.execute(
+            sql: """
+                INSERT INTO idempotency(tenant, key, fingerprint, batch_id, created_at) VALUES (?, ?, ?, ?, ?)
+                """,
+            arguments: [
+                idempotency.tenant, idempotency.key, idempotency.fingerprint, batchID.rawValue,
+                createdAt.milliseconds,
+            ])
+        return .created(stored.record)
     }
 
     public func idempotencyRecord(tenant: String, key: String) async throws -> IdempotencyRecord? {

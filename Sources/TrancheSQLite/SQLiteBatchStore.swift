@@ -88,6 +88,7 @@ public final class SQLiteBatchStore: BatchStore {
             db, try Self.current(db, key: key), .created, at: now,
             data: ["status": .string(BatchStatus.created.rawValue)])
         try Self.insertItems(db, try Self.current(db, key: key), startSeq: 0, items: items, now: now)
+        try Self.storeSuccessor(db, batch)
         let stored = try Self.current(db, key: key)
         if batch.sealed { return try Self.seal(db, stored, now: now).batch }
         return try Self.apply(db, stored, BatchRules.actionsForStreamingBatch(stored.record), now: now).batch
@@ -490,6 +491,7 @@ public final class SQLiteBatchStore: BatchStore {
 
     /// Deletes a batch and everything it holds.
     static func deleteRows(_ db: Database, _ key: Int64) throws {
+        try deleteLinks(db, key)
         for table in ["items", "chunks", "events"] {
             try db.execute(sql: "DELETE FROM \(table) WHERE batch_key = ?", arguments: [key])
         }

@@ -16,6 +16,8 @@ public struct NewBatch: Sendable {
     /// True when no items will be appended later (items came inline).
     public var sealed: Bool
     public var createdAt: Date
+    /// What runs after it completes (see ``Successor``); stored with it.
+    public var then: Successor? = nil
 
     public init(
         id: BatchID = .generate(),
