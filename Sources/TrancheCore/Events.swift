@@ -20,11 +20,13 @@ public struct BatchEventType: RawRepresentable, Sendable, Hashable, Codable, Cus
     public static let sealed = BatchEventType(rawValue: "batch.sealed")
     public static let chunkRescued = BatchEventType(rawValue: "chunk.rescued")
     public static let itemDead = BatchEventType(rawValue: "item.dead")
+    /// A batch got a child (a resubmit or its `then`): `child_id`, `kind`, `items`.
+    public static let linked = BatchEventType(rawValue: "batch.linked")
 
     /// Every type the store records (progress is live only): what webhooks can subscribe to.
     public static let stored: [BatchEventType] = [
         .created, .preProcessed, .confirmed, .processing, .paused, .resumed, .completed, .failed, .canceled,
-        .retried, .sealed, .chunkRescued, .itemDead,
+        .retried, .sealed, .chunkRescued, .itemDead, .linked,
     ]
 
     public init(from decoder: any Decoder) throws {

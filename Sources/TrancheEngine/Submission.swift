@@ -38,6 +38,9 @@ public struct Submission: Sendable {
     public var priority: Int
     /// The tenant.
     public var owner: String
+    /// What runs on the succeeded items' outputs once the batch completes
+    /// (its context as given: ``TrancheEngine`` prepares and checks it).
+    public var then: Successor? = nil
 
     public init(
         type: String, context: JSONText = JSONText(unchecked: "{}"), options: BatchOptions = BatchOptions(),

@@ -268,13 +268,12 @@ public final class TrancheEngine: Service, Sendable {
         try await transition(id, .cancel)
     }
 
-    /// Confirms a batch that waits for confirmation.
+    /// Confirms a batch that waits for confirmation; a reported dry run
+    /// becomes a real run of its stored items (``confirmDryRun(_:)``).
     @discardableResult
     public func confirm(_ id: BatchID) async throws -> BatchRecord {
         let record = try await store.batch(id)
-        if let record, record.dryRun {
-            throw IllegalTransition(from: record.status, action: .confirm)
-        }
+        if let record, record.dryRun { return try await confirmDryRun(record) }
         return try await transition(id, .confirm)
     }
 
@@ -436,9 +435,10 @@ public final class TrancheEngine: Service, Sendable {
         } catch {
             throw EngineError(.invalidSubmission, "context is not valid for '\(submission.type)'")
         }
-        let batch = NewBatch(
+        var batch = NewBatch(
             type: submission.type, owner: submission.owner, context: context, options: submission.options,
             dryRun: submission.dryRun, priority: submission.priority, sealed: true, createdAt: now)
+        batch.then = try submission.then.map(preparedSuccessor)
         return (batch, bound)
     }
 

@@ -17,6 +17,8 @@ public struct CreateBatchRequest: Codable, Sendable {
     public var dryRun: Bool?
     public var priority: Int?
     public var requireConfirmation: Bool?
+    /// What runs on the succeeded items' outputs once the batch completes.
+    public var then: SuccessorRequest?
 
     public init(
         type: String, context: JSONValue? = nil, items: [JSONValue]? = nil, options: BatchOptions? = nil,
@@ -33,7 +35,7 @@ public struct CreateBatchRequest: Codable, Sendable {
     }
 
     enum CodingKeys: String, CodingKey, CaseIterable {
-        case type, context, items, options, mode, priority
+        case type, context, items, options, mode, priority, then
         case dryRun = "dry_run"
         case requireConfirmation = "require_confirmation"
     }
@@ -49,6 +51,7 @@ public struct CreateBatchRequest: Codable, Sendable {
         dryRun = try container.decodeIfPresent(Bool.self, forKey: .dryRun)
         priority = try container.decodeInteger(.priority, within: BatchOptions.Limits.priority)
         requireConfirmation = try container.decodeIfPresent(Bool.self, forKey: .requireConfirmation)
+        then = try container.decodeIfPresent(SuccessorRequest.self, forKey: .then)
     }
 }
 

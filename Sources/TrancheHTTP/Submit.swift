@@ -73,9 +73,10 @@ extension TrancheServer {
                 .unprocessableContent,
                 "priority must be between \(priorities.lowerBound) and \(priorities.upperBound), got \(priority)")
         }
-        let submission = Submission(
+        var submission = Submission(
             type: body.type, context: try JSONText(encoding: body.context ?? [:]), options: options,
             dryRun: body.dryRun ?? false, priority: priority, owner: context.tenant)
+        submission.then = try body.then.map(successor)
         guard let values = body.items else {
             return CreationRequest(submission: submission, items: nil, synchronous: false)
         }

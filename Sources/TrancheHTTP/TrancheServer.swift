@@ -128,6 +128,7 @@ public struct TrancheServer: Sendable {
                     streams: TenantSlots(limit: configuration.maxStreamsPerTenant),
                     exports: TenantSlots(limit: configuration.maxExportsPerTenant)))
         addBatchRoutes(v1)
+        addLinkRoutes(v1)
         addItemRoutes(v1)
         addEventRoutes(v1)
         addWebhookRoutes(v1)
@@ -159,7 +160,10 @@ public struct TrancheServer: Sendable {
             errors = Array(Set(errors).sorted { $0.seq < $1.seq }.prefix(5))
         }
         let (rate, eta) = engine.throughput(of: record)
-        return BatchView(record, context: engine.publicContext(of: record), rate: rate, eta: eta, errors: errors)
+        var view = BatchView(record, context: engine.publicContext(of: record), rate: rate, eta: eta, errors: errors)
+        let links = try await engine.links(of: record.id)
+        (view.parentID, view.children) = (links.parentID, links.children)
+        return view
     }
 
     func batchResponse(_ record: BatchRecord, status: HTTPResponse.Status = .ok) async throws -> Response {

@@ -40,6 +40,10 @@ public struct BatchView: Codable, Sendable, Hashable {
     public var errorGroups: [ErrorGroupView]?
     /// In a retry's answer: how many items run again.
     public var retriedItems: Int64?
+    /// The batch it came from (a resubmit or a `then`); null when none.
+    public var parentID: BatchID?
+    /// The batches that came from it, oldest first (same tenant: a child has its parent's owner).
+    public var children: [BatchID] = []
 
     /// The view of a stored batch, with its measured rate and ETA;
     /// `context` is its public form (``TrancheEngine/publicContext(of:)``),
@@ -82,6 +86,8 @@ public struct BatchView: Codable, Sendable, Hashable {
         case failureReason = "failure_reason"
         case errorGroups = "error_groups"
         case retriedItems = "retried_items"
+        case parentID = "parent_id"
+        case children
     }
 
     public init(from decoder: any Decoder) throws {
@@ -110,6 +116,8 @@ public struct BatchView: Codable, Sendable, Hashable {
         items = try container.decodeIfPresent([ItemView].self, forKey: .items)
         errorGroups = try container.decodeIfPresent([ErrorGroupView].self, forKey: .errorGroups)
         retriedItems = try container.decodeIfPresent(Int64.self, forKey: .retriedItems)
+        parentID = try container.decodeIfPresent(BatchID.self, forKey: .parentID)
+        children = try container.decodeIfPresent([BatchID].self, forKey: .children) ?? []
     }
 
     public func encode(to encoder: any Encoder) throws {
@@ -138,6 +146,8 @@ public struct BatchView: Codable, Sendable, Hashable {
         try container.encodeIfPresent(items, forKey: .items)
         try container.encodeIfPresent(errorGroups, forKey: .errorGroups)
         try container.encodeIfPresent(retriedItems, forKey: .retriedItems)
+        try container.encodeNullable(parentID, forKey: .parentID)
+        try container.encode(children, forKey: .children)
     }
 }
 

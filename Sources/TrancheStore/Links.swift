@@ -89,11 +89,6 @@ public protocol LinkedBatchStore: BatchStore {
     func confirmDryRun(_ id: BatchID, at now: Date) async throws -> BatchRecord
 }
 
-extension BatchEventType {
-    /// A batch got a child (a resubmit or its successor); data: `child_id`, `kind`, `items`.
-    public static let linked = BatchEventType(rawValue: "batch.linked")
-}
-
 /// The rules of linked batches, decided once for both stores.
 public enum LinkRules {
     /// The item statuses a resubmit takes by default.

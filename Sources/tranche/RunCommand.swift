@@ -35,8 +35,17 @@ struct RunCommand: AsyncParsableCommand {
             interrupted.
             """)
 
-    @Option(name: .shortAndLong, help: "NDJSON input file, or - for stdin.")
-    var input: String
+    @Option(name: [.customShort("i"), .customLong("input")], help: "NDJSON input file, or - for stdin.")
+    var inputFile: String?
+
+    @Option(
+        help: ArgumentHelp(
+            "Run again, as a new linked batch in this state file, the dead and skipped items (and those a failure canceled) of its last run.",
+            valueName: "state-file"))
+    var retryFailed: String?
+
+    /// The input file (`-`: stdin).
+    var input: String { inputFile ?? "-" }
 
     @Option(help: "Shell command run per item (item JSON on stdin). Shorthand for --type exec.")
     var exec: String?
@@ -107,6 +116,9 @@ struct RunCommand: AsyncParsableCommand {
     var quiet = false
 
     func validate() throws {
+        guard (inputFile == nil) != (retryFailed == nil) else {
+            throw ValidationError("give exactly one of --input or --retry-failed")
+        }
         try requireSeconds(progressInterval, in: 0.5...86_400, flag: "--progress-interval")
         try NodeOptions.requireVariableNames(execEnv, flag: "--exec-env")
     }
@@ -176,6 +188,7 @@ struct RunCommand: AsyncParsableCommand {
     }
 
     func execute() async throws -> Int32 {
+        if let retryFailed { return try await executeRetry(statePath: retryFailed) }
         let submission = try submission()
         if input != "-" {
             guard FileManager.default.fileExists(atPath: input) else { throw CLIError("input \(input) does not exist") }
@@ -186,18 +199,9 @@ struct RunCommand: AsyncParsableCommand {
         let lock = try StateLock(path: statePath + ".lock")
         defer { lock.release() }
         let store = try DatabaseOptions.openSQLite(path: statePath, durability: durability)
-        var logger = Logger(label: "tranche.run")
-        logger.logLevel = .error
-        var engineConfiguration = TrancheEngine.Configuration()
-        engineConfiguration.nodeID = "run-\(getpid())"
-        engineConfiguration.workers = submission.options.concurrency
-        engineConfiguration.releaseLeasesAtStart = true
-        engineConfiguration.drainGracePeriod = 5
-        let engine = TrancheEngine(
-            store: store, strategies: BuiltinStrategies.all(exec: ExecStrategy(passing: execEnv)),
-            configuration: engineConfiguration, logger: logger)
+        let engine = localEngine(store: store, workers: submission.options.concurrency)
 
-        var record: BatchRecord
+        let record: BatchRecord
         var resumed = false
         if let existing = try await store.batches(BatchQuery(limit: 1)).first {
             guard existing.type == submission.type, existing.context == (try engine.preparedContext(of: submission))
@@ -211,6 +215,35 @@ struct RunCommand: AsyncParsableCommand {
         } else {
             record = try await engine.open(submission)
         }
+        return try await runToEnd(engine: engine, store: store, record: record, statePath: statePath, resumed: resumed)
+    }
+
+    /// The engine of a local run: one node owning its state file.
+    func localEngine(store: SQLiteBatchStore, workers: Int) -> TrancheEngine {
+        var engineConfiguration = TrancheEngine.Configuration()
+        engineConfiguration.nodeID = "run-\(getpid())"
+        engineConfiguration.workers = workers
+        engineConfiguration.releaseLeasesAtStart = true
+        engineConfiguration.drainGracePeriod = 5
+        return TrancheEngine(
+            store: store, strategies: BuiltinStrategies.all(exec: ExecStrategy(passing: execEnv)),
+            configuration: engineConfiguration, logger: Self.logger)
+    }
+
+    /// A local run logs errors only: its output is the progress and the summary.
+    static var logger: Logger {
+        var logger = Logger(label: "tranche.run")
+        logger.logLevel = .error
+        return logger
+    }
+
+    /// Runs `record` (reading the input while it is open) until it ends or
+    /// a signal interrupts it, then prints the summary; returns the exit status.
+    func runToEnd(
+        engine: TrancheEngine, store: SQLiteBatchStore, record: BatchRecord, statePath: String, resumed: Bool
+    ) async throws -> Int32 {
+        var record = record
+        let logger = Self.logger
         let processedAtStart = record.counts.processed
         let started = ContinuousClock.now
 
