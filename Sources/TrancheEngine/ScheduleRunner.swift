@@ -52,3 +52,14 @@ extension ScheduleRecord {
             options: batch.options, dryRun: batch.dryRun, priority: batch.priority, owner: tenant)
     }
 }
+
+extension TrancheEngine {
+    /// A context of `type` as it may be shown: its strategy's secret fields
+    /// as `"***"` (every field when this node does not know the strategy).
+    public func publicContext(type: String, context: JSONText) -> JSONValue {
+        guard let strategy = strategies[type] else {
+            return AnyBatchStrategy.publicContext(context, secretFields: nil)
+        }
+        return strategy.publicContext(context)
+    }
+}

@@ -132,6 +132,7 @@ public struct TrancheServer: Sendable {
         addItemRoutes(v1)
         addEventRoutes(v1)
         addWebhookRoutes(v1)
+        addScheduleRoutes(v1)
         addKeyedAdminRoutes(v1, streamTokens: streamTokens)
         // Last: it applies to unmatched requests only, and needs every route.
         router.add(middleware: MethodNotAllowedMiddleware(routes: router.routes))
@@ -163,6 +164,7 @@ public struct TrancheServer: Sendable {
         var view = BatchView(record, context: engine.publicContext(of: record), rate: rate, eta: eta, errors: errors)
         let links = try await engine.links(of: record.id)
         (view.parentID, view.children) = (links.parentID, links.children)
+        view.scheduleID = try await (store as? any ScheduleStore)?.scheduleID(ofBatch: record.id)
         return view
     }
 

@@ -44,6 +44,8 @@ public struct BatchView: Codable, Sendable, Hashable {
     public var parentID: BatchID?
     /// The batches that came from it, oldest first (same tenant: a child has its parent's owner).
     public var children: [BatchID] = []
+    /// The schedule that created this batch; null when none did.
+    public var scheduleID: String?
 
     /// The view of a stored batch, with its measured rate and ETA;
     /// `context` is its public form (``TrancheEngine/publicContext(of:)``),
@@ -88,6 +90,7 @@ public struct BatchView: Codable, Sendable, Hashable {
         case retriedItems = "retried_items"
         case parentID = "parent_id"
         case children
+        case scheduleID = "schedule_id"
     }
 
     public init(from decoder: any Decoder) throws {
@@ -118,6 +121,7 @@ public struct BatchView: Codable, Sendable, Hashable {
         retriedItems = try container.decodeIfPresent(Int64.self, forKey: .retriedItems)
         parentID = try container.decodeIfPresent(BatchID.self, forKey: .parentID)
         children = try container.decodeIfPresent([BatchID].self, forKey: .children) ?? []
+        scheduleID = try container.decodeIfPresent(String.self, forKey: .scheduleID)
     }
 
     public func encode(to encoder: any Encoder) throws {
@@ -148,6 +152,7 @@ public struct BatchView: Codable, Sendable, Hashable {
         try container.encodeIfPresent(retriedItems, forKey: .retriedItems)
         try container.encodeNullable(parentID, forKey: .parentID)
         try container.encode(children, forKey: .children)
+        try container.encodeNullable(scheduleID, forKey: .scheduleID)
     }
 }
 
