@@ -23,6 +23,7 @@ extension TrancheServer {
             guard found.fingerprint == key.fingerprint else { throw Self.idempotencyMismatch }
             return try await answer(creation, existing, replayed: true)
         }
+        try await checkTenantQuotas(context.tenant, items: nil, newBatch: true)
         if let items = creation.items { try await admit(items.count, tenant: context.tenant) }
         let prepared: (batch: NewBatch, items: [NewItem])
         do {
@@ -159,8 +160,10 @@ extension TrancheServer {
         return view
     }
 
-    /// Answers 429 at once when `count` more items would put the tenant over its queue limit.
+    /// Answers 429 at once when `count` more items would put the tenant over
+    /// its queue limit or its `max_queued` quota.
     func admit(_ count: Int, tenant: String) async throws {
+        try await checkTenantQuotas(tenant, items: count, newBatch: false)
         let queued = try await store.queuedItems(owner: tenant)
         guard queued + Int64(count) <= configuration.maxQueuedItemsPerTenant else {
             throw Problem(

@@ -134,6 +134,7 @@ public struct TrancheServer: Sendable {
         addWebhookRoutes(v1)
         addScheduleRoutes(v1)
         addKeyedAdminRoutes(v1, streamTokens: streamTokens)
+        addTenantRoutes(v1)
         // Last: it applies to unmatched requests only, and needs every route.
         router.add(middleware: MethodNotAllowedMiddleware(routes: router.routes))
         return router

@@ -121,15 +121,18 @@ extension PostgresBatchStore {
         let nowMS = now.milliseconds
         let expires = now.milliseconds(after: leaseDuration)
         for _ in 0..<16 {
-            // Candidates in the claim order, read without locks.
+            // Candidates in the claim order, read without locks: the tenant
+            // first (fair share, under its max_running; TenantShareSQL), then
+            // the batch within it.
             let candidates = try await read { db in
                 try await db.rows(
                     """
-                    SELECT b.key FROM batches b
+                    SELECT b.key FROM batches b \(unescaped: TenantShareSQL.join)
                     WHERE b.status IN (\(unescaped: SQLList.runnableBatches)) AND b.leased_chunks < b.max_chunks
+                      AND \(unescaped: TenantShareSQL.admits)
                       AND EXISTS (SELECT 1 FROM chunks c WHERE c.batch_key = b.key
                                   AND c.state = \(ChunkState.pending.rawValue) AND c.ready_at <= \(nowMS))
-                    ORDER BY b.priority DESC, b.leased_chunks, b.last_claim_at, b.key
+                    ORDER BY \(unescaped: TenantShareSQL.order), b.priority DESC, b.leased_chunks, b.last_claim_at, b.key
                     LIMIT 4
                     """
                 ).map { try PostgresStoredRow(row: $0).int64(0) }

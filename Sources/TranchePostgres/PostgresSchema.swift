@@ -215,6 +215,23 @@ enum PostgresSchema {
                 "CREATE TABLE server_secrets (name TEXT PRIMARY KEY, value TEXT NOT NULL)",
             ]
         ),
+        // Tenants' weights and quotas; the claim sums each owner's open
+        // batches (batches_by_owner, version 1).
+        (
+            6,
+            [
+                """
+                CREATE TABLE tenants (
+                    name TEXT PRIMARY KEY,
+                    weight_millis BIGINT NOT NULL DEFAULT 1000,
+                    max_running BIGINT,
+                    max_queued BIGINT,
+                    max_open_batches BIGINT,
+                    updated_at BIGINT NOT NULL
+                )
+                """
+            ]
+        ),
         // Schedules (`POST /v1/schedules`), the batches they created, and
         // each ended batch's finalize step, leased like a chunk.
         (

@@ -221,18 +221,21 @@ public final class SQLiteBatchStore: BatchStore {
 
     static let nextTokenSQL = "UPDATE counters SET value = value + 1 WHERE name = 'lease_token' RETURNING value"
 
-    /// Leases the next due chunk: highest priority first, then the batch with
-    /// the fewest chunks in flight, least recently served, oldest.
+    /// Leases the next due chunk. The tenant first: of those with due work
+    /// and under their `max_running`, the one with the fewest chunks in
+    /// flight per unit of weight, then the least recently served
+    /// (``TenantShareSQL``). Within it, the highest priority first, then the
+    /// batch with the fewest chunks in flight, least recently served, oldest.
     static let claimSQL = """
         UPDATE chunks SET state = \(ChunkState.leased.stored), lease_owner = ?, lease_token = ?, lease_expires_at = ?
         WHERE id = (
             SELECT (SELECT c.id FROM chunks c
                     WHERE c.batch_key = b.key AND c.state = \(ChunkState.pending.stored) AND c.ready_at <= ?
                     ORDER BY c.ready_at, c.first_seq LIMIT 1) AS chunk
-            FROM batches b
+            FROM batches b \(TenantShareSQL.join)
             WHERE b.status IN (\(SQLList.runnableBatches)) AND b.leased_chunks < b.max_chunks
-              AND chunk IS NOT NULL
-            ORDER BY b.priority DESC, b.leased_chunks, b.last_claim_at, b.key
+              AND \(TenantShareSQL.admits) AND chunk IS NOT NULL
+            ORDER BY \(TenantShareSQL.order), b.priority DESC, b.leased_chunks, b.last_claim_at, b.key
             LIMIT 1)
         RETURNING id, batch_key, first_seq, last_seq
         """

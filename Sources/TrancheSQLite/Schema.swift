@@ -204,6 +204,21 @@ enum Schema {
                     CREATE TABLE server_secrets (name TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
                     """)
         }
+        // Tenants' weights and quotas; the claim sums each owner's open batches.
+        migrator.registerMigration("v9: tenants") { db in
+            try db.execute(
+                sql: """
+                    CREATE TABLE tenants (
+                        name TEXT PRIMARY KEY,
+                        weight_millis INTEGER NOT NULL DEFAULT 1000,
+                        max_running INTEGER,
+                        max_queued INTEGER,
+                        max_open_batches INTEGER,
+                        updated_at INTEGER NOT NULL
+                    ) WITHOUT ROWID;
+                    CREATE INDEX batches_by_owner ON batches(owner, status);
+                    """)
+        }
         // Schedules (`POST /v1/schedules`), the batches they created, and
         // each ended batch's finalize step, leased like a chunk.
         migrator.registerMigration("v11: schedules and results") { db in

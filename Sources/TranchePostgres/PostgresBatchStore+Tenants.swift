@@ -1,0 +1,51 @@
+import Foundation
+import PostgresNIO
+public import TrancheStore
+
+extension PostgresBatchStore: TenantStore {
+    public func setTenant(_ tenant: TenantRecord) async throws {
+        let tenant = try tenant.validated()
+        try await write { db in
+            try await db.run(
+                """
+                INSERT INTO tenants(\(unescaped: TenantRecord.columns))
+                VALUES (\(tenant.name), \(tenant.weightMillis), \(tenant.maxRunning), \(tenant.maxQueued),
+                        \(tenant.maxOpenBatches), \(tenant.updatedAt.milliseconds))
+                ON CONFLICT (name) DO UPDATE SET weight_millis = excluded.weight_millis,
+                    max_running = excluded.max_running, max_queued = excluded.max_queued,
+                    max_open_batches = excluded.max_open_batches, updated_at = excluded.updated_at
+                """)
+        }
+    }
+
+    public func tenants() async throws -> [TenantRecord] {
+        try await read { db in
+            try await db.rows("SELECT \(unescaped: TenantRecord.columns) FROM tenants ORDER BY name")
+                .map { try TenantRecord(row: PostgresStoredRow(row: $0)) }
+        }
+    }
+
+    public func tenant(named name: String) async throws -> TenantRecord? {
+        try await read { db in
+            try await db.one("SELECT \(unescaped: TenantRecord.columns) FROM tenants WHERE name = \(name)")
+                .map { try TenantRecord(row: PostgresStoredRow(row: $0)) }
+        }
+    }
+
+    public func tenantUsage(_ name: String?) async throws -> [TenantUsage] {
+        try await read { db in
+            // A NULL name matches every owner.
+            let usage = try await db.rows(
+                """
+                SELECT owner, sum(greatest(0, running))::bigint, sum(greatest(0, leased_chunks))::bigint,
+                       sum(greatest(0, total - succeeded - skipped - dead - canceled))::bigint, count(*)::bigint
+                FROM batches WHERE status IN (\(unescaped: SQLList.openBatches))
+                  AND (\(name)::text IS NULL OR owner = \(name))
+                GROUP BY owner ORDER BY owner
+                """
+            ).map { try TenantUsage(row: PostgresStoredRow(row: $0)) }
+            if let name, usage.isEmpty { return [TenantUsage(name: name)] }
+            return usage
+        }
+    }
+}
