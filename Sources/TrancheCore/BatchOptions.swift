@@ -160,6 +160,10 @@ public struct BatchOptions: Sendable, Hashable, Codable {
     public var failureMinimumItems: Int = 20
     /// A client's key that makes a submit safe to repeat.
     public var idempotencyKey: String?
+    /// `fixed` (the rate limit as given) or `adaptive` (AIMD on the
+    /// answers, under any rate limit given). Default nil: adaptive for the
+    /// `http` strategy, fixed for the others.
+    public var pace: PaceMode?
 
     public init() {}
 
@@ -245,6 +249,11 @@ public struct BatchOptions: Sendable, Hashable, Codable {
         try require(
             failureRatio > 0 && failureRatio <= 1, "failure_ratio must be in (0, 1], got \(failureRatio)")
         try require(failureMinimumItems, in: Limits.failureMinimumItems, "failure_min_items")
+        if let pace {
+            try require(
+                PaceMode.all.contains(pace),
+                "pace must be one of \(PaceMode.all.map(\.rawValue).joined(separator: ", ")), got '\(pace)'")
+        }
         if let idempotencyKey {
             try require(
                 !idempotencyKey.isEmpty && idempotencyKey.utf8.count <= 255,
@@ -266,6 +275,7 @@ public struct BatchOptions: Sendable, Hashable, Codable {
         case failureRatio = "failure_ratio"
         case failureMinimumItems = "failure_min_items"
         case idempotencyKey = "idempotency_key"
+        case pace
     }
 
     /// Decodes with defaults for missing fields and an error for unknown ones.
@@ -289,6 +299,7 @@ public struct BatchOptions: Sendable, Hashable, Codable {
             try container.decodeInteger(.failureMinimumItems, within: Limits.failureMinimumItems)
             ?? defaults.failureMinimumItems
         idempotencyKey = try container.decodeIfPresent(String.self, forKey: .idempotencyKey)
+        pace = try container.decodeIfPresent(PaceMode.self, forKey: .pace)
     }
 }
 

@@ -51,13 +51,29 @@ package final class AsyncSemaphore: Sendable {
 
     package func release() {
         let waiter = state.withLock { state -> CheckedContinuation<Bool, Never>? in
-            if state.waiters.isEmpty {
+            // Below zero after a shrink: the permit is not reissued.
+            if state.waiters.isEmpty || state.permits < 0 {
                 state.permits += 1
                 return nil
             }
             return state.waiters.removeFirst().continuation
         }
         waiter?.resume(returning: true)
+    }
+
+    /// Adds `delta` permits, or takes them away when negative: permits in
+    /// use are not revoked, they are not reissued until the count is back under the new total.
+    package func adjust(by delta: Int) {
+        let woken = state.withLock { state -> [CheckedContinuation<Bool, Never>] in
+            state.permits = state.permits.adding(saturating: delta)
+            var woken: [CheckedContinuation<Bool, Never>] = []
+            while state.permits > 0, !state.waiters.isEmpty {
+                state.permits -= 1
+                woken.append(state.waiters.removeFirst().continuation)
+            }
+            return woken
+        }
+        for waiter in woken { waiter.resume(returning: true) }
     }
 }
 

@@ -126,18 +126,20 @@ extension TrancheEngine {
             if run.stopStarting.hasFired || draining.hasFired || Task.isCancelled { return }
             guard await binding.pacer.admit(clock: monotonic, unless: run.stopStarting) else { return }
             if draining.hasFired {
-                binding.pacer.release()
+                await binding.pacer.release()
                 return
             }
             run.itemStarted()
             group.addTask {
+                let began = ContinuousClock.now
                 let result = await self.attempt(item, lease: lease, binding: binding, abort: run.abort)
                 if let result {
+                    binding.pacer.observe(result, latency: began.duration(to: .now), wall: self.now)
                     let (outcome, failBatch) = self.outcome(for: item, result: result, options: binding.options)
                     run.record(outcome, failBatch: failBatch)
                 }
                 // After the record: an item that fails the batch stops the next one from starting.
-                binding.pacer.release()
+                await binding.pacer.release()
                 run.itemFinished()
             }
         }
@@ -149,7 +151,6 @@ extension TrancheEngine {
     ) async {
         let lease = run.lease
         guard await binding.pacer.admit(clock: monotonic, unless: run.stopStarting) else { return }
-        defer { binding.pacer.release() }
         let inputs = lease.items.map {
             ItemInput(batchID: lease.batchID, seq: $0.seq, payload: $0.payload, attempt: $0.nextAttempt)
         }
@@ -163,6 +164,7 @@ extension TrancheEngine {
             group.cancelAll()
             return first
         }
+        await binding.pacer.release()
         guard let results, results.count == lease.items.count else { return }
         for (item, result) in zip(lease.items, results) {
             let (outcome, failBatch) = outcome(for: item, result: result, options: binding.options)
@@ -258,6 +260,7 @@ extension TrancheEngine {
             run.observe(result.batchStatus)
             EngineMetrics.record(outcomes, type: run.lease.type)
             publishProgress(run.lease.batchID, result)
+            await refreshSettings(of: run.lease.batchID)
             return true
         } catch let error as StoreError where error.code == .leaseLost {
             logger.warning(

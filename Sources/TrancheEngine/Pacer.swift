@@ -1,15 +1,45 @@
+import Foundation
+import Metrics
 import Synchronization
 import TrancheCore
+import TrancheStore
 
-/// The limits one item passes before it starts: its batch's concurrency and
-/// rate, its type's concurrency and rate, and the node's worker slots.
+/// The limits one item passes before it starts: its batch's concurrency on
+/// this node, its type's concurrency, the node's worker slots, and the rates
+/// and `max_concurrent` caps of its batch, type and host, which hold across
+/// the cluster when the store is a ``LimitStore``.
 final class Pacer: Sendable {
+    /// The batch's own permits on this node (its `concurrency`), resized by ``apply(_:)``.
+    let batchPermits: AsyncSemaphore
     let semaphores: [AsyncSemaphore]
+    /// The batch's rate (first), then its type's and its host's.
     let buckets: [SharedBucket]
+    /// The batch's `max_concurrent` across the cluster (first), then its type's and its host's.
+    let slots: [SharedSlots]
+    /// An adaptive batch's pace (setting the rate of its bucket), or nil for a fixed one.
+    let pace: PaceController?
+    /// An adaptive batch's host's pace, shared by every adaptive batch calling it on this node.
+    let hostPace: PaceController?
+    private let settings: Mutex<Settings>
 
-    init(semaphores: [AsyncSemaphore], buckets: [SharedBucket]) {
-        self.semaphores = semaphores
+    /// What ``apply(_:)`` last applied, and when the batch was last read.
+    private struct Settings {
+        var concurrency: Int
+        var refreshedAt: ContinuousClock.Instant
+        var stale = false
+    }
+
+    init(
+        concurrency: Int, batchPermits: AsyncSemaphore, semaphores: [AsyncSemaphore], buckets: [SharedBucket],
+        slots: [SharedSlots], pace: PaceController? = nil, hostPace: PaceController? = nil
+    ) {
+        self.batchPermits = batchPermits
+        self.semaphores = [batchPermits] + semaphores
         self.buckets = buckets
+        self.slots = slots
+        self.pace = pace
+        self.hostPace = hostPace
+        self.settings = Mutex(Settings(concurrency: concurrency, refreshedAt: .now))
     }
 
     /// Waits until the item may start. Returns false (holding nothing) when
@@ -17,35 +47,60 @@ final class Pacer: Sendable {
     func admit(clock: ContinuousClock) async -> Bool {
         for (index, semaphore) in semaphores.enumerated() {
             guard await semaphore.acquire() else {
-                release(first: index)
+                releaseSemaphores(first: index)
+                return false
+            }
+        }
+        for (index, slot) in slots.enumerated() {
+            guard await slot.acquire() else {
+                for taken in slots.prefix(index) { await taken.release() }
+                releaseSemaphores(first: semaphores.count)
                 return false
             }
         }
         for bucket in buckets {
-            let now = clock.now.secondsSinceReference
-            let wait = bucket.reserve(now: now)
-            if wait > 0 {
-                do {
-                    try await Task.sleep(for: .seconds(bounded: wait))
-                } catch {
-                    release()
-                    return false
-                }
+            guard await waitOutPause(), await bucket.take(clock: clock) else {
+                await release()
+                return false
             }
         }
         return true
     }
 
+    /// Waits while a `Retry-After` pauses the batch or its host. False when canceled.
+    private func waitOutPause() async -> Bool {
+        while let seconds = [pace, hostPace].compactMap({ $0?.pause(at: .now) }).max() {
+            do {
+                try await Task.sleep(for: .seconds(bounded: seconds))
+            } catch {
+                return false
+            }
+        }
+        return true
+    }
+
+    /// Tells the paces what an attempt's answer said.
+    func observe(_ result: ItemResult, latency: Duration, wall: Date) {
+        guard pace != nil || hostPace != nil else { return }
+        let seconds = Double(latency.components.seconds) + Double(latency.components.attoseconds) / 1e18
+        let signal = PaceController.signal(result, latency: seconds)
+        let now = ContinuousClock.now
+        pace?.observe(signal, at: now, wall: wall)
+        hostPace?.observe(signal, at: now, wall: wall)
+    }
+
     /// Waits until the item may start, or until `stop` fires. Returns false
     /// (holding nothing) when `stop` fired first or the task was canceled.
     ///
-    /// When every permit looks free and no rate applies, it admits without
-    /// watching `stop` (no child tasks per item): such a wait, if a permit
-    /// is taken meanwhile, lasts only until a running item ends.
+    /// When every permit looks free and no rate or cluster cap applies, it
+    /// admits without watching `stop` (no child tasks per item): such a wait,
+    /// if a permit is taken meanwhile, lasts only until a running item ends.
     func admit(clock: ContinuousClock, unless stop: OneShotEvent) async -> Bool {
         if stop.hasFired { return false }
         let admitted: Bool
-        if buckets.isEmpty && semaphores.allSatisfy({ $0.available > 0 }) {
+        if buckets.allSatisfy(\.isUnlimited) && slots.allSatisfy(\.isUnlimited) && pace == nil && hostPace == nil
+            && semaphores.allSatisfy({ $0.available > 0 })
+        {
             admitted = await admit(clock: clock)
         } else {
             admitted = await withTaskGroup(of: Bool?.self) { group in
@@ -63,19 +118,64 @@ final class Pacer: Sendable {
             }
         }
         if admitted && stop.hasFired {
-            release()
+            await release()
             return false
         }
         return admitted
     }
 
     /// Releases what ``admit(clock:)`` took.
-    func release() {
-        release(first: semaphores.count)
+    func release() async {
+        releaseSemaphores(first: semaphores.count)
+        for slot in slots { await slot.release() }
     }
 
-    private func release(first count: Int) {
+    private func releaseSemaphores(first count: Int) {
         for semaphore in semaphores.prefix(count).reversed() { semaphore.release() }
+    }
+
+    /// Applies a batch's current options: its concurrency on this node, its
+    /// rate and its `max_concurrent`. Items already running go on.
+    func apply(_ options: BatchOptions) {
+        let concurrency = Self.permits(options)
+        let delta = settings.withLock { settings in
+            defer { settings.concurrency = concurrency }
+            return concurrency - settings.concurrency
+        }
+        if delta != 0 { batchPermits.adjust(by: delta) }
+        let rate = options.rateLimit?.rate.map { $0.bounded(to: BatchOptions.Limits.rate) }
+        if let pace {
+            pace.setCeiling(rate)
+        } else {
+            buckets.first?.setLimit(rate)
+        }
+        slots.first?.setLimit(options.rateLimit?.maxConcurrent?.clamped(to: BatchOptions.Limits.maxConcurrent))
+    }
+
+    /// True (once) when the batch's options should be read again: `interval`
+    /// seconds passed since the last read, or ``markStale()`` was called.
+    func claimRefresh(interval: Double) -> Bool {
+        settings.withLock { settings in
+            let now = ContinuousClock.now
+            guard settings.stale || settings.refreshedAt.duration(to: now) >= .seconds(bounded: interval) else {
+                return false
+            }
+            settings.stale = false
+            settings.refreshedAt = now
+            return true
+        }
+    }
+
+    /// Makes the next ``needsRefresh(interval:)`` true (this node changed the settings).
+    func markStale() {
+        settings.withLock { $0.stale = true }
+    }
+
+    /// The batch's permits on one node: its concurrency, no more than its
+    /// `max_concurrent`, held within the limits whatever a row holds.
+    static func permits(_ options: BatchOptions) -> Int {
+        min(options.concurrency, options.rateLimit?.maxConcurrent ?? Int.max).clamped(
+            to: BatchOptions.Limits.concurrency)
     }
 }
 
@@ -89,15 +189,472 @@ extension ContinuousClock.Instant {
     }
 }
 
-/// A token bucket shared by the items of a batch or a type.
-final class SharedBucket: Sendable {
-    private let bucket: Mutex<TokenBucket>
+/// Where a shared bucket or cap is kept across the cluster: the store and the
+/// row's key, this node's name, the wall clock and how long slots are held.
+struct LimitScope: Sendable {
+    var store: any LimitStore
+    var key: String
+    var node: String
+    var clock: WallClock
+    var slotLease: Double
+}
 
-    init(rate: Double) {
-        bucket = Mutex(TokenBucket(rate: rate))
+/// A token bucket shared by the items of a batch, a type or a host: in this
+/// process, or in the store (``LimitScope``), drawn from in grants of about
+/// 100 ms of the rate so that every node together keeps to it. No limit
+/// (nil) admits at once.
+final class SharedBucket: Sendable {
+    private struct State {
+        var limit: Double?
+        var bucket: TokenBucket
+        /// Tokens of the last grant not yet spent.
+        var granted = 0
     }
 
-    func reserve(now: Double) -> Double {
-        bucket.withLock { $0.reserve(now: now) }
+    private let state: Mutex<State>
+    private let scope: LimitScope?
+    /// One draw from the store at a time: the waiters behind it spend its grant.
+    private let drawing = AsyncSemaphore(permits: 1)
+
+    init(rate: Double?, scope: LimitScope? = nil) {
+        state = Mutex(State(limit: rate, bucket: TokenBucket(rate: rate ?? 1)))
+        self.scope = scope
+    }
+
+    /// True when no rate applies now.
+    var isUnlimited: Bool { state.withLock { $0.limit == nil } }
+
+    /// The rate now, or nil.
+    var limit: Double? { state.withLock { $0.limit } }
+
+    /// Changes the rate (nil: none).
+    func setLimit(_ rate: Double?) {
+        state.withLock { state in
+            guard state.limit != rate else { return }
+            state.limit = rate
+            if let rate {
+                state.bucket.rate = rate
+                state.bucket.burst = max(1, rate)
+            }
+        }
+    }
+
+    /// Takes one token, waiting as long as the rate needs. False when canceled.
+    func take(clock: ContinuousClock) async -> Bool {
+        guard let scope else { return await takeLocally(clock: clock) }
+        while true {
+            if spendGrant() == nil { return true }
+            guard await drawing.acquire() else { return false }
+            guard let rate = spendGrant() else {
+                drawing.release()
+                return true
+            }
+            let want = max(1, Int(saturating: (rate / 10).rounded(.down)))
+            let wait: Double
+            do {
+                let grant = try await scope.store.drawTokens(
+                    key: scope.key, rate: rate, burst: max(1, rate), want: want, now: scope.clock.now())
+                if grant.tokens > 0 {
+                    state.withLock { $0.granted += grant.tokens - 1 }
+                    drawing.release()
+                    return true
+                }
+                wait = grant.wait
+            } catch {
+                // The store is failing: try again shortly (nothing else runs meanwhile either).
+                wait = 0.2
+            }
+            drawing.release()
+            do {
+                try await Task.sleep(for: .seconds(bounded: min(1, wait)))
+            } catch {
+                return false
+            }
+        }
+    }
+
+    /// Spends a token of the current grant: nil when one was spent (or no
+    /// limit applies), otherwise the rate to draw at.
+    private func spendGrant() -> Double? {
+        state.withLock { state in
+            guard let limit = state.limit else { return nil }
+            if state.granted > 0 {
+                state.granted -= 1
+                return nil
+            }
+            return limit
+        }
+    }
+
+    private func takeLocally(clock: ContinuousClock) async -> Bool {
+        let wait = state.withLock { state -> Double in
+            guard state.limit != nil else { return 0 }
+            return state.bucket.reserve(now: clock.now.secondsSinceReference)
+        }
+        guard wait > 0 else { return true }
+        do {
+            try await Task.sleep(for: .seconds(bounded: wait))
+            return true
+        } catch {
+            return false
+        }
+    }
+}
+
+/// A cap on items running at once across the cluster (`max_concurrent`):
+/// slots counted in the store per node, held until an expiry that running
+/// chunks renew, so a dead node's slots come back. Without a store or a
+/// limit it admits at once.
+final class SharedSlots: Sendable {
+    private struct State {
+        var limit: Int?
+        var held = 0
+    }
+
+    private let state: Mutex<State>
+    private let scope: LimitScope?
+
+    init(limit: Int?, scope: LimitScope?) {
+        state = Mutex(State(limit: limit))
+        self.scope = scope
+    }
+
+    /// True when no cluster cap applies now.
+    var isUnlimited: Bool { scope == nil || state.withLock { $0.limit == nil } }
+
+    /// Changes the cap (nil: none).
+    func setLimit(_ limit: Int?) {
+        state.withLock { $0.limit = limit }
+    }
+
+    /// Takes a slot, waiting while the cluster holds all of them. False when canceled.
+    func acquire() async -> Bool {
+        guard let scope else { return true }
+        var pause = 0.01
+        while true {
+            guard let limit = state.withLock({ $0.limit }) else { return true }
+            let now = scope.clock.now()
+            if let taken = try? await scope.store.acquireSlots(
+                key: scope.key, node: scope.node, limit: limit, want: 1,
+                expiresAt: now.addingTimeInterval(scope.slotLease), now: now), taken > 0
+            {
+                state.withLock { $0.held += 1 }
+                return true
+            }
+            do {
+                try await Task.sleep(for: .seconds(bounded: pause))
+            } catch {
+                return false
+            }
+            pause = min(0.25, pause * 2)
+        }
+    }
+
+    /// Gives back a slot this node holds.
+    func release() async {
+        guard let scope else { return }
+        let holds = state.withLock { state -> Bool in
+            guard state.held > 0 else { return false }
+            state.held -= 1
+            return true
+        }
+        guard holds else { return }
+        // A release that fails leaves the slot to expire with the node's other slots.
+        try? await scope.store.releaseSlots(key: scope.key, node: scope.node, count: 1)
+    }
+}
+
+/// The limits every batch on a node shares: per strategy type and per host
+/// (`--host-limit`), held across the cluster when the store can.
+final class SharedLimits: Sendable {
+    let typeBuckets: [String: SharedBucket]
+    let typeSlots: [String: SharedSlots]
+    let hostBuckets: [String: SharedBucket]
+    let hostSlots: [String: SharedSlots]
+    private let store: (any LimitStore)?
+    private let node: String
+    private let clock: WallClock
+    private let slotLease: Double
+    private let renewedAt = Mutex<ContinuousClock.Instant?>(nil)
+    private let hostPaces = Mutex<[String: PaceController]>([:])
+    private let hostRates: [String: Double]
+
+    init(configuration: TrancheEngine.Configuration, store: any BatchStore) {
+        let limits = store as? any LimitStore
+        let node = configuration.nodeID
+        let clock = configuration.clock
+        let lease = configuration.leaseDuration
+        func scope(_ key: String) -> LimitScope? {
+            limits.map { LimitScope(store: $0, key: key, node: node, clock: clock, slotLease: lease) }
+        }
+        typeBuckets = Dictionary(
+            uniqueKeysWithValues: configuration.typeLimits.compactMap { type, limit in
+                limit.rate.map { (type, SharedBucket(rate: $0, scope: scope("type:" + type))) }
+            })
+        typeSlots = Dictionary(
+            uniqueKeysWithValues: configuration.typeLimits.compactMap { type, limit in
+                limit.maxConcurrent.map { (type, SharedSlots(limit: $0, scope: scope("type:" + type))) }
+            })
+        hostBuckets = Dictionary(
+            uniqueKeysWithValues: configuration.hostLimits.compactMap { host, limit in
+                limit.rate.map { (host, SharedBucket(rate: $0, scope: scope("host:" + host))) }
+            })
+        hostSlots = Dictionary(
+            uniqueKeysWithValues: configuration.hostLimits.compactMap { host, limit in
+                limit.maxConcurrent.map { (host, SharedSlots(limit: $0, scope: scope("host:" + host))) }
+            })
+        self.hostRates = configuration.hostLimits.compactMapValues(\.rate)
+        self.store = limits
+        self.node = node
+        self.clock = clock
+        self.slotLease = lease
+    }
+
+    /// Where a batch's own bucket and cap live.
+    func scope(batch id: BatchID) -> LimitScope? {
+        store.map { LimitScope(store: $0, key: "batch:\(id)", node: node, clock: clock, slotLease: slotLease) }
+    }
+
+    /// The pace of `host` on this node, shared by its adaptive batches; it
+    /// sets the rate of the host's bucket (under its `--host-limit`, if any).
+    func hostPace(_ host: String, type: String) -> PaceController {
+        hostPaces.withLock { paces in
+            if let pace = paces[host] { return pace }
+            let key = "host:" + host
+            let bucket =
+                hostBuckets[host]
+                ?? SharedBucket(
+                    rate: nil,
+                    scope: store.map {
+                        LimitScope(store: $0, key: key, node: node, clock: clock, slotLease: slotLease)
+                    })
+            let pace = PaceController(key: key, bucket: bucket, ceiling: hostRates[host], type: type)
+            if paces.count < 10_000 { paces[host] = pace }
+            return pace
+        }
+    }
+
+    /// Saves the host paces that changed.
+    func saveHostPaces() async {
+        guard let store else { return }
+        for pace in hostPaces.withLock({ Array($0.values) }) {
+            await pace.save(to: store, now: clock.now())
+        }
+    }
+
+    /// Extends this node's slots, at most once a second: its items still run.
+    func renewSlots() async {
+        guard let store else { return }
+        let due = renewedAt.withLock { renewedAt in
+            let now = ContinuousClock.now
+            if let last = renewedAt, last.duration(to: now) < .seconds(1) { return false }
+            renewedAt = now
+            return true
+        }
+        guard due else { return }
+        try? await store.renewSlots(node: node, expiresAt: clock.now().addingTimeInterval(slotLease))
+    }
+}
+
+extension TrancheEngine {
+    /// The limits a batch's items pass on this node, from its stored options;
+    /// an adaptive batch starts from the pace stored for it, if any.
+    func makePacer(for record: BatchRecord) async -> Pacer {
+        let options = record.options
+        let concurrency = Pacer.permits(options)
+        var semaphores: [AsyncSemaphore] = []
+        if let typeSemaphore = typeSemaphores[record.type] { semaphores.append(typeSemaphore) }
+        semaphores.append(workerSlots)
+        let scope = sharedLimits.scope(batch: record.id)
+        var buckets = [
+            SharedBucket(rate: options.rateLimit?.rate.map { $0.bounded(to: BatchOptions.Limits.rate) }, scope: scope)
+        ]
+        var slots = [
+            SharedSlots(
+                limit: options.rateLimit?.maxConcurrent?.clamped(to: BatchOptions.Limits.maxConcurrent), scope: scope)
+        ]
+        if let bucket = sharedLimits.typeBuckets[record.type] { buckets.append(bucket) }
+        if let cap = sharedLimits.typeSlots[record.type] { slots.append(cap) }
+        let adaptive = (options.pace ?? (record.type == "http" ? .adaptive : .fixed)) == .adaptive
+        var pace: PaceController?
+        var hostPace: PaceController?
+        if adaptive {
+            pace = PaceController(
+                key: "batch:\(record.id)", bucket: buckets[0], ceiling: buckets[0].limit, type: record.type)
+        }
+        if let host = Self.host(of: record) {
+            if adaptive {
+                let shared = sharedLimits.hostPace(host, type: record.type)
+                hostPace = shared
+                if sharedLimits.hostBuckets[host] == nil { buckets.append(shared.bucket) }
+            }
+            if let bucket = sharedLimits.hostBuckets[host] { buckets.append(bucket) }
+            if let cap = sharedLimits.hostSlots[host] { slots.append(cap) }
+        }
+        if let pace, let store = store as? any LimitStore { await pace.load(from: store) }
+        return Pacer(
+            concurrency: concurrency, batchPermits: AsyncSemaphore(permits: concurrency), semaphores: semaphores,
+            buckets: buckets, slots: slots, pace: pace, hostPace: hostPace)
+    }
+
+    /// The host every item of a batch calls: an `http` batch's URL host when
+    /// it is no template; nil otherwise.
+    static func host(of record: BatchRecord) -> String? {
+        guard record.type == "http", let url = (try? record.context.value())?["url"]?.stringValue,
+            let host = URL(string: url)?.host, !host.isEmpty, !host.contains("{")
+        else { return nil }
+        return host.lowercased()
+    }
+
+    /// Reads a running batch's options again when a second has passed (or
+    /// this node changed them) and applies them: a `PATCH` reaches every
+    /// node within about a second. Also renews this node's cluster slots.
+    func refreshSettings(of id: BatchID) async {
+        await sharedLimits.renewSlots()
+        guard let binding = bindings.withLock({ $0[id] }), binding.pacer.claimRefresh(interval: 1) else { return }
+        if let limits = store as? any LimitStore {
+            await binding.pacer.pace?.save(to: limits, now: now)
+            await sharedLimits.saveHostPaces()
+        }
+        guard let record = try? await store.batch(id) else { return }
+        binding.pacer.apply(record.options)
+    }
+
+    /// Marks a batch's settings as changed, so this node applies them at its next checkpoint.
+    public func signalSettingsChanged(_ id: BatchID) {
+        bindings.withLock { $0[id] }?.pacer.markStale()
+    }
+}
+
+/// An adaptive pace on this node for a batch or a host: the AIMD controller
+/// (``AdaptivePace``), the bucket whose rate it sets, and what it has to
+/// save to the store (where every node reads the batch's pace from).
+final class PaceController: Sendable {
+    private struct State {
+        var pace: AdaptivePace
+        var unsavedThrottled: Int64 = 0
+        var dirty = false
+        var changedAt: Date?
+        var saved: PaceRecord?
+    }
+
+    /// `batch:ID` or `host:NAME`.
+    let key: String
+    let bucket: SharedBucket
+    /// A strategy type, as a bounded metrics label.
+    let type: String
+    private let state: Mutex<State>
+
+    init(key: String, bucket: SharedBucket, ceiling: Double?, type: String) {
+        var configuration = AdaptivePace.Configuration()
+        configuration.ceiling = ceiling
+        let pace = AdaptivePace(configuration)
+        self.key = key
+        self.bucket = bucket
+        self.type = type
+        self.state = Mutex(State(pace: pace))
+        bucket.setLimit(pace.rate)
+    }
+
+    /// What an answer says about the far side: a refusal (`429`, `503`, a
+    /// `Retry-After`, a timeout, a failed connection) or an answer and its latency.
+    static func signal(_ result: ItemResult, latency: Double) -> AdaptivePace.Signal {
+        if case .failure(let error) = result {
+            switch error.code {
+            case "http_429", "http_503": return .refused(retryAfter: error.retryAfter)
+            case "timeout", "connection_error": return .refused(retryAfter: nil)
+            default:
+                if error.code.hasPrefix("http_"), let retryAfter = error.retryAfter {
+                    return .refused(retryAfter: retryAfter)
+                }
+            }
+        }
+        return .answered(latency: latency)
+    }
+
+    /// Takes one answer; a changed rate reaches the bucket at once.
+    func observe(_ signal: AdaptivePace.Signal, at now: ContinuousClock.Instant, wall: Date) {
+        let rate = state.withLock { state -> Double?? in
+            let changed = state.pace.record(signal, at: now.secondsSinceReference)
+            if case .refused = signal {
+                state.unsavedThrottled += 1
+                state.dirty = true
+            }
+            guard changed else { return .none }
+            state.dirty = true
+            state.changedAt = wall
+            return .some(state.pace.rate)
+        }
+        if case .refused = signal {
+            Counter(label: "tranche_throttled_total", dimensions: [("type", type)]).increment()
+        }
+        if let rate {
+            bucket.setLimit(rate)
+            if let rate { Gauge(label: "tranche_pace_rate", dimensions: [("type", type)]).record(rate) }
+        }
+    }
+
+    /// A new fixed limit (a `PATCH` of `rate_limit.rate`): the pace stays under it.
+    func setCeiling(_ ceiling: Double?) {
+        let rate = state.withLock { state -> Double?? in
+            guard state.pace.configuration.ceiling != ceiling else { return .none }
+            state.pace = state.pace.withCeiling(ceiling)
+            return .some(state.pace.rate)
+        }
+        if let rate { bucket.setLimit(rate) }
+    }
+
+    /// How long calls wait now (a `Retry-After`), or nil.
+    func pause(at now: ContinuousClock.Instant) -> Double? {
+        let seconds = state.withLock { $0.pace.pause(at: now.secondsSinceReference) }
+        return seconds > 0 ? seconds : nil
+    }
+
+    /// The pace as this node knows it, with the stored throttled count.
+    var snapshot: PaceRecord? {
+        state.withLock { state in
+            guard let rate = state.pace.rate else { return state.saved }
+            return PaceRecord(
+                key: key, rate: rate, reason: state.pace.reason.rawValue,
+                changedAt: state.changedAt ?? state.saved?.changedAt ?? Date(),
+                throttled: (state.saved?.throttled ?? 0) + state.unsavedThrottled)
+        }
+    }
+
+    /// Starts from the pace stored for this key, if any (another node's, or before a restart).
+    func load(from store: any LimitStore) async {
+        guard let stored = try? await store.pace(key: key) else { return }
+        let rate = state.withLock { state -> Double? in
+            state.saved = stored
+            state.pace.resume(from: stored.rate)
+            return state.pace.rate
+        }
+        bucket.setLimit(rate)
+    }
+
+    /// Saves a changed pace and the refusals counted since the last save.
+    func save(to store: any LimitStore, now: Date) async {
+        let pending = state.withLock { state -> (PaceRecord, Int64)? in
+            guard state.dirty, let rate = state.pace.rate else { return nil }
+            let pausedFor = state.pace.pause(at: ContinuousClock.now.secondsSinceReference)
+            let record = PaceRecord(
+                key: key, rate: rate, reason: state.pace.reason.rawValue, changedAt: state.changedAt ?? now,
+                pausedUntil: pausedFor > 0 ? now.addingTimeInterval(pausedFor) : nil)
+            defer {
+                state.dirty = false
+                state.unsavedThrottled = 0
+            }
+            return (record, state.unsavedThrottled)
+        }
+        guard let (record, throttled) = pending else { return }
+        do {
+            let saved = try await store.recordPace(record, throttledDelta: throttled)
+            state.withLock { $0.saved = saved }
+        } catch {
+            state.withLock { state in
+                state.unsavedThrottled += throttled
+                state.dirty = true
+            }
+        }
     }
 }

@@ -86,21 +86,10 @@ extension TrancheEngine {
             throw EngineError(.unknownStrategy, "no strategy '\(record.type)' on node \(configuration.nodeID)")
         }
         let bound = try strategy.bind(context: record.context)
-        let options = record.options
         // Stored options were checked at submit, but a row may hold anything
-        // (or limits may have moved since): held within the limits, a permit
-        // count or a rate can neither hang the batch nor trap.
-        let permits = min(options.concurrency, options.rateLimit?.maxConcurrent ?? Int.max)
-        var semaphores = [AsyncSemaphore(permits: permits.clamped(to: BatchOptions.Limits.concurrency))]
-        if let typeSemaphore = typeSemaphores[record.type] { semaphores.append(typeSemaphore) }
-        semaphores.append(workerSlots)
-        var buckets: [SharedBucket] = []
-        if let rate = options.rateLimit?.rate {
-            buckets.append(SharedBucket(rate: rate.bounded(to: BatchOptions.Limits.rate)))
-        }
-        if let typeBucket = typeBuckets[record.type] { buckets.append(typeBucket) }
-        let binding = BatchBinding(
-            options: options, bound: bound, pacer: Pacer(semaphores: semaphores, buckets: buckets))
+        // (or limits may have moved since): the pacer holds them within the
+        // limits, so a permit count or a rate can neither hang the batch nor trap.
+        let binding = BatchBinding(options: record.options, bound: bound, pacer: await makePacer(for: record))
         return bindings.withLock { bindings in
             if let existing = bindings[id] { return existing }
             if bindings.count > 10_000 { bindings.removeAll() }

@@ -35,6 +35,9 @@ public final class TrancheEngine: Service, Sendable {
         public var retention: Double = 30 * 86_400
         /// Limits per strategy type on this node (rate and max concurrent).
         public var typeLimits: [String: RateLimit] = [:]
+        /// Limits per host called (lowercased name), shared by every batch
+        /// calling it (`--host-limit`); across the cluster, like the type limits.
+        public var hostLimits: [String: RateLimit] = [:]
         /// Release every lease at start: only for a process that owns its store alone.
         public var releaseLeasesAtStart: Bool = false
         /// Seconds between progress events of one batch. Default 0.5.
@@ -85,11 +88,14 @@ public final class TrancheEngine: Service, Sendable {
                 to: Limits.drainGracePeriod, nan: defaults.drainGracePeriod)
             valid.splitAfterRescues = splitAfterRescues.clamped(to: 1...1_000_000)
             valid.retention = retention.bounded(to: 0...BatchRules.maximumRetention, nan: defaults.retention)
-            valid.typeLimits = typeLimits.mapValues { limit in
+            func held(_ limit: RateLimit) -> RateLimit {
                 RateLimit(
                     rate: limit.rate.flatMap { $0 > 0 ? $0.bounded(to: BatchOptions.Limits.rate) : nil },
                     maxConcurrent: limit.maxConcurrent?.clamped(to: BatchOptions.Limits.maxConcurrent))
             }
+            valid.typeLimits = typeLimits.mapValues(held)
+            valid.hostLimits = Dictionary(
+                hostLimits.map { ($0.key.lowercased(), held($0.value)) }, uniquingKeysWith: { _, last in last })
             valid.progressInterval = progressInterval.bounded(to: 0...3_600, nan: defaults.progressInterval)
             valid.leaderTerm = leaderTerm.bounded(to: 0.1...day, nan: defaults.leaderTerm)
             valid.notifiedIdlePoll = notifiedIdlePoll.bounded(to: 0.01...3_600, nan: defaults.notifiedIdlePoll)
@@ -109,7 +115,7 @@ public final class TrancheEngine: Service, Sendable {
     let stopped = OneShotEvent()
     let workerSlots: AsyncSemaphore
     let typeSemaphores: [String: AsyncSemaphore]
-    let typeBuckets: [String: SharedBucket]
+    let sharedLimits: SharedLimits
     let bindings = Mutex<[BatchID: BatchBinding]>([:])
     let progressTimes = Mutex<[BatchID: ContinuousClock.Instant]>([:])
     let meters = Mutex<[BatchID: ProgressMeter]>([:])
@@ -136,9 +142,7 @@ public final class TrancheEngine: Service, Sendable {
         self.typeSemaphores = configuration.typeLimits.compactMapValues { limit in
             limit.maxConcurrent.map { AsyncSemaphore(permits: $0) }
         }
-        self.typeBuckets = configuration.typeLimits.compactMapValues { limit in
-            limit.rate.map { SharedBucket(rate: $0) }
-        }
+        self.sharedLimits = SharedLimits(configuration: configuration, store: store)
     }
 
     /// The registered strategy types.

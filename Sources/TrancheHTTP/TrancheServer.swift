@@ -128,6 +128,7 @@ public struct TrancheServer: Sendable {
                     streams: TenantSlots(limit: configuration.maxStreamsPerTenant),
                     exports: TenantSlots(limit: configuration.maxExportsPerTenant)))
         addBatchRoutes(v1)
+        addPatchRoutes(v1)
         addLinkRoutes(v1)
         addItemRoutes(v1)
         addEventRoutes(v1)

@@ -278,6 +278,27 @@ enum PostgresSchema {
                 """,
             ]
         ),
+        // Limits that hold across nodes: shared token buckets, concurrency
+        // slots per node, and the pace an adaptive batch or host has learned.
+        (
+            9,
+            [
+                "CREATE TABLE rate_grants (key TEXT PRIMARY KEY, tokens DOUBLE PRECISION NOT NULL, updated_at BIGINT NOT NULL)",
+                """
+                CREATE TABLE limit_slots (
+                    key TEXT NOT NULL, node TEXT NOT NULL, held INTEGER NOT NULL, expires_at BIGINT NOT NULL,
+                    PRIMARY KEY (key, node)
+                )
+                """,
+                "CREATE INDEX limit_slots_by_node ON limit_slots(node)",
+                """
+                CREATE TABLE pace (
+                    key TEXT PRIMARY KEY, rate DOUBLE PRECISION NOT NULL, reason TEXT NOT NULL,
+                    changed_at BIGINT NOT NULL, throttled BIGINT NOT NULL DEFAULT 0, paused_until BIGINT
+                )
+                """,
+            ]
+        ),
     ]
 
     /// Brings the database to the newest version, once, whatever other nodes do meanwhile.

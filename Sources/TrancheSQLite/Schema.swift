@@ -282,6 +282,25 @@ enum Schema {
                     ) WITHOUT ROWID;
                     """)
         }
+        // Limits that hold across nodes: shared token buckets, concurrency
+        // slots per node, and the pace an adaptive batch or host has learned.
+        migrator.registerMigration("v12: cluster limits") { db in
+            try db.execute(
+                sql: """
+                    CREATE TABLE rate_grants (
+                        key TEXT PRIMARY KEY, tokens REAL NOT NULL, updated_at INTEGER NOT NULL
+                    ) WITHOUT ROWID;
+                    CREATE TABLE limit_slots (
+                        key TEXT NOT NULL, node TEXT NOT NULL, held INTEGER NOT NULL, expires_at INTEGER NOT NULL,
+                        PRIMARY KEY (key, node)
+                    ) WITHOUT ROWID;
+                    CREATE INDEX limit_slots_by_node ON limit_slots(node);
+                    CREATE TABLE pace (
+                        key TEXT PRIMARY KEY, rate REAL NOT NULL, reason TEXT NOT NULL, changed_at INTEGER NOT NULL,
+                        throttled INTEGER NOT NULL DEFAULT 0, paused_until INTEGER
+                    ) WITHOUT ROWID;
+                    """)
+        }
         return migrator
     }
 }

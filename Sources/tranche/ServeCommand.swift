@@ -227,6 +227,13 @@ struct NodeOptions: ParsableArguments {
     var nodeID: String?
 
     @Option(
+        help: ArgumentHelp(
+            "A limit every batch calling HOST shares across the cluster: HOST=RATE[,max=N], RATE like 20/s "
+                + "(repeatable).",
+            valueName: "host=rate[,max=n]"))
+    var hostLimit: [String] = []
+
+    @Option(
         help:
             "Seconds a chunk's lease lasts without a checkpoint, 2 to 31536000; a dead node's chunks run again after it."
     )
@@ -244,6 +251,7 @@ struct NodeOptions: ParsableArguments {
         try requireSeconds(leaseDuration, in: Self.leaseDurationRange, flag: "--lease-duration")
         _ = try execCommands()
         try Self.requireVariableNames(execEnv, flag: "--exec-env")
+        _ = try HostLimits.parse(hostLimit)
     }
 
     /// `--exec-command`, by name; a malformed or repeated name is refused.
@@ -294,6 +302,7 @@ struct NodeOptions: ParsableArguments {
         configuration.role = role
         configuration.leaseDuration = leaseDuration
         configuration.retention = retention.seconds
+        configuration.hostLimits = (try? HostLimits.parse(hostLimit)) ?? [:]
         configuration.nodeID = nodeID ?? "\(ProcessInfo.processInfo.hostName)-\(getpid())"
         return configuration
     }

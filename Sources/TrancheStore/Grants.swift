@@ -1,0 +1,173 @@
+public import Foundation
+public import TrancheCore
+
+/// A change to a live batch's settings (`PATCH /v1/batches/{id}`): each
+/// field given replaces the stored one, the others stay.
+public struct BatchSettingsChange: Sendable, Hashable {
+    /// One field of a merge patch: keep it, set it, or remove it.
+    public enum Field<Value: Sendable & Hashable>: Sendable, Hashable {
+        case keep
+        case set(Value)
+        case remove
+
+        func applied(to value: Value?) -> Value? {
+            switch self {
+            case .keep: value
+            case .set(let new): new
+            case .remove: nil
+            }
+        }
+    }
+
+    /// The batch's new priority (higher runs first), or nil to keep it.
+    public var priority: Int?
+    /// Items of the batch running at once on one node, or nil to keep it.
+    public var concurrency: Int?
+    /// `rate_limit.rate`: items a second across the cluster.
+    public var rate: Field<Double> = .keep
+    /// `rate_limit.max_concurrent`: items running at once across the cluster.
+    public var maxConcurrent: Field<Int> = .keep
+
+    public init(
+        priority: Int? = nil, concurrency: Int? = nil, rate: Field<Double> = .keep, maxConcurrent: Field<Int> = .keep
+    ) {
+        self.priority = priority
+        self.concurrency = concurrency
+        self.rate = rate
+        self.maxConcurrent = maxConcurrent
+    }
+
+    /// True when the change changes nothing.
+    public var isEmpty: Bool { priority == nil && concurrency == nil && rate == .keep && maxConcurrent == .keep }
+
+    /// `options` with this change applied, checked with the bounds a submit
+    /// has; the error names the first field out of them.
+    public func applied(to options: BatchOptions) throws(OptionsError) -> BatchOptions {
+        if let priority, !BatchOptions.Limits.priority.contains(priority) {
+            let range = BatchOptions.Limits.priority
+            throw OptionsError(
+                "priority must be between \(range.lowerBound) and \(range.upperBound), got \(priority)")
+        }
+        var options = options
+        if let concurrency { options.concurrency = concurrency }
+        var limit = options.rateLimit ?? RateLimit()
+        limit.rate = rate.applied(to: limit.rate)
+        limit.maxConcurrent = maxConcurrent.applied(to: limit.maxConcurrent)
+        options.rateLimit = limit.rate == nil && limit.maxConcurrent == nil ? nil : limit
+        try options.validate()
+        return options
+    }
+}
+
+/// A draw from a shared token bucket: whole tokens taken now, and when none
+/// was, the seconds until the next one.
+public struct TokenGrant: Sendable, Hashable {
+    public var tokens: Int
+    public var wait: Double
+
+    public init(tokens: Int, wait: Double) {
+        self.tokens = tokens
+        self.wait = wait
+    }
+}
+
+/// The store's side of limits that hold across nodes: live changes to a
+/// batch's settings, and token buckets shared by every node (one row per
+/// key, such as `batch:ID`, `type:NAME` or `host:NAME`), drawn from in small
+/// grants so that N nodes exceed a rate by at most one grant each.
+public protocol LimitStore: BatchStore {
+    /// Applies `change` to a batch that has not ended and returns it;
+    /// `StoreError.illegalTransition` once it has ended.
+    func updateSettings(_ id: BatchID, _ change: BatchSettingsChange, at now: Date) async throws -> BatchRecord
+
+    /// Takes up to `want` tokens from the bucket `key` (`rate` a second,
+    /// holding at most `burst`; made full of one token on first use).
+    func drawTokens(key: String, rate: Double, burst: Double, want: Int, now: Date) async throws -> TokenGrant
+
+    /// Takes up to `want` of the `limit` slots under `key` for `node`, held
+    /// until `expiresAt` (slots of other nodes that expired count as free):
+    /// how many were taken. A node's slots are one row, renewed by every call.
+    func acquireSlots(key: String, node: String, limit: Int, want: Int, expiresAt: Date, now: Date) async throws
+        -> Int
+
+    /// Gives back `count` of `node`'s slots under `key`.
+    func releaseSlots(key: String, node: String, count: Int) async throws
+
+    /// Extends every slot `node` holds to `expiresAt` (its items still run).
+    func renewSlots(node: String, expiresAt: Date) async throws
+
+    /// Saves the pace a node learned for `record.key` (its rate, the reason
+    /// and time of its last change, its pause) and adds `throttledDelta` to
+    /// the key's count of refused calls; answers the row as stored.
+    func recordPace(_ record: PaceRecord, throttledDelta: Int64) async throws -> PaceRecord
+
+    /// The pace learned for `key` by any node, or nil.
+    func pace(key: String) async throws -> PaceRecord?
+}
+
+/// The pace an adaptive batch or host has learned, as the store keeps it so
+/// that every node (and a node just started) shows and starts from it.
+public struct PaceRecord: Sendable, Hashable {
+    /// `batch:ID` or `host:NAME`.
+    public var key: String
+    /// Items a second.
+    public var rate: Double
+    /// Why it last changed (``AdaptivePace/Reason``).
+    public var reason: String
+    public var changedAt: Date
+    /// Refused calls (`429`, `503`, timeouts) counted so far.
+    public var throttled: Int64
+    /// Until when calls wait after a `Retry-After`, or nil.
+    public var pausedUntil: Date?
+
+    public init(
+        key: String, rate: Double, reason: String, changedAt: Date, throttled: Int64 = 0, pausedUntil: Date? = nil
+    ) {
+        self.key = key
+        self.rate = rate
+        self.reason = reason
+        self.changedAt = changedAt
+        self.throttled = throttled
+        self.pausedUntil = pausedUntil
+    }
+}
+
+extension TokenBucket {
+    /// The bucket a store row holds (`tokens` left at `updatedAt`, in
+    /// milliseconds), or a new one, drawn from: the grant and the row to write back.
+    package static func draw(
+        rate: Double, burst: Double, stored: (tokens: Double, updatedAt: Int64)?, want: Int, now: Date
+    ) -> (grant: TokenGrant, tokens: Double, updatedAt: Int64) {
+        let nowMS = now.milliseconds
+        var bucket =
+            stored.map {
+                TokenBucket(
+                    rate: rate, burst: burst, tokens: $0.tokens, updatedAt: Double($0.updatedAt) / 1000)
+            } ?? TokenBucket(rate: rate, burst: burst, tokens: 1, updatedAt: Double(nowMS) / 1000)
+        let (granted, wait) = bucket.grant(want: want, now: Double(nowMS) / 1000)
+        let updatedAt = Int64.saturating((bucket.storedUpdatedAt ?? Double(nowMS) / 1000) * 1000)
+        return (TokenGrant(tokens: granted, wait: wait), bucket.storedTokens, max(updatedAt, stored?.updatedAt ?? 0))
+    }
+}
+
+/// The rules both stores share for slots and settings.
+package enum SlotRules {
+    /// Slots to grant: up to `want`, never past `limit` with `held` already taken.
+    package static func granted(limit: Int, held: Int64, want: Int) -> Int {
+        let free = Int64(max(0, limit)) - max(0, held)
+        return Int(clamping: max(0, min(Int64(max(0, want)), free)))
+    }
+}
+
+extension BatchRules {
+    /// The options of `stored` after `change`, or why it cannot change: an
+    /// ended batch is a conflict, a value out of bounds an options error.
+    package static func settingsChanged(_ stored: StoredBatch, _ change: BatchSettingsChange) throws -> BatchOptions {
+        guard !stored.record.status.isEnded else {
+            throw StoreError(
+                .illegalTransition,
+                "batch \(stored.record.id) has ended (\(stored.record.status)); its settings no longer change")
+        }
+        return try change.applied(to: stored.record.options)
+    }
+}

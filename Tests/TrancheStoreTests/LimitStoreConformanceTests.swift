@@ -1,0 +1,126 @@
+import Foundation
+import Testing
+import TrancheStore
+
+/// Limits across nodes on every store: live settings, shared token buckets
+/// and concurrency slots. Each case runs against SQLite and PostgreSQL.
+@Suite("LimitStore conformance", .testResources)
+struct LimitStoreConformanceTests {
+    func withStore(_ factory: StoreFactory, _ body: (any LimitStore) async throws -> Void) async throws {
+        try await body(try #require(try await factory.make() as? any LimitStore))
+    }
+
+    @Test(
+        "settings: a live batch takes a new priority, concurrency and rate limit; fields not given stay",
+        arguments: StoreFactory.all)
+    func updateSettings(factory: StoreFactory) async throws {
+        try await withStore(factory) { store in
+            var batch = NewBatch(type: "t", owner: "t1", options: options(concurrency: 4))
+            batch.options.rateLimit = RateLimit(rate: 5, maxConcurrent: 3)
+            let created = try await store.createBatch(batch, items: payloads(3))
+            let now = Date()
+            var record = try await store.updateSettings(
+                created.id, BatchSettingsChange(priority: 7, concurrency: 12, rate: .set(2.5)), at: now)
+            #expect(record.priority == 7)
+            #expect(record.options.concurrency == 12)
+            #expect(record.options.rateLimit == RateLimit(rate: 2.5, maxConcurrent: 3))
+            #expect(try await store.batch(created.id) == record)
+            record = try await store.updateSettings(created.id, BatchSettingsChange(maxConcurrent: .remove), at: now)
+            #expect(record.options.rateLimit == RateLimit(rate: 2.5))
+            #expect(record.priority == 7)
+            record = try await store.updateSettings(created.id, BatchSettingsChange(rate: .remove), at: now)
+            #expect(record.options.rateLimit == nil)
+            // Out of the bounds a submit has: refused, nothing written.
+            await #expect(throws: OptionsError.self) {
+                try await store.updateSettings(created.id, BatchSettingsChange(concurrency: 0), at: now)
+            }
+            #expect(try await store.batch(created.id)?.options.concurrency == 12)
+            _ = try await store.transition(created.id, .cancel, reason: nil, at: now)
+            await #expect {
+                try await store.updateSettings(created.id, BatchSettingsChange(priority: 1), at: now)
+            } throws: { error in
+                (error as? StoreError)?.code == .illegalTransition
+            }
+            await #expect {
+                try await store.updateSettings(.generate(), BatchSettingsChange(priority: 1), at: now)
+            } throws: { error in
+                (error as? StoreError)?.code == .batchNotFound
+            }
+        }
+    }
+
+    @Test(
+        "token bucket: grants never exceed the rate's refill plus one token, and say how long to wait",
+        arguments: StoreFactory.all)
+    func drawTokens(factory: StoreFactory) async throws {
+        try await withStore(factory) { store in
+            let start = Date(milliseconds: 1_000_000)
+            // A new bucket holds one token.
+            var grant = try await store.drawTokens(key: "k", rate: 10, burst: 10, want: 5, now: start)
+            #expect(grant.tokens == 1)
+            grant = try await store.drawTokens(key: "k", rate: 10, burst: 10, want: 5, now: start)
+            #expect(grant.tokens == 0)
+            #expect(grant.wait > 0.05 && grant.wait <= 0.1)
+            // 0.35 s later: three whole tokens have come back.
+            grant = try await store.drawTokens(
+                key: "k", rate: 10, burst: 10, want: 5, now: start.addingTimeInterval(0.35))
+            #expect(grant.tokens == 3)
+            // An hour later the bucket is full at its burst, no more.
+            grant = try await store.drawTokens(
+                key: "k", rate: 10, burst: 10, want: 50, now: start.addingTimeInterval(3600))
+            #expect(grant.tokens == 10)
+            // A clock behind the last draw (another node's) adds nothing.
+            grant = try await store.drawTokens(key: "k", rate: 10, burst: 10, want: 50, now: start)
+            #expect(grant.tokens == 0)
+            // Keys are separate.
+            #expect(try await store.drawTokens(key: "other", rate: 10, burst: 10, want: 5, now: start).tokens == 1)
+        }
+    }
+
+    @Test("token bucket: nodes drawing at once share one rate", arguments: StoreFactory.all)
+    func concurrentDraws(factory: StoreFactory) async throws {
+        try await withStore(factory) { store in
+            let now = Date(milliseconds: 2_000_000)
+            _ = try await store.drawTokens(key: "shared", rate: 20, burst: 20, want: 1, now: now)
+            let later = now.addingTimeInterval(10)
+            // 40 draws of up to 2 at once: the refilled bucket (20 at its burst) is split, never doubled.
+            let total = try await withThrowingTaskGroup(of: Int.self) { group in
+                for _ in 0..<40 {
+                    group.addTask {
+                        try await store.drawTokens(key: "shared", rate: 20, burst: 20, want: 2, now: later).tokens
+                    }
+                }
+                return try await group.reduce(0, +)
+            }
+            #expect(total == 20)
+        }
+    }
+
+    @Test(
+        "slots: the cap holds across nodes, a release frees one, an expired node's slots come back",
+        arguments: StoreFactory.all)
+    func slots(factory: StoreFactory) async throws {
+        try await withStore(factory) { store in
+            let now = Date(milliseconds: 3_000_000)
+            let until = now.addingTimeInterval(30)
+            #expect(
+                try await store.acquireSlots(key: "b", node: "n1", limit: 3, want: 2, expiresAt: until, now: now) == 2)
+            #expect(
+                try await store.acquireSlots(key: "b", node: "n2", limit: 3, want: 2, expiresAt: until, now: now) == 1)
+            #expect(
+                try await store.acquireSlots(key: "b", node: "n2", limit: 3, want: 1, expiresAt: until, now: now) == 0)
+            try await store.releaseSlots(key: "b", node: "n1", count: 1)
+            #expect(
+                try await store.acquireSlots(key: "b", node: "n2", limit: 3, want: 1, expiresAt: until, now: now) == 1)
+            // Another key is not counted.
+            #expect(
+                try await store.acquireSlots(key: "c", node: "n1", limit: 1, want: 1, expiresAt: until, now: now) == 1)
+            // n2 renews; n1 does not and its slot expires.
+            let later = now.addingTimeInterval(60)
+            try await store.renewSlots(node: "n2", expiresAt: later.addingTimeInterval(30))
+            #expect(
+                try await store.acquireSlots(
+                    key: "b", node: "n3", limit: 3, want: 3, expiresAt: later.addingTimeInterval(30), now: later) == 1)
+        }
+    }
+}
