@@ -59,38 +59,3 @@ public struct TokenBucket: Sendable, Hashable {
         return tokens >= 0 ? 0 : -tokens / rate
     }
 }
-
-/// Rate and ETA over a sliding window of progress samples.
-public struct ProgressMeter: Sendable {
-    /// Seconds of history the rate is computed over.
-    public var window: Double
-    private var samples: [(time: Double, done: Int64)] = []
-
-    public init(window: Double = 10) {
-        self.window = window
-    }
-
-    /// Records that `done` items were finished at `time` (seconds, monotonic).
-    public mutating func record(done: Int64, at time: Double) {
-        // Fewer done than before: a retry reset the counters, so the old
-        // samples say nothing about the rate now (and would make it negative).
-        if let last = samples.last, done < last.done { samples.removeAll() }
-        samples.append((time, done))
-        while let first = samples.first, samples.count > 2, time - first.time > window {
-            samples.removeFirst()
-        }
-    }
-
-    /// Items a second over the window.
-    public var rate: Double {
-        guard let first = samples.first, let last = samples.last, last.time > first.time else { return 0 }
-        return Double(last.done - first.done) / (last.time - first.time)
-    }
-
-    /// Seconds until `remaining` items are done at the current rate, or nil when unknown.
-    public func eta(remaining: Int64) -> Double? {
-        guard remaining > 0 else { return 0 }
-        let rate = self.rate
-        return rate > 0 ? Double(remaining) / rate : nil
-    }
-}

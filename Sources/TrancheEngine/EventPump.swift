@@ -39,15 +39,10 @@ extension TrancheEngine {
     }
 
     /// Publishes a chunk's progress (not stored), at most once per
-    /// `progressInterval` per batch unless `force`, and feeds the rate meter.
+    /// `progressInterval` per batch unless `force`.
     func publishProgress(_ id: BatchID, _ result: CheckpointResult, force: Bool = false) {
-        let instant = monotonic.now
-        meters.withLock { meters in
-            if meters[id] == nil, meters.count > 10_000 { meters.removeAll() }
-            meters[id, default: ProgressMeter(window: 10)].record(
-                done: result.counts.processed, at: instant.secondsSinceReference)
-        }
         guard hub.hasSubscribers else { return }
+        let instant = monotonic.now
         let due = progressTimes.withLock { times -> Bool in
             if !force, let last = times[id],
                 last.duration(to: instant) < .seconds(bounded: configuration.progressInterval)

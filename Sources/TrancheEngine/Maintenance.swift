@@ -30,7 +30,8 @@ extension TrancheEngine {
     }
 
     /// One sweep: rescues expired leases, enforces deadlines (batch timeouts,
-    /// batches whose items are all done) and prunes expired batches. Each
+    /// batches whose items are all done), prunes expired batches and samples
+    /// the progress of batches in progress. Each
     /// step runs even when another failed (a damaged row makes one step
     /// fail on every sweep; it must not stop the others); the first failure
     /// is thrown at the end.
@@ -59,6 +60,7 @@ extension TrancheEngine {
         }
         let events = await step { try await store.enforceDeadlines(now: now) } ?? []
         _ = await step { try await store.prune(now: now, retention: configuration.retention, limit: 5_000) }
+        _ = await step { try await sampleProgress() }
         _ = await step { try await fireDueSchedules() }
         if !rescued.isEmpty || !events.isEmpty { signalWork() }
         if let firstFailure { throw firstFailure }

@@ -118,7 +118,6 @@ public final class TrancheEngine: Service, Sendable {
     let sharedLimits: SharedLimits
     let bindings = Mutex<[BatchID: BatchBinding]>([:])
     let progressTimes = Mutex<[BatchID: ContinuousClock.Instant]>([:])
-    let meters = Mutex<[BatchID: ProgressMeter]>([:])
     let chunksInFlight = Atomic<Int>(0)
     /// Measures local durations (rates, throttling, rate limits).
     let monotonic = ContinuousClock()
@@ -330,15 +329,6 @@ public final class TrancheEngine: Service, Sendable {
             try Task.checkCancellation()
             await firstEvent(of: events, within: 1)
         }
-    }
-
-    /// Items a second over the last 10 seconds, as this node saw them, and
-    /// the seconds left at that rate (nil when unknown).
-    public func throughput(of record: BatchRecord) -> (rate: Double, eta: Double?) {
-        guard !record.status.isEnded else { return (0, 0) }
-        var meter = meters.withLock { $0[record.id] } ?? ProgressMeter(window: 10)
-        meter.record(done: record.counts.processed, at: monotonic.now.secondsSinceReference)
-        return (meter.rate, meter.eta(remaining: record.counts.total - record.counts.terminal))
     }
 
     /// Submits a batch and waits for its end: the synchronous path for small

@@ -162,8 +162,9 @@ public struct TrancheServer: Sendable {
             }
             errors = Array(Set(errors).sorted { $0.seq < $1.seq }.prefix(5))
         }
-        let (rate, eta) = engine.throughput(of: record)
-        var view = BatchView(record, context: engine.publicContext(of: record), rate: rate, eta: eta, errors: errors)
+        var view = BatchView(
+            record, context: engine.publicContext(of: record), progress: try await engine.progress(of: record),
+            errors: errors)
         let links = try await engine.links(of: record.id)
         (view.parentID, view.children) = (links.parentID, links.children)
         view.scheduleID = try await (store as? any ScheduleStore)?.scheduleID(ofBatch: record.id)

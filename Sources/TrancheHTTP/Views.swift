@@ -21,7 +21,14 @@ public struct BatchView: Codable, Sendable, Hashable {
     public var progress: Double
     /// Items per second over a sliding window, one decimal.
     public var rate: Double
+    /// Seconds left at ``rate``; null until the cluster's samples span 10 s.
     public var etaSeconds: Double?
+    /// The range the recent rates allow (``ProgressEstimate``); null when unknown.
+    public var etaLowSeconds: Double?
+    public var etaHighSeconds: Double?
+    /// Chunks finished and in all; null once the items are pruned.
+    public var chunksDone: Int64?
+    public var chunksTotal: Int64?
     public var createdAt: Date
     public var confirmedAt: Date?
     public var startedAt: Date?
@@ -47,11 +54,11 @@ public struct BatchView: Codable, Sendable, Hashable {
     /// The schedule that created this batch; null when none did.
     public var scheduleID: String?
 
-    /// The view of a stored batch, with its measured rate and ETA;
+    /// The view of a stored batch, with its progress (rate, ETA, chunks);
     /// `context` is its public form (``TrancheEngine/publicContext(of:)``),
     /// never the stored one, whose secret fields it hides.
     public init(
-        _ record: BatchRecord, context: JSONValue, rate: Double, eta: Double?, errors: [BatchErrorView] = []
+        _ record: BatchRecord, context: JSONValue, progress: BatchProgress, errors: [BatchErrorView] = []
     ) {
         id = record.id
         type = record.type
@@ -62,9 +69,13 @@ public struct BatchView: Codable, Sendable, Hashable {
         self.context = context
         options = record.options
         counts = record.counts
-        progress = (record.counts.progress * 10).rounded() / 10
-        self.rate = (rate * 10).rounded() / 10
-        etaSeconds = eta?.rounded()
+        self.progress = (record.counts.progress * 10).rounded() / 10
+        rate = (progress.estimate.rate * 10).rounded() / 10
+        etaSeconds = progress.estimate.eta?.rounded()
+        etaLowSeconds = progress.estimate.etaLow?.rounded(.down)
+        etaHighSeconds = progress.estimate.etaHigh?.rounded(.up)
+        chunksDone = progress.chunksDone
+        chunksTotal = progress.chunksTotal
         createdAt = record.createdAt
         confirmedAt = record.confirmedAt
         startedAt = record.startedAt
@@ -80,6 +91,10 @@ public struct BatchView: Codable, Sendable, Hashable {
         case queued, items
         case dryRun = "dry_run"
         case etaSeconds = "eta_seconds"
+        case etaLowSeconds = "eta_low_seconds"
+        case etaHighSeconds = "eta_high_seconds"
+        case chunksDone = "chunks_done"
+        case chunksTotal = "chunks_total"
         case createdAt = "created_at"
         case confirmedAt = "confirmed_at"
         case startedAt = "started_at"
@@ -107,6 +122,10 @@ public struct BatchView: Codable, Sendable, Hashable {
         progress = try container.decode(Double.self, forKey: .progress)
         rate = try container.decode(Double.self, forKey: .rate)
         etaSeconds = try container.decodeIfPresent(Double.self, forKey: .etaSeconds)
+        etaLowSeconds = try container.decodeIfPresent(Double.self, forKey: .etaLowSeconds)
+        etaHighSeconds = try container.decodeIfPresent(Double.self, forKey: .etaHighSeconds)
+        chunksDone = try container.decodeIfPresent(Int64.self, forKey: .chunksDone)
+        chunksTotal = try container.decodeIfPresent(Int64.self, forKey: .chunksTotal)
         createdAt = try container.decodeTimestamp(forKey: .createdAt)
         confirmedAt = try container.decodeTimestampIfPresent(forKey: .confirmedAt)
         startedAt = try container.decodeTimestampIfPresent(forKey: .startedAt)
@@ -138,6 +157,10 @@ public struct BatchView: Codable, Sendable, Hashable {
         try container.encode(progress, forKey: .progress)
         try container.encode(rate, forKey: .rate)
         try container.encodeNullable(etaSeconds, forKey: .etaSeconds)
+        try container.encodeNullable(etaLowSeconds, forKey: .etaLowSeconds)
+        try container.encodeNullable(etaHighSeconds, forKey: .etaHighSeconds)
+        try container.encodeNullable(chunksDone, forKey: .chunksDone)
+        try container.encodeNullable(chunksTotal, forKey: .chunksTotal)
         try container.encodeTimestamp(createdAt, forKey: .createdAt)
         try container.encodeTimestamp(confirmedAt, forKey: .confirmedAt)
         try container.encodeTimestamp(startedAt, forKey: .startedAt)

@@ -420,6 +420,7 @@ extension PostgresBatchStore {
         try await db.run("DELETE FROM items WHERE batch_key = \(key)")
         try await db.run("DELETE FROM chunks WHERE batch_key = \(key)")
         try await db.run("DELETE FROM events WHERE batch_key = \(key)")
+        try await db.run("DELETE FROM progress_samples WHERE batch_key = \(key)")
         try await db.run("DELETE FROM batches WHERE key = \(key)")
     }
 

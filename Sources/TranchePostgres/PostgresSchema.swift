@@ -299,6 +299,20 @@ enum PostgresSchema {
                 """,
             ]
         ),
+        // Progress samples the leader takes about once a second per batch in
+        // progress: rate and ETA are read from here, the same on every node.
+        (
+            10,
+            [
+                """
+                CREATE TABLE progress_samples (
+                    batch_key BIGINT NOT NULL, at BIGINT NOT NULL, done BIGINT NOT NULL,
+                    PRIMARY KEY (batch_key, at)
+                )
+                """,
+                "CREATE INDEX progress_samples_by_time ON progress_samples(at)",
+            ]
+        ),
     ]
 
     /// Brings the database to the newest version, once, whatever other nodes do meanwhile.

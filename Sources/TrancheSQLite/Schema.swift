@@ -301,6 +301,18 @@ enum Schema {
                     ) WITHOUT ROWID;
                     """)
         }
+        // Progress samples the leader takes about once a second per batch in
+        // progress: rate and ETA are read from here, the same on every node.
+        migrator.registerMigration("v13: progress samples") { db in
+            try db.execute(
+                sql: """
+                    CREATE TABLE progress_samples (
+                        batch_key INTEGER NOT NULL, at INTEGER NOT NULL, done INTEGER NOT NULL,
+                        PRIMARY KEY (batch_key, at)
+                    ) WITHOUT ROWID;
+                    CREATE INDEX progress_samples_by_time ON progress_samples(at);
+                    """)
+        }
         return migrator
     }
 }

@@ -38,7 +38,7 @@ func describe(_ batch: BatchView) -> String {
             + "\(format(counts.skipped)) skipped, \(format(counts.dead)) dead, \(format(counts.canceled)) canceled, "
             + "\(format(counts.running)) running, \(format(counts.pending)) pending",
         String(
-            format: "  %.1f%%  %@/s  ETA %@", batch.progress, format(Int64.saturating(batch.rate)),
+            format: "  %.1f%%  %@/s  ETA %@", batch.progress, formatRate(batch.rate),
             batch.etaSeconds.map(formatDuration) ?? "–"),
     ]
     if let reason = batch.failureReason { lines.append("  reason: \(reason)") }
@@ -155,21 +155,19 @@ struct SubmitCommand: AsyncParsableCommand {
     }
 }
 
-/// Polls a batch with a live line on stderr until it ends; returns its final state.
+/// Polls a batch with a live line on stderr (the bar, rate and ETA of
+/// `tranche run`) until it ends; returns its final state.
 func watch(api: APIClient, id: String, quiet: Bool) async throws -> APIClient.Reply<BatchView> {
     let terminal = isatty(STDERR_FILENO) == 1
+    let display = ProgressDisplay(quiet: quiet, interval: 5, terminal: terminal)
     var last = ContinuousClock.now
     while true {
         let reply = try await api.batch(id)
         let batch = reply.value
         let ended = batch.status.isEnded && batch.counts.running == 0
         let dryRunDone = batch.dryRun && batch.status == .preProcessed
-        if !quiet && (terminal || last.duration(to: .now) > .seconds(5) || ended) {
-            let line = String(
-                format: "%@  %5.1f%%  %@/%@  ✓%@  %@/s", batch.status.rawValue, batch.progress,
-                format(batch.counts.processed), format(batch.counts.total), format(batch.counts.succeeded),
-                format(Int64.saturating(batch.rate)))
-            FileHandle.standardError.write(Data((terminal ? "\r\u{1B}[K" + line : line + "\n").utf8))
+        if terminal || last.duration(to: .now) > .seconds(bounded: display.interval) || ended {
+            display.draw(ProgressFigures(view: batch))
             last = .now
         }
         if ended || dryRunDone {

@@ -2,7 +2,48 @@ import Foundation
 import Synchronization
 import TrancheCore
 import TrancheEngine
+import TrancheHTTP
 import TrancheStore
+
+/// What a progress line shows: the same whether it comes from a local
+/// engine (`tranche run`) or from a server's answer (`tranche watch`,
+/// `tranche submit --wait`). Rate and ETA are the store's, sampled by the
+/// cluster (``ProgressEstimate``).
+struct ProgressFigures: Sendable, Hashable {
+    var status: BatchStatus
+    var counts: BatchCounts
+    var sealed: Bool
+    var rate: Double
+    var eta: Double?
+    var etaLow: Double?
+    var etaHigh: Double?
+    var chunksDone: Int64?
+    var chunksTotal: Int64?
+
+    init(record: BatchRecord, progress: BatchProgress) {
+        status = record.status
+        counts = record.counts
+        sealed = record.sealed
+        rate = progress.estimate.rate
+        eta = progress.estimate.eta
+        etaLow = progress.estimate.etaLow
+        etaHigh = progress.estimate.etaHigh
+        chunksDone = progress.chunksDone
+        chunksTotal = progress.chunksTotal
+    }
+
+    init(view: BatchView) {
+        status = view.status
+        counts = view.counts
+        sealed = view.sealed
+        rate = view.rate
+        eta = view.etaSeconds
+        etaLow = view.etaLowSeconds
+        etaHigh = view.etaHighSeconds
+        chunksDone = view.chunksDone
+        chunksTotal = view.chunksTotal
+    }
+}
 
 /// A live progress bar on a terminal, or a progress line every few seconds
 /// otherwise, on stderr.
@@ -18,27 +59,30 @@ final class ProgressDisplay: Sendable {
         self.terminal = terminal
     }
 
+    /// Draws the progress of a local batch until cancelled: a bar five times
+    /// a second on a terminal, a line every `interval` seconds otherwise.
     func run(engine: TrancheEngine, batchID: BatchID) async {
         guard !quiet else { return }
-        var meter = ProgressMeter(window: 10)
-        let clock = ContinuousClock()
-        let started = clock.now
         let tick = terminal ? 0.2 : max(0.5, interval)
         while !Task.isCancelled {
             try? await Task.sleep(for: .seconds(bounded: tick))
             if Task.isCancelled { break }
             guard let record = try? await engine.store.batch(batchID) else { continue }
-            let counts = record.counts
-            meter.record(done: counts.processed, at: started.duration(to: clock.now).seconds)
-            let line = Self.line(
-                record: record, rate: meter.rate, eta: meter.eta(remaining: counts.total - counts.terminal),
-                width: terminal ? 24 : 0)
-            if terminal {
-                FileHandle.standardError.write(Data("\r\u{1B}[K\(line)".utf8))
-                drawn.withLock { $0 = true }
-            } else {
-                FileHandle.standardError.write(Data("\(line)\n".utf8))
-            }
+            let progress = (try? await engine.progress(of: record)) ?? .unknown
+            draw(ProgressFigures(record: record, progress: progress))
+        }
+    }
+
+    /// Writes one progress line: over the last one on a terminal, on a line
+    /// of its own otherwise.
+    func draw(_ figures: ProgressFigures) {
+        guard !quiet else { return }
+        let line = Self.line(figures, width: terminal ? 24 : 0)
+        if terminal {
+            FileHandle.standardError.write(Data("\r\u{1B}[K\(line)".utf8))
+            drawn.withLock { $0 = true }
+        } else {
+            FileHandle.standardError.write(Data("\(line)\n".utf8))
         }
     }
 
@@ -47,10 +91,14 @@ final class ProgressDisplay: Sendable {
         if drawn.withLock({ $0 }) { FileHandle.standardError.write(Data("\r\u{1B}[K".utf8)) }
     }
 
-    static func line(record: BatchRecord, rate: Double, eta: Double?, width: Int) -> String {
-        let counts = record.counts
+    /// `[████░░░░]  62.0%  620/1,000  ✓600  ✗20  chunk 62 of 100  12.5/s  ETA 30.0s (26.0s–35.0s)`;
+    /// the bar only when `width` is above 0, the status when the batch is not
+    /// processing, rate and ETA until it ended.
+    static func line(_ figures: ProgressFigures, width: Int) -> String {
+        let counts = figures.counts
         let percent = counts.progress
         var parts: [String] = []
+        if figures.status != .processing { parts.append(figures.status.rawValue) }
         if width > 0 {
             // A progress beyond 0…100 (a count that ran ahead) fills the bar, never past it.
             let filled = Int((percent.bounded(to: 0...100) / 100 * Double(width)).rounded(.down))
@@ -58,15 +106,33 @@ final class ProgressDisplay: Sendable {
                 "[" + String(repeating: "█", count: filled) + String(repeating: "░", count: width - filled) + "]")
         }
         parts.append(String(format: "%5.1f%%", percent))
-        parts.append("\(format(counts.terminal))/\(format(counts.total))\(record.sealed ? "" : "+")")
+        parts.append("\(format(counts.terminal))/\(format(counts.total))\(figures.sealed ? "" : "+")")
         parts.append("✓\(format(counts.succeeded))")
-        let bad = counts.skipped + counts.dead
+        let bad = counts.skipped.adding(saturating: counts.dead)
         if bad > 0 { parts.append("✗\(format(bad))") }
         if counts.failed > 0 { parts.append("↻\(format(counts.failed))") }
-        parts.append("\(format(Int64.saturating(rate)))/s")
-        if record.sealed, let eta { parts.append("ETA \(formatDuration(eta))") }
+        if let done = figures.chunksDone, let total = figures.chunksTotal {
+            parts.append("chunk \(format(done)) of \(format(total))")
+        }
+        guard !figures.status.isEnded else { return parts.joined(separator: "  ") }
+        parts.append("\(formatRate(figures.rate))/s")
+        if figures.sealed, let eta = figures.eta {
+            var text = "ETA \(formatDuration(eta))"
+            if let low = figures.etaLow {
+                text += " (\(formatDuration(low))–\(figures.etaHigh.map(formatDuration) ?? "?"))"
+            }
+            parts.append(text)
+        }
         return parts.joined(separator: "  ")
     }
+}
+
+/// Items a second for a progress line: one decimal below 10 (a slow batch
+/// shows `0.4/s`, not `0/s`), whole numbers above; anything else is `0`.
+func formatRate(_ rate: Double) -> String {
+    guard rate.isFinite, rate > 0 else { return "0" }
+    if rate < 9.95 { return String(format: "%.1f", rate) }
+    return format(Int64.saturating(rate.rounded()))
 }
 
 extension Duration {

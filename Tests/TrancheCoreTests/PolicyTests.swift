@@ -145,29 +145,6 @@ struct PolicyTests {
         #expect(bucket.reserve(now: 10) == 0)
     }
 
-    @Test("progress meter computes rate and ETA over its window")
-    func meter() {
-        var meter = ProgressMeter(window: 10)
-        meter.record(done: 0, at: 0)
-        meter.record(done: 100, at: 1)
-        meter.record(done: 300, at: 2)
-        #expect(meter.rate == 150)
-        #expect(meter.eta(remaining: 300) == 2)
-        meter.record(done: 300, at: 30)
-        #expect(meter.rate < 150)
-    }
-
-    @Test("after a retry resets the counters the rate starts afresh, never negative")
-    func meterAfterRetry() {
-        var meter = ProgressMeter(window: 10)
-        meter.record(done: 0, at: 0)
-        meter.record(done: 500, at: 2)
-        meter.record(done: 100, at: 3)
-        #expect(meter.rate == 0)
-        meter.record(done: 140, at: 5)
-        #expect(meter.rate == 20)
-    }
-
     @Test("unclassified errors become retryable and reveal nothing")
     func sanitizing() {
         struct Secret: Error { var password = "hunter2" }
