@@ -42,6 +42,8 @@ func describe(_ batch: BatchView) -> String {
             batch.etaSeconds.map(formatDuration) ?? "–"),
     ]
     if let reason = batch.failureReason { lines.append("  reason: \(reason)") }
+    if let schedule = batch.scheduleID { lines.append("  schedule: \(schedule)") }
+    if batch.result != .null { lines.append("  result: \(batch.result.jsonText)") }
     for error in batch.errors {
         lines.append("  item \(error.seq): \(error.code): \(error.message)")
     }
@@ -114,24 +116,8 @@ struct SubmitCommand: AsyncParsableCommand {
     /// The batch to open: `--type`, `--context`, the `--option`s (checked
     /// here by the server's own decoder, with its message), `--dry-run`, `--priority`.
     func request() throws -> CreateBatchRequest {
-        var optionValues: [String: JSONValue] = [:]
-        for option in options {
-            guard let equals = option.firstIndex(of: "=") else {
-                throw CLIError("--option must be key=value, got '\(option)'")
-            }
-            let key = String(option[..<equals])
-            let text = String(option[option.index(after: equals)...])
-            optionValues[key] = (try? JSONText(validating: text).value()) ?? .string(text)
-        }
-        let body: JSONValue = [
-            "type": .string(type), "context": .object(try parseContext(context)), "options": .object(optionValues),
-            "dry_run": .bool(dryRun), "priority": .number(Double(priority)), "mode": "async",
-        ]
-        do {
-            return try JSONText(encoding: body).decode(CreateBatchRequest.self)
-        } catch {
-            throw CLIError(Problem.invalidRequest(error).detail)
-        }
+        try batchRequest(
+            type: type, context: context, options: options, dryRun: dryRun, priority: priority, mode: "async")
     }
 
     /// Streams the NDJSON items to the open batch in blocks of 5,000 lines
@@ -152,6 +138,36 @@ struct SubmitCommand: AsyncParsableCommand {
                 block.removeAll(keepingCapacity: true)
             }
         }
+    }
+}
+
+/// A `POST /v1/batches` body from command-line flags (`tranche submit`,
+/// `tranche schedules create`): `--option key=value` pairs are checked by
+/// the server's own decoder, with its message.
+func batchRequest(
+    type: String, context: String, options: [String], dryRun: Bool, priority: Int, mode: String?,
+    items: [JSONValue]? = nil
+) throws -> CreateBatchRequest {
+    var optionValues: [String: JSONValue] = [:]
+    for option in options {
+        guard let equals = option.firstIndex(of: "=") else {
+            throw CLIError("--option must be key=value, got '\(option)'")
+        }
+        let key = String(option[..<equals])
+        let text = String(option[option.index(after: equals)...])
+        optionValues[key] = (try? JSONText(validating: text).value()) ?? .string(text)
+    }
+    var body: [String: JSONValue] = [
+        "type": .string(type), "context": .object(try parseContext(context)), "options": .object(optionValues),
+        "dry_run": .bool(dryRun), "priority": .number(Double(priority)),
+    ]
+    if let mode { body["mode"] = .string(mode) }
+    do {
+        var request = try JSONText(encoding: JSONValue.object(body)).decode(CreateBatchRequest.self)
+        request.items = items
+        return request
+    } catch {
+        throw CLIError(Problem.invalidRequest(error).detail)
     }
 }
 
