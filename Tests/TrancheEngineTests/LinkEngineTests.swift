@@ -8,7 +8,7 @@ import TrancheTestSupport
 /// is confirmed into a real run.
 @Suite("Linked batches (engine)", .serialized)
 struct LinkEngineTests {
-    /// Doubles `n`; fails (permanently, so the item is dead) when `fail` is set.
+    /// Doubles `n`; fails (retryably: dead after `maxAttempts`) when `fail` is set; a negative `n` is refused.
     struct DoublingStrategy: BatchStrategy {
         struct Item: Codable, Sendable {
             var n: Int
@@ -26,7 +26,7 @@ struct LinkEngineTests {
         }
 
         func process(_ item: Item, context: JSONValue, input: ItemInput) async throws -> Output {
-            if item.fail == true { throw ItemError.permanent("asked_to_fail", "item \(item.n) failed") }
+            if item.fail == true { throw ItemError.retryable("asked_to_fail", "item \(item.n) failed") }
             return Output(n: item.n * 2)
         }
     }
@@ -52,16 +52,18 @@ struct LinkEngineTests {
         }
     }
 
-    @Test(
-        "a then that names an unknown type or a bad context is refused at submission", arguments: [EngineStore.sqlite])
-    func chainRefused(store: EngineStore) async throws {
-        try await store.withEngine(Self.strategies) { engine in
+    @Test("a then that names an unknown type is refused at submission, naming then")
+    func chainRefused() async throws {
+        try await EngineStore.sqlite.withEngine(Self.strategies) { engine in
             var submission = Submission(type: "double")
             submission.then = Successor(type: "nope", context: JSONText(unchecked: "{}"))
-            #expect(throws: EngineError.self) { try engine.prepareBatch(submission, items: []) }
-            submission.then = Successor(type: "double", context: JSONText(unchecked: "[1]"))
             let refused = #expect(throws: EngineError.self) { try engine.prepareBatch(submission, items: []) }
-            #expect(refused?.message.hasPrefix("then: ") == true)
+            #expect(refused?.code == .unknownStrategy)
+            #expect(
+                refused?.message.hasPrefix("then: unknown strategy 'nope'") == true, "\(String(describing: refused))")
+            submission.then = Successor(type: "double", context: JSONText(unchecked: "{}"))
+            let prepared = try engine.prepareBatch(submission, items: [])
+            #expect(prepared.batch.then?.type == "double")
         }
     }
 
@@ -69,7 +71,7 @@ struct LinkEngineTests {
     func resubmitAndConfirm(store: EngineStore) async throws {
         try await store.withEngine(Self.strategies) { engine in
             let parent = try await engine.submit(
-                Submission(type: "double", options: options()),
+                Submission(type: "double", options: options(maxAttempts: 1)),
                 items: try items(4) { ["n": .number(Double($0)), "fail": .bool($0 % 2 == 1)] })
             #expect(try await engine.waitForEnd(parent.id).counts.dead == 2)
             guard case .created(let child) = try await engine.resubmit(parent.id) else {

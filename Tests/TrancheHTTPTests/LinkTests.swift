@@ -7,7 +7,8 @@ import TrancheHTTP
 /// `POST /v1/batches/{id}/resubmit`, `then` on a create, and confirming a dry run.
 @Suite("HTTP API: linked batches")
 struct LinkTests {
-    /// Halves `n` (an odd `n` is dead when the context says `fail_odd`); a negative `n` is refused at upload.
+    /// Halves `n` (an odd `n` fails, retryably, when the context says `fail_odd`: dead after
+    /// `max_attempts`); a negative `n` is refused at upload (skipped).
     struct HalvingStrategy: BatchStrategy {
         struct Context: Codable, Sendable {
             var failOdd: Bool?
@@ -25,7 +26,7 @@ struct LinkTests {
         }
 
         func process(_ item: Item, context: Context, input: ItemInput) async throws -> Item {
-            if context.failOdd == true, item.n % 2 != 0 { throw ItemError.permanent("odd", "\(item.n) is odd") }
+            if context.failOdd == true, item.n % 2 != 0 { throw ItemError.retryable("odd", "\(item.n) is odd") }
             return Item(n: item.n / 2)
         }
     }
@@ -46,7 +47,7 @@ struct LinkTests {
         try await LiveServer.with(strategies: Self.strategies) { server, _ in
             let id = try await ended(
                 server,
-                #"{"type":"halve","context":{"fail_odd":true},"items":[{"n":0},{"n":1},{"n":2},{"n":3},{"n":-1}],"mode":"async"}"#
+                #"{"type":"halve","context":{"fail_odd":true},"items":[{"n":0},{"n":1},{"n":2},{"n":3},{"n":-1}],"options":{"max_attempts":1},"mode":"async"}"#
             )
             let first = try await server.request(
                 .POST, "/v1/batches/\(id)/resubmit", headers: ["Idempotency-Key": "again-1"])
@@ -105,7 +106,9 @@ struct LinkTests {
             let a = try #require(keys["a"])
             let b = try #require(keys["b"])
             let id = try await ended(
-                server, #"{"type":"halve","context":{"fail_odd":true},"items":[{"n":1}],"mode":"async"}"#, key: a)
+                server,
+                #"{"type":"halve","context":{"fail_odd":true},"items":[{"n":1}],"options":{"max_attempts":1},"mode":"async"}"#,
+                key: a)
             for path in ["/v1/batches/\(id)/resubmit", "/v1/batches/\(id)/confirm"] {
                 let reply = try await server.request(.POST, path, key: b)
                 #expect(reply.status == 404, "POST \(path) as another tenant: \(reply.text)")

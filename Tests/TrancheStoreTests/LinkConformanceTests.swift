@@ -120,7 +120,9 @@ struct LinkConformanceTests {
         #expect(try await store.batch(parent.id)?.status == .failed)
         #expect(try await store.links(of: parent.id).children.isEmpty)
 
-        let canceled = try await store.createBatch(batch, items: payloads(2))
+        var second = batch
+        second.id = .generate()
+        let canceled = try await store.createBatch(second, items: payloads(2))
         _ = try await store.transition(canceled.id, .cancel, reason: nil, at: Date())
         #expect(try await store.links(of: canceled.id).children.isEmpty)
 
