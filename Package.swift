@@ -82,6 +82,7 @@ let package = Package(
             name: "TrancheHTTP",
             dependencies: [
                 "TrancheEngine",
+                "TrancheStrategies",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "CompressNIO", package: "compress-nio"),
                 .product(name: "Crypto", package: "swift-crypto"),

@@ -7,6 +7,7 @@ public import Prometheus
 import Synchronization
 import TrancheCore
 public import TrancheEngine
+public import TrancheStrategies
 
 /// The HTTP API of DESIGN.md over a ``TrancheEngine``.
 public struct TrancheServer: Sendable {
@@ -57,8 +58,10 @@ public struct TrancheServer: Sendable {
         /// Where `/metrics` reads from: the registry the process bootstrapped
         /// swift-metrics with. Nil: no `/metrics`.
         public var metrics: PrometheusCollectorRegistry?
-        /// Hosts webhooks may call; nil allows any.
-        public var webhookHosts: Set<String>?
+        /// Which addresses webhooks may call: by default no internal one
+        /// (loopback, private, link-local, metadata…) but for the hosts it
+        /// allows (`--http-allow`).
+        public var outbound = OutboundPolicy()
         /// Seconds a webhook delivery is kept once it ended (delivered, or
         /// failed out of attempts). Default 7 days. Idempotency records need
         /// no setting: they go with their batch, when it expires or is deleted.
@@ -80,13 +83,13 @@ public struct TrancheServer: Sendable {
         self.configuration = configuration
     }
 
-    /// The webhook dispatcher for this server: `settings` with the hosts the
-    /// server allows (`webhookHosts`) and its `deliveryRetention`.
+    /// The webhook dispatcher for this server: `settings` with the server's
+    /// `outbound` policy and its `deliveryRetention`.
     public func webhookDispatcher(
         _ settings: WebhookDispatcher.Configuration = .init(), logger: Logger
     ) -> WebhookDispatcher {
         var settings = settings
-        settings.allowedHosts = configuration.webhookHosts
+        settings.outbound = configuration.outbound
         settings.retention = configuration.deliveryRetention
         settings.clock = engine.configuration.clock
         return WebhookDispatcher(store: store, configuration: settings, logger: logger)

@@ -1,6 +1,7 @@
 public import Foundation
 import Hummingbird
 public import TrancheEngine
+import TrancheStrategies
 
 /// The body of `POST /v1/webhooks`.
 public struct CreateWebhookRequest: Codable, Sendable {
@@ -165,13 +166,16 @@ extension TrancheServer {
         }
     }
 
-    /// A checked webhook definition: an http(s) URL on an allowed host, known event types.
+    /// A checked webhook definition: an http(s) URL whose host is no refused
+    /// IP literal or `localhost` (names are checked when called), known event types.
     func webhook(_ body: CreateWebhookRequest, tenant: String) throws -> WebhookRecord {
         guard let url = URL(string: body.url), let scheme = url.scheme?.lowercased(),
             scheme == "http" || scheme == "https", let host = url.host
         else { throw Problem(.unprocessableContent, "url must be an http or https URL") }
-        if let allowed = configuration.webhookHosts, !allowed.contains(host.lowercased()) {
-            throw Problem(.unprocessableContent, "host '\(host)' is not on this server's outbound allow-list")
+        do {
+            try configuration.outbound.checkLiteral(host: host, port: url.port ?? (scheme == "https" ? 443 : 80))
+        } catch {
+            throw Problem(.unprocessableContent, "url: \(error.message)")
         }
         let known = Set(Self.webhookEventTypes)
         if let unknown = body.events?.first(where: { !known.contains($0) }) {

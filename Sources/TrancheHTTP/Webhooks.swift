@@ -8,6 +8,7 @@ import NIOCore
 import NIOHTTP1
 public import ServiceLifecycle
 public import TrancheEngine
+public import TrancheStrategies
 
 /// Delivers events to webhooks: each stored event becomes a durable
 /// delivery row (so a restart loses none), POSTed as JSON, signed with
@@ -22,8 +23,9 @@ public import TrancheEngine
 public final class WebhookDispatcher: Service, Sendable {
     /// Delivery settings. Every field has a documented default.
     public struct Configuration: Sendable {
-        /// Hosts webhooks may call; nil allows any. The server passes its `--http-allow`.
-        public var allowedHosts: Set<String>?
+        /// Which addresses webhooks may call: by default no internal one. The
+        /// server passes its `outbound` policy (`--http-allow`).
+        public var outbound: OutboundPolicy
         /// Attempts before a delivery is `failed`. Default 12.
         public var maxAttempts: Int = 12
         /// Waits between attempts. Default base 2 s, cap 10 min.
@@ -52,8 +54,8 @@ public final class WebhookDispatcher: Service, Sendable {
         /// Where delivery times come from. The server passes its engine's clock.
         public var clock: WallClock = .system
 
-        public init(allowedHosts: Set<String>? = nil) {
-            self.allowedHosts = allowedHosts
+        public init(outbound: OutboundPolicy = OutboundPolicy()) {
+            self.outbound = outbound
         }
 
         /// These settings with every number held where the dispatcher can
@@ -80,14 +82,6 @@ public final class WebhookDispatcher: Service, Sendable {
     let logger: Logger
     /// Who this dispatcher's leases name: unique to this instance.
     let owner = "dispatcher-" + UUID().uuidString.lowercased()
-
-    static let client: HTTPClient = {
-        var configuration = HTTPClient.Configuration()
-        configuration.redirectConfiguration = .disallow
-        configuration.timeout = .init(connect: .seconds(5), read: .seconds(30))
-        configuration.connectionPool.retryConnectionEstablishment = false
-        return HTTPClient(eventLoopGroup: HTTPClient.defaultEventLoopGroup, configuration: configuration)
-    }()
 
     public init(store: any ServerStore, configuration: Configuration = Configuration(), logger: Logger) {
         self.store = store
@@ -196,10 +190,8 @@ public final class WebhookDispatcher: Service, Sendable {
         let body = (try? JSONText(encoding: EventView(event)).text) ?? "{}"
         var statusCode: Int?
         var failure: String?
+        var permanent = false
         do {
-            guard let host = URL(string: hook.url)?.host,
-                configuration.allowedHosts?.contains(host.lowercased()) ?? true
-            else { throw WebhookFailure(message: "the host is not on the outbound allow-list") }
             var request = HTTPClientRequest(url: hook.url)
             request.method = .POST
             request.headers.add(name: "Content-Type", value: "application/json")
@@ -213,13 +205,18 @@ public final class WebhookDispatcher: Service, Sendable {
                     secret: hook.secret, timestamp: Int(saturating: configuration.clock.now().timeIntervalSince1970),
                     body: body))
             request.body = .bytes(ByteBuffer(string: body))
-            let response = try await Self.client.execute(
-                request, timeout: .milliseconds(Int64.saturating(configuration.timeout * 1000)))
-            statusCode = Int(response.status.code)
-            _ = try? await response.body.collect(upTo: 64 << 10)
+            // Redirects are not followed: a 3xx is a failed delivery.
+            statusCode = try await OutboundHTTPClient.execute(
+                request, policy: configuration.outbound,
+                deadline: .now() + .milliseconds(Int64.saturating(configuration.timeout * 1000)), maxRedirects: 0
+            ) { response in
+                _ = try? await response.body.collect(upTo: 64 << 10)
+                return Int(response.status.code)
+            }
             if !(200..<300).contains(statusCode ?? 0) { failure = "the receiver answered \(statusCode ?? 0)" }
-        } catch let error as WebhookFailure {
-            failure = error.message
+        } catch let refusal as OutboundRefusal {
+            failure = refusal.message
+            permanent = refusal.isPermanent
         } catch {
             failure = "the request failed (\(String(describing: type(of: error))))"
         }
@@ -232,7 +229,8 @@ public final class WebhookDispatcher: Service, Sendable {
         // The stored count may hold anything; one more never traps.
         let attempt = delivery.attempts.adding(saturating: 1)
         var next: Date?
-        if failure != nil, attempt < configuration.maxAttempts {
+        // A refused address fails the delivery at once: trying again cannot help.
+        if failure != nil, !permanent, attempt < configuration.maxAttempts {
             next = configuration.clock.now().addingTimeInterval(
                 configuration.backoff.delay(afterAttempt: attempt, retryAfter: nil, random: Double.random(in: 0..<1)))
         }
@@ -248,9 +246,5 @@ public final class WebhookDispatcher: Service, Sendable {
         } catch {
             logger.warning("recording a webhook delivery failed", metadata: ["error": "\(error)"])
         }
-    }
-
-    struct WebhookFailure: Error {
-        var message: String
     }
 }

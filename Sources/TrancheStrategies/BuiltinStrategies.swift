@@ -4,9 +4,11 @@ public import TrancheEngine
 /// The strategies that ship with Tranche.
 public enum BuiltinStrategies {
     /// `noop`, `sleep` and `exec` (by default running any command line: for a
-    /// process of your own); `http` when a configuration for it is given.
+    /// process of your own); `http` when a configuration for it is given (by
+    /// default calling any address, internal ones too, like `exec`).
     public static func all(
-        http: HTTPStrategy.Configuration? = HTTPStrategy.Configuration(), exec: ExecStrategy = ExecStrategy()
+        http: HTTPStrategy.Configuration? = HTTPStrategy.Configuration(outbound: .unrestricted),
+        exec: ExecStrategy = ExecStrategy()
     ) -> [AnyBatchStrategy] {
         var strategies = [noop, AnyBatchStrategy(SleepStrategy()), AnyBatchStrategy(exec)]
         if let http { strategies.append(AnyBatchStrategy(HTTPStrategy(configuration: http))) }

@@ -20,18 +20,26 @@ public import TrancheEngine
 /// request's error message carries at most ``ErrorExcerpt/maxBytes`` bytes
 /// of the response body.
 ///
+/// Every host is resolved and checked by the configuration's
+/// ``OutboundPolicy`` before it is called, and so is every hop of the up to
+/// ``maxRedirects`` redirects followed: an internal address not on the
+/// allow-list fails the item as `address_refused` (permanent). A redirect to
+/// another origin drops the context's `headers`.
+///
 /// `headers` are secret (they carry tokens): used as given, shown as `"***"`.
 /// So is `body` when the context sets `secret_body: true`.
 public struct HTTPStrategy: BatchStrategy {
     /// What the operator allows.
     public struct Configuration: Sendable {
-        /// Hosts requests may go to; nil allows any host.
-        public var allowedHosts: Set<String>?
+        /// Which addresses requests may reach. Default: internal addresses
+        /// (loopback, private, link-local, metadata…) are refused, as on a
+        /// server; `tranche run` passes ``OutboundPolicy/unrestricted``.
+        public var outbound: OutboundPolicy
         /// The largest response body kept as output. Default 64 KiB.
         public var maxResponseBytes: Int = 64 << 10
 
-        public init(allowedHosts: Set<String>? = nil, maxResponseBytes: Int = 64 << 10) {
-            self.allowedHosts = allowedHosts
+        public init(outbound: OutboundPolicy = OutboundPolicy(), maxResponseBytes: Int = 64 << 10) {
+            self.outbound = outbound
             self.maxResponseBytes = maxResponseBytes
         }
     }
@@ -83,29 +91,14 @@ public struct HTTPStrategy: BatchStrategy {
     public typealias Output = JSONValue
 
     public let configuration: Configuration
-    let client: HTTPClient
 
     public var type: String { "http" }
 
+    /// Redirects followed per request, each hop checked by the policy.
+    public static let maxRedirects = 5
+
     public init(configuration: Configuration = Configuration()) {
         self.configuration = configuration
-        self.client = configuration.allowedHosts == nil ? Self.followingClient : Self.fencedClient
-    }
-
-    /// Clients for the life of the process: a refused connection fails at
-    /// once (the engine retries the item with backoff), many connections per
-    /// host are allowed (the batch's concurrency is the limit), and redirects
-    /// are followed only when no allow-list is in force.
-    static let followingClient = makeClient(redirects: .follow(max: 5, allowCycles: false))
-    static let fencedClient = makeClient(redirects: .disallow)
-
-    static func makeClient(redirects: HTTPClient.Configuration.RedirectConfiguration) -> HTTPClient {
-        var configuration = HTTPClient.Configuration()
-        configuration.redirectConfiguration = redirects
-        configuration.timeout = .init(connect: .seconds(10), read: .seconds(300))
-        configuration.connectionPool = .init(idleTimeout: .seconds(60), concurrentHTTP1ConnectionsPerHostSoftLimit: 256)
-        configuration.connectionPool.retryConnectionEstablishment = false
-        return HTTPClient(eventLoopGroup: HTTPClient.defaultEventLoopGroup, configuration: configuration)
     }
 
     static let methods: Set<String> = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD"]
@@ -125,7 +118,11 @@ public struct HTTPStrategy: BatchStrategy {
             throw OptionsError("context.url must be an http or https URL template, got '\(context.url)'")
         }
         if !context.url.hasPrefix("http://{{"), !context.url.hasPrefix("https://{{") {
-            try checkHost(host)
+            do {
+                try configuration.outbound.checkLiteral(host: host, port: url.port ?? (scheme == "https" ? 443 : 80))
+            } catch {
+                throw OptionsError("context.url: \(error.message)")
+            }
         }
         if let codes = context.successCodes, codes.isEmpty || codes.contains(where: { !(100...599).contains($0) }) {
             throw OptionsError("context.success_codes must be HTTP statuses between 100 and 599")
@@ -137,22 +134,11 @@ public struct HTTPStrategy: BatchStrategy {
         context.secretBody == true ? ["headers", "body"] : ["headers"]
     }
 
-    func checkHost(_ host: String) throws {
-        if let allowed = configuration.allowedHosts, !allowed.contains(host.lowercased()) {
-            throw OptionsError("host '\(host)' is not on this server's outbound allow-list")
-        }
-    }
-
     public func process(_ item: JSONValue, context: Context, input: ItemInput) async throws -> JSONValue {
         let template = Template(item: item, input: input)
         let urlText = template.render(context.url, encode: true)
-        guard let url = URL(string: urlText), let host = url.host else {
+        guard URL(string: urlText)?.host != nil else {
             throw ItemError.permanent("invalid_url", "the URL for this item is not valid")
-        }
-        do {
-            try checkHost(host)
-        } catch let error as OptionsError {
-            throw ItemError.fatal("host_not_allowed", error.message)
         }
         let method = context.method ?? "POST"
         var request = HTTPClientRequest(url: urlText)
@@ -173,35 +159,42 @@ public struct HTTPStrategy: BatchStrategy {
             }
         }
         let limit = min(context.maxResponseBytes ?? configuration.maxResponseBytes, configuration.maxResponseBytes)
-        let status: Int
-        let headers: HTTPHeaders
-        var body = ByteBuffer()
-        var received = 0
+        let received: Received
         do {
-            let response = try await client.execute(request, timeout: .hours(1))
-            status = Int(response.status.code)
-            headers = response.headers
-            for try await var part in response.body {
-                received += part.readableBytes
-                let room = limit - body.readableBytes
-                if room > 0, let slice = part.readSlice(length: min(room, part.readableBytes)) {
-                    body.writeImmutableBuffer(slice)
+            received = try await OutboundHTTPClient.execute(
+                request, policy: configuration.outbound, deadline: .now() + .hours(1), maxRedirects: Self.maxRedirects,
+                sensitiveHeaders: Set((context.headers ?? [:]).keys.map { $0.lowercased() })
+            ) { response in
+                var received = Received(status: Int(response.status.code), headers: response.headers)
+                for try await var part in response.body {
+                    received.bytes += part.readableBytes
+                    let room = limit - received.body.readableBytes
+                    if room > 0, let slice = part.readSlice(length: min(room, part.readableBytes)) {
+                        received.body.writeImmutableBuffer(slice)
+                    }
                 }
+                return received
             }
         } catch is CancellationError {
             throw CancellationError()
+        } catch let refusal as OutboundRefusal {
+            throw refusal.isPermanent
+                ? ItemError.permanent(refusal.code, refusal.message)
+                : ItemError.retryable(refusal.code, refusal.message)
         } catch let error as HTTPClientError {
             throw ItemError.retryable("connection_error", "the request failed: \(error.shortDescription)")
         } catch {
             throw ItemError.retryable(
                 "connection_error", "the request failed (\(String(describing: Swift.type(of: error))))")
         }
+        let (status, headers, body) = (received.status, received.headers, received.body)
         let text = String(buffer: body)
         let bodyValue: JSONValue = (try? JSONText(validating: text).value()) ?? (text.isEmpty ? .null : .string(text))
         if context.successCodes.map({ $0.contains(status) }) ?? (200...299).contains(status) {
             return ["status": .number(Double(status)), "body": bodyValue]
         }
-        let message = "HTTP \(status)" + (text.isEmpty ? "" : ": " + ErrorExcerpt.head(of: text, totalBytes: received))
+        let message =
+            "HTTP \(status)" + (text.isEmpty ? "" : ": " + ErrorExcerpt.head(of: text, totalBytes: received.bytes))
         switch status {
         case 401, 403:
             throw ItemError.fatal("http_\(status)", message)
@@ -211,6 +204,15 @@ public struct HTTPStrategy: BatchStrategy {
         default:
             throw ItemError.permanent("http_\(status)", message)
         }
+    }
+
+    /// A response as read: its status, headers and bounded body.
+    struct Received: Sendable {
+        var status: Int
+        var headers: HTTPHeaders
+        var body = ByteBuffer()
+        /// Bytes received, the body's kept part and the rest.
+        var bytes = 0
     }
 
     /// Seconds from a `Retry-After` value: delta-seconds or an HTTP date,

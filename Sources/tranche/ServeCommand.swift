@@ -80,7 +80,6 @@ struct ServeCommand: AsyncParsableCommand {
             }
             logger.warning("no API keys: the API is open to anyone on this machine (loopback only)")
         }
-        let allowed = node.allowedHosts
         let engine = TrancheEngine(
             store: store, strategies: node.strategies(),
             configuration: node.engineConfiguration(role: "serve", drainGrace: drainGrace), logger: logger)
@@ -93,7 +92,7 @@ struct ServeCommand: AsyncParsableCommand {
         let registry = PrometheusCollectorRegistry()
         MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: registry))
         serverConfiguration.metrics = registry
-        serverConfiguration.webhookHosts = allowed
+        serverConfiguration.outbound = node.outboundPolicy
         let server = TrancheServer(engine: engine, store: store, configuration: serverConfiguration)
         let dispatcher = server.webhookDispatcher(logger: logger)
         let (host, location) = (self.host, database.location(of: store))
@@ -220,8 +219,13 @@ struct NodeOptions: ParsableArguments {
             "A variable of this environment passed on to exec commands (repeatable).", valueName: "name"))
     var execEnv: [String] = []
 
-    @Option(help: "Hosts the http strategy and webhooks may call, comma-separated (default: none).")
-    var httpAllow: String?
+    @Option(
+        help: ArgumentHelp(
+            "A host (optionally with a port) whose internal addresses (loopback, private, link-local, metadata) "
+                + "the http strategy and webhooks may call; repeatable, or comma-separated. Public addresses "
+                + "need no entry.",
+            valueName: "host[:port]"))
+    var httpAllow: [String] = []
 
     @Option(help: "This node's name in leases and `tranche nodes` (default host-pid).")
     var nodeID: String?
@@ -251,7 +255,18 @@ struct NodeOptions: ParsableArguments {
         try requireSeconds(leaseDuration, in: Self.leaseDurationRange, flag: "--lease-duration")
         _ = try execCommands()
         try Self.requireVariableNames(execEnv, flag: "--exec-env")
+        _ = try allowances()
         _ = try HostLimits.parse(hostLimit)
+    }
+
+    /// `--http-allow`, each entry read; a malformed one is refused.
+    func allowances() throws -> [OutboundPolicy.Allowance] {
+        try httpAllow.flatMap { $0.split(separator: ",") }.map { entry in
+            guard let allowance = OutboundPolicy.Allowance(parsing: String(entry)) else {
+                throw ValidationError("--http-allow takes HOST or HOST:PORT ([IPV6]:PORT), got \(entry)")
+            }
+            return allowance
+        }
     }
 
     /// `--exec-command`, by name; a malformed or repeated name is refused.
@@ -282,13 +297,14 @@ struct NodeOptions: ParsableArguments {
         }
     }
 
-    var allowedHosts: Set<String> {
-        Set((httpAllow ?? "").split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces).lowercased() })
+    /// What outbound calls may reach: no internal address but on the hosts `--http-allow` names.
+    var outboundPolicy: OutboundPolicy {
+        OutboundPolicy(allowing: (try? allowances()) ?? [])
     }
 
     func strategies() -> [AnyBatchStrategy] {
         var strategies = [BuiltinStrategies.noop, AnyBatchStrategy(SleepStrategy())]
-        strategies.append(AnyBatchStrategy(HTTPStrategy(configuration: .init(allowedHosts: allowedHosts))))
+        strategies.append(AnyBatchStrategy(HTTPStrategy(configuration: .init(outbound: outboundPolicy))))
         if let commands = try? execCommands(), !commands.isEmpty {
             strategies.append(AnyBatchStrategy(ExecStrategy(commands: commands, passing: execEnv)))
         }

@@ -61,7 +61,7 @@ struct LiveServer {
             configuration.open = !keyed
             if let maxBodyBytes { configuration.maxBodyBytes = maxBodyBytes }
             if let maxQueuedItems { configuration.maxQueuedItemsPerTenant = maxQueuedItems }
-            configuration.webhookHosts = ["127.0.0.1"]
+            configuration.outbound = .loopback
             if let deliveryRetention { configuration.deliveryRetention = deliveryRetention }
             configure(&configuration)
             var webhooks = WebhookDispatcher.Configuration()
@@ -133,4 +133,9 @@ func items(_ count: Int) -> String {
 extension [String: Any] {
     func int(_ key: String) -> Int? { self[key] as? Int }
     subscript(path first: String, _ second: String) -> Any? { (self[first] as? [String: Any])?[second] }
+}
+
+extension OutboundPolicy {
+    /// Internal addresses refused, but 127.0.0.1 (where the tests' receivers listen) allowed.
+    static let loopback = OutboundPolicy(allowing: [.init(host: "127.0.0.1")])
 }

@@ -32,7 +32,8 @@ struct SecretsTests {
             request.uri == "/hook" ? .init(status: 204) : .init(status: 200, body: #"{"ok":true}"#)
         }
         try await receiver.withRunning { port in
-            try await LiveServer.with(strategies: [AnyBatchStrategy(HTTPStrategy())]) { server, _ in
+            let http = AnyBatchStrategy(HTTPStrategy(configuration: .init(outbound: .loopback)))
+            try await LiveServer.with(strategies: [http]) { server, _ in
                 let hook = try await server.request(
                     .POST, "/v1/webhooks", body: #"{"url":"http://127.0.0.1:\#(port)/hook"}"#)
                 #expect(hook.status == 201, "\(hook.text)")

@@ -4,6 +4,7 @@ import Testing
 import TrancheHTTP
 import TranchePostgres
 import TrancheStore
+import TrancheStrategies
 import TrancheTestSupport
 
 /// Webhook deliveries with several nodes (two dispatchers over two stores on
@@ -18,7 +19,7 @@ struct WebhookClusterTests {
         let url = try await TestPostgres.freshDatabaseURL()
         try await TestPostgres.withStore(url: url) { first in
             try await TestPostgres.withStore(url: url) { second in
-                var configuration = WebhookDispatcher.Configuration(allowedHosts: ["127.0.0.1"])
+                var configuration = WebhookDispatcher.Configuration(outbound: .loopback)
                 configuration.timeout = timeout
                 configuration.pollInterval = 0.05
                 let dispatchers = [first, second].map { store in

@@ -7,6 +7,7 @@ import TrancheEngine
 import TrancheHTTP
 import TranchePostgres
 import TrancheStore
+import TrancheStrategies
 import TrancheTestSupport
 
 @Suite("Webhooks")
@@ -110,6 +111,39 @@ struct WebhookTests {
             let unknown = try await server.request(
                 .POST, "/v1/webhooks", body: #"{"url":"http://127.0.0.1:1/","events":["batch.exploded"]}"#)
             #expect(unknown.status == 422)
+        }
+    }
+
+    @Test(
+        "a webhook whose name resolves to an internal address is never called: its delivery fails at once, saying why")
+    func refusedAddress() async throws {
+        let receiver = LoopbackHTTPServer { _, _ in .init(status: 204) }
+        try await receiver.withRunning { port in
+            let resolver = OutboundPolicy.Resolver.fixed([
+                "hooks.test": [IPAddress("::ffff:127.0.0.1")].compactMap { $0 }
+            ])
+            try await LiveServer.with(configure: { $0.outbound = OutboundPolicy(resolver: resolver) }) { server, _ in
+                let localhost = try await server.request(
+                    .POST, "/v1/webhooks", body: #"{"url":"http://localhost:\#(port)/hook"}"#)
+                #expect(localhost.status == 422, "\(localhost.text)")
+                let created = try await server.request(
+                    .POST, "/v1/webhooks",
+                    body: #"{"url":"http://hooks.test:\#(port)/hook","events":["batch.completed"]}"#)
+                #expect(created.status == 201, "\(created.text)")
+                let hookID = try #require(created.json["id"] as? String)
+                _ = try await server.request(.POST, "/v1/batches", body: #"{"type":"noop","items":[1]}"#)
+                @Sendable func delivery() async throws -> [String: Any] {
+                    let log = try await server.request(.GET, "/v1/webhooks/\(hookID)/deliveries")
+                    return (log.json["deliveries"] as? [[String: Any]])?.first ?? [:]
+                }
+                try await waitUntil("the delivery to fail") { try await delivery()["status"] as? String == "failed" }
+                let failed = try await delivery()
+                #expect(failed["attempts"] as? Int == 1)
+                let reason = failed["last_error"] as? String ?? ""
+                #expect(reason.contains("resolves to ::ffff:127.0.0.1, a loopback address"), "\(reason)")
+                #expect(reason.contains("--http-allow"))
+                #expect(receiver.requests.isEmpty)
+            }
         }
     }
 }

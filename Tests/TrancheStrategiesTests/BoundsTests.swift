@@ -21,7 +21,7 @@ struct StrategyBoundsTests {
             .init(status: 503, headers: ["Retry-After": String(request.uri.dropFirst())], body: "busy")
         }
         try await server.withRunning { port in
-            let strategy = AnyBatchStrategy(HTTPStrategy())
+            let strategy = AnyBatchStrategy(HTTPStrategy(configuration: .init(outbound: .loopback)))
             let context = try strategy.prepare(
                 context: JSONText(
                     encoding: ["url": .string("http://127.0.0.1:\(port)/{{after}}"), "method": "GET"] as JSONValue))

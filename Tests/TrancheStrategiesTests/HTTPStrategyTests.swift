@@ -7,7 +7,9 @@ import TrancheTestSupport
 
 @Suite("http strategy")
 struct HTTPStrategyTests {
-    func bind(_ context: JSONValue, configuration: HTTPStrategy.Configuration = .init()) throws -> BoundStrategy {
+    func bind(
+        _ context: JSONValue, configuration: HTTPStrategy.Configuration = .init(outbound: .loopback)
+    ) throws -> BoundStrategy {
         let strategy = AnyBatchStrategy(HTTPStrategy(configuration: configuration))
         return try strategy.bind(context: try strategy.prepare(context: try JSONText(encoding: context)))
     }
@@ -140,9 +142,10 @@ struct HTTPStrategyTests {
         #expect(!error.message.contains("abc"))
     }
 
-    @Test("bad contexts and hosts off the allow-list are refused at submission")
+    @Test("bad contexts and internal IP literals off the allow-list are refused at submission")
     func prepare() throws {
-        let strategy = AnyBatchStrategy(HTTPStrategy(configuration: .init(allowedHosts: ["api.example.com"])))
+        let strategy = AnyBatchStrategy(
+            HTTPStrategy(configuration: .init(outbound: OutboundPolicy(allowing: [.init(host: "10.0.0.2")]))))
         #expect(throws: OptionsError.self) {
             try strategy.prepare(context: JSONText(unchecked: #"{"url": "ftp://x/"}"#))
         }
@@ -153,7 +156,16 @@ struct HTTPStrategyTests {
             try strategy.prepare(context: JSONText(unchecked: #"{"url": "http://api.example.com/", "method": "BREW"}"#))
         }
         #expect(throws: OptionsError.self) { try strategy.prepare(context: JSONText(unchecked: #"{"nourl": 1}"#)) }
+        #expect(throws: OptionsError.self) {
+            try strategy.prepare(context: JSONText(unchecked: #"{"url": "http://localhost:8080/"}"#))
+        }
+        #expect(throws: OptionsError.self) {
+            try strategy.prepare(context: JSONText(unchecked: #"{"url": "http://[::ffff:169.254.169.254]/"}"#))
+        }
         _ = try strategy.prepare(context: JSONText(unchecked: #"{"url": "https://api.example.com/u/{{id}}"}"#))
+        _ = try strategy.prepare(context: JSONText(unchecked: #"{"url": "http://10.0.0.2:8080/"}"#))
+        // A host from the item is checked when called.
+        _ = try strategy.prepare(context: JSONText(unchecked: #"{"url": "http://{{host}}/"}"#))
     }
 
     @Test("through the engine, a flaky server's items all end up succeeded")
