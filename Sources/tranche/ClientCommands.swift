@@ -42,6 +42,8 @@ func describe(_ batch: BatchView) -> String {
             batch.etaSeconds.map(formatDuration) ?? "–"),
     ]
     if let reason = batch.failureReason { lines.append("  reason: \(reason)") }
+    if let parent = batch.parentID { lines.append("  parent: \(parent)") }
+    if !batch.children.isEmpty { lines.append("  children: \(batch.children.map(\.rawValue).joined(separator: ", "))") }
     if let schedule = batch.scheduleID { lines.append("  schedule: \(schedule)") }
     if batch.result != .null { lines.append("  result: \(batch.result.jsonText)") }
     for error in batch.errors {
