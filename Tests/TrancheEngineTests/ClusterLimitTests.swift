@@ -1,0 +1,80 @@
+import Foundation
+import Testing
+import TrancheEngine
+import TrancheTestSupport
+
+/// Limits that hold across nodes: two engines on one store share a batch's
+/// rate, and a `PATCH` reaches the nodes running the batch.
+@Suite("Cluster-wide limits")
+struct ClusterLimitTests {
+    let probe = Probe()
+    var strategies: [AnyBatchStrategy] { [AnyBatchStrategy(ScriptedStrategy(probe: probe))] }
+
+    func submission(_ options: BatchOptions) throws -> Submission {
+        try Submission(type: "scripted", context: ScriptedStrategy.Context(), options: options)
+    }
+
+    /// Runs `body` with two engines (nodes "a" and "b") on two connections to one fresh store.
+    func withTwoNodes<T: Sendable>(
+        _ store: EngineStore, _ body: @escaping @Sendable (TrancheEngine, TrancheEngine) async throws -> T
+    ) async throws -> T {
+        try await store.withSite { site in
+            try await site.withStore { first in
+                try await site.withStore { second in
+                    let strategies = self.strategies
+                    let a = makeEngine(store: first, strategies) { $0.nodeID = "a" }
+                    let b = makeEngine(store: second, strategies) { $0.nodeID = "b" }
+                    return try await withRunning(a) { a in
+                        try await withRunning(b) { b in try await body(a, b) }
+                    }
+                }
+            }
+        }
+    }
+
+    @Test(
+        "a batch's rate holds for two nodes together: starts never outrun the rate by more than a grant per node",
+        arguments: EngineStore.all)
+    func sharedRate(store: EngineStore) async throws {
+        let rate = 20.0
+        var opts = options(chunkSize: 5, concurrency: 8)
+        opts.rateLimit = RateLimit(rate: rate)
+        let count = 60
+        let batch = try await withTwoNodes(store) { [opts] a, _ in
+            let record = try await a.submit(try submission(opts), items: try items(count))
+            return try await a.waitForEnd(record.id)
+        }
+        #expect(batch.counts.succeeded == Int64(count))
+        let starts = probe.starts
+        #expect(starts.count >= count)
+        // A new bucket holds one token and refills at `rate`; each node may
+        // hold one grant (100 ms of the rate) it has drawn but not spent.
+        let grants = 2 * max(1, Int(rate / 10))
+        if let first = starts.first {
+            for (index, start) in starts.enumerated() {
+                let allowed = 1 + rate * (start - first) + Double(grants)
+                #expect(Double(index + 1) <= allowed, "start \(index + 1) at \(start - first) s")
+            }
+            // Two nodes each pacing on its own would take half the time.
+            #expect(starts[count - 1] - first >= Double(count - 1 - grants) / rate)
+        }
+    }
+
+    @Test("a rate raised by PATCH reaches the batch running on both nodes", arguments: EngineStore.all)
+    func patchReachesNodes(store: EngineStore) async throws {
+        var opts = options(chunkSize: 5, concurrency: 4)
+        opts.rateLimit = RateLimit(rate: 0.5)
+        let count = 20
+        let batch = try await withTwoNodes(store) { [opts, probe] a, b in
+            let record = try await a.submit(try submission(opts), items: try items(count))
+            try await waitUntil("the first item to start") { probe.started >= 1 }
+            let limits = try #require(a.store as? any LimitStore)
+            _ = try await limits.updateSettings(
+                record.id, BatchSettingsChange(rate: .set(1_000)), at: Date())
+            // At 0.5/s the batch would take 38 s; at the new rate it ends in well under the deadline.
+            return try await b.waitForEnd(record.id, within: 25)
+        }
+        #expect(batch.counts.succeeded == Int64(count))
+        #expect(batch.options.rateLimit?.rate == 1_000)
+    }
+}
