@@ -80,17 +80,13 @@ public enum OutboundHTTPClient {
     static func send(
         _ request: HTTPClientRequest, to target: Target, policy: OutboundPolicy, deadline: NIODeadline
     ) async throws -> (HTTPClientResponse, ClientCache.Key) {
-        let keys: [ClientCache.Key]
-        if policy.checksAddresses {
-            let addresses = try await policy.addresses(host: target.host, port: target.port)
-            // An IP literal is connected to as it is; a name through its checked address.
-            keys =
-                IPAddress(target.host) != nil
-                ? [ClientCache.Key(host: nil, address: nil)]
-                : addresses.map { ClientCache.Key(host: target.host, address: $0) }
-        } else {
-            keys = [ClientCache.Key(host: nil, address: nil)]
-        }
+        // Resolved (and checked, unless the policy allows everything) once; an
+        // IP literal is connected to as it is, a name through its addresses in turn.
+        let addresses = try await policy.addresses(host: target.host, port: target.port)
+        let keys =
+            IPAddress(target.host) != nil
+            ? [ClientCache.Key(host: nil, address: nil)]
+            : addresses.map { ClientCache.Key(host: target.host, address: $0) }
         for (index, key) in keys.enumerated() {
             let (client, retired) = clients.acquire(key)
             for old in retired { try? await old.shutdown() }
@@ -151,7 +147,7 @@ public enum OutboundHTTPClient {
 
 /// AsyncHTTPClient instances for the life of the process, one per host and
 /// checked address (its `dnsOverride`), plus one without an override for IP
-/// literals and unchecked calls. A client idle for a minute is shut down by
+/// literals. A client idle for 90 seconds is shut down by
 /// the next caller; one in use never is.
 final class ClientCache: Sendable {
     struct Key: Hashable {
