@@ -19,6 +19,9 @@ struct WelcomeEmail: BatchStrategy {
 
     var type: String { "welcome-email" }
 
+    /// This strategy reports when a batch ends (see `finalize`).
+    var hooks: BatchHooks { [.finalize] }
+
     /// Runs at upload: a bad address is skipped before anything is sent.
     func validate(_ item: Item, context: Context) throws {
         guard item.email.contains("@") else {
@@ -32,6 +35,16 @@ struct WelcomeEmail: BatchStrategy {
         // ItemError.retryable(...) for a timeout or a 503: Tranche retries it
         // with backoff.
         Output(messageID: "\(context.sender)/\(input.seq)")
+    }
+
+    /// Runs once when the batch ends, on one node (another one takes over if
+    /// it dies): post the campaign's report here. What it returns becomes
+    /// the batch's `result`.
+    func finalize(_ batch: EndedBatch, context: Context) async throws -> JSONValue? {
+        [
+            "sender": .string(context.sender), "sent": .number(Double(batch.counts.succeeded)),
+            "skipped": .number(Double(batch.counts.skipped)),
+        ]
     }
 }
 
@@ -62,6 +75,11 @@ struct LibraryExample {
             for item in try await store.items(of: batch.id, status: .skipped, afterSeq: nil, limit: 10) {
                 print("  item \(item.seq): \(item.error?.message ?? "")")
             }
+            // The finalize hook runs just after the end; its answer is the batch's result.
+            while try await store.batch(batch.id)?.result == nil {
+                try await Task.sleep(for: .milliseconds(50))
+            }
+            print("result: \(try await store.batch(batch.id)?.result?.text ?? "")")
             engine.drain()
             try await group.waitForAll()
         }

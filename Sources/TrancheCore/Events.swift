@@ -22,11 +22,13 @@ public struct BatchEventType: RawRepresentable, Sendable, Hashable, Codable, Cus
     public static let itemDead = BatchEventType(rawValue: "item.dead")
     /// A batch got a child (a resubmit or its `then`): `child_id`, `kind`, `items`.
     public static let linked = BatchEventType(rawValue: "batch.linked")
+    /// A strategy's `finalize` hook ran for an ended batch: `attempt`, `node`, `result` (whether it set one).
+    public static let finalized = BatchEventType(rawValue: "batch.finalized")
 
     /// Every type the store records (progress is live only): what webhooks can subscribe to.
     public static let stored: [BatchEventType] = [
         .created, .preProcessed, .confirmed, .processing, .paused, .resumed, .completed, .failed, .canceled,
-        .retried, .sealed, .chunkRescued, .itemDead, .linked,
+        .retried, .sealed, .chunkRescued, .itemDead, .linked, .finalized,
     ]
 
     public init(from decoder: any Decoder) throws {

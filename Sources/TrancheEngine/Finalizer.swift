@@ -66,9 +66,9 @@ extension TrancheEngine {
         }
         let text = try result.map { try JSONText(encoding: $0) }
         if try await finalizations.completeFinalization(lease, result: text, now: now) {
-            logger.info("finalized a batch", metadata: ["batch_id": "\(lease.batchID)", "attempt": "\(lease.attempt)"])
+            logger.debug("finalized a batch", metadata: ["batch_id": "\(lease.batchID)", "attempt": "\(lease.attempt)"])
         } else {
-            logger.info("lost a finalize lease", metadata: ["batch_id": "\(lease.batchID)"])
+            logger.debug("lost a finalize lease", metadata: ["batch_id": "\(lease.batchID)"])
         }
     }
 

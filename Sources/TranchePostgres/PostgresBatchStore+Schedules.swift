@@ -214,6 +214,8 @@ extension PostgresBatchStore: FinalizeStore {
             if let result {
                 try await db.run("UPDATE batches SET result = \(result.text) WHERE key = \(stored.key)")
             }
+            _ = try await Self.recordEvent(
+                db, stored, .finalized, at: now, data: FinalizeRules.eventData(lease, result: result))
             return true
         }
     }

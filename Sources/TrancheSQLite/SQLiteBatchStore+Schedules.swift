@@ -216,6 +216,8 @@ extension SQLiteBatchStore: FinalizeStore {
                 try db.execute(
                     sql: "UPDATE batches SET result = ? WHERE key = ?", arguments: [result.text, stored.key])
             }
+            _ = try Self.recordEvent(
+                db, stored, .finalized, at: now, data: FinalizeRules.eventData(lease, result: result))
             return true
         }
     }

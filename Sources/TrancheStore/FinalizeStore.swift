@@ -69,9 +69,9 @@ public protocol FinalizeStore: Sendable {
         -> FinalizationLease?
     /// Extends a lease still held; false when it was lost.
     func renewFinalization(_ lease: FinalizationLease, leaseDuration: Double, now: Date) async throws -> Bool
-    /// Marks the finalization done and stores `result` as the batch's result
-    /// (when not nil), in one transaction, if `lease` is still the current
-    /// one; false (nothing written) otherwise.
+    /// Marks the finalization done, stores `result` as the batch's result
+    /// (when not nil) and records `batch.finalized`, in one transaction, if
+    /// `lease` is still the current one; false (nothing written) otherwise.
     func completeFinalization(_ lease: FinalizationLease, result: JSONText?, now: Date) async throws -> Bool
     /// The finalize step of a batch, if it was queued.
     func finalization(of id: BatchID) async throws -> FinalizationRecord?
@@ -82,4 +82,9 @@ package enum FinalizeRules {
     /// The events that end a batch, for `IN (…)`: each queues its batch's finalize step.
     package static let endEvents = [BatchEventType.completed, .failed, .canceled]
         .map { "'\($0.rawValue)'" }.joined(separator: ", ")
+
+    /// The `batch.finalized` event's data: which claim and node finalized, and whether it set a result.
+    package static func eventData(_ lease: FinalizationLease, result: JSONText?) -> [String: JSONValue] {
+        ["attempt": .number(Double(lease.attempt)), "node": .string(lease.owner), "result": .bool(result != nil)]
+    }
 }

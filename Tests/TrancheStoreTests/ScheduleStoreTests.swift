@@ -167,6 +167,10 @@ struct ScheduleStoreTests {
             #expect(record.state == .done)
             #expect(record.attempts == 2)
             #expect(record.finishedAt == afterExpiry)
+            let finalized = try await store.events(of: batch.id, afterID: 0, limit: 100).filter {
+                $0.type == .finalized
+            }
+            #expect(finalized.map(\.data) == [["attempt": 2, "node": "b", "result": true]])
             // Done: never claimed again, even long after.
             #expect(
                 try await store.claimFinalization(
