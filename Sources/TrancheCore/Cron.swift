@@ -65,7 +65,8 @@ public struct CronExpression: Sendable, Hashable, CustomStringConvertible {
         let expanded = Self.macros[trimmed.lowercased()] ?? trimmed
         let parts = expanded.split(whereSeparator: { $0 == " " || $0 == "\t" }).map(String.init)
         guard parts.count == 5 else {
-            throw ParseError(description: "expected 5 fields (minute hour day-of-month month day-of-week), got \(parts.count)")
+            throw ParseError(
+                description: "expected 5 fields (minute hour day-of-month month day-of-week), got \(parts.count)")
         }
         var sets: [Set<Int>] = []
         for (part, field) in zip(parts, Self.fields) {
@@ -148,7 +149,9 @@ public struct CronExpression: Sendable, Hashable, CustomStringConvertible {
         var calendar = Calendar(identifier: .gregorian)
         calendar.timeZone = timeZone
         let start = calendar.dateComponents([.year, .month, .day], from: date)
-        guard var day = calendar.date(from: DateComponents(year: start.year, month: start.month, day: start.day, hour: 12))
+        guard
+            var day = calendar.date(
+                from: DateComponents(year: start.year, month: start.month, day: start.day, hour: 12))
         else { return nil }
         // The day before too: a time early in the next local day can lie
         // before `date` in absolute terms only across a zone change, never
@@ -181,7 +184,8 @@ public struct CronExpression: Sendable, Hashable, CustomStringConvertible {
         let zone = calendar.timeZone
         // Foundation may answer either occurrence of a repeated time; the
         // earlier one is an hour (the DST shift) before, with the same local time.
-        let shift = zone.daylightSavingTimeOffset(for: date.addingTimeInterval(-7_200))
+        let shift =
+            zone.daylightSavingTimeOffset(for: date.addingTimeInterval(-7_200))
             - zone.daylightSavingTimeOffset(for: date)
         if shift > 0 {
             let earlier = date.addingTimeInterval(-shift)

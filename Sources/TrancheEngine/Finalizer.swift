@@ -66,7 +66,8 @@ extension TrancheEngine {
         }
         let text = try result.map { try JSONText(encoding: $0) }
         if try await finalizations.completeFinalization(lease, result: text, now: now) {
-            logger.debug("finalized a batch", metadata: ["batch_id": "\(lease.batchID)", "attempt": "\(lease.attempt)"])
+            logger.debug(
+                "finalized a batch", metadata: ["batch_id": "\(lease.batchID)", "attempt": "\(lease.attempt)"])
         } else {
             logger.debug("lost a finalize lease", metadata: ["batch_id": "\(lease.batchID)"])
         }

@@ -30,7 +30,8 @@ extension TrancheEngine {
                     // Checked at creation; a strategy this node lacks, or one
                     // that now refuses the context, skips the tick.
                     logger.warning(
-                        "a schedule's batch was refused", metadata: ["schedule_id": "\(schedule.id)", "error": "\(error)"])
+                        "a schedule's batch was refused",
+                        metadata: ["schedule_id": "\(schedule.id)", "error": "\(error)"])
                 }
             }
             let fire = ScheduleFire(

@@ -14,12 +14,16 @@ final class FinalizeProbe: Sendable {
     }
     private let state = Mutex<(started: [Call], returned: [Call])>(([], []))
 
-    func start(_ node: String, _ batch: BatchID) { state.withLock { $0.started.append(Call(node: node, batch: batch)) } }
+    func start(_ node: String, _ batch: BatchID) {
+        state.withLock { $0.started.append(Call(node: node, batch: batch)) }
+    }
     func finish(_ node: String, _ batch: BatchID) {
         state.withLock { $0.returned.append(Call(node: node, batch: batch)) }
     }
     /// Nodes that started the hook for `batch`, in order.
-    func started(_ batch: BatchID) -> [String] { state.withLock { $0.started.filter { $0.batch == batch }.map(\.node) } }
+    func started(_ batch: BatchID) -> [String] {
+        state.withLock { $0.started.filter { $0.batch == batch }.map(\.node) }
+    }
     /// Nodes whose hook for `batch` returned, in order.
     func returned(_ batch: BatchID) -> [String] {
         state.withLock { $0.returned.filter { $0.batch == batch }.map(\.node) }
@@ -66,9 +70,10 @@ struct FinalizeTests {
             let result = try await engine.store.batch(batch.id)?.result?.value()
             #expect(result == ["node": "a", "status": "completed", "succeeded": 25])
             #expect(probe.returned(batch.id) == ["a"])
+            var waiting = options()
+            waiting.requireConfirmation = true
             let canceled = try await engine.submit(
-                Submission(type: "finalizing", options: { var o = options(); o.requireConfirmation = true; return o }()),
-                items: try items(3))
+                Submission(type: "finalizing", options: waiting), items: try items(3))
             try await engine.cancel(canceled.id)
             try await waitUntil("the canceled batch's result") {
                 try await engine.store.batch(canceled.id)?.result != nil

@@ -14,7 +14,8 @@ struct ScheduleAPITests {
             let b = try #require(keys["b"])
             let created = try await server.request(
                 .POST, "/v1/schedules",
-                body: #"{"batch":{"type":"noop","items":[1,2],"options":{"chunk_size":5}},"every":"1s","catch_up":"skip"}"#,
+                body:
+                    #"{"batch":{"type":"noop","items":[1,2],"options":{"chunk_size":5}},"every":"1s","catch_up":"skip"}"#,
                 key: a)
             #expect(created.status == 201, "\(created.text)")
             let id = try #require(created.json["id"] as? String)
@@ -54,7 +55,8 @@ struct ScheduleAPITests {
             #expect(one.json[path: "counts", "total"] as? Int == 2)
             let plain = try await server.request(
                 .POST, "/v1/batches", body: #"{"type":"noop","items":[1],"mode":"async"}"#, key: a)
-            let plainView = try await server.request(.GET, "/v1/batches/\(try #require(plain.json["id"] as? String))", key: a)
+            let plainView = try await server.request(
+                .GET, "/v1/batches/\(try #require(plain.json["id"] as? String))", key: a)
             #expect(plainView.json.keys.contains("schedule_id"))
             #expect(plainView.json["schedule_id"] is NSNull)
 
@@ -94,7 +96,10 @@ struct ScheduleAPITests {
                 (#"{\#(batch),"every":"1m","colour":"red"}"#, "unknown field 'colour'"),
                 (#"{"batch":{"type":"nope","items":[1]},"every":"1m"}"#, "batch: unknown strategy 'nope'"),
                 (#"{"batch":{"type":"noop"},"every":"1m"}"#, "batch: items are required"),
-                (#"{"batch":{"type":"noop","items":[1],"options":{"chunk_size":0}},"every":"1m"}"#, "batch: options.chunk_size"),
+                (
+                    #"{"batch":{"type":"noop","items":[1],"options":{"chunk_size":0}},"every":"1m"}"#,
+                    "batch: options.chunk_size"
+                ),
                 (
                     #"{"batch":{"type":"noop","items":[1],"options":{"idempotency_key":"k"}},"every":"1m"}"#,
                     "batch: options.idempotency_key"

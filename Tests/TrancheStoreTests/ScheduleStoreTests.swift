@@ -72,8 +72,11 @@ struct ScheduleStoreTests {
     func overlap(factory: StoreFactory) async throws {
         try await withStore(factory) { store in
             try await store.createSchedule(schedule("s1"))
-            guard case .created(let first) = try await store.fireSchedule(fire("s1", due: start, batch: newBatch(at: start)))
-            else { Issue.record("the first tick should create a batch"); return }
+            let firstFire = try await store.fireSchedule(fire("s1", due: start, batch: newBatch(at: start)))
+            guard case .created(let first) = firstFire else {
+                Issue.record("the first tick should create a batch")
+                return
+            }
             let second = start.addingTimeInterval(60)
             #expect(try await store.fireSchedule(fire("s1", due: second, batch: newBatch(at: second))) == .skipped)
             var stored = try #require(try await store.schedule(id: "s1"))
@@ -84,14 +87,20 @@ struct ScheduleStoreTests {
             let third = start.addingTimeInterval(120)
             let overlapping = try await store.fireSchedule(
                 fire("s1", due: third, batch: newBatch(at: third), skipIfRunning: false))
-            guard case .created = overlapping else { Issue.record("overlap should run"); return }
+            guard case .created = overlapping else {
+                Issue.record("overlap should run")
+                return
+            }
             // Once the last run ended, the next tick runs again.
             stored = try #require(try await store.schedule(id: "s1"))
             let last = try #require(stored.lastBatchID)
             _ = try await store.transition(last, .cancel, reason: nil, at: third)
             let fourth = start.addingTimeInterval(180)
-            guard case .created = try await store.fireSchedule(fire("s1", due: fourth, batch: newBatch(at: fourth)))
-            else { Issue.record("the tick after the run ended should run"); return }
+            let fourthFire = try await store.fireSchedule(fire("s1", due: fourth, batch: newBatch(at: fourth)))
+            guard case .created = fourthFire else {
+                Issue.record("the tick after the run ended should run")
+                return
+            }
             #expect(try await store.schedule(id: "s1")?.runs == 3)
         }
     }
@@ -147,7 +156,8 @@ struct ScheduleStoreTests {
             #expect(first.batchID == batch.id)
             #expect(first.attempt == 1)
             // Leased: nobody else gets it, and no other noop batch waits.
-            #expect(try await store.claimFinalization(owner: "b", types: ["noop"], leaseDuration: 30, now: start) == nil)
+            #expect(
+                try await store.claimFinalization(owner: "b", types: ["noop"], leaseDuration: 30, now: start) == nil)
             #expect(try await store.renewFinalization(first, leaseDuration: 30, now: start.addingTimeInterval(20)))
             let beforeExpiry = start.addingTimeInterval(49)
             #expect(
@@ -159,9 +169,15 @@ struct ScheduleStoreTests {
                 try await store.claimFinalization(owner: "b", types: ["noop"], leaseDuration: 30, now: afterExpiry))
             #expect(second.attempt == 2)
             #expect(try await store.renewFinalization(first, leaseDuration: 30, now: afterExpiry) == false)
-            #expect(try await store.completeFinalization(first, result: JSONText(unchecked: "{\"by\":\"a\"}"), now: afterExpiry) == false)
-            #expect(try await store.completeFinalization(second, result: JSONText(unchecked: "{\"by\":\"b\"}"), now: afterExpiry))
-            #expect(try await store.completeFinalization(second, result: JSONText(unchecked: "{\"by\":\"c\"}"), now: afterExpiry) == false)
+            #expect(
+                try await store.completeFinalization(
+                    first, result: JSONText(unchecked: "{\"by\":\"a\"}"), now: afterExpiry) == false)
+            #expect(
+                try await store.completeFinalization(
+                    second, result: JSONText(unchecked: "{\"by\":\"b\"}"), now: afterExpiry))
+            #expect(
+                try await store.completeFinalization(
+                    second, result: JSONText(unchecked: "{\"by\":\"c\"}"), now: afterExpiry) == false)
             #expect(try await store.batch(batch.id)?.result?.value() == ["by": "b"])
             let record = try #require(try await store.finalization(of: batch.id))
             #expect(record.state == .done)
