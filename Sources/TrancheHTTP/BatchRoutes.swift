@@ -52,8 +52,11 @@ extension TrancheServer {
         let limit = try limit(request, default: 50)
         let records = try await store.batches(
             BatchQuery(owner: context.tenant, type: query.get("type"), status: status, before: before, limit: limit))
+        let progress = try await engine.progress(of: records)
         var views: [BatchView] = []
-        for record in records { views.append(try await batchView(record, withErrors: false)) }
+        for record in records {
+            views.append(try await batchView(record, withErrors: false, progress: progress[record.id]))
+        }
         let next = records.count == limit ? records.last?.id.rawValue : nil
         return Self.json(BatchPage(batches: views, nextCursor: next))
     }

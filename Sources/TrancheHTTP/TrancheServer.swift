@@ -156,8 +156,11 @@ public struct TrancheServer: Sendable {
     }
 
     /// The batch as the API shows it, with its first five item errors
-    /// (in `seq` order) unless `withErrors` is false (lists).
-    func batchView(_ record: BatchRecord, withErrors: Bool = true) async throws -> BatchView {
+    /// (in `seq` order) unless `withErrors` is false (lists), and its
+    /// progress (read here unless a list read all its batches' at once).
+    func batchView(
+        _ record: BatchRecord, withErrors: Bool = true, progress: BatchProgress? = nil
+    ) async throws -> BatchView {
         var errors: [BatchErrorView] = []
         if withErrors, record.counts.skipped + record.counts.dead + record.counts.failed > 0 {
             for group in try await store.errorGroups(of: record.id, samples: 5) {
@@ -165,9 +168,8 @@ public struct TrancheServer: Sendable {
             }
             errors = Array(Set(errors).sorted { $0.seq < $1.seq }.prefix(5))
         }
-        var view = BatchView(
-            record, context: engine.publicContext(of: record), progress: try await engine.progress(of: record),
-            errors: errors)
+        let progress = if let progress { progress } else { try await engine.progress(of: record) }
+        var view = BatchView(record, context: engine.publicContext(of: record), progress: progress, errors: errors)
         let links = try await engine.links(of: record.id)
         (view.parentID, view.children) = (links.parentID, links.children)
         view.scheduleID = try await (store as? any ScheduleStore)?.scheduleID(ofBatch: record.id)

@@ -23,34 +23,21 @@ extension PostgresBatchStore: ProgressStore {
 
     public func progress(of ids: [BatchID], since: Date) async throws -> [BatchID: StoredProgress] {
         guard !ids.isEmpty else { return [:] }
-        let byText = Dictionary(ids.map { ($0.rawValue, $0) }, uniquingKeysWith: { first, _ in first })
-        let texts = Array(byText.keys)
+        let texts = ids.map(\.rawValue)
         return try await read { db in
-            var result: [BatchID: StoredProgress] = [:]
-            for row in try await db.rows(
+            let chunks = try await db.rows(
                 """
                 SELECT b.id, count(c.id) FILTER (WHERE c.state = \(ChunkState.done.rawValue)), count(c.id)
                 FROM batches b LEFT JOIN chunks c ON c.batch_key = b.key
                 WHERE b.id = ANY(\(texts)) GROUP BY b.id
                 """)
-            {
-                let stored = PostgresStoredRow(row: row)
-                guard let id = byText[try stored.string(0)] else { continue }
-                result[id] = StoredProgress(
-                    samples: [], chunksDone: try stored.int64(1), chunksTotal: try stored.int64(2))
-            }
-            for row in try await db.rows(
+            let samples = try await db.rows(
                 """
                 SELECT b.id, p.at, p.done FROM progress_samples p JOIN batches b ON b.key = p.batch_key
                 WHERE b.id = ANY(\(texts)) AND p.at >= \(since.milliseconds) ORDER BY p.batch_key, p.at
                 """)
-            {
-                let stored = PostgresStoredRow(row: row)
-                guard let id = byText[try stored.string(0)] else { continue }
-                result[id]?.samples.append(
-                    ProgressSample(at: Date(milliseconds: try stored.int64(1)), done: try stored.int64(2)))
-            }
-            return result
+            return try StoredProgress.byBatch(
+                ids, chunks: chunks.map(PostgresStoredRow.init), samples: samples.map(PostgresStoredRow.init))
         }
     }
 }

@@ -22,12 +22,10 @@ extension SQLiteBatchStore: ProgressStore {
 
     public func progress(of ids: [BatchID], since: Date) async throws -> [BatchID: StoredProgress] {
         guard !ids.isEmpty else { return [:] }
-        let byText = Dictionary(ids.map { ($0.rawValue, $0) }, uniquingKeysWith: { first, _ in first })
-        let texts = Array(byText.keys)
+        let texts = ids.map(\.rawValue)
         return try await read { db in
             let marks = databaseQuestionMarks(count: texts.count)
-            var result: [BatchID: StoredProgress] = [:]
-            for row in try Row.fetchAll(
+            let chunks = try Row.fetchAll(
                 db,
                 sql: """
                     SELECT b.id, coalesce(sum(c.state = \(ChunkState.done.stored)), 0), count(c.id)
@@ -35,26 +33,15 @@ extension SQLiteBatchStore: ProgressStore {
                     WHERE b.id IN (\(marks)) GROUP BY b.id
                     """,
                 arguments: StatementArguments(texts))
-            {
-                let stored = SQLiteRow(row: row)
-                guard let id = byText[try stored.string(0)] else { continue }
-                result[id] = StoredProgress(
-                    samples: [], chunksDone: try stored.int64(1), chunksTotal: try stored.int64(2))
-            }
-            for row in try Row.fetchAll(
+            let samples = try Row.fetchAll(
                 db,
                 sql: """
                     SELECT b.id, p.at, p.done FROM progress_samples p JOIN batches b ON b.key = p.batch_key
                     WHERE b.id IN (\(marks)) AND p.at >= ? ORDER BY p.batch_key, p.at
                     """,
                 arguments: StatementArguments(texts + [since.milliseconds.databaseValue]))
-            {
-                let stored = SQLiteRow(row: row)
-                guard let id = byText[try stored.string(0)] else { continue }
-                result[id]?.samples.append(
-                    ProgressSample(at: Date(milliseconds: try stored.int64(1)), done: try stored.int64(2)))
-            }
-            return result
+            return try StoredProgress.byBatch(
+                ids, chunks: chunks.map(SQLiteRow.init), samples: samples.map(SQLiteRow.init))
         }
     }
 }

@@ -32,6 +32,27 @@ public struct StoredProgress: Sendable, Hashable {
     }
 }
 
+extension StoredProgress {
+    /// What a driver read, joined per batch: `chunks` rows are (batch id,
+    /// chunks done, chunks), `samples` rows (batch id, at in milliseconds,
+    /// done), oldest first; batches not in `ids` are left out.
+    package static func byBatch(
+        _ ids: [BatchID], chunks: [some StoredRow], samples: [some StoredRow]
+    ) throws -> [BatchID: StoredProgress] {
+        let byText = Dictionary(ids.map { ($0.rawValue, $0) }, uniquingKeysWith: { first, _ in first })
+        var result: [BatchID: StoredProgress] = [:]
+        for row in chunks {
+            guard let id = byText[try row.string(0)] else { continue }
+            result[id] = StoredProgress(samples: [], chunksDone: try row.int64(1), chunksTotal: try row.int64(2))
+        }
+        for row in samples {
+            guard let id = byText[try row.string(0)] else { continue }
+            result[id]?.samples.append(ProgressSample(at: Date(milliseconds: try row.int64(1)), done: try row.int64(2)))
+        }
+        return result
+    }
+}
+
 /// A store that keeps progress samples and counts chunks: both stores
 /// conform. Samples cost nothing on the checkpoint path: the leader's sweep
 /// writes one row per batch in progress with one statement, and prunes.
