@@ -41,6 +41,27 @@ struct LinkConformanceTests {
         #expect(try await store.batch(parent.id)?.counts.dead == 1)
     }
 
+    @Test("a resubmit of a large batch copies every item in order, in chunks of its size", arguments: StoreFactory.all)
+    func resubmitLarge(factory: StoreFactory) async throws {
+        let store = try await linkedStore(factory)
+        let count = 30_000
+        let parent = try await store.createBatch(
+            NewBatch(type: "t", options: options(chunkSize: 1_000)), items: payloads(count))
+        // Canceled in one statement: writing 30,000 outcomes one by one would take longer than the copy.
+        _ = try await store.transition(parent.id, .cancel, reason: nil, at: Date())
+        let resubmission = Resubmission(parent: parent.id, statuses: [.canceled])
+        guard case .created(let child) = try await store.resubmit(resubmission, idempotency: nil) else {
+            Issue.record("the resubmit must create a batch")
+            return
+        }
+        #expect(child.counts.total == Int64(count))
+        let last = try await store.items(of: child.id, status: nil, afterSeq: Int64(count - 3), limit: 10)
+        #expect(last.map(\.seq) == [Int64(count - 2), Int64(count - 1)])
+        #expect(last.map { $0.payload?.text } == ["{\"n\":\(count - 2)}", "{\"n\":\(count - 1)}"])
+        #expect(try await store.drainAll() == count / 1_000)
+        #expect(try await store.batch(child.id)?.counts.succeeded == Int64(count))
+    }
+
     @Test("a resubmit is refused while the parent runs, and when no item matches", arguments: StoreFactory.all)
     func resubmitRefused(factory: StoreFactory) async throws {
         let store = try await linkedStore(factory)
