@@ -168,37 +168,48 @@ final class ClientCache: Sendable {
     /// Idle clients kept at most.
     static let capacity = 256
 
-    let entries = Mutex<[Key: Entry]>([:])
+    struct State {
+        var entries: [Key: Entry] = [:]
+        /// When idle clients were last looked for.
+        var lastSweep = ContinuousClock.now
+    }
 
-    /// The client for `key`, marked in use, and clients to shut down.
+    let state = Mutex(State())
+
+    /// The client for `key`, marked in use, and clients to shut down. Idle
+    /// clients are looked for at most every 10 seconds, or when there are
+    /// more than ``capacity``, so the common call is one dictionary lookup.
     func acquire(_ key: Key) -> (HTTPClient, retired: [HTTPClient]) {
         let now = ContinuousClock.now
-        return entries.withLock { entries in
+        return state.withLock { state in
             var retired: [HTTPClient] = []
-            let idle = entries.filter { $0.value.users == 0 && $0.key != key }
-            let surplus = max(0, entries.count - Self.capacity)
-            for (index, (old, entry)) in idle.sorted(by: { $0.value.lastUsed < $1.value.lastUsed }).enumerated()
-            where index < surplus || now - entry.lastUsed > Self.idleTime {
-                retired.append(entry.client)
-                entries[old] = nil
+            let surplus = max(0, state.entries.count - Self.capacity)
+            if surplus > 0 || now - state.lastSweep > .seconds(10) {
+                state.lastSweep = now
+                let idle = state.entries.filter { $0.value.users == 0 && $0.key != key }
+                for (index, (old, entry)) in idle.sorted(by: { $0.value.lastUsed < $1.value.lastUsed }).enumerated()
+                where index < surplus || now - entry.lastUsed > Self.idleTime {
+                    retired.append(entry.client)
+                    state.entries[old] = nil
+                }
             }
-            if var entry = entries[key] {
+            if var entry = state.entries[key] {
                 entry.users += 1
-                entries[key] = entry
+                state.entries[key] = entry
                 return (entry.client, retired)
             }
             let client = Self.makeClient(key)
-            entries[key] = Entry(client: client, users: 1, lastUsed: now)
+            state.entries[key] = Entry(client: client, users: 1, lastUsed: now)
             return (client, retired)
         }
     }
 
     func release(_ key: Key) {
-        entries.withLock { entries in
-            guard var entry = entries[key] else { return }
+        state.withLock { state in
+            guard var entry = state.entries[key] else { return }
             entry.users = max(0, entry.users - 1)
             entry.lastUsed = .now
-            entries[key] = entry
+            state.entries[key] = entry
         }
     }
 
