@@ -146,4 +146,23 @@ struct WebhookTests {
             }
         }
     }
+
+    @Test("an allowed name is delivered to at the address checked, never resolved again")
+    func allowedName() async throws {
+        let receiver = LoopbackHTTPServer { _, _ in .init(status: 204) }
+        try await receiver.withRunning { port in
+            // The system resolver knows no `hooks.test`: only the checked address can be reached.
+            let resolver = OutboundPolicy.Resolver.fixed(["hooks.test": [IPAddress("127.0.0.1")].compactMap { $0 }])
+            let policy = OutboundPolicy(allowing: [.init(host: "hooks.test", port: port)], resolver: resolver)
+            try await LiveServer.with(configure: { $0.outbound = policy }) { server, _ in
+                let created = try await server.request(
+                    .POST, "/v1/webhooks",
+                    body: #"{"url":"http://hooks.test:\#(port)/hook","events":["batch.completed"]}"#)
+                #expect(created.status == 201, "\(created.text)")
+                _ = try await server.request(.POST, "/v1/batches", body: #"{"type":"noop","items":[1]}"#)
+                try await waitUntil("the delivery to arrive") { !receiver.requests.isEmpty }
+                #expect(receiver.requests.first?.headers["host"] == "hooks.test:\(port)")
+            }
+        }
+    }
 }
