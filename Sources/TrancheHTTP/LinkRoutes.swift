@@ -78,6 +78,8 @@ extension TrancheServer {
         var repeated = false
         if let key { repeated = try await store.idempotencyRecord(tenant: key.tenant, key: key.key) != nil }
         if !repeated {
+            // Like a create: the tenant's quotas (open batches, queued items) and the queue limit.
+            try await checkTenantQuotas(context.tenant, items: nil, newBatch: true)
             let count = statuses.reduce(Int64(0)) { $0.addingReportingOverflow(parent.counts[$1]).partialValue }
             try await admit(Int(clamping: count), tenant: context.tenant)
         }

@@ -100,6 +100,25 @@ struct LinkTests {
         }
     }
 
+    @Test("a resubmit counts against the tenant's queue limit like a create (429)")
+    func resubmitAdmitted() async throws {
+        try await LiveServer.with(strategies: Self.strategies, maxQueuedItems: 2) { server, _ in
+            let id = try await ended(
+                server,
+                #"{"type":"halve","context":{"fail_odd":true},"items":[{"n":1},{"n":3}],"options":{"max_attempts":1},"mode":"async"}"#
+            )
+            let waiting = try await server.request(
+                .POST, "/v1/batches", body: #"{"type":"halve","items":[{"n":2}],"require_confirmation":true}"#)
+            let queued = try #require(waiting.json["id"] as? String, "\(waiting.text)")
+            let refused = try await server.request(.POST, "/v1/batches/\(id)/resubmit")
+            #expect(refused.status == 429, "1 item queued and 2 more: \(refused.text)")
+            #expect(try await server.request(.GET, "/v1/batches/\(id)").json["children"] as? [String] == [])
+            #expect(try await server.request(.POST, "/v1/batches/\(queued)/cancel").status == 200)
+            let admitted = try await server.request(.POST, "/v1/batches/\(id)/resubmit")
+            #expect(admitted.status == 202, "\(admitted.text)")
+        }
+    }
+
     @Test("another tenant's batch cannot be resubmitted or confirmed, and does not show its links")
     func tenantWalls() async throws {
         try await LiveServer.with(keyed: true, strategies: Self.strategies) { server, keys in
