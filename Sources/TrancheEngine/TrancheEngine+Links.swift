@@ -27,9 +27,10 @@ extension TrancheEngine {
         return creation
     }
 
-    /// The batch's parent and children.
+    /// The batch's parent and children (none on a store that keeps no links).
     public func links(of id: BatchID) async throws -> BatchLinks {
-        try await linkedStore.links(of: id)
+        guard let linked = store as? any LinkedBatchStore else { return BatchLinks() }
+        return try await linked.links(of: id)
     }
 
     /// Turns a reported dry run into a real run of the same stored items;
