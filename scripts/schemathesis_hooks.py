@@ -48,6 +48,16 @@ def before_call(ctx, case, **kwargs):
                 headers[name] = key
             if isinstance(options, dict) and "idempotency_key" in options:
                 options["idempotency_key"] = key
+    if route == ("POST", "/v1/schedules") and body is not None and isinstance(body.get("batch"), dict):
+        # A schedule's batch keeps the batch's rules; its runs sleep little.
+        batch = body["batch"]
+        context = batch.get("context")
+        if isinstance(context, dict) and isinstance(context.get("ms"), (int, float)) and context["ms"] > 100:
+            context["ms"] = 100
+        options = batch.get("options")
+        backoff = options.get("backoff") if isinstance(options, dict) else None
+        if isinstance(backoff, dict) and {"base", "cap"} <= backoff.keys() and backoff["cap"] < backoff["base"]:
+            backoff["base"], backoff["cap"] = backoff["cap"], backoff["base"]
     if route == ("POST", "/v1/webhooks") and body is not None and isinstance(body.get("url"), str):
         parts = urlsplit(body["url"])
         port = f":{parts.port}" if parts.port else ""

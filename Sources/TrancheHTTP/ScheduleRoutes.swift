@@ -56,12 +56,17 @@ private struct ScheduleFields: Decodable {
     init(from decoder: any Decoder) throws {
         try UnknownKeys.reject(in: decoder, known: CodingKeys.allCases.map(\.stringValue), what: "field")
         let container = try decoder.container(keyedBy: CodingKeys.self)
-        cron = try container.decodeIfPresent(String.self, forKey: .cron)
-        timeZone = try container.decodeIfPresent(String.self, forKey: .timeZone)
-        every = try container.decodeIfPresent(String.self, forKey: .every)
-        catchUp = try container.decodeIfPresent(String.self, forKey: .catchUp)
-        overlap = try container.decodeIfPresent(Bool.self, forKey: .overlap)
-        paused = try container.decodeIfPresent(Bool.self, forKey: .paused)
+        // A field given as null is refused, not taken for a missing one.
+        func field<T: Decodable>(_ type: T.Type, _ key: CodingKeys) throws -> T? {
+            guard container.contains(key) else { return nil }
+            return try container.decode(T.self, forKey: key)
+        }
+        cron = try field(String.self, .cron)
+        timeZone = try field(String.self, .timeZone)
+        every = try field(String.self, .every)
+        catchUp = try field(String.self, .catchUp)
+        overlap = try field(Bool.self, .overlap)
+        paused = try field(Bool.self, .paused)
     }
 }
 

@@ -94,6 +94,8 @@ struct ScheduleAPITests {
                 (#"{"every":"1m"}"#, "batch is required"),
                 (#"{"batch":[1],"every":"1m"}"#, "batch is required"),
                 (#"{\#(batch),"every":"1m","colour":"red"}"#, "unknown field 'colour'"),
+                (#"{\#(batch),"every":"1m","paused":null}"#, "'paused' should be a boolean"),
+                (#"{\#(batch),"cron":null,"every":"1m"}"#, "'cron' should be a string"),
                 (#"{"batch":{"type":"nope","items":[1]},"every":"1m"}"#, "batch: unknown strategy 'nope'"),
                 (#"{"batch":{"type":"noop"},"every":"1m"}"#, "batch: items are required"),
                 (
