@@ -16,6 +16,14 @@ public struct PaceMode: RawRepresentable, Sendable, Hashable, Codable, CustomStr
     public var description: String { rawValue }
 }
 
+extension BatchOptions {
+    /// The pace a batch of `type` runs at: its `pace` option, or by default
+    /// adaptive for the `http` strategy and fixed for the others.
+    public func paceMode(forType type: String) -> PaceMode {
+        pace ?? (type == "http" ? .adaptive : .fixed)
+    }
+}
+
 /// An AIMD controller for the rate at which a batch (or a host) is called,
 /// the way TCP paces a connection: grow by a constant while answers come
 /// back well, cut by a factor when the far side says it is overloaded.

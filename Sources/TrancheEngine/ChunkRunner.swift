@@ -307,6 +307,7 @@ extension TrancheEngine {
                     leaseDuration: configuration.leaseDuration, now: now)
                 EngineMetrics.record(outcomes, type: run.lease.type)
                 publishProgress(run.lease.batchID, result, force: result.batchStatus.isEnded)
+                await savePace(of: run.lease.batchID)
                 if result.batchStatus.isEnded { unbind(run.lease.batchID) }
                 eventWakeup.signal()
                 return

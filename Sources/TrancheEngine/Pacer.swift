@@ -475,7 +475,7 @@ extension TrancheEngine {
         ]
         if let bucket = sharedLimits.typeBuckets[record.type] { buckets.append(bucket) }
         if let cap = sharedLimits.typeSlots[record.type] { slots.append(cap) }
-        let adaptive = (options.pace ?? (record.type == "http" ? .adaptive : .fixed)) == .adaptive
+        let adaptive = options.paceMode(forType: record.type) == .adaptive
         var pace: PaceController?
         var hostPace: PaceController?
         if adaptive {
@@ -518,6 +518,14 @@ extension TrancheEngine {
         }
         guard let record = try? await store.batch(id) else { return }
         binding.pacer.apply(record.options)
+    }
+
+    /// Saves what a batch's pace (and its host's) learned since the last
+    /// save: at a chunk's end, so that refusals counted late are not lost.
+    func savePace(of id: BatchID) async {
+        guard let limits = store as? any LimitStore, let binding = bindings.withLock({ $0[id] }) else { return }
+        await binding.pacer.pace?.save(to: limits, now: now)
+        await sharedLimits.saveHostPaces()
     }
 
     /// Marks a batch's settings as changed, so this node applies them at its next checkpoint.

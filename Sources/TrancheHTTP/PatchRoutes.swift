@@ -1,6 +1,6 @@
-import Foundation
+public import Foundation
 import Hummingbird
-import TrancheEngine
+public import TrancheEngine
 
 /// `PATCH /v1/batches/{id}`: changes the priority, concurrency or rate limit
 /// of a live batch; every node running it applies the change within about a second.
@@ -73,5 +73,77 @@ struct PatchBatchRequest: Decodable {
                 change.maxConcurrent = .set(value)
             }
         }
+    }
+}
+
+/// A batch's pace in its view: `fixed` or `adaptive`, the rate it keeps to
+/// now (null while an adaptive batch has met no refusal and no rate was
+/// given), why that rate last changed, and the refused calls counted on
+/// every node. Read from the store, so every node answers the same.
+public struct PaceView: Codable, Sendable, Hashable {
+    public var mode: PaceMode
+    /// Items a second now, or null when none applies.
+    public var rate: Double?
+    /// `start`, `succeeding`, `refused`, `retry_after` or `latency`; null for a fixed pace.
+    public var reason: String?
+    public var changedAt: Date?
+    /// Refused calls (`429`, `503`, timeouts) so far.
+    public var throttled: Int64
+    /// Until when a `Retry-After` pauses its calls; null when none does.
+    public var pausedUntil: Date?
+
+    public init(
+        mode: PaceMode, rate: Double?, reason: String?, changedAt: Date?, throttled: Int64, pausedUntil: Date?
+    ) {
+        self.mode = mode
+        self.rate = rate
+        self.reason = reason
+        self.changedAt = changedAt
+        self.throttled = throttled
+        self.pausedUntil = pausedUntil
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case mode, rate, reason, throttled
+        case changedAt = "changed_at"
+        case pausedUntil = "paused_until"
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let container = try decoder.container(keyedBy: CodingKeys.self)
+        mode = try container.decode(PaceMode.self, forKey: .mode)
+        rate = try container.decodeIfPresent(Double.self, forKey: .rate)
+        reason = try container.decodeIfPresent(String.self, forKey: .reason)
+        changedAt = try container.decodeTimestampIfPresent(forKey: .changedAt)
+        throttled = try container.decodeIfPresent(Int64.self, forKey: .throttled) ?? 0
+        pausedUntil = try container.decodeTimestampIfPresent(forKey: .pausedUntil)
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var container = encoder.container(keyedBy: CodingKeys.self)
+        try container.encode(mode, forKey: .mode)
+        try container.encodeNullable(rate, forKey: .rate)
+        try container.encodeNullable(reason, forKey: .reason)
+        try container.encodeTimestamp(changedAt, forKey: .changedAt)
+        try container.encode(throttled, forKey: .throttled)
+        try container.encodeTimestamp(pausedUntil, forKey: .pausedUntil)
+    }
+}
+
+extension TrancheServer {
+    /// The batch's pace as the store holds it (``PaceView``).
+    func paceView(of record: BatchRecord) async throws -> PaceView {
+        let mode = record.options.paceMode(forType: record.type)
+        let fixed = record.options.rateLimit?.rate
+        guard mode == .adaptive, let limits = store as? any LimitStore,
+            let stored = try await limits.pace(key: "batch:\(record.id)")
+        else {
+            return PaceView(
+                mode: mode, rate: fixed, reason: mode == .adaptive ? "start" : nil, changedAt: nil, throttled: 0,
+                pausedUntil: nil)
+        }
+        return PaceView(
+            mode: mode, rate: fixed.map { min($0, stored.rate) } ?? stored.rate, reason: stored.reason,
+            changedAt: stored.changedAt, throttled: stored.throttled, pausedUntil: stored.pausedUntil)
     }
 }

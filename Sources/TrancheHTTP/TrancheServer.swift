@@ -131,8 +131,8 @@ public struct TrancheServer: Sendable {
                     streams: TenantSlots(limit: configuration.maxStreamsPerTenant),
                     exports: TenantSlots(limit: configuration.maxExportsPerTenant)))
         addBatchRoutes(v1)
-        addPatchRoutes(v1)
         addLinkRoutes(v1)
+        addPatchRoutes(v1)
         addItemRoutes(v1)
         addEventRoutes(v1)
         addWebhookRoutes(v1)
@@ -173,6 +173,7 @@ public struct TrancheServer: Sendable {
         let links = try await engine.links(of: record.id)
         (view.parentID, view.children) = (links.parentID, links.children)
         view.scheduleID = try await (store as? any ScheduleStore)?.scheduleID(ofBatch: record.id)
+        view.pace = try await paceView(of: record)
         return view
     }
 

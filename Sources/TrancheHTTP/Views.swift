@@ -53,6 +53,8 @@ public struct BatchView: Codable, Sendable, Hashable {
     public var children: [BatchID] = []
     /// The schedule that created this batch; null when none did.
     public var scheduleID: String?
+    /// Its pace: fixed or adaptive, the current rate and why it last changed, refusals counted.
+    public var pace: PaceView?
 
     /// The view of a stored batch, with its progress (rate, ETA, chunks);
     /// `context` is its public form (``TrancheEngine/publicContext(of:)``),
@@ -106,6 +108,7 @@ public struct BatchView: Codable, Sendable, Hashable {
         case parentID = "parent_id"
         case children
         case scheduleID = "schedule_id"
+        case pace
     }
 
     public init(from decoder: any Decoder) throws {
@@ -141,6 +144,7 @@ public struct BatchView: Codable, Sendable, Hashable {
         parentID = try container.decodeIfPresent(BatchID.self, forKey: .parentID)
         children = try container.decodeIfPresent([BatchID].self, forKey: .children) ?? []
         scheduleID = try container.decodeIfPresent(String.self, forKey: .scheduleID)
+        pace = try container.decodeIfPresent(PaceView.self, forKey: .pace)
     }
 
     public func encode(to encoder: any Encoder) throws {
@@ -176,6 +180,7 @@ public struct BatchView: Codable, Sendable, Hashable {
         try container.encodeNullable(parentID, forKey: .parentID)
         try container.encode(children, forKey: .children)
         try container.encodeNullable(scheduleID, forKey: .scheduleID)
+        try container.encodeIfPresent(pace, forKey: .pace)
     }
 }
 

@@ -28,6 +28,10 @@ struct PatchTests {
                 .PATCH, "/v1/batches/\(id)", body: #"{"options":{"rate_limit":{"max_concurrent":null}}}"#)
             #expect(removed.status == 200, "\(removed.text)")
             let shown = try await server.request(.GET, "/v1/batches/\(id)")
+            // A noop batch paces fixed, at its rate limit.
+            #expect(shown.json[path: "pace", "mode"] as? String == "fixed")
+            #expect(shown.json[path: "pace", "rate"] as? Double == 10)
+            #expect(shown.json[path: "pace", "throttled"] as? Int == 0)
             #expect((shown.json[path: "options", "rate_limit"] as? [String: Any])?["max_concurrent"] == nil)
             #expect((shown.json[path: "options", "rate_limit"] as? [String: Any])?["rate"] as? Double == 10)
             for body in [
