@@ -27,12 +27,17 @@ struct RunCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "run",
         abstract: "Run a command or an HTTP request for every input line, durably.",
+        usage: """
+            tranche run [<options>] --input <input>
+            tranche run --retry-failed <state-file> [--exec-env <name> ...] [--json] [--failed-out <file>]
+            """,
         discussion: """
             Each NDJSON line of the input is one item (with --lines, each line is a string item).
             Progress is checkpointed in a state file: run the same command again after an
             interruption and it resumes where it stopped. Exit status: 0 when every item
             succeeded, 2 when some failed, were skipped or dead, 1 on an error, 130 when
-            interrupted.
+            interrupted. --retry-failed runs a finished run's failures again, as a new
+            batch linked to it in the same state file.
             """)
 
     @Option(name: [.customShort("i"), .customLong("input")], help: "NDJSON input file, or - for stdin.")
