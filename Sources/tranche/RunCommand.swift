@@ -124,6 +124,11 @@ struct RunCommand: AsyncParsableCommand {
         guard (inputFile == nil) != (retryFailed == nil) else {
             throw ValidationError("give exactly one of --input or --retry-failed")
         }
+        if retryFailed != nil, exec != nil || url != nil || type != nil || context != nil || state != nil {
+            throw ValidationError(
+                "--retry-failed takes the command and the state file from its argument: drop --exec, --url, --type, --context and --state"
+            )
+        }
         try requireSeconds(progressInterval, in: 0.5...86_400, flag: "--progress-interval")
         try NodeOptions.requireVariableNames(execEnv, flag: "--exec-env")
     }
