@@ -98,6 +98,9 @@ public struct OutboundPolicy: Sendable {
     public var allowed: Set<Allowance>
     /// False: every address may be called (`tranche run`, on the user's own machine).
     public var checksAddresses: Bool
+    /// True: only the hosts in `allowed` are called, public or not
+    /// (`--http-only-allowed`). Default false.
+    public var onlyAllowed = false
     /// How names become addresses.
     public var resolver: Resolver
 
@@ -126,6 +129,7 @@ public struct OutboundPolicy: Sendable {
     /// name that is refused whatever DNS says. Other names are checked when called.
     public func checkLiteral(host: String, port: Int) throws(OutboundRefusal) {
         guard !allows(host: host, port: port) else { return }
+        if onlyAllowed { throw .unlisted(host: host) }
         let name = Self.normalized(host)
         if let address = IPAddress(name), let kind = AddressClass(of: address) {
             throw .refused(host: host, address: address, kind: kind)
@@ -140,6 +144,7 @@ public struct OutboundPolicy: Sendable {
     /// a name cannot mix a public address with an internal one.
     public func addresses(host: String, port: Int) async throws(OutboundRefusal) -> [IPAddress] {
         let name = Self.normalized(host)
+        if onlyAllowed && !allows(host: host, port: port) { throw .unlisted(host: host) }
         let addresses: [IPAddress]
         if let literal = IPAddress(name) {
             addresses = [literal]
@@ -172,8 +177,8 @@ public struct OutboundPolicy: Sendable {
 }
 
 /// Why an outbound call was not made. `code` is the item error's code:
-/// `address_refused` (permanent), `dns_error` (retryable), `invalid_url`,
-/// `redirect_refused` (permanent).
+/// `address_refused`, `host_not_allowed` (permanent), `dns_error`
+/// (retryable), `invalid_url`, `redirect_refused` (permanent).
 public struct OutboundRefusal: Error, Sendable, CustomStringConvertible {
     public var code: String
     public var message: String
@@ -192,6 +197,14 @@ public struct OutboundRefusal: Error, Sendable, CustomStringConvertible {
             code: "address_refused",
             message: "'\(host)'\(resolved) \(kind.article) \(kind) address: refused unless the host is on the "
                 + "outbound allow-list (--http-allow)",
+            isPermanent: true)
+    }
+
+    static func unlisted(host: String) -> OutboundRefusal {
+        OutboundRefusal(
+            code: "host_not_allowed",
+            message: "'\(host)' is not on the outbound allow-list (--http-allow), and no other host is called "
+                + "(--http-only-allowed)",
             isPermanent: true)
     }
 

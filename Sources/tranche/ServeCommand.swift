@@ -227,6 +227,9 @@ struct NodeOptions: ParsableArguments {
             valueName: "host[:port]"))
     var httpAllow: [String] = []
 
+    @Flag(help: "Call only the hosts --http-allow names, public ones too (the http strategy and webhooks).")
+    var httpOnlyAllowed = false
+
     @Option(help: "This node's name in leases and `tranche nodes` (default host-pid).")
     var nodeID: String?
 
@@ -299,7 +302,9 @@ struct NodeOptions: ParsableArguments {
 
     /// What outbound calls may reach: no internal address but on the hosts `--http-allow` names.
     var outboundPolicy: OutboundPolicy {
-        OutboundPolicy(allowing: (try? allowances()) ?? [])
+        var policy = OutboundPolicy(allowing: (try? allowances()) ?? [])
+        policy.onlyAllowed = httpOnlyAllowed
+        return policy
     }
 
     func strategies() -> [AnyBatchStrategy] {

@@ -118,6 +118,22 @@ struct OutboundPolicyTests {
         #expect(try await OutboundPolicy.unrestricted.addresses(host: "127.0.0.1", port: 1) == [ip("127.0.0.1")])
     }
 
+    @Test("with only allowed hosts, a public name off the list is refused too, at submission and when called")
+    func onlyAllowed() async throws {
+        var policy = OutboundPolicy(allowing: [.init(host: "public.test")], resolver: Self.resolver)
+        policy.onlyAllowed = true
+        #expect(try await policy.addresses(host: "public.test", port: 443) == [ip("93.184.215.14")])
+        do {
+            _ = try await policy.addresses(host: "other.test", port: 443)
+            Issue.record("a host off the list was called")
+        } catch {
+            #expect(error.code == "host_not_allowed")
+            #expect(error.isPermanent)
+        }
+        #expect(throws: OutboundRefusal.self) { try policy.checkLiteral(host: "8.8.8.8", port: 80) }
+        try policy.checkLiteral(host: "public.test", port: 80)
+    }
+
     func input(_ item: String) -> ItemInput {
         ItemInput(
             batchID: BatchID("01234567-89ab-7def-8123-456789abcdef")!, seq: 1, payload: JSONText(unchecked: item),
