@@ -37,9 +37,8 @@ func describe(_ batch: BatchView) -> String {
         "  \(format(counts.total)) items — \(format(counts.succeeded)) succeeded, \(format(counts.failed)) failed, "
             + "\(format(counts.skipped)) skipped, \(format(counts.dead)) dead, \(format(counts.canceled)) canceled, "
             + "\(format(counts.running)) running, \(format(counts.pending)) pending",
-        String(
-            format: "  %.1f%%  %@/s  ETA %@", batch.progress, formatRate(batch.rate),
-            batch.etaSeconds.map(formatDuration) ?? "–"),
+        ([String(format: "  %.1f%%", batch.progress)] + ProgressDisplay.throughputParts(ProgressFigures(view: batch)))
+            .joined(separator: "  "),
     ]
     if let reason = batch.failureReason { lines.append("  reason: \(reason)") }
     if let parent = batch.parentID { lines.append("  parent: \(parent)") }

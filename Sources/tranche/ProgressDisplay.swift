@@ -111,10 +111,17 @@ final class ProgressDisplay: Sendable {
         let bad = counts.skipped.adding(saturating: counts.dead)
         if bad > 0 { parts.append("✗\(format(bad))") }
         if counts.failed > 0 { parts.append("↻\(format(counts.failed))") }
+        return (parts + throughputParts(figures)).joined(separator: "  ")
+    }
+
+    /// `chunk 62 of 100`, `12.5/s`, `ETA 30.0s (26.0s–35.0s)`: the chunks
+    /// when known; the rate and the ETA (when known) until the batch ended.
+    static func throughputParts(_ figures: ProgressFigures) -> [String] {
+        var parts: [String] = []
         if let done = figures.chunksDone, let total = figures.chunksTotal {
             parts.append("chunk \(format(done)) of \(format(total))")
         }
-        guard !figures.status.isEnded else { return parts.joined(separator: "  ") }
+        guard !figures.status.isEnded else { return parts }
         parts.append("\(formatRate(figures.rate))/s")
         if figures.sealed, let eta = figures.eta {
             var text = "ETA \(formatDuration(eta))"
@@ -123,7 +130,7 @@ final class ProgressDisplay: Sendable {
             }
             parts.append(text)
         }
-        return parts.joined(separator: "  ")
+        return parts
     }
 }
 
