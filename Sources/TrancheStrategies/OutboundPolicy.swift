@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 
 #if canImport(Glibc)
     import Glibc
@@ -76,13 +77,19 @@ public struct OutboundPolicy: Sendable {
             self.resolve = resolve
         }
 
-        /// The system's resolver (`getaddrinfo`), run off the cooperative pool.
+        /// The system's resolver (`getaddrinfo`), run off the cooperative
+        /// pool. An answer is kept 10 seconds (``LookupCache``), so a batch
+        /// calling one host does not ask DNS once per item; the addresses
+        /// kept are still the ones checked and connected to.
         public static let system = Resolver { host in
-            try await withCheckedThrowingContinuation { continuation in
+            if let addresses = LookupCache.shared.addresses(of: host) { return addresses }
+            let addresses = try await withCheckedThrowingContinuation { continuation in
                 DispatchQueue.global().async {
                     continuation.resume(with: Result { try IPAddress.lookUp(host) })
                 }
             }
+            LookupCache.shared.keep(addresses, for: host)
+            return addresses
         }
 
         /// Fixed answers, for tests: a name not in `table` goes to the system resolver.
@@ -389,5 +396,38 @@ public struct IPAddress: Sendable, Hashable, CustomStringConvertible {
     struct LookupError: Error, CustomStringConvertible {
         var reason: String
         var description: String { reason }
+    }
+}
+
+/// Recent answers of the system resolver: at most ``capacity`` names, each
+/// for ``lifetime``. Failures are not kept.
+final class LookupCache: Sendable {
+    static let shared = LookupCache()
+    static let lifetime: Duration = .seconds(10)
+    static let capacity = 1_024
+
+    let answers = Mutex<[String: (addresses: [IPAddress], until: ContinuousClock.Instant)]>([:])
+
+    func addresses(of host: String) -> [IPAddress]? {
+        answers.withLock { answers in
+            guard let answer = answers[host] else { return nil }
+            guard answer.until > .now else {
+                answers[host] = nil
+                return nil
+            }
+            return answer.addresses
+        }
+    }
+
+    func keep(_ addresses: [IPAddress], for host: String) {
+        guard !addresses.isEmpty else { return }
+        let now = ContinuousClock.now
+        answers.withLock { answers in
+            if answers.count >= Self.capacity {
+                answers = answers.filter { $0.value.until > now }
+                if answers.count >= Self.capacity { answers.removeAll() }
+            }
+            answers[host] = (addresses, now + Self.lifetime)
+        }
     }
 }
