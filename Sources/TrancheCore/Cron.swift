@@ -157,12 +157,17 @@ public struct CronExpression: Sendable, Hashable, CustomStringConvertible {
         // before `date` in absolute terms only across a zone change, never
         // the other way; starting one day back costs little and misses nothing.
         day = calendar.date(byAdding: .day, value: -1, to: day) ?? day
+        // On the day of `date`, hours well before its own cannot come after
+        // it (two hours of margin for a daylight-saving shift).
+        let startDay = DateComponents(year: start.year, month: start.month, day: start.day)
+        let earliestHour = calendar.component(.hour, from: date) - 2
         for _ in 0..<(366 * 8 + 2) {
             let parts = calendar.dateComponents([.year, .month, .day, .weekday], from: day)
             if let year = parts.year, let month = parts.month, let dayOfMonth = parts.day, let weekday = parts.weekday,
                 matchesDay(day: dayOfMonth, month: month, weekday: weekday - 1)
             {
-                for hour in hours {
+                let sameDay = DateComponents(year: year, month: month, day: dayOfMonth) == startDay
+                for hour in hours where !sameDay || hour >= earliestHour {
                     for minute in minutes {
                         let wanted = DateComponents(
                             year: year, month: month, day: dayOfMonth, hour: hour, minute: minute)

@@ -179,21 +179,22 @@ public enum ScheduleRules {
     /// seconds old, `catch_up` decides.
     public static func decide(_ schedule: ScheduleRecord, timing: ScheduleTiming, now: Date) -> Decision? {
         guard !schedule.paused, let due = schedule.nextRunAt, due <= now else { return nil }
-        var latest = due
+        let onTime: Bool
+        let next: Date?
         if let every = timing.every {
-            // The last tick at or before now, without walking every interval.
+            // The last tick at or before now, without walking every
+            // interval; the next one keeps the schedule's phase.
             let intervals = (now.timeIntervalSince(due) / every).rounded(.down)
-            latest = due.addingTimeInterval(intervals * every)
+            let latest = due.addingTimeInterval(intervals * every)
+            onTime = now.timeIntervalSince(latest) <= missedAfter
+            next = timing.nextRun(after: latest)
         } else {
-            var steps = 0
-            while steps < 10_000, let next = timing.nextRun(after: latest), next <= now {
-                latest = next
-                steps += 1
-            }
+            // On time when a tick lies within the last `missedAfter`
+            // seconds: two evaluations, however many ticks were missed.
+            let recent = timing.nextRun(after: now.addingTimeInterval(-missedAfter)).map { $0 <= now } ?? false
+            onTime = now.timeIntervalSince(due) <= missedAfter || recent
+            next = timing.nextRun(after: now)
         }
-        // An interval keeps its phase; a cron expression has its own.
-        let next = timing.every != nil ? timing.nextRun(after: latest) : timing.nextRun(after: now)
-        let onTime = now.timeIntervalSince(latest) <= missedAfter
         return Decision(run: onTime || schedule.catchUp == .one, nextRunAt: next)
     }
 }

@@ -64,6 +64,8 @@ struct CronTests {
         #expect(try next("0 3 * * *", after: "2026-03-27T12:00:00Z", in: paris) == "2026-03-28T02:00:00Z")
         // 02:30 does not exist on 2026-03-29: it runs at 03:30 CEST, the same distance past the jump.
         #expect(try next("30 2 * * *", after: "2026-03-28T23:00:00Z", in: paris) == "2026-03-29T01:30:00Z")
+        // Asked between the jump and the shifted time (03:10 CEST), 03:30 is still to come.
+        #expect(try next("30 2 * * *", after: "2026-03-29T01:10:00Z", in: paris) == "2026-03-29T01:30:00Z")
         // 02:30 happens twice on 2026-10-25: it runs once, at the first (CEST) one.
         #expect(try next("30 2 * * *", after: "2026-10-24T22:00:00Z", in: paris) == "2026-10-25T00:30:00Z")
         #expect(try next("30 2 * * *", after: "2026-10-25T00:30:00Z", in: paris) == "2026-10-26T01:30:00Z")

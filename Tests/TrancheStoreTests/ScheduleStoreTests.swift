@@ -239,5 +239,21 @@ struct ScheduleStoreTests {
         let missed = try #require(ScheduleRules.decide(daily, timing: cron, now: dayLater))
         #expect(!missed.run)
         #expect(missed.nextRunAt == daily.nextRunAt!.addingTimeInterval(3 * 86_400))
+        // Hourly, 30 days without a node: decided from two evaluations, not 720.
+        let hourlyCron = ScheduleTiming(cron: try CronExpression("0 * * * *"), timeZone: TimeZone(identifier: "UTC")!)
+        let hour = Date(timeIntervalSince1970: Double(1_900_000_000 / 3_600 * 3_600))
+        var often = daily
+        often.cron = "0 * * * *"
+        often.nextRunAt = hour
+        let month = hour.addingTimeInterval(30 * 86_400 + 600)
+        let skippedMonth = try #require(ScheduleRules.decide(often, timing: hourlyCron, now: month))
+        #expect(skippedMonth.run == false)
+        #expect(skippedMonth.nextRunAt == hour.addingTimeInterval(30 * 86_400 + 3_600))
+        often.catchUp = .one
+        #expect(ScheduleRules.decide(often, timing: hourlyCron, now: month)?.run == true)
+        // The last tick 30 s ago: on time, whatever catch_up says.
+        often.catchUp = .skip
+        let onTheHour = hour.addingTimeInterval(30 * 86_400 + 30)
+        #expect(ScheduleRules.decide(often, timing: hourlyCron, now: onTheHour)?.run == true)
     }
 }
