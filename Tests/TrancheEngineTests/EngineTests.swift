@@ -241,7 +241,9 @@ struct EngineTests {
             #expect(Set(codes ?? []) == ["invalid_item"])
             try await passSchedulerRounds(engine)
             #expect(self.probe.calls.isEmpty)
-            await #expect(throws: IllegalTransition.self) { try await engine.confirm(batch.id) }
+            // Confirmed, the dry run becomes a real run of the items it holds.
+            #expect(!(try await engine.confirm(batch.id)).dryRun)
+            #expect(try await engine.waitForEnd(batch.id).counts.succeeded == 16)
         }
     }
 
