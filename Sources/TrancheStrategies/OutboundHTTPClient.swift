@@ -27,10 +27,16 @@ public enum OutboundHTTPClient {
         while true {
             let target = try Target(request.url)
             let (response, key) = try await send(request, to: target, policy: policy, deadline: deadline)
-            if hops < maxRedirects,
-                let next = try redirect(
-                    after: response, of: request, from: target, sensitiveHeaders: sensitiveHeaders)
-            {
+            let next: HTTPClientRequest?
+            do {
+                next =
+                    hops < maxRedirects
+                    ? try redirect(after: response, of: request, from: target, sensitiveHeaders: sensitiveHeaders) : nil
+            } catch {
+                clients.release(key)
+                throw error
+            }
+            if let next {
                 // Read the hop's body away (bounded) so its connection can be reused.
                 var drained = 0
                 do {
