@@ -72,14 +72,19 @@ public protocol ProgressStore: Sendable {
 /// figures from the same rows, and tests pass the time.
 ///
 /// The rate is items a second over the last ``rateWindow`` seconds of
-/// samples. The ETA is the remaining items at that rate; its range comes
-/// from the rates over the last 10 s, 1 min and 5 min, each widened by one
-/// sampling interval at either end (a checkpoint lands just before or after
+/// samples; when fewer than two samples in that window saw items finish (a
+/// batch whose items take longer, or one that stalled), it is the last two
+/// steps over the time since the step before them: a slow batch gets its
+/// real rate, not 0, and a stalled one's rate falls while nothing finishes.
+/// The ETA is the remaining items at that rate; its range comes from the
+/// rates over the last 10 s, 1 min and 5 min, each allowing its span one
+/// sampling interval more or less (a checkpoint lands just before or after
 /// a sample). A steady batch gets a narrow range; one that speeds up, slows
 /// down or stalls now and then a wide one. There is no ETA until the
 /// samples span ``minimumSpan`` seconds.
 public struct ProgressEstimate: Sendable, Hashable {
-    /// Items a second over the last ``rateWindow`` seconds; 0 when unknown.
+    /// Items a second over the last ``rateWindow`` seconds (or over the last
+    /// two steps, when slower); 0 when unknown.
     public var rate: Double
     /// Seconds until the remaining items are done at ``rate``; nil when unknown.
     public var eta: Double?
@@ -126,7 +131,7 @@ public struct ProgressEstimate: Sendable, Hashable {
             let start = newest.at.addingTimeInterval(-seconds)
             return recent[(recent.firstIndex { $0.at >= start } ?? recent.endIndex)...]
         }
-        rate = Self.rate(window(Self.rateWindow)) ?? 0
+        rate = Self.rate(Self.steps(window(Self.rateWindow), in: recent)) ?? 0
         guard remaining > 0 else {
             (eta, etaLow, etaHigh) = (0, 0, 0)
             return
@@ -140,6 +145,21 @@ public struct ProgressEstimate: Sendable, Hashable {
         eta = left / rate
         etaLow = left / max(fastest, rate)
         etaHigh = slowest > 0 ? left / min(slowest, rate) : nil
+    }
+
+    /// `window` (the end of `samples`) when at least two of its samples saw
+    /// `done` increase; otherwise `samples` from the one at the third-last
+    /// increase (so the span runs from a step to the newest sample and
+    /// counts the two steps after it), or all of them.
+    static func steps(_ window: ArraySlice<ProgressSample>, in samples: [ProgressSample]) -> ArraySlice<ProgressSample>
+    {
+        guard zip(window, window.dropFirst()).filter({ $1.done > $0.done }).count < 2 else { return window }
+        var found = 0
+        for index in samples.indices.dropFirst().reversed() where samples[index].done > samples[index - 1].done {
+            found += 1
+            if found == 3 { return samples[index...] }
+        }
+        return samples[...]
     }
 
     /// Items a second between the first and the last sample; nil when they span no time.

@@ -152,6 +152,32 @@ struct ProgressEstimateTests {
         #expect(high > 50)
     }
 
+    @Test("a slow batch (one item each 15 s) shows its real rate, not 0, and gets an ETA")
+    func slowBatch() throws {
+        // A sample a second for 2 min; an item finishes every 15 s.
+        let history = (0...120).map {
+            ProgressSample(at: start.addingTimeInterval(Double($0)), done: Int64($0 / 15))
+        }
+        let estimate = ProgressEstimate(samples: history, remaining: 4, now: start.addingTimeInterval(120))
+        #expect(abs(estimate.rate - 1.0 / 15) < 0.001, "the last two steps over 30 s: \(estimate.rate)")
+        let eta = try #require(estimate.eta)
+        #expect(abs(eta - 60) < 0.001)
+        #expect(try #require(estimate.etaLow) < eta)
+        #expect(try #require(estimate.etaHigh) > eta)
+    }
+
+    @Test("a batch that stopped finishing items: its rate falls while the samples go on")
+    func stall() {
+        // 30 s at 50 a second, then nothing.
+        let running = samples(0...30, rate: 50)
+        let stalled = (31...90).map { ProgressSample(at: start.addingTimeInterval(Double($0)), done: 1_500) }
+        let soon = ProgressEstimate(
+            samples: running + stalled.prefix(10), remaining: 500, now: start.addingTimeInterval(40))
+        let later = ProgressEstimate(samples: running + stalled, remaining: 500, now: start.addingTimeInterval(90))
+        #expect(soon.rate > later.rate)
+        #expect(later.rate < 2, "a minute without progress: \(later.rate)")
+    }
+
     @Test("stale samples say nothing: rate 0, no ETA")
     func stale() {
         let estimate = ProgressEstimate(
