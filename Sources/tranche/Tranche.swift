@@ -16,8 +16,8 @@ struct Tranche: AsyncParsableCommand {
             ServeCommand.self, RunCommand.self, SubmitCommand.self, StatusCommand.self, WatchCommand.self,
             ListCommand.self, PauseCommand.self, ResumeCommand.self, CancelCommand.self, ConfirmCommand.self,
             RetryCommand.self, ResubmitCommand.self, ResultsCommand.self, ExportCommand.self, EventsCommand.self,
-            KeysCommand.self, BenchCommand.self, WorkerCommand.self, NodesCommand.self, SetCommand.self, TenantsCommand.self,
-            SchedulesCommand.self,
+            KeysCommand.self, BenchCommand.self, WorkerCommand.self, NodesCommand.self, SetCommand.self,
+            TenantsCommand.self, SchedulesCommand.self,
         ])
 
     /// Parses and runs. A usage error exits 1 (not ArgumentParser's 64), as
