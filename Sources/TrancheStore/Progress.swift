@@ -10,6 +10,7 @@ public struct ProgressSample: Sendable, Hashable {
     /// Items processed by then (succeeded, skipped and dead).
     public var done: Int64
 
+    /// A sample of `done` items at `at`.
     public init(at: Date, done: Int64) {
         self.at = at
         self.done = done
@@ -19,12 +20,14 @@ public struct ProgressSample: Sendable, Hashable {
 /// What a store knows of a batch's progress: its recent samples (oldest
 /// first) and its chunks.
 public struct StoredProgress: Sendable, Hashable {
+    /// The samples asked for, oldest first.
     public var samples: [ProgressSample]
     /// Chunks whose items are all finished.
     public var chunksDone: Int64
     /// Every chunk the batch still has (none once its items are pruned).
     public var chunksTotal: Int64
 
+    /// What a store read for one batch.
     public init(samples: [ProgressSample], chunksDone: Int64, chunksTotal: Int64) {
         self.samples = samples
         self.chunksDone = chunksDone
@@ -88,9 +91,10 @@ public struct ProgressEstimate: Sendable, Hashable {
     public var rate: Double
     /// Seconds until the remaining items are done at ``rate``; nil when unknown.
     public var eta: Double?
-    /// The soonest and latest end the recent rates allow; nil when unknown
-    /// (`etaHigh` also when some window saw no progress at all).
+    /// The soonest end the recent rates allow; nil when unknown.
     public var etaLow: Double?
+    /// The latest end the recent rates allow; nil when unknown, also when no
+    /// item finished in the last ``rateWindow`` seconds.
     public var etaHigh: Double?
 
     /// Seconds the rate is measured over.
@@ -107,6 +111,7 @@ public struct ProgressEstimate: Sendable, Hashable {
     /// Samples are kept this long (seconds), then pruned.
     public static let retention: Double = 600
 
+    /// Figures as given (for an ended batch, or a test).
     public init(rate: Double, eta: Double?, etaLow: Double?, etaHigh: Double?) {
         self.rate = rate
         self.eta = eta
@@ -184,12 +189,15 @@ public struct ProgressEstimate: Sendable, Hashable {
 
 /// A batch's progress as the API and the command line show it.
 public struct BatchProgress: Sendable, Hashable {
+    /// Rate and ETA.
     public var estimate: ProgressEstimate
-    /// Chunks finished and in all; nil when unknown (the store keeps no
-    /// chunks, or the batch's items were pruned).
+    /// Chunks finished; nil when unknown (the store keeps no chunks, or the
+    /// batch's items were pruned).
     public var chunksDone: Int64?
+    /// The batch's chunks; nil when unknown, as ``chunksDone``.
     public var chunksTotal: Int64?
 
+    /// Progress as given.
     public init(estimate: ProgressEstimate, chunksDone: Int64?, chunksTotal: Int64?) {
         self.estimate = estimate
         self.chunksDone = chunksDone
