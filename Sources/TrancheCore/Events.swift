@@ -24,11 +24,16 @@ public struct BatchEventType: RawRepresentable, Sendable, Hashable, Codable, Cus
     public static let linked = BatchEventType(rawValue: "batch.linked")
     /// A strategy's `finalize` hook ran for an ended batch: `attempt`, `node`, `result` (whether it set one).
     public static let finalized = BatchEventType(rawValue: "batch.finalized")
+    /// A confirmed batch waits for its strategy's `prepare` hook.
+    public static let preparing = BatchEventType(rawValue: "batch.preparing")
+    /// A strategy's `prepare` hook completed (`attempt`, `node`): the batch runs.
+    public static let prepared = BatchEventType(rawValue: "batch.prepared")
 
     /// Every type the store records (progress is live only): what webhooks can subscribe to.
     public static let stored: [BatchEventType] = [
         .created, .preProcessed, .confirmed, .processing, .paused, .resumed, .completed, .failed, .canceled,
         .retried, .sealed, .chunkRescued, .itemDead, .linked, .finalized,
+        .preparing, .prepared,
     ]
 
     public init(from decoder: any Decoder) throws {

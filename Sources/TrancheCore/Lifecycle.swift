@@ -18,6 +18,11 @@ public enum LifecycleAction: String, Sendable, Hashable, Codable, CaseIterable, 
     case cancel
     /// A user asked for failed, skipped or dead items to run again.
     case retry
+    /// A confirmed batch whose strategy has a `prepare` hook waits for it
+    /// (in the transaction that confirmed it).
+    case prepare
+    /// The `prepare` hook completed: the batch's items may run.
+    case prepared
 
     public var description: String { rawValue }
 
@@ -33,6 +38,8 @@ public enum LifecycleAction: String, Sendable, Hashable, Codable, CaseIterable, 
         case .fail: return .failed
         case .cancel: return .canceled
         case .retry: return .retried
+        case .prepare: return .preparing
+        case .prepared: return .prepared
         }
     }
 }
@@ -59,6 +66,11 @@ public struct IllegalTransition: Error, Sendable, Hashable, CustomStringConverti
 ///    │             │                        │          ▼  │  │   └─▶ canceled
 ///    └─────────────┴────────────────────────┴──────▶ paused ─┘
 /// ```
+///
+/// A batch whose strategy has a `prepare` hook goes from `confirmed` to
+/// `preparing` in the transaction that confirmed it, and back to `confirmed`
+/// when the hook completes; while `preparing` it may fail or be canceled, not
+/// paused (no item runs yet, and the hook is not interrupted).
 public enum BatchLifecycle {
     /// `(from, action) → to`, the whole machine. `resume` returns to the status
     /// the batch was paused from, so it is resolved by ``resumeTarget(pausedFrom:)``.
@@ -66,6 +78,10 @@ public enum BatchLifecycle {
         Transition(.created, .preProcess, .preProcessed),
         Transition(.preProcessed, .confirm, .confirmed),
         Transition(.confirmed, .start, .processing),
+        Transition(.confirmed, .prepare, .preparing),
+        Transition(.preparing, .prepared, .confirmed),
+        Transition(.preparing, .fail, .failed),
+        Transition(.preparing, .cancel, .canceled),
         Transition(.created, .pause, .paused),
         Transition(.preProcessed, .pause, .paused),
         Transition(.confirmed, .pause, .paused),

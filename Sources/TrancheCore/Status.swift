@@ -3,6 +3,9 @@ public enum BatchStatus: String, Sendable, Hashable, Codable, CaseIterable, Cust
     case created
     case preProcessed = "pre_processed"
     case confirmed
+    /// Confirmed, and its strategy's `prepare` hook runs on one node: no
+    /// item runs until it completes (then `confirmed`).
+    case preparing
     case processing
     case paused
     case completed

@@ -64,6 +64,16 @@ public protocol BatchStrategy: Sendable {
     /// batch's `result`; nil leaves it as it was. Declare
     /// ``BatchHooks/finalize`` in ``hooks`` for the engine to call it.
     func finalize(_ batch: EndedBatch, context: Context) async throws -> JSONValue?
+
+    /// Runs once before any item of a batch of this type runs (after its
+    /// confirmation), on one node, and again on another node only if the
+    /// first died before it finished: make it safe to repeat. It may check
+    /// the whole batch (throwing fails the batch with the error's message),
+    /// return a preview (stored as the batch's `preview`; in a dry run that
+    /// is all it does), or, with ``BatchHooks/generate``, append the batch's
+    /// items itself through ``PreparingBatch/append(_:startSeq:cursor:)``.
+    /// Declare ``BatchHooks/prepare`` in ``hooks`` for the engine to call it.
+    func prepare(_ batch: PreparingBatch, context: Context) async throws -> JSONValue?
 }
 
 extension BatchStrategy {
@@ -72,6 +82,7 @@ extension BatchStrategy {
     public func secretFields(of context: Context) -> Set<String> { [] }
     public var hooks: BatchHooks { [] }
     public func finalize(_ batch: EndedBatch, context: Context) async throws -> JSONValue? { nil }
+    public func prepare(_ batch: PreparingBatch, context: Context) async throws -> JSONValue? { nil }
 }
 
 /// The hooks a strategy has besides processing items.
@@ -80,6 +91,62 @@ public struct BatchHooks: OptionSet, Sendable, Hashable {
     public init(rawValue: Int) { self.rawValue = rawValue }
     /// ``BatchStrategy/finalize(_:context:)`` runs when a batch ends.
     public static let finalize = BatchHooks(rawValue: 1 << 0)
+    /// ``BatchStrategy/prepare(_:context:)`` runs before any item does.
+    public static let prepare = BatchHooks(rawValue: 1 << 1)
+    /// `prepare` produces the batch's items: a batch of this type is created
+    /// open, `prepare` appends to it, and the engine seals it afterwards.
+    /// Implies ``prepare``.
+    public static let generate = BatchHooks(rawValue: 1 << 2)
+}
+
+/// A batch as a strategy's ``BatchStrategy/prepare(_:context:)`` sees it,
+/// with the means to append the items of a generating strategy.
+public struct PreparingBatch: Sendable {
+    public var id: BatchID
+    public var type: String
+    /// The tenant.
+    public var owner: String
+    /// True in a dry run: return a preview; nothing runs and nothing may be appended.
+    public var dryRun: Bool
+    /// True while items may still be appended (a generating strategy's batch
+    /// on its real run). A resubmit of such a batch arrives with its items
+    /// copied, sealed: there is nothing to generate then.
+    public var isOpen: Bool
+    /// The items stored so far: where a generator that ran before (on a node
+    /// that died) got to, with ``cursor``.
+    public var total: Int64
+    /// The cursor saved with the last append, if any.
+    public var cursor: JSONText?
+    /// Which run of the hook this is (1 for the first).
+    public var attempt: Int
+    private let appendItems: @Sendable (Int64, [JSONText], JSONText?) async throws -> Int64
+
+    public init(
+        id: BatchID, type: String, owner: String, dryRun: Bool, isOpen: Bool, total: Int64, cursor: JSONText?,
+        attempt: Int, append: @escaping @Sendable (Int64, [JSONText], JSONText?) async throws -> Int64
+    ) {
+        self.id = id
+        self.type = type
+        self.owner = owner
+        self.dryRun = dryRun
+        self.isOpen = isOpen
+        self.total = total
+        self.cursor = cursor
+        self.attempt = attempt
+        self.appendItems = append
+    }
+
+    /// Appends items at `startSeq` (validated like any upload) and saves
+    /// `cursor` with them; returns the batch's item count after. Idempotent
+    /// by `startSeq`: items already stored there are skipped, so a generator
+    /// run again from the start adds no duplicate when it yields the same
+    /// items in the same order.
+    @discardableResult
+    public func append<Item: Encodable>(_ items: [Item], startSeq: Int64, cursor: JSONText? = nil) async throws
+        -> Int64
+    {
+        try await appendItems(startSeq, try items.map { try JSONText(encoding: $0) }, cursor)
+    }
 }
 
 /// An ended batch as a strategy's ``BatchStrategy/finalize(_:context:)`` sees it.
@@ -122,6 +189,11 @@ public struct AnyBatchStrategy: Sendable {
     /// The strategy's `finalize` hook, given the batch and its stored
     /// context; nil when the strategy has none.
     public let finalize: (@Sendable (EndedBatch, JSONText) async throws -> JSONValue?)?
+    /// The strategy's `prepare` hook, given the batch and its stored
+    /// context; nil when the strategy has none.
+    public let prepareBatch: (@Sendable (PreparingBatch, JSONText) async throws -> JSONValue?)?
+    /// True when `prepare` appends the batch's items (``BatchHooks/generate``).
+    public let generatesItems: Bool
 
     /// Builds an erased strategy from its two steps: `prepare` validates and
     /// normalizes a context; `bind` makes a runner for a prepared context.
@@ -133,13 +205,17 @@ public struct AnyBatchStrategy: Sendable {
         prepare: @escaping @Sendable (JSONText) throws -> JSONText,
         bind: @escaping @Sendable (JSONText) throws -> BoundStrategy,
         secretFields: @escaping @Sendable (JSONText) -> Set<String>? = { _ in [] },
-        finalize: (@Sendable (EndedBatch, JSONText) async throws -> JSONValue?)? = nil
+        finalize: (@Sendable (EndedBatch, JSONText) async throws -> JSONValue?)? = nil,
+        prepareBatch: (@Sendable (PreparingBatch, JSONText) async throws -> JSONValue?)? = nil,
+        generatesItems: Bool = false
     ) {
         self.type = type
         self.prepareContext = prepare
         self.bindContext = bind
         self.secretFieldsOf = secretFields
         self.finalize = finalize
+        self.prepareBatch = prepareBatch
+        self.generatesItems = generatesItems && prepareBatch != nil
     }
 
     /// Erases a typed strategy.
@@ -153,6 +229,15 @@ public struct AnyBatchStrategy: Sendable {
         } else {
             self.finalize = nil
         }
+        if !strategy.hooks.isDisjoint(with: [.prepare, .generate]) {
+            self.prepareBatch = { @Sendable batch, text in
+                let context = try text.decode(S.Context.self)
+                return try await strategy.prepare(batch, context: context)
+            }
+        } else {
+            self.prepareBatch = nil
+        }
+        self.generatesItems = strategy.hooks.contains(.generate)
         self.secretFieldsOf = { text in
             (try? text.decode(S.Context.self)).map { strategy.secretFields(of: $0) }
         }

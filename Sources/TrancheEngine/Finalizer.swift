@@ -78,21 +78,10 @@ extension TrancheEngine {
         _ lease: FinalizationLease, in finalizations: any FinalizeStore,
         _ body: @escaping @Sendable () async throws -> T
     ) async throws -> T {
-        let duration = configuration.leaseDuration
-        return try await withThrowingTaskGroup(of: T?.self) { group in
-            group.addTask { try await body() }
-            group.addTask {
-                while !Task.isCancelled {
-                    try await Task.sleep(for: .seconds(bounded: duration / 3))
-                    _ = try? await finalizations.renewFinalization(lease, leaseDuration: duration, now: self.now)
-                }
-                return nil
-            }
-            defer { group.cancelAll() }
-            while let next = try await group.next() {
-                if let value = next { return value }
-            }
-            throw CancellationError()
-        }
+        try await whileRenewingLease(
+            {
+                _ = try? await finalizations.renewFinalization(
+                    lease, leaseDuration: self.configuration.leaseDuration, now: self.now)
+            }, body)
     }
 }

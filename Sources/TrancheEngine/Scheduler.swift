@@ -76,6 +76,7 @@ extension TrancheEngine {
     func signalWork() {
         claimWakeup.signal()
         eventWakeup.signal()
+        prepareWakeup.signal()
     }
 
     /// The batch's options, strategy and limits on this node, made on first use.

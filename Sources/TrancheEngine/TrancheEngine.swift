@@ -118,6 +118,10 @@ public final class TrancheEngine: Service, Sendable {
     let sharedLimits: SharedLimits
     let bindings = Mutex<[BatchID: BatchBinding]>([:])
     let progressTimes = Mutex<[BatchID: ContinuousClock.Instant]>([:])
+    /// Wakes the preparer (a batch was created or confirmed).
+    let prepareWakeup = Wakeup()
+    /// Whether this node's `prepare` types are registered with the store.
+    let prepareTypesRegistered = Mutex(false)
     let chunksInFlight = Atomic<Int>(0)
     /// Measures local durations (rates, throttling, rate limits).
     let monotonic = ContinuousClock()
@@ -156,6 +160,7 @@ public final class TrancheEngine: Service, Sendable {
     /// all) and queues it; a dry run is validated and reported instead.
     public func submit(_ submission: Submission, items: [JSONText]) async throws -> BatchRecord {
         let (prepared, bound) = try prepare(submission)
+        try await registerPrepareTypes()
         let newItems = items.enumerated().map { offset, payload in
             NewItem(
                 payload: payload,
@@ -175,6 +180,7 @@ public final class TrancheEngine: Service, Sendable {
     public func open(_ submission: Submission) async throws -> BatchRecord {
         var (prepared, _) = try prepare(submission)
         prepared.sealed = false
+        try await registerPrepareTypes()
         let record = try await store.createBatch(prepared, items: [])
         signalWork()
         return record
@@ -276,7 +282,10 @@ public final class TrancheEngine: Service, Sendable {
     @discardableResult
     public func confirm(_ id: BatchID) async throws -> BatchRecord {
         let record = try await store.batch(id)
-        if let record, record.dryRun { return try await confirmDryRun(record) }
+        if let record, record.dryRun {
+            try checkConfirmable(dryRun: record)
+            return try await confirmDryRun(record)
+        }
         return try await transition(id, .confirm)
     }
 
@@ -365,6 +374,7 @@ public final class TrancheEngine: Service, Sendable {
                 group.addTask { await self.pumpEvents(after: firstEventID) }
                 group.addTask { await self.maintain() }
                 group.addTask { await self.finalizeEndedBatches() }
+                group.addTask { await self.prepareBatches() }
                 if let notifying = store as? any WorkNotifying {
                     group.addTask { await self.listen(to: notifying) }
                 }
@@ -431,7 +441,8 @@ public final class TrancheEngine: Service, Sendable {
         }
         var batch = NewBatch(
             type: submission.type, owner: submission.owner, context: context, options: submission.options,
-            dryRun: submission.dryRun, priority: submission.priority, sealed: true, createdAt: now)
+            dryRun: submission.dryRun, priority: submission.priority,
+            sealed: !(strategy.generatesItems && !submission.dryRun), createdAt: now)
         batch.then = try submission.then.map(preparedSuccessor)
         return (batch, bound)
     }

@@ -29,6 +29,7 @@ extension PostgresBatchStore {
         let key = try PostgresStoredRow(row: keyRow).int64(0)
         try await Self.insertItems(db, try await Self.current(db, key: key), startSeq: 0, items: items, now: now)
         try await Self.storeSuccessor(db, batch)
+        try await Self.storePreparation(db, key, batch)
         let stored = try await Self.current(db, key: key)
         _ = try await Self.recordEvent(
             db, stored, .created, at: now, data: ["status": .string(BatchStatus.created.rawValue)])

@@ -318,6 +318,10 @@ extension PostgresBatchStore {
         let updated = try await current(db, key: stored.key)
         let event = try await recordEvent(db, updated, step.event, at: now, data: step.eventData)
         if step.endsBatch { try await startSuccessor(db, updated, now: now) }
+        if PrepareRules.mayPrepare(after: action, updated.record), try await preparationWaits(db, stored.key) {
+            let preparing = try await apply(db, updated, .prepare, reason: nil, now: now)
+            return (preparing.batch, [event] + preparing.events)
+        }
         return (updated, [event])
     }
 

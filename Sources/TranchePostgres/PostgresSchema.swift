@@ -313,6 +313,22 @@ enum PostgresSchema {
                 "CREATE INDEX progress_samples_by_time ON progress_samples(at)",
             ]
         ),
+        // Strategy `prepare` hooks: the types that have one, and each of
+        // their batches' prepare step, leased like a chunk.
+        (
+            11,
+            [
+                "CREATE TABLE prepare_types (type TEXT PRIMARY KEY)",
+                """
+                CREATE TABLE preparations (
+                    batch_key BIGINT PRIMARY KEY, type TEXT NOT NULL, state TEXT NOT NULL DEFAULT 'pending',
+                    attempts INTEGER NOT NULL DEFAULT 0, lease_owner TEXT, lease_expires_at BIGINT, preview TEXT,
+                    queued_at BIGINT NOT NULL, finished_at BIGINT
+                )
+                """,
+                "CREATE INDEX preparations_to_claim ON preparations(type, state, lease_expires_at)",
+            ]
+        ),
     ]
 
     /// Brings the database to the newest version, once, whatever other nodes do meanwhile.

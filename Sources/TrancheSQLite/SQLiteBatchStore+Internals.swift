@@ -238,6 +238,10 @@ extension SQLiteBatchStore {
         let updated = try current(db, key: stored.key)
         let event = try recordEvent(db, updated, step.event, at: now, data: step.eventData)
         if step.endsBatch { try startSuccessor(db, updated, now: now) }
+        if PrepareRules.mayPrepare(after: action, updated.record), try preparationWaits(db, stored.key) {
+            let preparing = try apply(db, updated, .prepare, reason: nil, now: now)
+            return (preparing.batch, [event] + preparing.events)
+        }
         return (updated, [event])
     }
 

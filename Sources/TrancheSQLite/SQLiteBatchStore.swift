@@ -89,6 +89,7 @@ public final class SQLiteBatchStore: BatchStore {
             data: ["status": .string(BatchStatus.created.rawValue)])
         try Self.insertItems(db, try Self.current(db, key: key), startSeq: 0, items: items, now: now)
         try Self.storeSuccessor(db, batch)
+        try Self.storePreparation(db, key, batch)
         let stored = try Self.current(db, key: key)
         if batch.sealed { return try Self.seal(db, stored, now: now).batch }
         return try Self.apply(db, stored, BatchRules.actionsForStreamingBatch(stored.record), now: now).batch

@@ -313,6 +313,26 @@ enum Schema {
                     CREATE INDEX progress_samples_by_time ON progress_samples(at);
                     """)
         }
+        // Strategy `prepare` hooks: the types that have one, and each of
+        // their batches' prepare step, leased like a chunk.
+        migrator.registerMigration("v14: preparations") { db in
+            try db.execute(
+                sql: """
+                    CREATE TABLE prepare_types (type TEXT PRIMARY KEY) WITHOUT ROWID;
+                    CREATE TABLE preparations (
+                        batch_key INTEGER PRIMARY KEY,
+                        type TEXT NOT NULL,
+                        state TEXT NOT NULL DEFAULT 'pending',
+                        attempts INTEGER NOT NULL DEFAULT 0,
+                        lease_owner TEXT,
+                        lease_expires_at INTEGER,
+                        preview TEXT,
+                        queued_at INTEGER NOT NULL,
+                        finished_at INTEGER
+                    );
+                    CREATE INDEX preparations_to_claim ON preparations(type, state, lease_expires_at);
+                    """)
+        }
         return migrator
     }
 }
