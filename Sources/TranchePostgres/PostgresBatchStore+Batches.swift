@@ -173,6 +173,10 @@ extension PostgresBatchStore {
                 _ = try await Self.apply(db, try await Self.current(db, key: key), .fail, reason: damage, now: now)
                 return .raced
             }
+            if try await Self.tenantAtCap(db, owner: gated.record.owner) {
+                try await db.run("UPDATE batches SET leased_chunks = leased_chunks - 1 WHERE key = \(key)")
+                return .raced
+            }
             while true {
                 guard
                     let claimed = try await db.one(

@@ -49,3 +49,28 @@ extension PostgresBatchStore: TenantStore {
         }
     }
 }
+
+extension PostgresBatchStore {
+    /// Whether `owner` has a `max_running` and is at it, read under a lock
+    /// on its tenant row that the claim's transaction holds to its end: the
+    /// candidates were read without locks, so claims on several nodes
+    /// would otherwise all pass the cap at once. Claims of a tenant with a
+    /// cap take turns; those of other tenants take no lock.
+    static func tenantAtCap(_ db: PostgresConnection, owner: String) async throws -> Bool {
+        guard
+            let cap = try await db.one(
+                "SELECT max_running FROM tenants WHERE name = \(owner) AND max_running IS NOT NULL FOR UPDATE"
+            )
+            .map({ try PostgresStoredRow(row: $0).int64(at: 0) }) ?? nil
+        else { return false }
+        // Read after the lock: it counts what the claims before this one committed.
+        let running =
+            try await db.one(
+                """
+                SELECT coalesce(sum(running), 0)::bigint FROM batches
+                WHERE owner = \(owner) AND status IN (\(unescaped: SQLList.openBatches))
+                """
+            ).map { try PostgresStoredRow(row: $0).int64(0) } ?? 0
+        return running >= cap
+    }
+}

@@ -125,6 +125,23 @@ struct TenantStoreTests {
         #expect(try await claims(store, 1, offset: 3_000).map(\.batchID) == [b.id])
     }
 
+    @Test("max_running holds when claims race (several nodes at once)", arguments: StoreFactory.all)
+    func maxRunningUnderRace(factory: StoreFactory) async throws {
+        let store = try await tenantStore(factory)
+        try await store.setTenant(TenantRecord(name: "a", maxRunning: 4, updatedAt: start))
+        for _ in 0..<4 { _ = try await batch(store, owner: "a", items: 20, chunkSize: 2) }
+        let leases = try await withThrowingTaskGroup(of: ChunkLease?.self) { group in
+            for index in 0..<12 {
+                group.addTask {
+                    try await store.claimChunk(owner: "node\(index)", leaseDuration: 60, now: start)
+                }
+            }
+            return try await group.reduce(into: [ChunkLease]()) { if let lease = $1 { $0.append(lease) } }
+        }
+        #expect(leases.map(\.items.count).reduce(0, +) == 4)
+        #expect(try await store.tenantUsage("a").first?.running == 4)
+    }
+
     @Test("usage counts each tenant's open batches, queued and running items", arguments: StoreFactory.all)
     func usage(factory: StoreFactory) async throws {
         let store = try await tenantStore(factory)
