@@ -49,8 +49,8 @@ public struct AdaptivePace: Sendable, Hashable {
         public var latencyDecrease: Double = 0.9
         /// Latency above this multiple of its baseline (and 50 ms above it) counts as rising. Default 2.
         public var latencyTolerance: Double = 2
-        /// Seconds between two steps up (and after a cut before one). Default 0.5.
-        public var stepInterval: Double = 0.5
+        /// Seconds between two steps up (and after a cut before one). Default 0.25.
+        public var stepInterval: Double = 0.25
         /// Seconds after a cut before the next, at least (and at least two
         /// baseline latencies: answers to calls made before a cut say nothing new). Default 0.1.
         public var cutInterval: Double = 0.1
@@ -99,6 +99,8 @@ public struct AdaptivePace: Sendable, Hashable {
     public private(set) var baseline: Double?
     private var lastChange: Double?
     private var lastCut: Double?
+    /// The rate the last refusal came at: growth slows near it, as CUBIC's does.
+    private var refusedRate: Double?
     /// When calls were answered in the last second (at most a few thousand kept).
     private var answeredAt: [Double] = []
 
@@ -137,7 +139,8 @@ public struct AdaptivePace: Sendable, Hashable {
                 return true
             }
             guard let rate, mayGrow(now), rate < Self.held(.infinity, configuration) else { return false }
-            self.rate = Self.held(rate + configuration.increase, configuration)
+            let nearRefusal = refusedRate.map { rate >= 0.9 * $0 } ?? false
+            self.rate = Self.held(rate + configuration.increase * (nearRefusal ? 0.5 : 1), configuration)
             reason = .succeeding
             lastChange = now
             return true
@@ -173,6 +176,7 @@ public struct AdaptivePace: Sendable, Hashable {
         copy.baseline = baseline
         copy.lastChange = lastChange
         copy.lastCut = lastCut
+        copy.refusedRate = refusedRate
         copy.answeredAt = answeredAt
         return copy
     }
@@ -192,6 +196,7 @@ public struct AdaptivePace: Sendable, Hashable {
     private mutating func cut(by factor: Double, reason: Reason, at now: Double) {
         // The first cut without a rate starts from what the far side answered in the last second.
         let from = rate ?? max(1, answeredRate(at: now))
+        if reason != .latency { refusedRate = from }
         rate = Self.held(from * factor, configuration)
         self.reason = reason
         lastChange = now

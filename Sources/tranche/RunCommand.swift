@@ -90,6 +90,12 @@ struct RunCommand: AsyncParsableCommand {
     @Option(help: "Attempts per item before it is dead (default 5).")
     var maxAttempts: Int?
 
+    @Option(
+        help: ArgumentHelp(
+            "fixed keeps to --rate; adaptive (the default for --url) slows down on 429, 503 and Retry-After "
+                + "and climbs while calls succeed, never above --rate."))
+    var pace: String?
+
     @Option(help: "Rate limit: 50/s, 600/m or 1000/h.")
     var rate: String?
 
@@ -152,6 +158,7 @@ struct RunCommand: AsyncParsableCommand {
         if let maxAttempts { options.maxAttempts = maxAttempts }
         if let itemTimeout { options.itemTimeout = itemTimeout }
         if let rate { options.rateLimit = try RateLimit.parse(rate) }
+        if let pace { options.pace = PaceMode(rawValue: pace) }
         if let failurePolicy { options.failurePolicy = failurePolicy.value }
         try options.validate()
         let chosen = [exec != nil, url != nil, type != nil].filter { $0 }.count
