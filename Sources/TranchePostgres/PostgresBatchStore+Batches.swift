@@ -286,12 +286,8 @@ extension PostgresBatchStore {
                 // A slot of the batch's chunk cap is free again.
                 try await db.notifyWork()
             }
-            var events: [BatchEvent] = []
-            for dead in written.dead {
-                events.append(
-                    try await Self.recordEvent(
-                        db, stored, .itemDead, at: now, data: EventData.itemDead(seq: dead.seq, error: dead.error)))
-            }
+            var events = try await Self.recordEvents(
+                db, stored, written.dead.map { (.itemDead, EventData.itemDead(seq: $0.seq, error: $0.error)) }, at: now)
             if let reason = BatchRules.failureAfterCheckpoint(stored.record, fatal: failBatch) {
                 let applied = try await Self.apply(db, stored, .fail, reason: reason, now: now)
                 stored = applied.batch
@@ -446,130 +442,5 @@ extension PostgresBatchStore {
             try BatchRules.checkDeletable(stored.record)
             try await Self.deleteRows(db, stored.key)
         }
-    }
-}
-
-/// Writes a checkpoint's outcomes as ``OutcomeRules`` groups them. Each
-/// outcome is applied only if the item's stored attempts are below the
-/// outcome's attempt, so a checkpoint repeated after an unknown commit
-/// result never counts an outcome twice.
-struct OutcomeWriter: Sendable {
-    /// One detailed outcome, as the JSON the statement unpacks.
-    struct Row: Encodable {
-        var seq: Int64
-        var status: Int
-        var attempts: Int
-        var output: String?
-        var errorCode: String?
-        var errorMessage: String?
-        var errorCategory: String?
-        var nextAttemptAt: Int64?
-
-        enum CodingKeys: String, CodingKey {
-            case seq, status, attempts, output
-            case errorCode = "error_code"
-            case errorMessage = "error_message"
-            case errorCategory = "error_category"
-            case nextAttemptAt = "next_attempt_at"
-        }
-    }
-
-    let outcomes: [ItemOutcome]
-    let now: Date
-
-    /// Applies the outcomes; returns the counter change, how many applied,
-    /// and the outcomes that made items dead.
-    func write(_ db: PostgresConnection, key: Int64, batchEnded: Bool) async throws -> (
-        delta: BatchCounts, applied: Int64, dead: [ItemOutcome]
-    ) {
-        var delta = BatchCounts()
-        var applied: Int64 = 0
-        var detailed: [(ItemOutcome, ItemStatus)] = []
-        var dead: [ItemOutcome] = []
-        for run in OutcomeRules.runs(outcomes, batchEnded: batchEnded) {
-            switch run {
-            case .plain(let first, let last, let status, let attempt, let items):
-                let moved = try await writeRange(
-                    db, key: key, first: first, last: last, status: status, attempt: attempt)
-                delta.add(moved.delta)
-                applied += moved.changed
-                if status == .dead && moved.changed > 0 { dead += items }
-            case .detailed(let outcome, let status):
-                detailed.append((outcome, status))
-            }
-        }
-        if !detailed.isEmpty {
-            let written = try await writeDetailed(db, key: key, detailed)
-            delta.add(written.delta)
-            applied += written.applied
-            dead += written.dead
-        }
-        return (delta, applied, dead)
-    }
-
-    private func writeRange(
-        _ db: PostgresConnection, key: Int64, first: Int64, last: Int64, status: ItemStatus, attempt: Int
-    ) async throws -> (delta: BatchCounts, changed: Int64) {
-        let rows = try await db.rows(
-            """
-            WITH prev AS (
-                SELECT seq, status FROM items
-                WHERE batch_key = \(key) AND seq BETWEEN \(first) AND \(last)
-                  AND attempts < \(attempt) FOR UPDATE),
-            changed AS (
-                UPDATE items i SET status = \(Int16(status.rawValue)), attempts = \(attempt), output = NULL,
-                    error_code = NULL, error_message = NULL, error_category = NULL, next_attempt_at = NULL,
-                    updated_at = \(now.milliseconds)
-                FROM prev WHERE i.batch_key = \(key) AND i.seq = prev.seq RETURNING prev.status AS old)
-            SELECT old, count(*) FROM changed GROUP BY old
-            """)
-        let changed = try rows.reduce(Int64(0)) { $0 + (try PostgresStoredRow(row: $1).int64(1)) }
-        return (try PostgresBatchStore.movedCounts(rows, to: status, attempt: attempt), changed)
-    }
-
-    private func writeDetailed(_ db: PostgresConnection, key: Int64, _ outcomes: [(ItemOutcome, ItemStatus)])
-        async throws -> (delta: BatchCounts, applied: Int64, dead: [ItemOutcome])
-    {
-        var bySeq: [Int64: (ItemOutcome, ItemStatus)] = [:]
-        let rows = outcomes.map { outcome, status in
-            bySeq[outcome.seq] = (outcome, status)
-            return Row(
-                seq: outcome.seq, status: status.rawValue, attempts: outcome.attempt,
-                output: outcome.output?.text.storable, errorCode: outcome.error?.code.storable,
-                errorMessage: outcome.error?.message.storable, errorCategory: outcome.error?.category.rawValue,
-                nextAttemptAt: OutcomeRules.nextAttempt(outcome, status: status)?.milliseconds)
-        }
-        let json = String(decoding: try JSONEncoder().encode(rows), as: UTF8.self)
-        let changed = try await db.rows(
-            """
-            WITH input AS (
-                SELECT * FROM jsonb_to_recordset(\(json)::jsonb) AS x(
-                    seq bigint, status smallint, attempts int, output text, error_code text,
-                    error_message text, error_category text, next_attempt_at bigint)),
-            prev AS (
-                SELECT i.seq, i.status FROM items i JOIN input ON input.seq = i.seq
-                WHERE i.batch_key = \(key) AND i.attempts < input.attempts FOR UPDATE OF i),
-            changed AS (
-                UPDATE items i SET status = input.status, attempts = input.attempts, output = input.output,
-                    error_code = input.error_code, error_message = input.error_message,
-                    error_category = input.error_category, next_attempt_at = input.next_attempt_at,
-                    updated_at = \(now.milliseconds)
-                FROM prev JOIN input ON input.seq = prev.seq
-                WHERE i.batch_key = \(key) AND i.seq = prev.seq
-                RETURNING i.seq, prev.status AS old)
-            SELECT seq, old FROM changed
-            """)
-        var delta = BatchCounts()
-        var dead: [ItemOutcome] = []
-        var applied: Int64 = 0
-        for row in changed {
-            let read = PostgresStoredRow(row: row)
-            guard let (outcome, status) = bySeq[try read.int64(0)] else { continue }
-            let old = ItemStatus(rawValue: try read.int(1)) ?? .pending
-            delta.add(OutcomeRules.counts(moving: 1, from: old, to: status, attempt: outcome.attempt))
-            applied += 1
-            if status == .dead { dead.append(outcome) }
-        }
-        return (delta, applied, dead)
     }
 }

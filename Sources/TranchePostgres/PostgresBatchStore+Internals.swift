@@ -64,18 +64,10 @@ extension PostgresBatchStore {
         _ db: PostgresConnection, _ stored: StoredBatch, _ type: BatchEventType, at now: Date,
         data: [String: JSONValue]
     ) async throws -> BatchEvent {
-        let text = try JSONText(encoding: JSONValue.object(data)).text
-        try await db.run("SELECT pg_advisory_xact_lock(\(eventLock))")
-        let row = try await db.one(
-            """
-            INSERT INTO events(batch_key, type, at, data) VALUES (\(stored.key), \(type.rawValue), \(now.milliseconds), \(text))
-            RETURNING id
-            """)
-        try await db.notifyWork()
-        guard let row else { throw StoreError(.storage, "the event was not stored") }
-        return BatchEvent(
-            id: try PostgresStoredRow(row: row).int64(0), batchID: stored.record.id, type: type, at: now,
-            data: .object(data))
+        guard let event = try await recordEvents(db, stored, [(type, data)], at: now).first else {
+            throw StoreError(.storage, "the event was not stored")
+        }
+        return event
     }
 
     /// The advisory lock that orders event ids.

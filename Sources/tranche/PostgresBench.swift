@@ -74,6 +74,65 @@ struct PostgresBench {
             _ = try? await store.deleteBatch(batch.id)
         }
         try await claimLatency(store)
+        try await detailedCheckpoints(store)
+    }
+
+    /// A sealed `noop` batch of `count` small items with `options`, appended
+    /// in blocks of 10,000.
+    func makeBatch(_ store: PostgresBatchStore, options: BatchOptions, count: Int) async throws -> BatchRecord {
+        let batch = try await store.createBatch(NewBatch(type: "noop", options: options, sealed: false), items: [])
+        var seq = 0
+        while seq < count {
+            let block = (seq..<min(count, seq + 10_000)).map { NewItem(payload: JSONText(unchecked: "{\"n\":\($0)}")) }
+            _ = try await store.appendItems(to: batch.id, startSeq: Int64(seq), items: block, cursor: nil, at: Date())
+            seq += block.count
+        }
+        return try await store.seal(batch.id, at: Date())
+    }
+
+    /// Claim + finish of chunks whose every outcome carries an output or an
+    /// error (a quarter each: succeeded with an output, skipped, dead, failed
+    /// with a retry due in an hour), one claimer: the cost of writing item
+    /// details, which plain outcomes (coalesced into ranges) do not have.
+    func detailedCheckpoints(_ store: PostgresBatchStore) async throws {
+        var options = BatchOptions()
+        options.chunkSize = chunkSize
+        options.concurrency = BatchOptions.maximumConcurrency
+        let batch = try await makeBatch(store, options: options, count: items)
+        var checkpointSeconds = 0.0
+        var written = 0
+        let retryAt = Date().addingTimeInterval(3_600)
+        while let lease = try await store.claimChunk(owner: "details", leaseDuration: 60, now: Date()) {
+            let outcomes = lease.items.map { item in
+                var outcome = ItemOutcome(
+                    seq: item.seq, previousStatus: item.status, attempt: item.attempts + 1, status: .succeeded)
+                switch item.seq % 4 {
+                case 0: outcome.output = JSONText(unchecked: "{\"id\":\(item.seq),\"ok\":true}")
+                case 1:
+                    outcome.status = .skipped
+                    outcome.error = .permanent("http_422", "the server refused item \(item.seq): invalid email")
+                case 2:
+                    outcome.status = .dead
+                    outcome.error = .retryable("exit_1", "exit status 1: connection reset by peer (item \(item.seq))")
+                default:
+                    outcome.status = .failed
+                    outcome.error = .retryable("http_503", "service unavailable (item \(item.seq))")
+                    outcome.nextAttemptAt = retryAt
+                }
+                return outcome
+            }
+            let before = ContinuousClock.now
+            _ = try await store.checkpoint(
+                lease, outcomes: outcomes, finish: true, failBatch: nil, leaseDuration: 60, now: Date())
+            checkpointSeconds += before.duration(to: .now).seconds
+            written += outcomes.count
+        }
+        print(
+            "| checkpoints with details: \(format(Int64(written))) outcomes (outputs and errors), chunks of \(chunkSize), 1 claimer | "
+                + "\(format(Int64.saturating(Double(written) / checkpointSeconds))) items/s in checkpoints "
+                + "(\(String(format: "%.2f", checkpointSeconds)) s) |")
+        _ = try? await store.transition(batch.id, .cancel, reason: nil, at: Date())
+        _ = try? await store.deleteBatch(batch.id)
     }
 
     /// Claim + finish of empty-outcome chunks by 8 concurrent claimers on
@@ -83,14 +142,7 @@ struct PostgresBench {
         options.chunkSize = 100
         options.concurrency = BatchOptions.maximumConcurrency
         let count = min(items, 200_000)
-        let batch = try await store.createBatch(NewBatch(type: "noop", options: options, sealed: false), items: [])
-        var seq = 0
-        while seq < count {
-            let block = (seq..<min(count, seq + 10_000)).map { NewItem(payload: JSONText(unchecked: "{\"n\":\($0)}")) }
-            _ = try await store.appendItems(to: batch.id, startSeq: Int64(seq), items: block, cursor: nil, at: Date())
-            seq += block.count
-        }
-        _ = try await store.seal(batch.id, at: Date())
+        let batch = try await makeBatch(store, options: options, count: count)
         let claimers = 8
         let started = ContinuousClock.now
         let latencies = try await withThrowingTaskGroup(of: [Double].self) { group in

@@ -1,0 +1,166 @@
+import Foundation
+import PostgresNIO
+import TrancheCore
+import TrancheStore
+
+/// Writes a checkpoint's outcomes as ``OutcomeRules`` groups them, in one
+/// statement whatever their number: each run (a range of plain outcomes, or
+/// one outcome with an output or an error) is a row of `UNNEST` arrays. An
+/// outcome applies only where the item's stored attempts are below its
+/// attempt, and the counters move by the statuses the rows had under their
+/// lock, so a checkpoint repeated after an unknown commit result never counts
+/// an outcome twice.
+struct OutcomeWriter: Sendable {
+    let outcomes: [ItemOutcome]
+    let now: Date
+
+    /// The runs as parallel arrays, one element per run. postgres-nio binds
+    /// no NULL inside an array, so each optional column has a flag array and
+    /// the statement stores NULL where the flag is false.
+    private struct Columns {
+        var first: [Int64] = []
+        var last: [Int64] = []
+        var status: [Int16] = []
+        var attempts: [Int32] = []
+        var hasOutput: [Bool] = []
+        var output: [String] = []
+        var hasError: [Bool] = []
+        var errorCode: [String] = []
+        var errorMessage: [String] = []
+        var errorCategory: [String] = []
+        var hasNextAttempt: [Bool] = []
+        var nextAttemptAt: [Int64] = []
+
+        mutating func append(
+            first: Int64, last: Int64, status: ItemStatus, attempt: Int, output: JSONText?, error: ItemError?,
+            nextAttemptAt next: Date?
+        ) {
+            self.first.append(first)
+            self.last.append(last)
+            self.status.append(Int16(status.rawValue))
+            // Attempts are stored as 32 bits; an outcome beyond is clamped.
+            attempts.append(Int32(clamping: attempt))
+            hasOutput.append(output != nil)
+            self.output.append(output?.text.storable ?? "")
+            hasError.append(error != nil)
+            errorCode.append(error?.code.storable ?? "")
+            errorMessage.append(error?.message.storable ?? "")
+            errorCategory.append(error?.category.rawValue ?? "")
+            hasNextAttempt.append(next != nil)
+            nextAttemptAt.append(next?.milliseconds ?? 0)
+        }
+    }
+
+    /// Applies the outcomes; returns the counter change, how many applied,
+    /// and the outcomes that made items dead.
+    func write(_ db: PostgresConnection, key: Int64, batchEnded: Bool) async throws -> (
+        delta: BatchCounts, applied: Int64, dead: [ItemOutcome]
+    ) {
+        let runs = OutcomeRules.runs(outcomes, batchEnded: batchEnded)
+        guard !runs.isEmpty else { return (BatchCounts(), 0, []) }
+        var columns = Columns()
+        for run in runs {
+            switch run {
+            case .plain(let first, let last, let status, let attempt, _):
+                columns.append(
+                    first: first, last: last, status: status, attempt: attempt, output: nil, error: nil,
+                    nextAttemptAt: nil)
+            case .detailed(let outcome, let status):
+                columns.append(
+                    first: outcome.seq, last: outcome.seq, status: status, attempt: outcome.attempt,
+                    output: outcome.output, error: outcome.error,
+                    nextAttemptAt: OutcomeRules.nextAttempt(outcome, status: status))
+            }
+        }
+        // `prev` locks the items an outcome applies to and carries the run's
+        // values, so the update joins items to one row set by primary key
+        // (joining two row sets of thousands each could be a nested loop).
+        let changed = try await db.rows(
+            """
+            WITH prev AS (
+                SELECT i.seq, i.status AS old, o.*
+                FROM unnest(
+                    \(columns.first)::bigint[], \(columns.last)::bigint[], \(columns.status)::smallint[],
+                    \(columns.attempts)::int[], \(columns.hasOutput)::bool[], \(columns.output)::text[],
+                    \(columns.hasError)::bool[], \(columns.errorCode)::text[], \(columns.errorMessage)::text[],
+                    \(columns.errorCategory)::text[], \(columns.hasNextAttempt)::bool[],
+                    \(columns.nextAttemptAt)::bigint[]
+                ) WITH ORDINALITY AS o(
+                    first_seq, last_seq, status, attempts, has_output, output, has_error, error_code,
+                    error_message, error_category, has_next_attempt, next_attempt_at, run)
+                JOIN items i ON i.batch_key = \(key) AND i.seq BETWEEN o.first_seq AND o.last_seq
+                WHERE i.attempts < o.attempts
+                FOR UPDATE OF i),
+            changed AS (
+                UPDATE items i SET status = prev.status, attempts = prev.attempts,
+                    output = CASE WHEN prev.has_output THEN prev.output END,
+                    error_code = CASE WHEN prev.has_error THEN prev.error_code END,
+                    error_message = CASE WHEN prev.has_error THEN prev.error_message END,
+                    error_category = CASE WHEN prev.has_error THEN prev.error_category END,
+                    next_attempt_at = CASE WHEN prev.has_next_attempt THEN prev.next_attempt_at END,
+                    updated_at = \(now.milliseconds)
+                FROM prev WHERE i.batch_key = \(key) AND i.seq = prev.seq
+                RETURNING prev.run, prev.old)
+            SELECT run, old, count(*) FROM changed GROUP BY run, old
+            """)
+        var delta = BatchCounts()
+        var applied: Int64 = 0
+        var deadRuns = Set<Int>()
+        for row in changed {
+            let read = PostgresStoredRow(row: row)
+            // `run` is the 1-based ordinality of a row this statement sent.
+            let index = try read.int64(0) - 1
+            guard index >= 0, index < Int64(runs.count) else { continue }
+            let old = ItemStatus(rawValue: try read.int(1)) ?? .pending
+            let moved = try read.int64(2)
+            let (status, attempt) = Self.target(runs[Int(index)])
+            delta.add(OutcomeRules.counts(moving: moved, from: old, to: status, attempt: attempt))
+            applied += moved
+            if status == .dead && moved > 0 { deadRuns.insert(Int(index)) }
+        }
+        let dead = deadRuns.sorted().flatMap { index -> [ItemOutcome] in
+            switch runs[index] {
+            case .plain(_, _, _, _, let items): items
+            case .detailed(let outcome, _): [outcome]
+            }
+        }
+        return (delta, applied, dead)
+    }
+
+    /// The status a run stores and the attempt it counts as.
+    private static func target(_ run: OutcomeRules.Run) -> (ItemStatus, Int) {
+        switch run {
+        case .plain(_, _, let status, let attempt, _): (status, attempt)
+        case .detailed(let outcome, let status): (status, outcome.attempt)
+        }
+    }
+}
+
+extension PostgresBatchStore {
+    /// Records events of one batch in one statement (see ``recordEvent``):
+    /// under the event lock, ids in the order given.
+    static func recordEvents(
+        _ db: PostgresConnection, _ stored: StoredBatch, _ events: [(BatchEventType, [String: JSONValue])],
+        at now: Date
+    ) async throws -> [BatchEvent] {
+        guard !events.isEmpty else { return [] }
+        let types = events.map(\.0.rawValue)
+        let texts = try events.map { try JSONText(encoding: JSONValue.object($0.1)).text }
+        try await db.run("SELECT pg_advisory_xact_lock(\(eventLock))")
+        // Ids are drawn in the order the rows are inserted, which is the
+        // ordinality's: the n-th smallest id returned is the n-th event.
+        let ids = try await db.rows(
+            """
+            INSERT INTO events(batch_key, type, at, data)
+            SELECT \(stored.key), t, \(now.milliseconds), d
+            FROM unnest(\(types)::text[], \(texts)::text[]) WITH ORDINALITY AS e(t, d, n) ORDER BY n
+            RETURNING id
+            """
+        ).map { try PostgresStoredRow(row: $0).int64(0) }.sorted()
+        try await db.notifyWork()
+        guard ids.count == events.count else { throw StoreError(.storage, "the events were not stored") }
+        return zip(ids, events).map { id, event in
+            BatchEvent(id: id, batchID: stored.record.id, type: event.0, at: now, data: .object(event.1))
+        }
+    }
+}
