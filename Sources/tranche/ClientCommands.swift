@@ -44,6 +44,7 @@ func describe(_ batch: BatchView) -> String {
     if let parent = batch.parentID { lines.append("  parent: \(parent)") }
     if !batch.children.isEmpty { lines.append("  children: \(batch.children.map(\.rawValue).joined(separator: ", "))") }
     if let schedule = batch.scheduleID { lines.append("  schedule: \(schedule)") }
+    if let pace = batch.pace.flatMap(describePace) { lines.append("  pace: \(pace)") }
     if batch.result != .null { lines.append("  result: \(batch.result.jsonText)") }
     for error in batch.errors {
         lines.append("  item \(error.seq): \(error.code): \(error.message)")

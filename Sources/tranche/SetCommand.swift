@@ -66,3 +66,14 @@ struct SetCommand: AsyncParsableCommand {
         if client.json { printJSON(reply.data) } else { print(describe(reply.value)) }
     }
 }
+
+/// A batch's pace for `tranche status` and `watch`: `adaptive 14.2/s
+/// (refused), 31 throttled`; nil for a fixed pace without a rate.
+func describePace(_ pace: PaceView) -> String? {
+    guard pace.mode == .adaptive || pace.rate != nil else { return nil }
+    var text = pace.mode.rawValue + " " + (pace.rate.map { String(format: "%.1f/s", $0) } ?? "no rate yet")
+    if let reason = pace.reason, pace.mode == .adaptive { text += " (\(reason))" }
+    if pace.throttled > 0 { text += ", \(pace.throttled) throttled" }
+    if let until = pace.pausedUntil, until > Date() { text += ", paused until \(timestamp(until))" }
+    return text
+}
