@@ -19,8 +19,19 @@ struct WelcomeEmail: BatchStrategy {
 
     var type: String { "welcome-email" }
 
-    /// This strategy reports when a batch ends (see `finalize`).
-    var hooks: BatchHooks { [.finalize] }
+    /// This strategy checks each batch before it runs (see `prepare`) and
+    /// reports when it ends (see `finalize`).
+    var hooks: BatchHooks { [.prepare, .finalize] }
+
+    /// Runs once before the first e-mail goes out, on one node (another one
+    /// runs it again if it dies): check the whole campaign here. Throwing
+    /// fails the batch with the reason; what it returns is the batch's `preview`.
+    func prepare(_ batch: PreparingBatch, context: Context) async throws -> JSONValue? {
+        guard context.sender.hasSuffix("@example.com") else {
+            throw ItemError.fatal("unknown_sender", "'\(context.sender)' may not send e-mail")
+        }
+        return ["recipients": .number(Double(batch.total))]
+    }
 
     /// Runs at upload: a bad address is skipped before anything is sent.
     func validate(_ item: Item, context: Context) throws {
@@ -72,6 +83,7 @@ struct LibraryExample {
 
             let done = try await engine.waitForEnd(batch.id)
             print("\(done.status): \(done.counts.succeeded) sent, \(done.counts.skipped) skipped")
+            print("preview: \(try await engine.preparation(of: batch.id)?.preview?.text ?? "")")
             for item in try await store.items(of: batch.id, status: .skipped, afterSeq: nil, limit: 10) {
                 print("  item \(item.seq): \(item.error?.message ?? "")")
             }

@@ -17,6 +17,7 @@ extension TrancheEngine {
         guard let schedules = store as? any ScheduleStore else { return [] }
         let now = self.now
         var created: [BatchRecord] = []
+        try await registerPrepareTypes()
         for schedule in try await schedules.dueSchedules(now: now, limit: 100) {
             guard let timing = schedule.timing, let due = schedule.nextRunAt,
                 let decision = ScheduleRules.decide(schedule, timing: timing, now: now)

@@ -20,6 +20,7 @@ extension TrancheEngine {
     public func resubmit(
         _ id: BatchID, statuses: Set<ItemStatus> = LinkRules.defaultResubmit, idempotency: IdempotencyKey? = nil
     ) async throws -> IdempotentCreation {
+        try await registerPrepareTypes()
         let creation = try await linkedStore.resubmit(
             Resubmission(parent: id, statuses: statuses, createdAt: now, idempotencyKey: idempotency?.key),
             idempotency: idempotency)

@@ -33,6 +33,7 @@ extension TrancheServer {
             // context out of range): unprocessable, like a bad option.
             throw Problem(.unprocessableContent, error.message)
         }
+        try await engine.registerPrepareTypes()
         guard let key else {
             let record = try await store.createBatch(prepared.batch, items: prepared.items)
             return try await answer(creation, try await engine.accept(record), replayed: false)

@@ -174,6 +174,7 @@ public struct TrancheServer: Sendable {
         (view.parentID, view.children) = (links.parentID, links.children)
         view.scheduleID = try await (store as? any ScheduleStore)?.scheduleID(ofBatch: record.id)
         view.pace = try await paceView(of: record)
+        view.preview = try await engine.preparation(of: record.id)?.preview.flatMap { try? $0.value() }
         return view
     }
 

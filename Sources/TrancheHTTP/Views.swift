@@ -55,6 +55,9 @@ public struct BatchView: Codable, Sendable, Hashable {
     public var scheduleID: String?
     /// Its pace: fixed or adaptive, the current rate and why it last changed, refusals counted.
     public var pace: PaceView?
+    /// What its strategy's `prepare` hook returned (a dry run's preview);
+    /// absent when the hook returned nothing or the strategy has none.
+    public var preview: JSONValue?
 
     /// The view of a stored batch, with its progress (rate, ETA, chunks);
     /// `context` is its public form (``TrancheEngine/publicContext(of:)``),
@@ -109,6 +112,7 @@ public struct BatchView: Codable, Sendable, Hashable {
         case children
         case scheduleID = "schedule_id"
         case pace
+        case preview
     }
 
     public init(from decoder: any Decoder) throws {
@@ -145,6 +149,7 @@ public struct BatchView: Codable, Sendable, Hashable {
         children = try container.decodeIfPresent([BatchID].self, forKey: .children) ?? []
         scheduleID = try container.decodeIfPresent(String.self, forKey: .scheduleID)
         pace = try container.decodeIfPresent(PaceView.self, forKey: .pace)
+        preview = try container.decodeIfPresent(JSONValue.self, forKey: .preview)
     }
 
     public func encode(to encoder: any Encoder) throws {
@@ -181,6 +186,7 @@ public struct BatchView: Codable, Sendable, Hashable {
         try container.encode(children, forKey: .children)
         try container.encodeNullable(scheduleID, forKey: .scheduleID)
         try container.encodeIfPresent(pace, forKey: .pace)
+        try container.encodeIfPresent(preview, forKey: .preview)
     }
 }
 

@@ -7,7 +7,12 @@ struct LifecycleTests {
     static let expected: [BatchStatus: [LifecycleAction: BatchStatus]] = [
         .created: [.preProcess: .preProcessed, .pause: .paused, .fail: .failed, .cancel: .canceled],
         .preProcessed: [.confirm: .confirmed, .pause: .paused, .fail: .failed, .cancel: .canceled],
-        .confirmed: [.start: .processing, .pause: .paused, .complete: .completed, .fail: .failed, .cancel: .canceled],
+        .confirmed: [
+            .start: .processing, .pause: .paused, .complete: .completed, .fail: .failed, .cancel: .canceled,
+            .prepare: .preparing,
+        ],
+        // A strategy's prepare hook runs: it may fail or be canceled, not paused.
+        .preparing: [.prepared: .confirmed, .fail: .failed, .cancel: .canceled],
         .processing: [.pause: .paused, .complete: .completed, .fail: .failed, .cancel: .canceled, .retry: .processing],
         .paused: [.resume: .processing, .fail: .failed, .cancel: .canceled, .retry: .paused],
         .completed: [.retry: .confirmed],
