@@ -23,7 +23,7 @@ cat > "$work/api.py" <<'PY'
 import collections, http.server, json, sys, threading, time
 lock = threading.Lock()
 window = collections.deque()
-counts = {"ok": 0, "refused": 0}
+counts = {"ok": 0, "refused": 0, "first": None, "last_ok": None}
 class Handler(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     def log_message(self, *args): pass
@@ -39,6 +39,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
             allowed = len(window) < 20
             if allowed: window.append(now)
             counts["ok" if allowed else "refused"] += 1
+            if counts["first"] is None: counts["first"] = now
+            if allowed: counts["last_ok"] = now
         self.send_response(200 if allowed else 429)
         self.send_header("Content-Length", "2"); self.end_headers(); self.wfile.write(b"{}")
 server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
@@ -71,12 +73,14 @@ try:
 except Exception:
     dead = "?"
 rate = counts["ok"] / elapsed
+active = counts["ok"] / max(1e-9, counts["last_ok"] - counts["first"]) if counts["last_ok"] else 0
 print(f"| {name} (`{flags}`) | {elapsed:.1f} s | {rate:.1f}/s ({rate / 20:.0%} of 20/s) | "
+      f"{active:.1f}/s ({active / 20:.0%}) | "
       f"{counts['refused']} of {requests} ({counts['refused'] / max(1, requests):.1%}) | {dead} |")
 PY
 }
 
-echo "| run | time | succeeded calls | refused (429) | dead items |"
-echo "|---|---|---|---|---|"
+echo "| run | time | succeeded calls over the whole command | from the first call to the last success | refused (429) | dead items |"
+echo "|---|---|---|---|---|---|"
 run adaptive --pace adaptive
 run fixed --pace fixed --rate 50/s

@@ -136,7 +136,7 @@ extension TrancheEngine {
                 if let result {
                     binding.pacer.observe(result, latency: began.duration(to: .now), wall: self.now)
                     let (outcome, failBatch) = self.outcome(for: item, result: result, options: binding.options)
-                    run.record(outcome, failBatch: failBatch)
+                    run.record(binding.pacer.retimed(outcome, after: result, now: self.now), failBatch: failBatch)
                 }
                 // After the record: an item that fails the batch stops the next one from starting.
                 await binding.pacer.release()

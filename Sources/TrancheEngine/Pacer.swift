@@ -79,6 +79,19 @@ final class Pacer: Sendable {
         return true
     }
 
+    /// An adaptive batch's refused item waits for the pace rather than
+    /// for its own exponential backoff: its retry is due within a second
+    /// (or its `Retry-After`); the pace spaces the batch's calls meanwhile.
+    func retimed(_ outcome: ItemOutcome, after result: ItemResult, now: Date) -> ItemOutcome {
+        guard pace != nil, let due = outcome.nextAttemptAt,
+            case .refused(let retryAfter) = PaceController.signal(result, latency: 0)
+        else { return outcome }
+        var retimed = outcome
+        let wait = min(due.timeIntervalSince(now), max(1, retryAfter ?? 0))
+        retimed.nextAttemptAt = now.addingTimeInterval(max(0, wait))
+        return retimed
+    }
+
     /// Tells the paces what an attempt's answer said.
     func observe(_ result: ItemResult, latency: Duration, wall: Date) {
         guard pace != nil || hostPace != nil else { return }
