@@ -41,8 +41,12 @@ public struct AdaptivePace: Sendable, Hashable {
         public var ceiling: Double?
         /// The rate it never goes below. Default 0.1 a second.
         public var floor: Double = 0.1
-        /// Items a second added per step while calls succeed. Default 1.
+        /// Items a second added per step while calls succeed, at least. Default 1.
         public var increase: Double = 1
+        /// The share of the rate added per step while calls succeed, when
+        /// that is more than ``increase``: a fast API is found again in
+        /// seconds, not minutes (a tenth of it near the last refusal). Default 0.05.
+        public var growth: Double = 0.05
         /// The factor a refusal (`429`, `503`, timeout) cuts the rate by. Default 0.7 (CUBIC's).
         public var decrease: Double = 0.7
         /// The factor latency above its baseline cuts the rate by. Default 0.9.
@@ -134,13 +138,18 @@ public struct AdaptivePace: Sendable, Hashable {
             }
             let baseline = learn(latency)
             if latency > baseline * configuration.latencyTolerance, latency > baseline + 0.05 {
-                guard mayCut(now) else { return false }
+                // A call that started before the last cut answers for the rate before it.
+                guard lastCut.map({ now - latency >= $0 }) ?? true, mayCut(now) else { return false }
                 cut(by: configuration.latencyDecrease, reason: .latency, at: now)
                 return true
             }
             guard let rate, mayGrow(now), rate < Self.held(.infinity, configuration) else { return false }
             let nearRefusal = refusedRate.map { rate >= 0.9 * $0 } ?? false
-            self.rate = Self.held(rate + configuration.increase * (nearRefusal ? 0.5 : 1), configuration)
+            let growth = configuration.growth.isFinite ? max(0, configuration.growth) : 0
+            let step =
+                nearRefusal
+                ? max(configuration.increase * 0.5, rate * growth * 0.1) : max(configuration.increase, rate * growth)
+            self.rate = Self.held(rate + step, configuration)
             reason = .succeeding
             lastChange = now
             return true

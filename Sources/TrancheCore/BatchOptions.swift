@@ -84,7 +84,7 @@ public struct Backoff: Sendable, Hashable, Codable {
 
     /// The cap as the rules apply it: within `0…Limits.backoffCap`, whatever
     /// a stored row or a library caller holds.
-    var effectiveCap: Double {
+    public var effectiveCap: Double {
         cap.isNaN ? BatchOptions.Limits.backoffCap.upperBound : cap.bounded(to: BatchOptions.Limits.backoffCap)
     }
 

@@ -20,6 +20,9 @@ final class Pacer: Sendable {
     let pace: PaceController?
     /// An adaptive batch's host's pace, shared by every adaptive batch calling it on this node.
     let hostPace: PaceController?
+    /// The longest an item waits out a `Retry-After` pause: its batch's
+    /// backoff cap, which bounds every wait between its attempts.
+    let longestPause: Double
     private let settings: Mutex<Settings>
 
     /// What ``apply(_:)`` last applied, and when the batch was last read.
@@ -31,8 +34,10 @@ final class Pacer: Sendable {
 
     init(
         concurrency: Int, batchPermits: AsyncSemaphore, semaphores: [AsyncSemaphore], buckets: [SharedBucket],
-        slots: [SharedSlots], pace: PaceController? = nil, hostPace: PaceController? = nil
+        slots: [SharedSlots], pace: PaceController? = nil, hostPace: PaceController? = nil,
+        longestPause: Double = BatchOptions.Limits.backoffCap.upperBound
     ) {
+        self.longestPause = longestPause
         self.batchPermits = batchPermits
         self.semaphores = [batchPermits] + semaphores
         self.buckets = buckets
@@ -69,9 +74,10 @@ final class Pacer: Sendable {
 
     /// Waits while a `Retry-After` pauses the batch or its host. False when canceled.
     private func waitOutPause() async -> Bool {
-        while let seconds = [pace, hostPace].compactMap({ $0?.pause(at: .now) }).max() {
+        let end = ContinuousClock.now + .seconds(bounded: longestPause)
+        while let seconds = [pace, hostPace].compactMap({ $0?.pause(at: .now) }).max(), ContinuousClock.now < end {
             do {
-                try await Task.sleep(for: .seconds(bounded: seconds))
+                try await Task.sleep(for: min(.seconds(bounded: seconds), end - ContinuousClock.now))
             } catch {
                 return false
             }
@@ -507,7 +513,8 @@ extension TrancheEngine {
         if let pace, let store = store as? any LimitStore { await pace.load(from: store) }
         return Pacer(
             concurrency: concurrency, batchPermits: AsyncSemaphore(permits: concurrency), semaphores: semaphores,
-            buckets: buckets, slots: slots, pace: pace, hostPace: hostPace)
+            buckets: buckets, slots: slots, pace: pace, hostPace: hostPace,
+            longestPause: options.backoff.effectiveCap)
     }
 
     /// The host every item of a batch calls: an `http` batch's URL host when

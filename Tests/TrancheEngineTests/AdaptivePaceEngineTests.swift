@@ -110,6 +110,8 @@ struct AdaptivePaceEngineTests {
         let server = LimitedAPIStrategy.Server(rate: 1_000, burst: 1_000, retryAfter: 1)
         var opts = options(chunkSize: 10, concurrency: 1, maxAttempts: 5)
         opts.pace = .adaptive
+        // A pause lasts at most the backoff cap, like every wait between attempts.
+        opts.backoff = Backoff(base: 0.01, cap: 2)
         let strategies = [AnyBatchStrategy(LimitedAPIStrategy(probe: probe, server: server))]
         let batch = try await store.withEngine(strategies) { [opts] engine in
             let record = try await engine.submit(try submission(opts), items: try items(3))
