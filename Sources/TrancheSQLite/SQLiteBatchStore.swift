@@ -283,8 +283,8 @@ public final class SQLiteBatchStore: BatchStore {
             }
             var stored = try Self.requireBatch(db, lease.batchID)
             let ended = stored.record.status.isEnded
-            var (delta, events) = try Self.writeOutcomes(db, stored, outcomes, batchEnded: ended, now: now)
-            delta.running = -Int64(outcomes.count)
+            var (delta, events, applied) = try Self.writeOutcomes(db, stored, outcomes, batchEnded: ended, now: now)
+            delta.running = -applied
             if finish {
                 let claimed =
                     try Int64.fetchOne(
@@ -302,7 +302,7 @@ public final class SQLiteBatchStore: BatchStore {
                 }
             } else {
                 try db.cachedStatement(sql: "UPDATE chunks SET claimed_items = claimed_items - ? WHERE id = ?")
-                    .execute(arguments: [outcomes.count, lease.chunkID])
+                    .execute(arguments: [applied, lease.chunkID])
             }
             try Self.addCounts(db, stored.key, delta)
             stored = try Self.current(db, key: stored.key)
@@ -320,38 +320,40 @@ public final class SQLiteBatchStore: BatchStore {
     }
 
     /// Writes a checkpoint's outcomes as ``OutcomeRules`` groups them; returns
-    /// the counter change and the `item.dead` events.
+    /// the counter change, the `item.dead` events and how many applied. As on
+    /// PostgreSQL, an outcome applies only where the item's stored attempts
+    /// are below its attempt, so a checkpoint repeated changes nothing twice.
     static func writeOutcomes(
         _ db: Database, _ stored: StoredBatch, _ outcomes: [ItemOutcome], batchEnded: Bool, now: Date
-    ) throws -> (BatchCounts, [BatchEvent]) {
+    ) throws -> (BatchCounts, [BatchEvent], applied: Int64) {
         let nowMS = now.milliseconds
         let update = RawStatement(
             try db.cachedStatement(
                 sql: """
                     UPDATE items SET status = ?, attempts = ?, output = ?, error_code = ?, error_message = ?,
                         error_category = ?, next_attempt_at = ?, updated_at = ?
-                    WHERE batch_key = ? AND seq = ?
+                    WHERE batch_key = ? AND seq = ? AND attempts < ?
                     """))
-        let updateRange = RawStatement(
-            try db.cachedStatement(
-                sql: """
-                    UPDATE items SET status = ?, attempts = ?, output = NULL, error_code = NULL,
-                        error_message = NULL, error_category = NULL, next_attempt_at = NULL, updated_at = ?
-                    WHERE batch_key = ? AND seq BETWEEN ? AND ?
-                    """))
+        // The seqs a range changed: those its outcomes apply to.
+        let updateRange = try db.cachedStatement(
+            sql: """
+                UPDATE items SET status = ?, attempts = ?, output = NULL, error_code = NULL,
+                    error_message = NULL, error_category = NULL, next_attempt_at = NULL, updated_at = ?
+                WHERE batch_key = ? AND seq BETWEEN ? AND ? AND attempts < ?
+                RETURNING seq
+                """)
         var delta = BatchCounts()
         var events: [BatchEvent] = []
+        var applied: Int64 = 0
         for run in OutcomeRules.runs(outcomes, batchEnded: batchEnded) {
             switch run {
             case .plain(let first, let last, let status, let attempt, let items):
-                updateRange.bind(1, Int64(status.rawValue))
-                updateRange.bind(2, Int64(attempt))
-                updateRange.bind(3, nowMS)
-                updateRange.bind(4, stored.key)
-                updateRange.bind(5, first)
-                updateRange.bind(6, last)
-                try updateRange.execute()
-                for item in items {
+                let changed = Set(
+                    try Int64.fetchAll(
+                        updateRange,
+                        arguments: [Int64(status.rawValue), Int64(attempt), nowMS, stored.key, first, last, attempt]))
+                applied += Int64(changed.count)
+                for item in items where changed.contains(item.seq) {
                     delta.add(OutcomeRules.counts(moving: 1, from: item.previousStatus, to: status, attempt: attempt))
                     if status == .dead {
                         events.append(
@@ -370,7 +372,10 @@ public final class SQLiteBatchStore: BatchStore {
                 update.bind(8, nowMS)
                 update.bind(9, stored.key)
                 update.bind(10, outcome.seq)
+                update.bind(11, Int64(outcome.attempt))
                 try update.execute()
+                guard db.changesCount == 1 else { continue }
+                applied += 1
                 delta.add(
                     OutcomeRules.counts(
                         moving: 1, from: outcome.previousStatus, to: status, attempt: outcome.attempt))
@@ -382,7 +387,7 @@ public final class SQLiteBatchStore: BatchStore {
                 }
             }
         }
-        return (delta, events)
+        return (delta, events, applied)
     }
 
     public func rescueExpiredLeases(now: Date, splitAfter: Int) async throws -> [RescuedChunk] {
