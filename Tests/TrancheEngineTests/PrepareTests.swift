@@ -226,8 +226,11 @@ struct PrepareTests {
                     configuration.leaseDuration = 3_600
                 }
             }
+            // Node a also prepares a type node b does not know, to tell when
+            // its preparer (one batch at a time) went through a round.
             let a = [
-                AnyBatchStrategy(PreparingStrategy(node: "a", probe: probe, gate: stall)), BuiltinStrategies.noop,
+                AnyBatchStrategy(PreparingStrategy(node: "a", probe: probe, gate: stall)),
+                AnyBatchStrategy(PreparingStrategy(type: "only-a", node: "a", probe: probe)), BuiltinStrategies.noop,
             ]
             let b = [AnyBatchStrategy(PreparingStrategy(node: "b", probe: probe)), BuiltinStrategies.noop]
             let prepared = try await site.withEngine(a, configure: configure("a")) { nodeA in
@@ -250,10 +253,14 @@ struct PrepareTests {
                     #expect(record.attempts == 2)
                     #expect(try record.preview?.value()["node"] == "b")
 
-                    // Node a wakes: its hook returns and its completion is refused.
+                    // Node a wakes: its hook returns and its completion is
+                    // refused. Once it prepared a batch of its own type (no
+                    // items: nothing for node b to run), that completion was tried.
                     stall.fire()
-                    try await waitUntil("node a's hook to return") { probe.returned(batch.id) == ["b", "a"] }
-                    try await passSchedulerRounds(nodeA)
+                    let own = try await nodeA.submit(Submission(type: "only-a", options: options()), items: [])
+                    #expect(try await nodeA.waitForEnd(own.id).status == .completed)
+                    #expect(probe.returned(batch.id) == ["b", "a"])
+                    #expect(try await nodeB.preparation(of: batch.id) == record)
                     let prepared = try await nodeB.store.events(of: batch.id, afterID: 0, limit: 200)
                         .filter { $0.type == .prepared }
                     #expect(prepared.count == 1)
