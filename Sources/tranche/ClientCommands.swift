@@ -37,7 +37,7 @@ func describe(_ batch: BatchView) -> String {
         "  \(format(counts.total)) items — \(format(counts.succeeded)) succeeded, \(format(counts.failed)) failed, "
             + "\(format(counts.skipped)) skipped, \(format(counts.dead)) dead, \(format(counts.canceled)) canceled, "
             + "\(format(counts.running)) running, \(format(counts.pending)) pending",
-        ([String(format: "  %.1f%%", batch.progress)] + ProgressDisplay.throughputParts(ProgressFigures(view: batch)))
+        (["  " + formatPercent(batch.progress)] + ProgressDisplay.throughputParts(ProgressFigures(view: batch)))
             .joined(separator: "  "),
     ]
     if let reason = batch.failureReason { lines.append("  reason: \(reason)") }
@@ -235,7 +235,7 @@ struct ListCommand: AsyncParsableCommand {
         if client.json { return printJSON(reply.data) }
         for batch in reply.value.batches {
             print(
-                "\(batch.id)  \(batch.type)  \(batch.status)  " + String(format: "%.1f%%", batch.progress)
+                "\(batch.id)  \(batch.type)  \(batch.status)  " + formatPercent(batch.progress)
                     + "  \(batch.counts.succeeded)/\(batch.counts.total)  \(timestamp(batch.createdAt))")
         }
     }

@@ -105,7 +105,7 @@ final class ProgressDisplay: Sendable {
             parts.append(
                 "[" + String(repeating: "█", count: filled) + String(repeating: "░", count: width - filled) + "]")
         }
-        parts.append(String(format: "%5.1f%%", percent))
+        parts.append(formatPercent(percent, width: 5))
         parts.append("\(format(counts.terminal))/\(format(counts.total))\(figures.sealed ? "" : "+")")
         parts.append("✓\(format(counts.succeeded))")
         let bad = counts.skipped.adding(saturating: counts.dead)
@@ -125,13 +125,19 @@ final class ProgressDisplay: Sendable {
         parts.append("\(formatRate(figures.rate))/s")
         if figures.sealed, let eta = figures.eta {
             var text = "ETA \(formatDuration(eta))"
-            if let low = figures.etaLow {
+            if let low = figures.etaLow, low.isFinite, low < Duration.longestBoundedWait {
                 text += " (\(formatDuration(low))–\(figures.etaHigh.map(formatDuration) ?? "?"))"
             }
             parts.append(text)
         }
         return parts
     }
+}
+
+/// A progress percentage held within 0…100 (a server's answer may hold
+/// anything), one decimal, right-aligned to `width` characters.
+func formatPercent(_ percent: Double, width: Int = 0) -> String {
+    String(format: "%\(width).1f%%", percent.bounded(to: 0...100, nan: 0))
 }
 
 /// Items a second for a progress line: one decimal below 10 (a slow batch

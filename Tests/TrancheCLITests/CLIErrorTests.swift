@@ -250,16 +250,24 @@ struct CLIErrorTests {
             let id = try #require(batch["id"] as? String)
             batch["rate"] = 1e300
             batch["eta_seconds"] = 1e300
+            batch["eta_low_seconds"] = 1e300
+            batch["eta_high_seconds"] = 1e300
             batch["progress"] = 1e300
-            let body = String(decoding: try JSONSerialization.data(withJSONObject: batch), as: UTF8.self)
-            let fake = LoopbackHTTPServer { _, _ in .init(status: 200, body: body) }
-            try await fake.withRunning { port in
-                for command in ["status", "watch"] {
+            let ended = String(decoding: try JSONSerialization.data(withJSONObject: batch), as: UTF8.self)
+            // Shown as still processing too: an ended batch's line has no rate or ETA.
+            batch["status"] = "processing"
+            let processing = String(decoding: try JSONSerialization.data(withJSONObject: batch), as: UTF8.self)
+            for (command, body) in [("status", processing), ("watch", ended)] {
+                let fake = LoopbackHTTPServer { _, _ in .init(status: 200, body: body) }
+                try await fake.withRunning { port in
                     let result = try await tranche(
                         [command, id, "--server", "http://127.0.0.1:\(port)"], in: directory)
                     #expect(result.status == 0, "\(command): \(result.stderr)")
-                    #expect(result.stdout.contains("9,223,372,036,854,775,807/s"), "\(command): \(result.stdout)")
-                    #expect(result.stdout.contains("ETA –"), "\(command): \(result.stdout)")
+                    #expect(result.stdout.contains("100.0%"), "\(command): \(result.stdout)")
+                    if command == "status" {
+                        #expect(result.stdout.contains("9,223,372,036,854,775,807/s"), "\(result.stdout)")
+                        #expect(result.stdout.contains("ETA –"), "\(result.stdout)")
+                    }
                 }
             }
         }
