@@ -222,10 +222,13 @@ final class ClientCache: Sendable {
     /// A refused connection fails at once (the caller retries with backoff),
     /// many connections per host are allowed (the batch's concurrency is the
     /// limit), and redirects are left to ``OutboundHTTPClient``.
+    /// No tracer: AsyncHTTPClient would otherwise make a span (of the global
+    /// no-op tracer) and its attributes for every request.
     static func makeClient(_ key: Key) -> HTTPClient {
         var configuration = HTTPClient.Configuration()
         configuration.redirectConfiguration = .disallow
         configuration.timeout = .init(connect: .seconds(10), read: .seconds(300))
+        configuration.tracing.tracer = nil
         configuration.connectionPool = .init(idleTimeout: .seconds(60), concurrentHTTP1ConnectionsPerHostSoftLimit: 256)
         configuration.connectionPool.retryConnectionEstablishment = false
         if let host = key.host, let address = key.address {

@@ -39,11 +39,56 @@ struct BenchCommand: AsyncParsableCommand {
     @Option(help: "With --database: workers per node, 1 to 100000.")
     var nodeWorkers = 16
 
+    @Option(
+        help: ArgumentHelp(
+            "Measure the http strategy instead, at these concurrencies (comma-separated, each 1 to 1024), "
+                + "against a local server answering in 20 ms, beside wrk.", valueName: "concurrencies"))
+    var http: String?
+
+    @Option(
+        help:
+            "With --http: seconds each wrk run lasts (tranche runs get as many items as 100% would do in it), 1 to 600."
+    )
+    var httpSeconds = 10
+
+    @Option(help: "With --http: runs of each figure, 1 to 10.")
+    var runs = 2
+
+    @Option(help: "With --http: the tranche binary the runs use (default: this one), to compare two builds.")
+    var runBinary: String?
+
+    @Option(help: "With --http: the paces of the tranche runs, comma-separated: fixed, default or both.")
+    var httpPaces = "fixed,default"
+
     func validate() throws {
         try requireNumber(items, in: 1...100_000_000, flag: "--items")
         try requireNumber(chunkSize, in: BatchOptions.Limits.chunkSize, flag: "--chunk-size")
         try requireNumber(nodeWorkers, in: NodeOptions.workersRange, flag: "--node-workers")
         _ = try nodeCounts()
+        try requireNumber(httpSeconds, in: 1...600, flag: "--http-seconds")
+        try requireNumber(runs, in: 1...10, flag: "--runs")
+        _ = try paces()
+        _ = try httpConcurrencies()
+    }
+
+    /// `--http-paces` as a list of `fixed` and `default`.
+    func paces() throws -> [String] {
+        let paces = httpPaces.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }
+        guard !paces.isEmpty, paces.allSatisfy({ $0 == "fixed" || $0 == "default" }) else {
+            throw ValidationError("--http-paces must be fixed, default or both, comma-separated; got '\(httpPaces)'")
+        }
+        return paces
+    }
+
+    /// `--http` as numbers, each within 1…1024; empty without `--http`.
+    func httpConcurrencies() throws -> [Int] {
+        guard let http else { return [] }
+        return try http.split(separator: ",").map { text in
+            guard let count = Int(text.trimmingCharacters(in: .whitespaces)), (1...1024).contains(count) else {
+                throw ValidationError("--http must be concurrencies from 1 to 1024, comma-separated; got '\(http)'")
+            }
+            return count
+        }
     }
 
     /// `--nodes` as numbers, each within 1…64.
@@ -67,8 +112,15 @@ struct BenchCommand: AsyncParsableCommand {
         let folder =
             directory ?? FileManager.default.temporaryDirectory.appendingPathComponent("tranche-bench-\(getpid())").path
         try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
+        if http != nil {
+            defer { try? FileManager.default.removeItem(atPath: folder) }
+            return try await HTTPBench(
+                folder: folder, concurrencies: try httpConcurrencies(), seconds: httpSeconds, runs: runs,
+                paces: try paces(), runBinary: runBinary
+            ).run()
+        }
         let input = folder + "/items.ndjson"
-        try generateInput(count: items, path: input)
+        try Self.generateInput(count: items, path: input)
         print("| measurement | result |")
         print("|---|---|")
         for mode in modes.modes.map(\.rawValue) {
@@ -101,7 +153,7 @@ struct BenchCommand: AsyncParsableCommand {
         try? FileManager.default.removeItem(atPath: folder)
     }
 
-    func generateInput(count: Int, path: String) throws {
+    static func generateInput(count: Int, path: String) throws {
         guard FileManager.default.createFile(atPath: path, contents: nil),
             let handle = FileHandle(forWritingAtPath: path)
         else { throw CLIError("cannot write \(path)") }
@@ -127,15 +179,20 @@ struct BenchCommand: AsyncParsableCommand {
         return (elapsed.seconds, peak)
     }
 
-    /// Starts this binary with `arguments`, its stdout discarded.
-    static func spawnSelf(_ arguments: [String]) throws -> pid_t {
-        let executable = try FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")
+    /// Starts this binary with `arguments`, its stdout written to `stdout`
+    /// (default: discarded).
+    static func spawnSelf(_ arguments: [String], stdout: String = "/dev/null") throws -> pid_t {
+        try spawn(FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe"), arguments, stdout: stdout)
+    }
+
+    /// Starts `executable` with `arguments`, its stdout written to `stdout`.
+    static func spawn(_ executable: String, _ arguments: [String], stdout: String) throws -> pid_t {
         let argv = ([executable] + arguments).map { strdup($0) } + [nil]
         defer { for pointer in argv { free(pointer) } }
         var actions = posix_spawn_file_actions_t()
         posix_spawn_file_actions_init(&actions)
         defer { posix_spawn_file_actions_destroy(&actions) }
-        posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0)
+        posix_spawn_file_actions_addopen(&actions, 1, stdout, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
         var pid: pid_t = 0
         guard posix_spawn(&pid, executable, &actions, nil, argv, environ) == 0 else {
             throw CLIError("cannot start \(executable)")
@@ -145,10 +202,16 @@ struct BenchCommand: AsyncParsableCommand {
 
     /// Waits for a child; returns its exit status and peak RSS in KiB.
     static func reap(_ pid: pid_t) -> (status: Int32, peakRSSKiB: Int) {
+        let (status, usage) = reapUsage(pid)
+        return (status, Int(usage.ru_maxrss))
+    }
+
+    /// Waits for a child; returns its exit status and resource usage.
+    static func reapUsage(_ pid: pid_t) -> (status: Int32, usage: rusage) {
         var status: Int32 = 0
         var usage = rusage()
         wait4(pid, &status, 0, &usage)
-        return (status, Int(usage.ru_maxrss))
+        return (status, usage)
     }
 }
 
