@@ -408,19 +408,19 @@ final class SharedLimits: Sendable {
         }
         typeBuckets = Dictionary(
             uniqueKeysWithValues: configuration.typeLimits.compactMap { type, limit in
-                limit.rate.map { (type, SharedBucket(rate: $0, scope: scope("type:" + type))) }
+                limit.rate.map { (type, SharedBucket(rate: $0, scope: scope(LimitKey.type(type)))) }
             })
         typeSlots = Dictionary(
             uniqueKeysWithValues: configuration.typeLimits.compactMap { type, limit in
-                limit.maxConcurrent.map { (type, SharedSlots(limit: $0, scope: scope("type:" + type))) }
+                limit.maxConcurrent.map { (type, SharedSlots(limit: $0, scope: scope(LimitKey.type(type)))) }
             })
         hostBuckets = Dictionary(
             uniqueKeysWithValues: configuration.hostLimits.compactMap { host, limit in
-                limit.rate.map { (host, SharedBucket(rate: $0, scope: scope("host:" + host))) }
+                limit.rate.map { (host, SharedBucket(rate: $0, scope: scope(LimitKey.host(host)))) }
             })
         hostSlots = Dictionary(
             uniqueKeysWithValues: configuration.hostLimits.compactMap { host, limit in
-                limit.maxConcurrent.map { (host, SharedSlots(limit: $0, scope: scope("host:" + host))) }
+                limit.maxConcurrent.map { (host, SharedSlots(limit: $0, scope: scope(LimitKey.host(host)))) }
             })
         self.hostRates = configuration.hostLimits.compactMapValues(\.rate)
         self.store = limits
@@ -431,7 +431,7 @@ final class SharedLimits: Sendable {
 
     /// Where a batch's own bucket and cap live.
     func scope(batch id: BatchID) -> LimitScope? {
-        store.map { LimitScope(store: $0, key: "batch:\(id)", node: node, clock: clock, slotLease: slotLease) }
+        store.map { LimitScope(store: $0, key: LimitKey.batch(id), node: node, clock: clock, slotLease: slotLease) }
     }
 
     /// The pace of `host` on this node, shared by its adaptive batches; it
@@ -439,7 +439,7 @@ final class SharedLimits: Sendable {
     func hostPace(_ host: String, type: String) -> PaceController {
         hostPaces.withLock { paces in
             if let pace = paces[host] { return pace }
-            let key = "host:" + host
+            let key = LimitKey.host(host)
             let bucket =
                 hostBuckets[host]
                 ?? SharedBucket(
@@ -499,7 +499,7 @@ extension TrancheEngine {
         var hostPace: PaceController?
         if adaptive {
             pace = PaceController(
-                key: "batch:\(record.id)", bucket: buckets[0], ceiling: buckets[0].limit, type: record.type)
+                key: LimitKey.batch(record.id), bucket: buckets[0], ceiling: buckets[0].limit, type: record.type)
         }
         if let host = Self.host(of: record) {
             if adaptive {

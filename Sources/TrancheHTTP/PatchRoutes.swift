@@ -136,7 +136,7 @@ extension TrancheServer {
         let mode = record.options.paceMode(forType: record.type)
         let fixed = record.options.rateLimit?.rate
         guard mode == .adaptive, let limits = store as? any LimitStore,
-            let stored = try await limits.pace(key: "batch:\(record.id)")
+            let stored = try await limits.pace(key: LimitKey.batch(record.id))
         else {
             return PaceView(
                 mode: mode, rate: fixed, reason: mode == .adaptive ? "start" : nil, changedAt: nil, throttled: 0,

@@ -418,6 +418,11 @@ extension PostgresBatchStore {
     /// Deletes a batch and everything it holds.
     static func deleteRows(_ db: PostgresConnection, _ key: Int64) async throws {
         try await deleteLinks(db, key)
+        for table in LimitKey.tables {
+            try await db.run(
+                "DELETE FROM \(unescaped: table) WHERE key = '\(unescaped: LimitKey.batchPrefix)' || (SELECT id FROM batches WHERE key = \(key))"
+            )
+        }
         try await db.run("DELETE FROM items WHERE batch_key = \(key)")
         try await db.run("DELETE FROM chunks WHERE batch_key = \(key)")
         try await db.run("DELETE FROM events WHERE batch_key = \(key)")

@@ -501,6 +501,12 @@ public final class SQLiteBatchStore: BatchStore {
     /// Deletes a batch and everything it holds.
     static func deleteRows(_ db: Database, _ key: Int64) throws {
         try deleteLinks(db, key)
+        for table in LimitKey.tables {
+            try db.execute(
+                sql:
+                    "DELETE FROM \(table) WHERE key = '\(LimitKey.batchPrefix)' || (SELECT id FROM batches WHERE key = ?)",
+                arguments: [key])
+        }
         for table in ["items", "chunks", "events", "progress_samples"] {
             try db.execute(sql: "DELETE FROM \(table) WHERE batch_key = ?", arguments: [key])
         }

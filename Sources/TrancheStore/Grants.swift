@@ -71,6 +71,21 @@ public struct TokenGrant: Sendable, Hashable {
     }
 }
 
+/// The keys of the rows a ``LimitStore`` keeps (token buckets, slots and
+/// paces): one spelling, used by the engine, the API and the stores.
+public enum LimitKey {
+    /// A batch's own rate, `max_concurrent` and pace; deleted with the batch.
+    public static func batch(_ id: BatchID) -> String { batchPrefix + id.rawValue }
+    /// A strategy type's limits (`--type-limit`).
+    public static func type(_ name: String) -> String { "type:" + name }
+    /// A host's limits and pace (`--host-limit`), shared by every batch calling it.
+    public static func host(_ name: String) -> String { "host:" + name }
+    /// What every batch key starts with (a SQL literal: no quote in it).
+    public static let batchPrefix = "batch:"
+    /// The tables holding rows under these keys.
+    public static let tables = ["rate_grants", "limit_slots", "pace"]
+}
+
 /// The store's side of limits that hold across nodes: live changes to a
 /// batch's settings, and token buckets shared by every node (one row per
 /// key, such as `batch:ID`, `type:NAME` or `host:NAME`), drawn from in small

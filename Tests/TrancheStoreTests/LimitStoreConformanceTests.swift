@@ -123,4 +123,40 @@ struct LimitStoreConformanceTests {
                     key: "b", node: "n3", limit: 3, want: 3, expiresAt: later.addingTimeInterval(30), now: later) == 1)
         }
     }
+
+    @Test("a batch's buckets, slots and pace go with the batch; other keys stay", arguments: StoreFactory.all)
+    func deletedWithTheBatch(factory: StoreFactory) async throws {
+        try await withStore(factory) { store in
+            let now = Date(milliseconds: 4_000_000)
+            let created = try await store.createBatch(NewBatch(type: "t", owner: "t1"), items: payloads(1))
+            let other = try await store.createBatch(NewBatch(type: "t", owner: "t1"), items: payloads(1))
+            for id in [created.id, other.id] {
+                let key = LimitKey.batch(id)
+                _ = try await store.drawTokens(key: key, rate: 10, burst: 10, want: 1, now: now)
+                _ = try await store.acquireSlots(
+                    key: key, node: "n1", limit: 2, want: 1, expiresAt: now.addingTimeInterval(30), now: now)
+                _ = try await store.recordPace(
+                    PaceRecord(key: key, rate: 5, reason: "start", changedAt: now), throttledDelta: 1)
+            }
+            _ = try await store.recordPace(
+                PaceRecord(key: LimitKey.host("h"), rate: 5, reason: "start", changedAt: now), throttledDelta: 1)
+            _ = try await store.transition(created.id, .cancel, reason: nil, at: now)
+            try await store.deleteBatch(created.id)
+            #expect(try await store.pace(key: LimitKey.batch(created.id)) == nil)
+            #expect(try await store.pace(key: LimitKey.batch(other.id)) != nil)
+            #expect(try await store.pace(key: LimitKey.host("h")) != nil)
+            // The deleted batch's bucket starts afresh (one token) and its slot is free again.
+            let grant = try await store.drawTokens(
+                key: LimitKey.batch(created.id), rate: 10, burst: 10, want: 5, now: now)
+            #expect(grant.tokens == 1)
+            #expect(
+                try await store.acquireSlots(
+                    key: LimitKey.batch(created.id), node: "n2", limit: 1, want: 1,
+                    expiresAt: now.addingTimeInterval(30), now: now) == 1)
+            #expect(
+                try await store.acquireSlots(
+                    key: LimitKey.batch(other.id), node: "n2", limit: 1, want: 1,
+                    expiresAt: now.addingTimeInterval(30), now: now) == 0)
+        }
+    }
 }
