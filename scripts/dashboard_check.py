@@ -140,6 +140,9 @@ def main():
         browser.open(f"{base}/#/batch/{running}")
         browser.wait("!!(document.querySelector('#pause') && document.querySelector('#status'))", "the batch page")
         browser.wait("batchState.samples.length >= 5", "live throughput samples")
+        browser.wait("!!document.querySelector('[data-counter=\"pace\"]') && "
+                     "document.querySelector('[data-counter=\"pace\"]').textContent.includes('fixed')",
+                     "the pace card (a sleep batch runs at a fixed pace)")
         browser.eval("document.querySelector('#pause').click()")
         browser.wait("document.querySelector('#status').textContent === 'paused'", "the paused state")
         browser.wait("document.querySelectorAll('#timeline tr').length > 3", "the timeline")
