@@ -19,6 +19,8 @@ struct ProgressFigures: Sendable, Hashable {
     var etaHigh: Double?
     var chunksDone: Int64?
     var chunksTotal: Int64?
+    /// The batch's pace as a server reports it (`adaptive 18.0/s (retry_after)`), when it has one.
+    var pace: String?
 
     init(record: BatchRecord, progress: BatchProgress) {
         status = record.status
@@ -42,6 +44,7 @@ struct ProgressFigures: Sendable, Hashable {
         etaHigh = view.etaHighSeconds
         chunksDone = view.chunksDone
         chunksTotal = view.chunksTotal
+        pace = view.pace.flatMap(describePace)
     }
 }
 
@@ -130,6 +133,7 @@ final class ProgressDisplay: Sendable {
             }
             parts.append(text)
         }
+        if let pace = figures.pace { parts.append("pace " + pace) }
         return parts
     }
 }

@@ -50,10 +50,12 @@ struct ProgressLineTests {
             let result = try await tranche(
                 [
                     "submit", "--server", url, "--type", "sleep", "--context", #"{"ms":1500}"#, "--items",
-                    "items.ndjson", "--option", "concurrency=1", "--option", "chunk_size=1", "--wait",
+                    "items.ndjson", "--option", "concurrency=1", "--option", "chunk_size=1", "--option",
+                    "pace=adaptive", "--wait",
                 ], in: directory)
             #expect(result.status == 0, "\(result.stderr)")
             Self.expectSlowRate(result.stderr)
+            #expect(result.stderr.contains("pace adaptive"), "the line shows the batch's pace:\n\(result.stderr)")
             #expect(result.stdout.contains("100.0%  chunk 8 of 8"), "the summary counts the chunks:\n\(result.stdout)")
         }
     }
