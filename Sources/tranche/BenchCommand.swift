@@ -57,6 +57,9 @@ struct BenchCommand: AsyncParsableCommand {
     @Option(help: "With --http: the tranche binary the runs use (default: this one), to compare two builds.")
     var runBinary: String?
 
+    @Option(help: "With --http: the chunk size of the tranche runs (default: tranche run's).")
+    var httpChunkSize: Int?
+
     @Option(help: "With --http: the paces of the tranche runs, comma-separated: fixed, default or both.")
     var httpPaces = "fixed,default"
 
@@ -67,6 +70,9 @@ struct BenchCommand: AsyncParsableCommand {
         _ = try nodeCounts()
         try requireNumber(httpSeconds, in: 1...600, flag: "--http-seconds")
         try requireNumber(runs, in: 1...10, flag: "--runs")
+        if let httpChunkSize {
+            try requireNumber(httpChunkSize, in: BatchOptions.Limits.chunkSize, flag: "--http-chunk-size")
+        }
         _ = try paces()
         _ = try httpConcurrencies()
     }
@@ -116,7 +122,8 @@ struct BenchCommand: AsyncParsableCommand {
             defer { try? FileManager.default.removeItem(atPath: folder) }
             return try await HTTPBench(
                 folder: folder, concurrencies: try httpConcurrencies(), seconds: httpSeconds, runs: runs,
-                paces: try paces(), runBinary: runBinary
+                paces: try paces(), runBinary: runBinary,
+                chunkSize: httpChunkSize
             ).run()
         }
         let input = folder + "/items.ndjson"

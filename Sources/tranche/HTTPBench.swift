@@ -21,6 +21,8 @@ struct HTTPBench {
     let paces: [String]
     /// The tranche binary the runs use; nil for this one.
     let runBinary: String?
+    /// The runs' `--chunk-size`; nil for `tranche run`'s default.
+    let chunkSize: Int?
     /// The server's answer time.
     let delay: TimeAmount = .milliseconds(20)
 
@@ -134,7 +136,7 @@ struct HTTPBench {
             [
                 "run", "--input", input, "--url", url, "--concurrency", String(concurrency), "--state", state, "--json",
                 "--quiet",
-            ] + pace, stdout: summary)
+            ] + pace + (chunkSize.map { ["--chunk-size", String($0)] } ?? []), stdout: summary)
         // A run far slower than the server allows is interrupted (SIGINT: it
         // stops starting items and prints its summary) and counted as far as it got.
         let (status, usage, stopped) = await Self.wait(for: pid, interruptAfter: .seconds(3 * seconds + 5))
