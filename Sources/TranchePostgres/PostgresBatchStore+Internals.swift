@@ -228,7 +228,9 @@ extension PostgresBatchStore {
     }
 
     /// Cancels every item that is not in flight (the chunks not leased), in
-    /// one statement whatever the batch's size.
+    /// one statement whatever the batch's size, with the plan of a
+    /// checkpoint's outcomes (``OutcomeWriter``): an index range scan per
+    /// chunk, then the rows by `ctid`.
     static func cancelPending(_ db: PostgresConnection, _ stored: StoredBatch) async throws {
         let delta = try await movedCounts(
             db.rows(
@@ -238,11 +240,14 @@ extension PostgresBatchStore {
                     WHERE batch_key = \(stored.key) AND state = \(ChunkState.pending.rawValue)
                     RETURNING first_seq, last_seq),
                 prev AS (
-                    SELECT i.seq, i.status FROM items i JOIN closed ON i.seq BETWEEN closed.first_seq AND closed.last_seq
-                    WHERE i.batch_key = \(stored.key) AND i.status IN (\(unescaped: SQLList.waitingItems)) FOR UPDATE OF i),
+                    SELECT i.item_ctid, i.status FROM closed, LATERAL (
+                        SELECT i.ctid AS item_ctid, i.status FROM items i
+                        WHERE i.batch_key = \(stored.key) AND i.seq BETWEEN closed.first_seq AND closed.last_seq
+                          AND i.status IN (\(unescaped: SQLList.waitingItems))
+                        FOR UPDATE OFFSET 0) i),
                 changed AS (
                     UPDATE items i SET status = \(Int16(ItemStatus.canceled.rawValue)), next_attempt_at = NULL FROM prev
-                    WHERE i.batch_key = \(stored.key) AND i.seq = prev.seq RETURNING prev.status AS old)
+                    WHERE i.ctid = prev.item_ctid RETURNING prev.status AS old)
                 SELECT old, count(*) FROM changed GROUP BY old
                 """), to: .canceled)
         try await addCounts(db, stored.key, delta)
