@@ -232,6 +232,25 @@ enum PostgresSchema {
                 """
             ]
         ),
+        // Linked batches: a child's parent (resubmit, chain) and a batch's
+        // `then`, marked with the successor it started (once).
+        (
+            7,
+            [
+                """
+                CREATE TABLE batch_links (
+                    child_id TEXT PRIMARY KEY, parent_id TEXT NOT NULL, kind TEXT NOT NULL, created_at BIGINT NOT NULL
+                )
+                """,
+                "CREATE INDEX batch_links_by_parent ON batch_links(parent_id, created_at)",
+                """
+                CREATE TABLE batch_successors (
+                    batch_id TEXT PRIMARY KEY, type TEXT NOT NULL, context TEXT NOT NULL, options TEXT NOT NULL,
+                    successor_id TEXT
+                )
+                """,
+            ]
+        ),
         // Schedules (`POST /v1/schedules`), the batches they created, and
         // each ended batch's finalize step, leased like a chunk.
         (
@@ -257,25 +276,6 @@ enum PostgresSchema {
                 """,
                 "CREATE INDEX finalizations_to_claim ON finalizations(type, state, lease_expires_at)",
                 "INSERT INTO counters(name, value) VALUES ('finalize_cursor', (SELECT coalesce(max(id), 0) FROM events))",
-            ]
-        ),
-        // Linked batches: a child's parent (resubmit, chain) and a batch's
-        // `then`, marked with the successor it started (once).
-        (
-            7,
-            [
-                """
-                CREATE TABLE batch_links (
-                    child_id TEXT PRIMARY KEY, parent_id TEXT NOT NULL, kind TEXT NOT NULL, created_at BIGINT NOT NULL
-                )
-                """,
-                "CREATE INDEX batch_links_by_parent ON batch_links(parent_id, created_at)",
-                """
-                CREATE TABLE batch_successors (
-                    batch_id TEXT PRIMARY KEY, type TEXT NOT NULL, context TEXT NOT NULL, options TEXT NOT NULL,
-                    successor_id TEXT
-                )
-                """,
             ]
         ),
         // Limits that hold across nodes: shared token buckets, concurrency

@@ -219,6 +219,27 @@ enum Schema {
                     CREATE INDEX batches_by_owner ON batches(owner, status);
                     """)
         }
+        // Linked batches: a child's parent (resubmit, chain) and a batch's
+        // `then`, marked with the successor it started (once).
+        migrator.registerMigration("v10: linked batches") { db in
+            try db.execute(
+                sql: """
+                    CREATE TABLE batch_links (
+                        child_id TEXT PRIMARY KEY,
+                        parent_id TEXT NOT NULL,
+                        kind TEXT NOT NULL,
+                        created_at INTEGER NOT NULL
+                    ) WITHOUT ROWID;
+                    CREATE INDEX batch_links_by_parent ON batch_links(parent_id, created_at);
+                    CREATE TABLE batch_successors (
+                        batch_id TEXT PRIMARY KEY,
+                        type TEXT NOT NULL,
+                        context TEXT NOT NULL,
+                        options TEXT NOT NULL,
+                        successor_id TEXT
+                    ) WITHOUT ROWID;
+                    """)
+        }
         // Schedules (`POST /v1/schedules`), the batches they created, and
         // each ended batch's finalize step, leased like a chunk.
         migrator.registerMigration("v11: schedules and results") { db in
@@ -259,27 +280,6 @@ enum Schema {
                     );
                     CREATE INDEX finalizations_to_claim ON finalizations(type, state, lease_expires_at);
                     INSERT INTO counters(name, value) VALUES ('finalize_cursor', (SELECT coalesce(max(id), 0) FROM events));
-                    """)
-        }
-        // Linked batches: a child's parent (resubmit, chain) and a batch's
-        // `then`, marked with the successor it started (once).
-        migrator.registerMigration("v10: linked batches") { db in
-            try db.execute(
-                sql: """
-                    CREATE TABLE batch_links (
-                        child_id TEXT PRIMARY KEY,
-                        parent_id TEXT NOT NULL,
-                        kind TEXT NOT NULL,
-                        created_at INTEGER NOT NULL
-                    ) WITHOUT ROWID;
-                    CREATE INDEX batch_links_by_parent ON batch_links(parent_id, created_at);
-                    CREATE TABLE batch_successors (
-                        batch_id TEXT PRIMARY KEY,
-                        type TEXT NOT NULL,
-                        context TEXT NOT NULL,
-                        options TEXT NOT NULL,
-                        successor_id TEXT
-                    ) WITHOUT ROWID;
                     """)
         }
         // Limits that hold across nodes: shared token buckets, concurrency
