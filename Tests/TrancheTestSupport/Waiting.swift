@@ -17,7 +17,8 @@ public let defaultDeadline: Double = 120
 public func withDeadline<T: Sendable>(
     seconds: Double = defaultDeadline, _ what: String, _ body: @escaping @Sendable () async throws -> T
 ) async throws -> T {
-    let (outcomes, outcome) = AsyncStream.makeStream(of: Result<T, any Error>.self, bufferingPolicy: .bufferingOldest(1))
+    let (outcomes, outcome) = AsyncStream.makeStream(
+        of: Result<T, any Error>.self, bufferingPolicy: .bufferingOldest(1))
     let work = Task {
         do {
             outcome.yield(.success(try await body()))
