@@ -60,8 +60,8 @@ struct BenchCommand: AsyncParsableCommand {
     @Option(help: "With --http: the chunk size of the tranche runs (default: tranche run's).")
     var httpChunkSize: Int?
 
-    @Option(help: "With --http: the paces of the tranche runs, comma-separated: fixed, default or both.")
-    var httpPaces = "fixed,default"
+    @Option(help: "With --http: the paces of the tranche runs, comma-separated: fixed, adaptive or both.")
+    var httpPaces = "fixed,adaptive"
 
     func validate() throws {
         try requireNumber(items, in: 1...100_000_000, flag: "--items")
@@ -77,11 +77,11 @@ struct BenchCommand: AsyncParsableCommand {
         _ = try httpConcurrencies()
     }
 
-    /// `--http-paces` as a list of `fixed` and `default`.
+    /// `--http-paces` as a list of `fixed` and `adaptive` (the http strategy's default).
     func paces() throws -> [String] {
         let paces = httpPaces.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }
-        guard !paces.isEmpty, paces.allSatisfy({ $0 == "fixed" || $0 == "default" }) else {
-            throw ValidationError("--http-paces must be fixed, default or both, comma-separated; got '\(httpPaces)'")
+        guard !paces.isEmpty, paces.allSatisfy({ $0 == "fixed" || $0 == "adaptive" }) else {
+            throw ValidationError("--http-paces must be fixed, adaptive or both, comma-separated; got '\(httpPaces)'")
         }
         return paces
     }

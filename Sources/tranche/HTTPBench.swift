@@ -17,7 +17,7 @@ struct HTTPBench {
     let concurrencies: [Int]
     let seconds: Int
     let runs: Int
-    /// `fixed` and/or `default`: the paces the tranche runs use.
+    /// `fixed` and/or `adaptive`: the paces the tranche runs use.
     let paces: [String]
     /// The tranche binary the runs use; nil for this one.
     let runBinary: String?
@@ -65,7 +65,7 @@ struct HTTPBench {
         var header = "| concurrency | run | wrk req/s | wrk CPU/req |"
         var rule = "|---|---|---|---|"
         for pace in paces {
-            header += " tranche items/s, \(pace == "fixed" ? "pace fixed" : "default pace") | ratio | CPU/item |"
+            header += " tranche items/s, pace \(pace) | ratio | CPU/item |"
             rule += "---|---|---|"
         }
         print(header)
@@ -81,7 +81,7 @@ struct HTTPBench {
                 for pace in paces {
                     let figure = try await trancheRun(
                         input: input, url: url, concurrency: concurrency,
-                        pace: pace == "fixed" ? ["--pace", "fixed"] : [], tag: pace)
+                        pace: ["--pace", pace], tag: pace)
                     line +=
                         " \(format(Int64(figure.rate.rounded())))\(figure.stopped ? " (stopped)" : "") | "
                         + "\(Int((figure.rate / wrk.rate * 100).rounded()))% | \(figure.cpuCell) |"
