@@ -17,6 +17,19 @@ public struct CreateWebhookRequest: Codable, Sendable {
         self.events = events
         self.secret = secret
     }
+
+    enum CodingKeys: String, CodingKey, CaseIterable {
+        case url, events, secret
+    }
+
+    /// Decodes a request body, refusing fields it does not know (a 422).
+    public init(from decoder: any Decoder) throws {
+        try UnknownKeys.reject(in: decoder, known: CodingKeys.allCases.map(\.stringValue), what: "field")
+        let container = try decoder.container(keyedBy: CodingKeys.self)
+        url = try container.decode(String.self, forKey: .url)
+        events = try container.decodeIfPresent([String].self, forKey: .events)
+        secret = try container.decodeIfPresent(String.self, forKey: .secret)
+    }
 }
 
 /// A webhook; its `secret` is shown once, when it is created.

@@ -111,6 +111,10 @@ struct WebhookTests {
             let unknown = try await server.request(
                 .POST, "/v1/webhooks", body: #"{"url":"http://127.0.0.1:1/","events":["batch.exploded"]}"#)
             #expect(unknown.status == 422)
+            let extra = try await server.request(
+                .POST, "/v1/webhooks", body: #"{"url":"http://127.0.0.1:1/","colour":"red"}"#)
+            #expect(extra.status == 422)
+            #expect((extra.json["detail"] as? String)?.contains("colour") == true, "\(extra.text)")
         }
     }
 
