@@ -4,12 +4,9 @@ import TrancheStore
 
 // Strategy `prepare` hooks: a batch of a type with the hook gets a pending
 // prepare step when it is created, and the transaction that confirms it
-// makes it `preparing`, which no chunk claim takes. A node leases the step
-// (like a chunk), runs the hook while renewing the lease, and records the
-// outcome only if its lease is still the current one: the batch then becomes
-// `confirmed` (or fails). A node that dies holding the lease leaves it to
-// expire; another node then runs the hook again. So `prepare` runs at least
-// once and its completion is recorded exactly once.
+// makes it `preparing`, which no chunk claim takes. A node runs the step as
+// a leased step (LeasedSteps.swift); its completion makes the batch
+// `confirmed` (or fails it).
 
 extension TrancheEngine {
     /// The types whose strategy has a `prepare` hook on this node.
@@ -32,38 +29,43 @@ extension TrancheEngine {
     /// they are confirmed (woken by new work, and every `sweepInterval`).
     func prepareBatches() async {
         guard let preparations = store as? any PrepareStore else { return }
-        while !draining.hasFired && !Task.isCancelled {
-            do {
+        await repeatUntilDrained(
+            "preparing failed",
+            round: {
                 try await registerPrepareTypes()
-                guard !preparingTypes.isEmpty else { return }
+                guard !preparingTypes.isEmpty else { return false }
                 try await prepareRound(preparations)
-            } catch let error where !Task.isCancelled {
-                logger.warning("preparing failed", metadata: ["error": "\(error)"])
-            } catch {
-                return
-            }
-            await prepareWakeup.wait(timeout: configuration.sweepInterval)
-        }
+                return true
+            },
+            wait: { await prepareWakeup.wait(timeout: configuration.sweepInterval) })
     }
 
-    /// Prepares batches until none is left to claim (or the node drains).
+    /// Prepares batches until none is left to claim (or the node drains):
+    /// runs the hook, renewing the lease meanwhile, and records how it ended
+    /// (fenced on the lease). A generating strategy's batch is sealed once
+    /// the hook returns, before the completion.
     func prepareRound(_ preparations: any PrepareStore) async throws {
-        while !draining.hasFired,
-            let lease = try await preparations.claimPreparation(
-                owner: configuration.nodeID, types: preparingTypes, leaseDuration: configuration.leaseDuration,
-                now: now)
-        {
-            try await prepare(lease, in: preparations)
-        }
+        try await runLeasedSteps(
+            .prepare, in: preparations, types: preparingTypes,
+            hook: { lease in try await prepareHook(lease) },
+            failure: { error in
+                let reason = ItemError.sanitizing(error)
+                return PreparationOutcome.failed(reason: "\(reason.code): \(reason.message)")
+            },
+            complete: { lease, outcome in
+                guard try await preparations.completePreparation(lease, outcome, now: now) else { return false }
+                signalWork()
+                return true
+            })
     }
 
-    /// Runs the hook for one leased batch, renewing the lease meanwhile, and
-    /// records how it ended (fenced on the lease). A generating strategy's
-    /// batch is sealed once the hook returns, before the completion.
-    func prepare(_ lease: PreparationLease, in preparations: any PrepareStore) async throws {
+    /// The hook of a leased batch, ready to run: it appends what a
+    /// generating strategy yields, then seals the batch.
+    private func prepareHook(_ lease: PreparationLease) async throws
+        -> @Sendable () async throws -> PreparationOutcome
+    {
         guard let hook = strategies[lease.type]?.prepareBatch, let record = try await store.batch(lease.batchID) else {
-            _ = try await preparations.completePreparation(lease, .prepared(preview: nil), now: now)
-            return
+            return { .prepared(preview: nil) }
         }
         let open = !record.sealed && !lease.dryRun
         let batch = PreparingBatch(
@@ -76,27 +78,10 @@ extension TrancheEngine {
             }
             return try await append(to: record.id, startSeq: startSeq, items: items, cursor: cursor).total
         }
-        let outcome: PreparationOutcome
-        do {
-            let preview = try await whileRenewingLease(
-                {
-                    _ = try? await preparations.renewPreparation(
-                        lease, leaseDuration: self.configuration.leaseDuration, now: self.now)
-                },
-                { try await hook(batch, record.context) })
+        return { [self] in
+            let preview = try await hook(batch, record.context)
             if open { _ = try await store.seal(record.id, at: now) }
-            outcome = .prepared(preview: try preview.map { try JSONText(encoding: $0) })
-        } catch is CancellationError {
-            return  // The node stops: the lease expires and another node prepares.
-        } catch {
-            let reason = ItemError.sanitizing(error)
-            outcome = .failed(reason: "\(reason.code): \(reason.message)")
-        }
-        if try await preparations.completePreparation(lease, outcome, now: now) {
-            logger.debug("prepared a batch", metadata: ["batch_id": "\(lease.batchID)", "attempt": "\(lease.attempt)"])
-            signalWork()
-        } else {
-            logger.debug("lost a prepare lease", metadata: ["batch_id": "\(lease.batchID)"])
+            return .prepared(preview: try preview.map { try JSONText(encoding: $0) })
         }
     }
 
@@ -104,7 +89,7 @@ extension TrancheEngine {
     /// strategy has no `prepare` hook or the store keeps none.
     public func preparation(of id: BatchID) async throws -> PreparationRecord? {
         guard let preparations = store as? any PrepareStore else { return nil }
-        return try await preparations.preparation(of: id)
+        return try await preparations.step(.prepare, of: id)
     }
 
     /// Refuses to confirm the dry run of a generating strategy: its items
@@ -115,27 +100,5 @@ extension TrancheEngine {
             .conflict,
             "batch \(record.id) is a dry run of '\(record.type)', whose items come from its prepare hook; "
                 + "submit it again without dry_run")
-    }
-
-    /// Runs `body`, calling `renew` every third of the lease duration until it returns.
-    func whileRenewingLease<T: Sendable>(
-        _ renew: @escaping @Sendable () async -> Void, _ body: @escaping @Sendable () async throws -> T
-    ) async throws -> T {
-        let duration = configuration.leaseDuration
-        return try await withThrowingTaskGroup(of: T?.self) { group in
-            group.addTask { try await body() }
-            group.addTask {
-                while !Task.isCancelled {
-                    try await Task.sleep(for: .seconds(bounded: duration / 3))
-                    await renew()
-                }
-                return nil
-            }
-            defer { group.cancelAll() }
-            while let next = try await group.next() {
-                if let value = next { return value }
-            }
-            throw CancellationError()
-        }
     }
 }

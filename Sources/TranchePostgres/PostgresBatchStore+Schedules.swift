@@ -160,74 +160,18 @@ extension PostgresBatchStore: FinalizeStore {
         }
     }
 
-    public func claimFinalization(owner: String, types: [String], leaseDuration: Double, now: Date) async throws
-        -> FinalizationLease?
-    {
-        guard !types.isEmpty else { return nil }
-        return try await write { db in
-            guard
-                let row = try await db.one(
-                    """
-                    UPDATE finalizations f SET state = 'leased', attempts = f.attempts + 1, lease_owner = \(owner),
-                        lease_expires_at = \(now.milliseconds(after: leaseDuration))
-                    FROM batches b
-                    WHERE b.key = f.batch_key AND f.batch_key = (
-                        SELECT batch_key FROM finalizations
-                        WHERE type = ANY(\(types))
-                          AND (state = 'pending' OR (state = 'leased' AND lease_expires_at <= \(now.milliseconds)))
-                        ORDER BY batch_key LIMIT 1 FOR UPDATE SKIP LOCKED)
-                    RETURNING b.id, f.type, f.attempts
-                    """)
-            else { return nil }
-            let stored = PostgresStoredRow(row: row)
-            guard let id = BatchID(try stored.string(0)) else {
-                throw StoreError(.storage, "a stored batch id cannot be read")
-            }
-            return FinalizationLease(batchID: id, type: try stored.string(1), owner: owner, attempt: try stored.int(2))
-        }
-    }
-
-    public func renewFinalization(_ lease: FinalizationLease, leaseDuration: Double, now: Date) async throws -> Bool {
-        try await write { db in
-            try await db.count(
-                """
-                UPDATE finalizations SET lease_expires_at = \(now.milliseconds(after: leaseDuration))
-                WHERE batch_key = (SELECT key FROM batches WHERE id = \(lease.batchID.rawValue))
-                  AND state = 'leased' AND attempts = \(lease.attempt) AND lease_owner = \(lease.owner)
-                RETURNING 1
-                """) == 1
-        }
-    }
-
     public func completeFinalization(_ lease: FinalizationLease, result: JSONText?, now: Date) async throws -> Bool {
         try await write { db in
             guard let stored = try await Self.batch(db, id: lease.batchID, lock: true) else { return false }
-            let fenced = try await db.count(
-                """
-                UPDATE finalizations SET state = 'done', lease_owner = NULL, lease_expires_at = NULL,
-                    finished_at = \(now.milliseconds)
-                WHERE batch_key = \(stored.key) AND state = 'leased' AND attempts = \(lease.attempt)
-                  AND lease_owner = \(lease.owner)
-                RETURNING 1
-                """)
-            guard fenced == 1 else { return false }
+            guard try await Self.completeStep(db, lease, batchKey: stored.key, state: .done, now: now) else {
+                return false
+            }
             if let result {
                 try await db.run("UPDATE batches SET result = \(result.text) WHERE key = \(stored.key)")
             }
             _ = try await Self.recordEvent(
                 db, stored, .finalized, at: now, data: FinalizeRules.eventData(lease, result: result))
             return true
-        }
-    }
-
-    public func finalization(of id: BatchID) async throws -> FinalizationRecord? {
-        try await read { db in
-            try await db.one(
-                """
-                SELECT \(unescaped: FinalizationRecord.columns) FROM finalizations
-                WHERE batch_key = (SELECT key FROM batches WHERE id = \(id.rawValue))
-                """
-            ).map { try FinalizationRecord(row: PostgresStoredRow(row: $0), batchID: id) }
         }
     }
 }

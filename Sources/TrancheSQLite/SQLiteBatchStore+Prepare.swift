@@ -2,8 +2,7 @@ public import Foundation
 import GRDB
 public import TrancheStore
 
-// Preparations on SQLite: one writer at a time, so a claim and its fence
-// need no locks beyond the write transaction.
+// Preparations on SQLite (their lease: SQLiteBatchStore+Steps.swift).
 
 extension SQLiteBatchStore: PrepareStore {
     public func registerPrepareTypes(_ types: [String], without: [String]) async throws {
@@ -25,69 +24,20 @@ extension SQLiteBatchStore: PrepareStore {
         }
     }
 
-    public func claimPreparation(owner: String, types: [String], leaseDuration: Double, now: Date) async throws
-        -> PreparationLease?
-    {
-        guard !types.isEmpty else { return nil }
-        let placeholders = types.map { _ in "?" }.joined(separator: ", ")
-        return try await write { db in
-            var arguments = StatementArguments(types)
-            arguments += [now.milliseconds, now.milliseconds]
-            guard
-                let row = try Row.fetchOne(
-                    db,
-                    sql: """
-                        SELECT p.batch_key, b.id, p.type, p.attempts, b.dry_run FROM preparations p
-                        JOIN batches b ON b.key = p.batch_key
-                        WHERE p.type IN (\(placeholders)) AND \(PrepareRules.claimable(now: "?", true: "1"))
-                        ORDER BY p.batch_key LIMIT 1
-                        """, arguments: arguments)
-            else { return nil }
-            let stored = SQLiteRow(row: row)
-            let attempt = try stored.int(3).adding(saturating: 1)
-            guard let id = BatchID(try stored.string(1)) else {
-                throw StoreError(.storage, "a stored batch id cannot be read")
-            }
-            try db.execute(
-                sql: """
-                    UPDATE preparations SET state = 'leased', attempts = ?, lease_owner = ?, lease_expires_at = ?
-                    WHERE batch_key = ?
-                    """,
-                arguments: [attempt, owner, now.milliseconds(after: leaseDuration), try stored.int64(0)])
-            return PreparationLease(
-                batchID: id, type: try stored.string(2), owner: owner, attempt: attempt, dryRun: try stored.bool(4))
-        }
-    }
-
-    public func renewPreparation(_ lease: PreparationLease, leaseDuration: Double, now: Date) async throws -> Bool {
-        try await write { db in
-            try db.execute(
-                sql: """
-                    UPDATE preparations SET lease_expires_at = ?
-                    WHERE batch_key = (SELECT key FROM batches WHERE id = ?) AND state = 'leased'
-                      AND attempts = ? AND lease_owner = ?
-                    """,
-                arguments: [now.milliseconds(after: leaseDuration), lease.batchID.rawValue, lease.attempt, lease.owner])
-            return db.changesCount == 1
-        }
-    }
-
     public func completePreparation(_ lease: PreparationLease, _ outcome: PreparationOutcome, now: Date) async throws
         -> Bool
     {
         try await write { db in
             guard let stored = try Self.batch(db, id: lease.batchID) else { return false }
-            try db.execute(
-                sql: """
-                    UPDATE preparations SET state = ?, lease_owner = NULL, lease_expires_at = NULL, finished_at = ?,
-                        preview = coalesce(?, preview)
-                    WHERE batch_key = ? AND state = 'leased' AND attempts = ? AND lease_owner = ?
-                    """,
-                arguments: [
-                    PrepareRules.state(after: lease, outcome).rawValue, now.milliseconds,
-                    PrepareRules.preview(lease, outcome)?.text, stored.key, lease.attempt, lease.owner,
-                ])
-            guard db.changesCount == 1 else { return false }
+            guard
+                try Self.completeStep(
+                    db, lease, batchKey: stored.key, state: PrepareRules.state(after: lease, outcome), now: now)
+            else { return false }
+            if let preview = PrepareRules.preview(lease, outcome) {
+                try db.execute(
+                    sql: "UPDATE preparations SET preview = ? WHERE batch_key = ?",
+                    arguments: [preview.text, stored.key])
+            }
             guard stored.record.status == .preparing, let (action, reason) = PrepareRules.action(after: lease, outcome)
             else {
                 _ = try Self.recordEvent(
@@ -101,19 +51,6 @@ extension SQLiteBatchStore: PrepareStore {
                 db, stored, action, reason: reason, now: now, data: PrepareRules.eventData(lease))
             _ = try Self.finishIfDone(db, applied.batch, now: now)
             return true
-        }
-    }
-
-    public func preparation(of id: BatchID) async throws -> PreparationRecord? {
-        try await read { db in
-            try Row.fetchOne(
-                db,
-                sql: """
-                    SELECT \(PrepareRules.columns) FROM preparations
-                    WHERE batch_key = (SELECT key FROM batches WHERE id = ?)
-                    """,
-                arguments: [id.rawValue]
-            ).map { try PreparationRecord(row: SQLiteRow(row: $0), batchID: id) }
         }
     }
 
@@ -136,7 +73,7 @@ extension SQLiteBatchStore: PrepareStore {
             db.cachedStatement(
                 sql: """
                     SELECT EXISTS (SELECT 1 FROM preparations
-                                   WHERE batch_key = ? AND state != '\(PreparationState.done.rawValue)')
+                                   WHERE batch_key = ? AND state != \(StepState.done.sql))
                     """),
             arguments: [key]) ?? false
     }

@@ -154,64 +154,10 @@ extension SQLiteBatchStore: FinalizeStore {
         }
     }
 
-    public func claimFinalization(owner: String, types: [String], leaseDuration: Double, now: Date) async throws
-        -> FinalizationLease?
-    {
-        guard !types.isEmpty else { return nil }
-        let placeholders = types.map { _ in "?" }.joined(separator: ", ")
-        return try await write { db in
-            var arguments: StatementArguments = StatementArguments(types)
-            arguments += [now.milliseconds]
-            guard
-                let row = try Row.fetchOne(
-                    db,
-                    sql: """
-                        SELECT f.batch_key, b.id, f.type, f.attempts FROM finalizations f
-                        JOIN batches b ON b.key = f.batch_key
-                        WHERE f.type IN (\(placeholders))
-                          AND (f.state = 'pending' OR (f.state = 'leased' AND f.lease_expires_at <= ?))
-                        ORDER BY f.batch_key LIMIT 1
-                        """, arguments: arguments)
-            else { return nil }
-            let stored = SQLiteRow(row: row)
-            let attempt = try stored.int(3).adding(saturating: 1)
-            guard let id = BatchID(try stored.string(1)) else {
-                throw StoreError(.storage, "a stored batch id cannot be read")
-            }
-            try db.execute(
-                sql: """
-                    UPDATE finalizations SET state = 'leased', attempts = ?, lease_owner = ?, lease_expires_at = ?
-                    WHERE batch_key = ?
-                    """,
-                arguments: [attempt, owner, now.milliseconds(after: leaseDuration), try stored.int64(0)])
-            return FinalizationLease(batchID: id, type: try stored.string(2), owner: owner, attempt: attempt)
-        }
-    }
-
-    public func renewFinalization(_ lease: FinalizationLease, leaseDuration: Double, now: Date) async throws -> Bool {
-        try await write { db in
-            try db.execute(
-                sql: """
-                    UPDATE finalizations SET lease_expires_at = ?
-                    WHERE batch_key = (SELECT key FROM batches WHERE id = ?) AND state = 'leased'
-                      AND attempts = ? AND lease_owner = ?
-                    """,
-                arguments: [now.milliseconds(after: leaseDuration), lease.batchID.rawValue, lease.attempt, lease.owner])
-            return db.changesCount == 1
-        }
-    }
-
     public func completeFinalization(_ lease: FinalizationLease, result: JSONText?, now: Date) async throws -> Bool {
         try await write { db in
             guard let stored = try Self.batch(db, id: lease.batchID) else { return false }
-            try db.execute(
-                sql: """
-                    UPDATE finalizations SET state = 'done', lease_owner = NULL, lease_expires_at = NULL,
-                        finished_at = ?
-                    WHERE batch_key = ? AND state = 'leased' AND attempts = ? AND lease_owner = ?
-                    """,
-                arguments: [now.milliseconds, stored.key, lease.attempt, lease.owner])
-            guard db.changesCount == 1 else { return false }
+            guard try Self.completeStep(db, lease, batchKey: stored.key, state: .done, now: now) else { return false }
             if let result {
                 try db.execute(
                     sql: "UPDATE batches SET result = ? WHERE key = ?", arguments: [result.text, stored.key])
@@ -219,19 +165,6 @@ extension SQLiteBatchStore: FinalizeStore {
             _ = try Self.recordEvent(
                 db, stored, .finalized, at: now, data: FinalizeRules.eventData(lease, result: result))
             return true
-        }
-    }
-
-    public func finalization(of id: BatchID) async throws -> FinalizationRecord? {
-        try await read { db in
-            try Row.fetchOne(
-                db,
-                sql: """
-                    SELECT \(FinalizationRecord.columns) FROM finalizations
-                    WHERE batch_key = (SELECT key FROM batches WHERE id = ?)
-                    """,
-                arguments: [id.rawValue]
-            ).map { try FinalizationRecord(row: SQLiteRow(row: $0), batchID: id) }
         }
     }
 }

@@ -226,14 +226,3 @@ extension ScheduleRecord {
         every.map { Int64(($0 * 1_000).bounded(to: 0...1e15).rounded()) }
     }
 }
-
-extension FinalizationRecord {
-    /// The columns ``init(row:batchID:)`` reads, in its order.
-    package static let columns = "state, attempts, lease_owner, lease_expires_at, finished_at"
-
-    package init(row: some StoredRow, batchID: BatchID) throws {
-        self.init(
-            batchID: batchID, state: FinalizationState(rawValue: try row.string(0)), attempts: try row.int(1),
-            leaseOwner: try row.string(at: 2), leaseExpiresAt: try row.date(at: 3), finishedAt: try row.date(at: 4))
-    }
-}

@@ -124,17 +124,17 @@ struct FinalizeTests {
                 #expect(try await nodeA.waitForEnd(batch.id).status == .completed)
                 try await waitUntil("node a to hold the finalize lease") { probe.started(batch.id) == ["a"] }
                 let finalizations = try #require(nodeA.store as? any FinalizeStore)
-                #expect(try await finalizations.finalization(of: batch.id)?.leaseOwner == "a")
+                #expect(try await finalizations.step(.finalize, of: batch.id)?.leaseOwner == "a")
 
                 try await site.withEngine(b, configure: configure("b")) { nodeB in
                     // Before the lease expires, node b leaves it alone.
                     try await finalizeProbeBatch(nodeB, type: "only-b")
                     #expect(probe.started(batch.id) == ["a"])
-                    #expect(try await finalizations.finalization(of: batch.id)?.attempts == 1)
+                    #expect(try await finalizations.step(.finalize, of: batch.id)?.attempts == 1)
                     clock.advance(by: 3_601)
                     try await waitUntil("node b to finalize") { try await nodeB.store.batch(batch.id)?.result != nil }
                     #expect(try await nodeB.store.batch(batch.id)?.result?.value()["node"] == "b")
-                    let record = try #require(try await finalizations.finalization(of: batch.id))
+                    let record = try #require(try await finalizations.step(.finalize, of: batch.id))
                     #expect(record.state == .done)
                     #expect(record.attempts == 2)
 
@@ -145,7 +145,7 @@ struct FinalizeTests {
                     try await finalizeProbeBatch(nodeA, type: "only-a")
                     #expect(probe.returned(batch.id) == ["b", "a"])
                     #expect(try await nodeB.store.batch(batch.id)?.result?.value()["node"] == "b")
-                    #expect(try await finalizations.finalization(of: batch.id) == record)
+                    #expect(try await finalizations.step(.finalize, of: batch.id) == record)
                 }
                 return batch.id
             }
@@ -164,6 +164,6 @@ func finalizeProbeBatch(_ engine: TrancheEngine, type: String) async throws {
     #expect(try await engine.waitForEnd(probe.id).status == .completed)
     let finalizations = try #require(engine.store as? any FinalizeStore)
     try await waitUntil("the probe batch's finalize step") {
-        try await finalizations.finalization(of: probe.id)?.state == .done
+        try await finalizations.step(.finalize, of: probe.id)?.state == .done
     }
 }

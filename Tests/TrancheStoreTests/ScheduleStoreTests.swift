@@ -148,27 +148,27 @@ struct ScheduleStoreTests {
             #expect(try await store.batch(other.id)?.status.isEnded == true)
             // The finished batch and the other type's; never a dry run.
             #expect(try await store.queueFinalizations(limit: 100, now: start) == 2)
-            #expect(try await store.finalization(of: dry.id) == nil)
+            #expect(try await store.step(.finalize, of: dry.id) == nil)
             #expect(try await store.queueFinalizations(limit: 100, now: start) == 0)
 
             let first = try #require(
-                try await store.claimFinalization(owner: "a", types: ["noop"], leaseDuration: 30, now: start))
+                try await store.claimStep(.finalize, owner: "a", types: ["noop"], leaseDuration: 30, now: start))
             #expect(first.batchID == batch.id)
             #expect(first.attempt == 1)
             // Leased: nobody else gets it, and no other noop batch waits.
             #expect(
-                try await store.claimFinalization(owner: "b", types: ["noop"], leaseDuration: 30, now: start) == nil)
-            #expect(try await store.renewFinalization(first, leaseDuration: 30, now: start.addingTimeInterval(20)))
+                try await store.claimStep(.finalize, owner: "b", types: ["noop"], leaseDuration: 30, now: start) == nil)
+            #expect(try await store.renewStep(first, leaseDuration: 30, now: start.addingTimeInterval(20)))
             let beforeExpiry = start.addingTimeInterval(49)
             #expect(
-                try await store.claimFinalization(owner: "b", types: ["noop"], leaseDuration: 30, now: beforeExpiry)
+                try await store.claimStep(.finalize, owner: "b", types: ["noop"], leaseDuration: 30, now: beforeExpiry)
                     == nil)
             // Node a died: after its lease expires, b takes over.
             let afterExpiry = start.addingTimeInterval(51)
             let second = try #require(
-                try await store.claimFinalization(owner: "b", types: ["noop"], leaseDuration: 30, now: afterExpiry))
+                try await store.claimStep(.finalize, owner: "b", types: ["noop"], leaseDuration: 30, now: afterExpiry))
             #expect(second.attempt == 2)
-            #expect(try await store.renewFinalization(first, leaseDuration: 30, now: afterExpiry) == false)
+            #expect(try await store.renewStep(first, leaseDuration: 30, now: afterExpiry) == false)
             #expect(
                 try await store.completeFinalization(
                     first, result: JSONText(unchecked: "{\"by\":\"a\"}"), now: afterExpiry) == false)
@@ -179,7 +179,7 @@ struct ScheduleStoreTests {
                 try await store.completeFinalization(
                     second, result: JSONText(unchecked: "{\"by\":\"c\"}"), now: afterExpiry) == false)
             #expect(try await store.batch(batch.id)?.result?.value() == ["by": "b"])
-            let record = try #require(try await store.finalization(of: batch.id))
+            let record = try #require(try await store.step(.finalize, of: batch.id))
             #expect(record.state == .done)
             #expect(record.attempts == 2)
             #expect(record.finishedAt == afterExpiry)
@@ -189,11 +189,13 @@ struct ScheduleStoreTests {
             #expect(finalized.map(\.data) == [["attempt": 2, "node": "b", "result": true]])
             // Done: never claimed again, even long after.
             #expect(
-                try await store.claimFinalization(
+                try await store.claimStep(
+                    .finalize,
                     owner: "c", types: ["noop"], leaseDuration: 30, now: start.addingTimeInterval(3_600)) == nil)
-            #expect(try await store.claimFinalization(owner: "c", types: [], leaseDuration: 30, now: start) == nil)
+            #expect(try await store.claimStep(.finalize, owner: "c", types: [], leaseDuration: 30, now: start) == nil)
             #expect(
-                try await store.claimFinalization(owner: "c", types: ["other"], leaseDuration: 30, now: start)?.batchID
+                try await store.claimStep(.finalize, owner: "c", types: ["other"], leaseDuration: 30, now: start)?
+                    .batchID
                     == other.id)
         }
     }
