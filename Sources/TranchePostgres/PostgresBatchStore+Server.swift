@@ -135,7 +135,7 @@ extension PostgresBatchStore {
                 """
                 DELETE FROM deliveries WHERE id IN (
                     SELECT id FROM deliveries
-                    WHERE status <> 'pending' AND last_attempt_at < \(deliveriesEndedBefore.milliseconds)
+                    WHERE status <> \(unescaped: DeliveryState.pending.sql) AND last_attempt_at < \(deliveriesEndedBefore.milliseconds)
                     UNION ALL
                     SELECT d.id FROM deliveries d WHERE NOT EXISTS (SELECT 1 FROM events e WHERE e.id = d.event_id)
                     LIMIT \(Int64(limit)))
@@ -241,7 +241,7 @@ extension PostgresBatchStore {
                 WITH busy AS (SELECT key AS webhook_id, value::bigint AS n FROM jsonb_each_text(\(busy)::jsonb)),
                 due AS (
                     SELECT id, webhook_id, next_attempt_at FROM deliveries
-                    WHERE status = 'pending' AND next_attempt_at <= \(now)
+                    WHERE status = \(unescaped: DeliveryState.pending.sql) AND next_attempt_at <= \(now)
                       AND (lease_expires_at IS NULL OR lease_expires_at <= \(now))
                       AND webhook_id NOT IN (SELECT webhook_id FROM busy WHERE n >= \(perWebhook))
                     ORDER BY next_attempt_at, id LIMIT \(limit * 8) FOR UPDATE SKIP LOCKED),
@@ -295,7 +295,7 @@ extension PostgresBatchStore {
         id: Int64, owner: String, delivered: Bool, statusCode: Int?, error: String?, nextAttemptAt: Date?, now: Date
     ) async throws -> Bool {
         try await write { db in
-            let status = delivered ? "delivered" : (nextAttemptAt == nil ? "failed" : "pending")
+            let status = DeliveryState.after(delivered: delivered, retrying: nextAttemptAt != nil).rawValue
             let deliveredAt: Int64? = delivered ? now.milliseconds : nil
             return try await db.count(
                 """

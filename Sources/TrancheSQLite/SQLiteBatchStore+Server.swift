@@ -120,7 +120,7 @@ extension SQLiteBatchStore: ServerStore {
             try db.execute(
                 sql: """
                     DELETE FROM deliveries WHERE id IN (
-                        SELECT id FROM deliveries WHERE status <> 'pending' AND last_attempt_at < ?
+                        SELECT id FROM deliveries WHERE status <> \(DeliveryState.pending.sql) AND last_attempt_at < ?
                         UNION ALL
                         SELECT d.id FROM deliveries d WHERE NOT EXISTS (SELECT 1 FROM events e WHERE e.id = d.event_id)
                         LIMIT ?)
@@ -236,7 +236,7 @@ extension SQLiteBatchStore {
                                + row_number() OVER (PARTITION BY due.webhook_id ORDER BY due.next_attempt_at, due.id) AS turn
                         FROM (
                             SELECT id, webhook_id, next_attempt_at FROM deliveries
-                            WHERE status = 'pending' AND next_attempt_at <= ?1
+                            WHERE status = \(DeliveryState.pending.sql) AND next_attempt_at <= ?1
                               AND (lease_expires_at IS NULL OR lease_expires_at <= ?1)
                               AND webhook_id NOT IN (SELECT key FROM json_each(?2) WHERE value >= ?4)
                             ORDER BY next_attempt_at, id LIMIT ?3) due
@@ -287,7 +287,7 @@ extension SQLiteBatchStore {
         id: Int64, owner: String, delivered: Bool, statusCode: Int?, error: String?, nextAttemptAt: Date?, now: Date
     ) async throws -> Bool {
         try await write { db in
-            let status = delivered ? "delivered" : (nextAttemptAt == nil ? "failed" : "pending")
+            let status = DeliveryState.after(delivered: delivered, retrying: nextAttemptAt != nil).rawValue
             try db.execute(
                 sql: """
                     UPDATE deliveries SET status = ?, attempts = attempts + 1, last_status_code = ?, last_error = ?,
