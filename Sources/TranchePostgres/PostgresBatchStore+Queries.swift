@@ -150,7 +150,7 @@ extension PostgresBatchStore {
         try await read { db in
             try await db.one(
                 """
-                SELECT coalesce(sum(greatest(0, total - succeeded - skipped - dead - canceled)), 0)::bigint
+                SELECT coalesce(\(unescaped: TenantUsage.queuedSQL(greatest: "greatest")), 0)::bigint
                 FROM batches WHERE owner = \(owner) AND status IN (\(unescaped: SQLList.openBatches))
                 """
             )?.get(0) ?? 0

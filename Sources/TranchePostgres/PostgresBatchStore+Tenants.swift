@@ -38,7 +38,7 @@ extension PostgresBatchStore: TenantStore {
             let usage = try await db.rows(
                 """
                 SELECT owner, sum(greatest(0, running))::bigint, sum(greatest(0, leased_chunks))::bigint,
-                       sum(greatest(0, total - succeeded - skipped - dead - canceled))::bigint, count(*)::bigint
+                       \(unescaped: TenantUsage.queuedSQL(greatest: "greatest"))::bigint, count(*)::bigint
                 FROM batches WHERE status IN (\(unescaped: SQLList.openBatches))
                   AND (\(name)::text IS NULL OR owner = \(name))
                 GROUP BY owner ORDER BY owner

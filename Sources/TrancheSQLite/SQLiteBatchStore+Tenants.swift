@@ -41,7 +41,7 @@ extension SQLiteBatchStore: TenantStore {
                 db,
                 sql: """
                     SELECT owner, sum(max(0, running)), sum(max(0, leased_chunks)),
-                           sum(max(0, total - succeeded - skipped - dead - canceled)), count(*)
+                           \(TenantUsage.queuedSQL(greatest: "max")), count(*)
                     FROM batches WHERE status IN (\(SQLList.openBatches)) \(filter)
                     GROUP BY owner ORDER BY owner
                     """,

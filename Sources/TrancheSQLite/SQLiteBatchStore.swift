@@ -690,7 +690,7 @@ public final class SQLiteBatchStore: BatchStore {
             try Int64.fetchOne(
                 db,
                 sql: """
-                    SELECT coalesce(sum(max(0, total - succeeded - skipped - dead - canceled)), 0) FROM batches
+                    SELECT coalesce(\(TenantUsage.queuedSQL(greatest: "max")), 0) FROM batches
                     WHERE owner = ? AND status IN (\(SQLList.openBatches))
                     """,
                 arguments: [owner]) ?? 0

@@ -136,6 +136,14 @@ extension TenantRecord {
 }
 
 extension TenantUsage {
+    /// Items queued (accepted, not finished) over the `batches` rows
+    /// selected, none below 0 per batch: the one formula of ``queued`` and
+    /// `queuedItems(owner:)`. `greatest` is the dialect's two-argument
+    /// maximum (`max` on SQLite, `greatest` on PostgreSQL).
+    package static func queuedSQL(greatest: String) -> String {
+        "sum(\(greatest)(0, total - succeeded - skipped - dead - canceled))"
+    }
+
     /// A row of `owner, running, chunks in flight, queued, open batches`.
     package init(row: some StoredRow) throws {
         self.init(
