@@ -47,10 +47,12 @@ public struct CreateBatchRequest: Codable, Sendable {
         context = try container.decodeIfPresent(JSONValue.self, forKey: .context)
         items = try container.decodeIfPresent([JSONValue].self, forKey: .items)
         options = try container.decodeIfPresent(BatchOptions.self, forKey: .options)
-        mode = try container.decodeIfPresent(String.self, forKey: .mode)
-        dryRun = try container.decodeIfPresent(Bool.self, forKey: .dryRun)
+        // Absent, these take their defaults; null is refused, as the OpenAPI document says.
+        mode = try container.decodeUnlessNull(String.self, forKey: .mode)
+        dryRun = try container.decodeUnlessNull(Bool.self, forKey: .dryRun)
+        try container.refuseNull(.priority, as: Int.self)
         priority = try container.decodeInteger(.priority, within: BatchOptions.Limits.priority)
-        requireConfirmation = try container.decodeIfPresent(Bool.self, forKey: .requireConfirmation)
+        requireConfirmation = try container.decodeUnlessNull(Bool.self, forKey: .requireConfirmation)
         then = try container.decodeIfPresent(SuccessorRequest.self, forKey: .then)
     }
 }

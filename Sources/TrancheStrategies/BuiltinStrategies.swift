@@ -41,11 +41,11 @@ public struct SleepStrategy: BatchStrategy {
 
         enum CodingKeys: String, CodingKey, CaseIterable { case ms }
 
-        /// Decodes `{ms?}`; an unknown key, or a number that is no integer
-        /// in range, is refused naming the field and the limit.
+        /// Decodes `{ms?}`; an unknown key, a null, or a number that is no
+        /// integer in range, is refused naming the field (and the limit).
         public init(from decoder: any Decoder) throws {
             let container = try decoder.contextContainer(keyedBy: CodingKeys.self)
-            ms = try container.decodeIfPresent(Double.self, forKey: .ms).map { value in
+            ms = try container.decodeUnlessNull(Double.self, forKey: .ms).map { value in
                 guard let ms = SleepStrategy.milliseconds(value) else {
                     throw DecodingError.dataCorrupted(
                         .init(
