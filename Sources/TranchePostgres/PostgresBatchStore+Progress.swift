@@ -8,7 +8,7 @@ extension PostgresBatchStore: ProgressStore {
             let written = try await db.count(
                 """
                 INSERT INTO progress_samples(batch_key, at, done)
-                SELECT b.key, \(now.milliseconds), b.succeeded + b.skipped + b.dead FROM batches b
+                SELECT b.key, \(now.milliseconds), b.succeeded + b.skipped + b.dead FROM batch_load b
                 WHERE b.status IN (\(unescaped: SQLList.batchesInProgress))
                   AND NOT EXISTS (
                       SELECT 1 FROM progress_samples p

@@ -329,6 +329,52 @@ enum PostgresSchema {
                 "CREATE INDEX preparations_to_claim ON preparations(type, state, lease_expires_at)",
             ]
         ),
+        // Counter shards (BatchShards): claims and checkpoints of one batch
+        // move its counters and chunks in flight on one of 16 rows instead
+        // of the batch row, so they do not wait on each other; readers sum
+        // them through `batch_load`. A chunk remembers the shard of its
+        // lease; leases in flight at the upgrade move to shard 0.
+        (
+            13,
+            [
+                """
+                CREATE TABLE batch_shards (
+                    batch_key BIGINT NOT NULL, shard SMALLINT NOT NULL,
+                    leased INTEGER NOT NULL DEFAULT 0, running BIGINT NOT NULL DEFAULT 0,
+                    succeeded BIGINT NOT NULL DEFAULT 0, failed BIGINT NOT NULL DEFAULT 0,
+                    skipped BIGINT NOT NULL DEFAULT 0, dead BIGINT NOT NULL DEFAULT 0,
+                    canceled BIGINT NOT NULL DEFAULT 0, retried BIGINT NOT NULL DEFAULT 0,
+                    rescued BIGINT NOT NULL DEFAULT 0, last_claim_at BIGINT NOT NULL DEFAULT 0,
+                    PRIMARY KEY (batch_key, shard)
+                )
+                """,
+                "ALTER TABLE chunks ADD COLUMN shard SMALLINT",
+                "CREATE INDEX chunks_open ON chunks(batch_key) WHERE state <> 2",
+                "INSERT INTO batch_shards(batch_key, shard) SELECT key, s FROM batches, generate_series(0, 15) s",
+                "UPDATE chunks SET shard = 0 WHERE state = 1",
+                """
+                UPDATE batch_shards s SET leased = b.leased_chunks FROM batches b
+                WHERE s.batch_key = b.key AND s.shard = 0
+                """,
+                "UPDATE batches SET leased_chunks = 0",
+                """
+                CREATE VIEW batch_load AS
+                SELECT b.key, b.id, b.owner, b.status, b.priority, b.max_chunks, b.total,
+                    b.leased_chunks + s.leased AS leased_chunks, greatest(0, b.running + s.running) AS running,
+                    b.succeeded + s.succeeded AS succeeded, b.failed + s.failed AS failed,
+                    b.skipped + s.skipped AS skipped, b.dead + s.dead AS dead, b.canceled + s.canceled AS canceled,
+                    b.retried + s.retried AS retried, b.rescued + s.rescued AS rescued,
+                    greatest(b.last_claim_at, s.last_claim_at) AS last_claim_at
+                FROM batches b CROSS JOIN LATERAL (
+                    SELECT coalesce(sum(leased), 0)::bigint AS leased, coalesce(sum(running), 0)::bigint AS running,
+                        coalesce(sum(succeeded), 0)::bigint AS succeeded, coalesce(sum(failed), 0)::bigint AS failed,
+                        coalesce(sum(skipped), 0)::bigint AS skipped, coalesce(sum(dead), 0)::bigint AS dead,
+                        coalesce(sum(canceled), 0)::bigint AS canceled, coalesce(sum(retried), 0)::bigint AS retried,
+                        coalesce(sum(rescued), 0)::bigint AS rescued, coalesce(max(last_claim_at), 0) AS last_claim_at
+                    FROM batch_shards WHERE batch_key = b.key) s
+                """,
+            ]
+        ),
     ]
 
     /// Brings the database to the newest version, once, whatever other nodes do meanwhile.
