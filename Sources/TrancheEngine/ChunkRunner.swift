@@ -11,9 +11,14 @@ final class ChunkRun: Sendable {
         var leaseLost = false
         var outstanding = 0
         var feederDone = false
+        /// Outcomes recorded, and those that did not succeed (for ``ChunkSizing``).
+        var recorded = 0
+        var unsuccessful = 0
     }
 
     let lease: ChunkLease
+    /// When the chunk was leased.
+    let began = ContinuousClock.now
     private let state = Mutex(State())
     /// No more items may start: the batch was paused or ended, an item
     /// failed it, the lease was lost, or the node drains. Running items go on.
@@ -21,8 +26,10 @@ final class ChunkRun: Sendable {
     /// Every started item has finished and no more will start.
     let finished = OneShotEvent()
     /// Running items must stop now (batch ended, lease lost, drain grace
-    /// over); their results are dropped.
+    /// over); their results are dropped. Fired by ``abortRunning()``.
     let abort = OneShotEvent()
+    /// The running attempts and their deadlines.
+    let attempts = AttemptWatch()
 
     init(lease: ChunkLease) {
         self.lease = lease
@@ -33,7 +40,13 @@ final class ChunkRun: Sendable {
     func markLeaseLost() {
         state.withLock { $0.leaseLost = true }
         stopStarting.fire()
+        abortRunning()
+    }
+
+    /// Stops the running items now: their attempts are canceled and dropped.
+    func abortRunning() {
         abort.fire()
+        attempts.abortAll()
     }
 
     /// Acts on the batch's status as a checkpoint read it: a paused batch
@@ -41,18 +54,23 @@ final class ChunkRun: Sendable {
     /// one also stops its running items, whose work no longer counts.
     func observe(_ status: BatchStatus) {
         if status == .paused || status.isEnded { stopStarting.fire() }
-        if status.isEnded { abort.fire() }
+        if status.isEnded { abortRunning() }
     }
 
     func record(_ outcome: ItemOutcome, failBatch: String?) {
         let failsBatch = state.withLock { state -> Bool in
             state.outcomes.append(outcome)
+            state.recorded += 1
+            if outcome.status != .succeeded { state.unsuccessful += 1 }
             guard let failBatch, state.failBatch == nil else { return false }
             state.failBatch = failBatch
             return true
         }
         if failsBatch { stopStarting.fire() }
     }
+
+    /// Items that reached an outcome so far, and those that did not succeed.
+    var tally: (items: Int, failures: Int) { state.withLock { ($0.recorded, $0.unsuccessful) } }
 
     func takeOutcomes() -> (outcomes: [ItemOutcome], failBatch: String?) {
         state.withLock { state in
@@ -73,7 +91,7 @@ final class ChunkRun: Sendable {
             state.outstanding -= 1
             return state.feederDone && state.outstanding == 0
         }
-        if done { finished.fire() }
+        if done { finishRun() }
     }
 
     func feederFinished() {
@@ -81,7 +99,12 @@ final class ChunkRun: Sendable {
             state.feederDone = true
             return state.outstanding == 0
         }
-        if done { finished.fire() }
+        if done { finishRun() }
+    }
+
+    private func finishRun() {
+        attempts.close()
+        finished.fire()
     }
 }
 
@@ -111,11 +134,13 @@ extension TrancheEngine {
             if let processChunk = binding.bound.processChunk {
                 await runWhole(run, binding: binding, processChunk: processChunk)
             } else {
+                group.addTask { await run.attempts.sweep() }
                 await startItems(run, binding: binding, in: &group)
             }
             run.feederFinished()
         }
         await finish(run, failBatch: nil)
+        learnChunkSize(from: run, options: binding.options)
     }
 
     /// Starts the chunk's items one by one as their limits admit them, until
@@ -132,7 +157,7 @@ extension TrancheEngine {
             run.itemStarted()
             group.addTask {
                 let began = ContinuousClock.now
-                let result = await self.attempt(item, lease: lease, binding: binding, abort: run.abort)
+                let result = await self.attempt(item, lease: lease, binding: binding, attempts: run.attempts)
                 if let result {
                     binding.pacer.observe(result, latency: began.duration(to: .now), wall: self.now)
                     let (outcome, failBatch) = self.outcome(for: item, result: result, options: binding.options)
@@ -174,42 +199,24 @@ extension TrancheEngine {
 
     /// One attempt of one item, bounded by the item timeout; nil when the
     /// chunk was aborted (the item is not written: it runs again later, or
-    /// its ended batch cancels it). An aborted attempt's task is canceled.
-    func attempt(_ item: LeasedItem, lease: ChunkLease, binding: BatchBinding, abort: OneShotEvent) async
+    /// its ended batch cancels it). An attempt that times out or is aborted
+    /// has its task canceled; the chunk's ``AttemptWatch`` does both.
+    func attempt(_ item: LeasedItem, lease: ChunkLease, binding: BatchBinding, attempts: AttemptWatch) async
         -> ItemResult?
     {
-        enum Race: Sendable {
-            case done(ItemResult)
-            case timedOut
-            case aborted
-        }
         let input = ItemInput(batchID: lease.batchID, seq: item.seq, payload: item.payload, attempt: item.nextAttempt)
         let timeout = binding.options.itemTimeout
         let process = binding.bound.process
         let started = ContinuousClock.now
         defer { EngineMetrics.attempt(type: lease.type, duration: started.duration(to: .now)) }
-        let first: Race = await withTaskGroup(of: Race.self) { group in
-            group.addTask { .done(await process(input)) }
-            group.addTask {
-                do {
-                    try await Task.sleep(for: .seconds(bounded: timeout))
-                    return .timedOut
-                } catch {
-                    return .aborted
-                }
-            }
-            group.addTask {
-                await abort.wait()
-                return .aborted
-            }
-            let first = await group.next() ?? .aborted
-            group.cancelAll()
-            return first
+        let (result, ending) = await attempts.run(until: started + .seconds(bounded: timeout)) {
+            await process(input)
         }
-        switch first {
-        case .done(let result): return result
+        switch ending {
         case .timedOut: return .failure(.timedOut(after: timeout))
         case .aborted: return nil
+        // The item's own task canceled (the engine stops): dropped like an abort.
+        case nil: return Task.isCancelled ? nil : result
         }
     }
 
@@ -287,7 +294,7 @@ extension TrancheEngine {
         guard !run.finished.hasFired else { return }
         run.stopStarting.fire()
         await sleep(configuration.drainGracePeriod, orUntil: run.finished)
-        if !run.finished.hasFired { run.abort.fire() }
+        if !run.finished.hasFired { run.abortRunning() }
     }
 
     /// The final checkpoint: writes what is left and ends the lease. Items
