@@ -134,8 +134,11 @@ public struct OptionsError: Error, Sendable, Hashable, CustomStringConvertible {
 /// A batch's settings. Every field has a documented default; ``validate()``
 /// rejects values that make no sense with a message naming the field.
 public struct BatchOptions: Sendable, Hashable, Codable {
-    /// Items per chunk, the unit of leasing and of transaction. Default 100.
-    public var chunkSize: Int = 100
+    /// Items per chunk, the unit of leasing and of transaction. Default nil:
+    /// automatic, each claim takes as many items as the claiming node asks
+    /// for (it grows while items are fast and shrinks when they are slow or
+    /// failing). A number fixes every chunk at that size.
+    public var chunkSize: Int?
     /// Items of this batch running at once on one node. Default 8.
     public var concurrency: Int = 8
     /// Attempts before an item is `dead`. Default 5.
@@ -225,7 +228,7 @@ public struct BatchOptions: Sendable, Hashable, Codable {
                     ? "\(name) must be more than \(lower) and at most \(upper)\(unit), got \(value.shortText)"
                     : "\(name) must be between \(lower) and \(upper)\(unit), got \(value.shortText)")
         }
-        try require(chunkSize, in: Limits.chunkSize, "chunk_size")
+        if let chunkSize { try require(chunkSize, in: Limits.chunkSize, "chunk_size") }
         try require(concurrency, in: Limits.concurrency, "concurrency")
         try require(maxAttempts, in: Limits.maxAttempts, "max_attempts")
         try require(backoff.base, in: Limits.backoffBase, "backoff.base", " seconds")
@@ -283,7 +286,7 @@ public struct BatchOptions: Sendable, Hashable, Codable {
         try UnknownKeys.reject(in: decoder, known: CodingKeys.allCases.map(\.stringValue), what: "option")
         let container = try decoder.container(keyedBy: CodingKeys.self)
         let defaults = BatchOptions()
-        chunkSize = try container.decodeInteger(.chunkSize, within: Limits.chunkSize) ?? defaults.chunkSize
+        chunkSize = try container.decodeInteger(.chunkSize, within: Limits.chunkSize)
         concurrency = try container.decodeInteger(.concurrency, within: Limits.concurrency) ?? defaults.concurrency
         maxAttempts = try container.decodeInteger(.maxAttempts, within: Limits.maxAttempts) ?? defaults.maxAttempts
         backoff = try container.decodeIfPresent(Backoff.self, forKey: .backoff) ?? defaults.backoff

@@ -104,3 +104,4 @@ extension TrancheEngine {
         _ = bindings.withLock { $0.removeValue(forKey: id) }
     }
 }
+        chunkSizer.forget(id)

@@ -123,6 +123,8 @@ public final class TrancheEngine: Service, Sendable {
     /// Whether this node's `prepare` types are registered with the store.
     let prepareTypesRegistered = Mutex(false)
     let chunksInFlight = Atomic<Int>(0)
+    /// The sizes this node asks of automatic chunks.
+    let chunkSizer = ChunkSizer()
     /// Measures local durations (rates, throttling, rate limits).
     let monotonic = ContinuousClock()
     /// When this engine was made, by ``Configuration/clock``.

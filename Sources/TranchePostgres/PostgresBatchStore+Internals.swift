@@ -79,7 +79,7 @@ extension PostgresBatchStore {
         _ db: PostgresConnection, _ stored: StoredBatch, startSeq: Int64, items: some Collection<NewItem>, now: Date
     ) async throws {
         guard !items.isEmpty else { return }
-        let chunkSize = Int64(stored.record.options.chunkSize)
+        let chunkSize = ChunkSizeRules.segmentSize(stored.record.options)
         let nowMS = now.milliseconds
         var seqs: [Int64] = []
         var payloads: [String] = []

@@ -71,7 +71,7 @@ extension SQLiteBatchStore {
                 """)
         let insertChunk = try db.cachedStatement(
             sql: "INSERT INTO chunks(batch_key, first_seq, last_seq, state) VALUES (?, ?, ?, ?)")
-        let chunkSize = Int64(stored.record.options.chunkSize)
+        let chunkSize = ChunkSizeRules.segmentSize(stored.record.options)
         let nowMS = now.milliseconds
         var seq = startSeq
         var chunkStart = startSeq

@@ -161,8 +161,9 @@ public enum LinkRules {
     }
 
     /// Chunk boundaries of a copied batch, in SQL: a chunk starts at every
-    /// `chunkSize`-th seq and ends `chunkSize - 1` later or at the last item.
-    package static func chunkSize(_ options: BatchOptions) -> Int64 { Int64(max(1, options.chunkSize)) }
+    /// `chunkSize`-th seq and ends `chunkSize - 1` later or at the last item
+    /// (an automatic batch's segments, ``ChunkSizeRules/segmentSize``).
+    package static func chunkSize(_ options: BatchOptions) -> Int64 { ChunkSizeRules.segmentSize(options) }
 
     static func names(_ statuses: [ItemStatus]) -> String { statuses.map(\.name).joined(separator: ", ") }
 }

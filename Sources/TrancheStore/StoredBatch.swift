@@ -166,9 +166,10 @@ extension BatchRecord {
 extension BatchOptions {
     /// How many chunks of the batch may be leased at once: enough to keep
     /// `concurrency` items running, plus one so a new chunk starts while
-    /// the last items of another finish.
+    /// the last items of another finish. Automatic chunks may hold a single
+    /// item, so they count as chunks of one.
     package var maxChunksInFlight: Int {
-        let chunk = max(1, chunkSize)
+        let chunk = max(1, chunkSize ?? 1)
         return min(concurrency / chunk + (concurrency % chunk == 0 ? 0 : 1), Int(Int32.max) - 1) + 1
     }
 }

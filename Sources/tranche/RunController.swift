@@ -71,7 +71,9 @@ final class RunController: Service, Sendable {
         let cursor = resumeFrom.cursor.flatMap { try? $0.decode(RunCursor.self) }
         let reader = try InputReader(path: input, offset: cursor?.offset ?? 0, lineNumber: cursor?.line ?? 0)
         var seq = resumeFrom.counts.total
-        let blockSize = max(resumeFrom.options.chunkSize, 1) * max(1, 5_000 / max(resumeFrom.options.chunkSize, 1))
+        // Whole chunks per append; an automatic batch's segment is claimed a part at a time.
+        let chunk = max(resumeFrom.options.chunkSize ?? ChunkSizeRules.maximumSegment, 1)
+        let blockSize = chunk * max(1, 5_000 / chunk)
         var pending: [NewItem] = []
         pending.reserveCapacity(blockSize)
         var lastFlush = ContinuousClock.now
