@@ -14,30 +14,43 @@ struct BatchBinding: Sendable {
 extension TrancheEngine {
     /// The claim loop: leases chunks while this node has free workers, and
     /// sleeps until woken (new work, a chunk finished, a retry due) otherwise.
+    /// A full node still claims a chunk of a tenant it runs nothing of (up
+    /// to as many extra chunks as chunk slots): that tenant's items then
+    /// queue for the next free worker instead of waiting for a whole chunk
+    /// of another tenant's to end.
     func schedule() async {
         let maxChunks = max(2, configuration.workers)
         await withDiscardingTaskGroup { group in
             while !draining.hasFired && !Task.isCancelled {
-                if chunksInFlight.load(ordering: .relaxed) >= maxChunks || workerSlots.available == 0 {
+                let inFlight = chunksInFlight.load(ordering: .relaxed)
+                let full = inFlight >= maxChunks || workerSlots.available == 0
+                if full && inFlight >= 2 * maxChunks {
                     await claimWakeup.wait(timeout: configuration.sweepInterval)
                     continue
                 }
+                var claim = ChunkClaim(owner: configuration.nodeID, leaseDuration: configuration.leaseDuration)
+                if full { claim.excludingTenants = tenantsInFlight.withLock { Set($0.keys) } }
+                claim.sizes = await chunkSizes()
                 let lease: ChunkLease?
                 do {
-                    lease = try await store.claimChunk(
-                        owner: configuration.nodeID, leaseDuration: configuration.leaseDuration, now: now)
+                    lease = try await store.claimChunk(claim, now: now)
                 } catch {
                     logger.warning("claiming a chunk failed", metadata: ["error": "\(error)"])
                     await claimWakeup.wait(timeout: configuration.sweepInterval)
                     continue
                 }
                 guard let lease else {
-                    await claimWakeup.wait(timeout: await idleSleep())
+                    await claimWakeup.wait(timeout: full ? configuration.sweepInterval : await idleSleep())
                     continue
                 }
                 EngineMetrics.runningChunks(chunksInFlight.add(1, ordering: .relaxed).newValue)
+                tenantsInFlight.withLock { $0[lease.tenant, default: 0] += 1 }
                 group.addTask {
                     await self.runChunk(lease)
+                    self.tenantsInFlight.withLock { tenants in
+                        let left = tenants[lease.tenant, default: 1] - 1
+                        tenants[lease.tenant] = left > 0 ? left : nil
+                    }
                     EngineMetrics.runningChunks(self.chunksInFlight.subtract(1, ordering: .relaxed).newValue)
                     self.claimWakeup.signal()
                 }
@@ -102,6 +115,6 @@ extension TrancheEngine {
     /// Forgets an ended batch's binding.
     func unbind(_ id: BatchID) {
         _ = bindings.withLock { $0.removeValue(forKey: id) }
+        chunkSizer.forget(id)
     }
 }
-        chunkSizer.forget(id)

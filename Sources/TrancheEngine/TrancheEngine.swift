@@ -125,6 +125,9 @@ public final class TrancheEngine: Service, Sendable {
     let chunksInFlight = Atomic<Int>(0)
     /// The sizes this node asks of automatic chunks.
     let chunkSizer = ChunkSizer()
+    /// Chunks in flight on this node per tenant: a full node claims one more
+    /// chunk only for a tenant it is not running.
+    let tenantsInFlight = Mutex<[String: Int]>([:])
     /// Measures local durations (rates, throttling, rate limits).
     let monotonic = ContinuousClock()
     /// When this engine was made, by ``Configuration/clock``.

@@ -118,9 +118,11 @@ extension PostgresBatchStore {
         case raced
     }
 
-    public func claimChunk(owner: String, leaseDuration: Double, now: Date) async throws -> ChunkLease? {
+    public func claimChunk(_ request: ChunkClaim, now: Date) async throws -> ChunkLease? {
+        let owner = request.owner
+        let excluded = request.excludingTenants.sorted()
         let nowMS = now.milliseconds
-        let expires = now.milliseconds(after: leaseDuration)
+        let expires = now.milliseconds(after: request.leaseDuration)
         for _ in 0..<16 {
             // Candidates in the claim order, read without locks: the tenant
             // first (fair share, under its max_running; TenantShareSQL), then
@@ -130,7 +132,7 @@ extension PostgresBatchStore {
                     """
                     SELECT b.key FROM batches b \(unescaped: TenantShareSQL.join)
                     WHERE b.status IN (\(unescaped: SQLList.runnableBatches)) AND b.leased_chunks < b.max_chunks
-                      AND \(unescaped: TenantShareSQL.admits)
+                      AND \(unescaped: TenantShareSQL.admits) AND NOT (b.owner = ANY(\(excluded)))
                       AND EXISTS (SELECT 1 FROM chunks c WHERE c.batch_key = b.key
                                   AND c.state = \(ChunkState.pending.rawValue) AND c.ready_at <= \(nowMS))
                     ORDER BY \(unescaped: TenantShareSQL.order), b.priority DESC, b.leased_chunks, b.last_claim_at, b.key
@@ -229,7 +231,7 @@ extension PostgresBatchStore {
                 return .leased(
                     ChunkLease(
                         chunkID: chunkID, batchID: stored.record.id, type: stored.record.type, token: token,
-                        owner: owner, firstSeq: firstSeq, lastSeq: lastSeq, items: items))
+                        owner: owner, tenant: stored.record.owner, firstSeq: firstSeq, lastSeq: lastSeq, items: items))
             }
         }
     }

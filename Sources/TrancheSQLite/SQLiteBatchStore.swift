@@ -170,17 +170,19 @@ public final class SQLiteBatchStore: BatchStore {
 
     // MARK: - Leasing
 
-    public func claimChunk(owner: String, leaseDuration: Double, now: Date) async throws -> ChunkLease? {
-        try await write { db in
+    public func claimChunk(_ claim: ChunkClaim, now: Date) async throws -> ChunkLease? {
+        let owner = claim.owner
+        let excluded = try JSONText(encoding: claim.excludingTenants.sorted()).text
+        return try await write { db in
             let nowMS = now.milliseconds
-            let expires = now.milliseconds(after: leaseDuration)
+            let expires = now.milliseconds(after: claim.leaseDuration)
             for _ in 0..<16 {
                 guard let token = try Int64.fetchOne(db.cachedStatement(sql: Self.nextTokenSQL)) else {
                     throw StoreError(.storage, "the lease token counter is missing")
                 }
                 guard
                     let claimed = try Row.fetchOne(
-                        db.cachedStatement(sql: Self.claimSQL), arguments: [owner, token, expires, nowMS])
+                        db.cachedStatement(sql: Self.claimSQL), arguments: [owner, token, expires, nowMS, excluded])
                 else { return nil }
                 let chunk = SQLiteRow(row: claimed)
                 let chunkID = try chunk.int64(0)
@@ -214,7 +216,7 @@ public final class SQLiteBatchStore: BatchStore {
                 }
                 return ChunkLease(
                     chunkID: chunkID, batchID: stored.record.id, type: stored.record.type, token: token,
-                    owner: owner, firstSeq: firstSeq, lastSeq: lastSeq, items: items)
+                    owner: owner, tenant: stored.record.owner, firstSeq: firstSeq, lastSeq: lastSeq, items: items)
             }
             return nil
         }
@@ -227,6 +229,7 @@ public final class SQLiteBatchStore: BatchStore {
     /// flight per unit of weight, then the least recently served
     /// (``TenantShareSQL``). Within it, the highest priority first, then the
     /// batch with the fewest chunks in flight, least recently served, oldest.
+    /// The last argument is a JSON array of tenants to pass over.
     static let claimSQL = """
         UPDATE chunks SET state = \(ChunkState.leased.stored), lease_owner = ?, lease_token = ?, lease_expires_at = ?
         WHERE id = (
@@ -236,6 +239,7 @@ public final class SQLiteBatchStore: BatchStore {
             FROM batches b \(TenantShareSQL.join)
             WHERE b.status IN (\(SQLList.runnableBatches)) AND b.leased_chunks < b.max_chunks
               AND \(TenantShareSQL.admits) AND chunk IS NOT NULL
+              AND b.owner NOT IN (SELECT value FROM json_each(?))
             ORDER BY \(TenantShareSQL.order), b.priority DESC, b.leased_chunks, b.last_claim_at, b.key
             LIMIT 1)
         RETURNING id, batch_key, first_seq, last_seq

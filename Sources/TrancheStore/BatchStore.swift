@@ -65,9 +65,10 @@ public protocol BatchStore: Sendable {
     /// Stores a dry run's report or a strategy's summary.
     func setResult(_ id: BatchID, result: JSONText) async throws
 
-    /// Leases the next chunk: highest priority first, then fairly across
-    /// batches (fewest chunks in flight, least recently served), then oldest.
-    func claimChunk(owner: String, leaseDuration: Double, now: Date) async throws -> ChunkLease?
+    /// Leases the next chunk: the tenant first (fair share), then the highest
+    /// priority, then fairly across batches (fewest chunks in flight, least
+    /// recently served), then oldest.
+    func claimChunk(_ claim: ChunkClaim, now: Date) async throws -> ChunkLease?
 
     /// Writes outcomes for a leased chunk and extends its lease; with
     /// `finish`, also ends the lease. Throws `leaseLost` when the token is stale.
@@ -138,6 +139,13 @@ public protocol BatchStore: Sendable {
 
     /// Nodes heard from since `since`, with the chunks they hold and whether they lead.
     func nodes(since: Date, now: Date) async throws -> [NodeRecord]
+}
+
+extension BatchStore {
+    /// Leases the next chunk of any tenant (see ``claimChunk(_:now:)``).
+    public func claimChunk(owner: String, leaseDuration: Double, now: Date) async throws -> ChunkLease? {
+        try await claimChunk(ChunkClaim(owner: owner, leaseDuration: leaseDuration), now: now)
+    }
 }
 
 /// How many batches are in one status and how many of their items wait to run.

@@ -146,6 +146,29 @@ public struct ItemRecord: Sendable, Hashable {
     }
 }
 
+/// What a node asks of a chunk claim: who leases, for how long, and
+/// whose work it passes over.
+public struct ChunkClaim: Sendable, Hashable {
+    /// The node that holds the lease.
+    public var owner: String
+    public var leaseDuration: Double
+    /// Tenants whose batches this claim passes over: a node whose chunk
+    /// slots are full claims one more chunk only for a tenant it is not
+    /// running, so that tenant waits one item, not one chunk.
+    public var excludingTenants: Set<String>
+    /// How many items to lease from a batch whose chunks are sized automatically.
+    public var sizes: ChunkSizes
+
+    public init(
+        owner: String, leaseDuration: Double, excludingTenants: Set<String> = [], sizes: ChunkSizes = ChunkSizes()
+    ) {
+        self.owner = owner
+        self.leaseDuration = leaseDuration
+        self.excludingTenants = excludingTenants
+        self.sizes = sizes
+    }
+}
+
 /// A chunk leased to one worker: a contiguous range of items, fenced by `token`.
 public struct ChunkLease: Sendable, Hashable {
     public var chunkID: Int64
@@ -154,13 +177,15 @@ public struct ChunkLease: Sendable, Hashable {
     /// Grows with every grant of this chunk; every write for the chunk must carry it.
     public var token: Int64
     public var owner: String
+    /// The tenant whose batch this is (its owner).
+    public var tenant: String
     public var firstSeq: Int64
     public var lastSeq: Int64
     /// The items to run now: pending, or failed and due for a retry.
     public var items: [LeasedItem]
 
     public init(
-        chunkID: Int64, batchID: BatchID, type: String, token: Int64, owner: String,
+        chunkID: Int64, batchID: BatchID, type: String, token: Int64, owner: String, tenant: String,
         firstSeq: Int64, lastSeq: Int64, items: [LeasedItem]
     ) {
         self.chunkID = chunkID
@@ -168,6 +193,7 @@ public struct ChunkLease: Sendable, Hashable {
         self.type = type
         self.token = token
         self.owner = owner
+        self.tenant = tenant
         self.firstSeq = firstSeq
         self.lastSeq = lastSeq
         self.items = items
