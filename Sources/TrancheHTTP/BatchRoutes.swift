@@ -52,10 +52,12 @@ extension TrancheServer {
         let limit = try limit(request, default: 50)
         let records = try await store.batches(
             BatchQuery(owner: context.tenant, type: query.get("type"), status: status, before: before, limit: limit))
+        // One read per kind for the whole page, never one per batch.
         let progress = try await engine.progress(of: records)
+        let extras = try await extras(of: records)
         var views: [BatchView] = []
         for record in records {
-            views.append(try await batchView(record, withErrors: false, progress: progress[record.id]))
+            views.append(try await batchView(record, withErrors: false, progress: progress[record.id], extras: extras))
         }
         let next = records.count == limit ? records.last?.id.rawValue : nil
         return Self.json(BatchPage(batches: views, nextCursor: next))
@@ -73,5 +75,46 @@ extension TrancheServer {
         var view = try await batchView(updated)
         view.retriedItems = count
         return Self.json(view)
+    }
+}
+
+/// What batch views show besides the batch's row and progress: its links,
+/// the schedule that started it, its stored pace and its prepare preview.
+struct BatchExtras: Sendable {
+    var links: [BatchID: BatchLinks] = [:]
+    var scheduleIDs: [BatchID: String] = [:]
+    var paces: [String: PaceRecord] = [:]
+    var previews: [BatchID: JSONText] = [:]
+
+    /// Sets `view`'s links, schedule and preview from these.
+    func fill(_ view: inout BatchView, of record: BatchRecord) {
+        let links = links[record.id] ?? BatchLinks()
+        (view.parentID, view.children) = (links.parentID, links.children)
+        view.scheduleID = scheduleIDs[record.id]
+        view.preview = previews[record.id].flatMap { try? $0.value() }
+    }
+}
+
+extension TrancheServer {
+    /// The extras of `records`, one store read per kind for all of them.
+    func extras(of records: [BatchRecord]) async throws -> BatchExtras {
+        let ids = records.map(\.id)
+        var extras = BatchExtras()
+        if let page = store as? any BatchPageStore {
+            extras.links = try await page.links(of: ids)
+            extras.scheduleIDs = try await page.scheduleIDs(ofBatches: ids)
+        }
+        // Only adaptive batches have a stored pace: one read each, left so
+        // while the pace row changes (TrancheStore/Grants.swift).
+        if let limits = store as? any LimitStore {
+            for record in records where record.options.paceMode(forType: record.type) == .adaptive {
+                let key = LimitKey.batch(record.id)
+                extras.paces[key] = try await limits.pace(key: key)
+            }
+        }
+        if let steps = store as? any LeasedStepStore {
+            extras.previews = try await steps.steps(.prepare, of: ids).compactMapValues(\.preview)
+        }
+        return extras
     }
 }

@@ -131,13 +131,13 @@ public struct PaceView: Codable, Sendable, Hashable {
 }
 
 extension TrancheServer {
-    /// The batch's pace as the store holds it (``PaceView``).
-    func paceView(of record: BatchRecord) async throws -> PaceView {
+    /// The batch's pace (``PaceView``): its fixed rate, or the adaptive pace
+    /// the store holds under its ``LimitKey/batch(_:)``, `stored` (read for
+    /// a whole page at once, ``BatchExtras``).
+    func paceView(of record: BatchRecord, stored: PaceRecord?) -> PaceView {
         let mode = record.options.paceMode(forType: record.type)
         let fixed = record.options.rateLimit?.rate
-        guard mode == .adaptive, let limits = store as? any LimitStore,
-            let stored = try await limits.pace(key: LimitKey.batch(record.id))
-        else {
+        guard mode == .adaptive, let stored else {
             return PaceView(
                 mode: mode, rate: fixed, reason: mode == .adaptive ? "start" : nil, changedAt: nil, throttled: 0,
                 pausedUntil: nil)

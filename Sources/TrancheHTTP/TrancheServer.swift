@@ -157,9 +157,9 @@ public struct TrancheServer: Sendable {
 
     /// The batch as the API shows it, with its first five item errors
     /// (in `seq` order) unless `withErrors` is false (lists), and its
-    /// progress (read here unless a list read all its batches' at once).
+    /// progress and extras (read here unless a list read all its batches' at once).
     func batchView(
-        _ record: BatchRecord, withErrors: Bool = true, progress: BatchProgress? = nil
+        _ record: BatchRecord, withErrors: Bool = true, progress: BatchProgress? = nil, extras: BatchExtras? = nil
     ) async throws -> BatchView {
         var errors: [BatchErrorView] = []
         if withErrors, record.counts.skipped + record.counts.dead + record.counts.failed > 0 {
@@ -170,11 +170,9 @@ public struct TrancheServer: Sendable {
         }
         let progress = if let progress { progress } else { try await engine.progress(of: record) }
         var view = BatchView(record, context: engine.publicContext(of: record), progress: progress, errors: errors)
-        let links = try await engine.links(of: record.id)
-        (view.parentID, view.children) = (links.parentID, links.children)
-        view.scheduleID = try await (store as? any ScheduleStore)?.scheduleID(ofBatch: record.id)
-        view.pace = try await paceView(of: record)
-        view.preview = try await engine.preparation(of: record.id)?.preview.flatMap { try? $0.value() }
+        let extras = if let extras { extras } else { try await self.extras(of: [record]) }
+        extras.fill(&view, of: record)
+        view.pace = paceView(of: record, stored: extras.paces[LimitKey.batch(record.id)])
         return view
     }
 

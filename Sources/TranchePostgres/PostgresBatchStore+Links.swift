@@ -25,26 +25,7 @@ extension PostgresBatchStore: LinkedBatchStore {
     }
 
     public func links(of id: BatchID) async throws -> BatchLinks {
-        try await read { db in
-            var links = BatchLinks()
-            if let row = try await db.one(
-                """
-                SELECT l.parent_id, l.kind FROM batch_links l JOIN batches b ON b.id = l.parent_id
-                WHERE l.child_id = \(id.rawValue)
-                """)
-            {
-                let read = PostgresStoredRow(row: row)
-                links.parentID = BatchID(try read.string(0))
-                links.kind = LinkKind(rawValue: try read.string(1))
-            }
-            links.children = try await db.rows(
-                """
-                SELECT l.child_id FROM batch_links l JOIN batches b ON b.id = l.child_id
-                WHERE l.parent_id = \(id.rawValue) ORDER BY l.created_at, b.key LIMIT 1000
-                """
-            ).compactMap { BatchID(try PostgresStoredRow(row: $0).string(0)) }
-            return links
-        }
+        try await links(of: [id])[id] ?? BatchLinks()
     }
 
     public func confirmDryRun(_ id: BatchID, at now: Date) async throws -> BatchRecord {

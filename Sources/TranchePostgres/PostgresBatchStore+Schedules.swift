@@ -113,10 +113,7 @@ extension PostgresBatchStore: ScheduleStore {
     }
 
     public func scheduleID(ofBatch id: BatchID) async throws -> String? {
-        try await read { db in
-            try await db.one("SELECT schedule_id FROM schedule_runs WHERE batch_id = \(id.rawValue)")
-                .map { try PostgresStoredRow(row: $0).string(0) }
-        }
+        try await scheduleIDs(ofBatches: [id])[id]
     }
 }
 

@@ -54,14 +54,22 @@ extension PostgresBatchStore: LeasedStepStore {
         }
     }
 
-    public func step<Step: LeasedStep>(_ step: Step, of id: BatchID) async throws -> StepRecord<Step>? {
-        try await read { db in
-            try await db.one(
+    public func steps<Step: LeasedStep>(_ step: Step, of ids: [BatchID]) async throws -> [BatchID: StepRecord<Step>] {
+        guard !ids.isEmpty else { return [:] }
+        return try await read { db in
+            var records: [BatchID: StepRecord<Step>] = [:]
+            let rows = try await db.rows(
                 """
-                SELECT \(unescaped: step.kind.columns) FROM \(unescaped: step.kind.table)
-                WHERE batch_key = (SELECT key FROM batches WHERE id = \(id.rawValue))
-                """
-            ).map { try StepRecord(row: PostgresStoredRow(row: $0), batchID: id) }
+                SELECT \(unescaped: step.kind.columns), (SELECT id FROM batches WHERE key = batch_key)
+                FROM \(unescaped: step.kind.table)
+                WHERE batch_key IN (SELECT key FROM batches WHERE id = ANY(\(ids.map(\.rawValue))))
+                """)
+            for row in rows {
+                let stored = PostgresStoredRow(row: row)
+                guard let id = BatchID(try stored.string(6)) else { continue }
+                records[id] = try StepRecord(row: stored, batchID: id)
+            }
+            return records
         }
     }
 

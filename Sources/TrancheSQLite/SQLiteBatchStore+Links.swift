@@ -25,30 +25,7 @@ extension SQLiteBatchStore: LinkedBatchStore {
     }
 
     public func links(of id: BatchID) async throws -> BatchLinks {
-        try await read { db in
-            var links = BatchLinks()
-            if let row = try Row.fetchOne(
-                db,
-                sql: """
-                    SELECT l.parent_id, l.kind FROM batch_links l JOIN batches b ON b.id = l.parent_id
-                    WHERE l.child_id = ?
-                    """,
-                arguments: [id.rawValue])
-            {
-                let read = SQLiteRow(row: row)
-                links.parentID = BatchID(try read.string(0))
-                links.kind = LinkKind(rawValue: try read.string(1))
-            }
-            links.children = try Row.fetchAll(
-                db,
-                sql: """
-                    SELECT l.child_id FROM batch_links l JOIN batches b ON b.id = l.child_id
-                    WHERE l.parent_id = ? ORDER BY l.created_at, b.key LIMIT 1000
-                    """,
-                arguments: [id.rawValue]
-            ).compactMap { BatchID(try SQLiteRow(row: $0).string(0)) }
-            return links
-        }
+        try await links(of: [id])[id] ?? BatchLinks()
     }
 
     public func confirmDryRun(_ id: BatchID, at now: Date) async throws -> BatchRecord {

@@ -115,10 +115,7 @@ extension SQLiteBatchStore: ScheduleStore {
     }
 
     public func scheduleID(ofBatch id: BatchID) async throws -> String? {
-        try await read { db in
-            try String.fetchOne(
-                db, sql: "SELECT schedule_id FROM schedule_runs WHERE batch_id = ?", arguments: [id.rawValue])
-        }
+        try await scheduleIDs(ofBatches: [id])[id]
     }
 }
 

@@ -55,16 +55,24 @@ extension SQLiteBatchStore: LeasedStepStore {
         }
     }
 
-    public func step<Step: LeasedStep>(_ step: Step, of id: BatchID) async throws -> StepRecord<Step>? {
-        try await read { db in
-            try Row.fetchOne(
+    public func steps<Step: LeasedStep>(_ step: Step, of ids: [BatchID]) async throws -> [BatchID: StepRecord<Step>] {
+        guard !ids.isEmpty else { return [:] }
+        return try await read { db in
+            var records: [BatchID: StepRecord<Step>] = [:]
+            let (list, arguments) = Self.inList(ids.map(\.rawValue))
+            let rows = try Row.fetchAll(
                 db,
                 sql: """
-                    SELECT \(step.kind.columns) FROM \(step.kind.table)
-                    WHERE batch_key = (SELECT key FROM batches WHERE id = ?)
+                    SELECT \(step.kind.columns), (SELECT id FROM batches WHERE key = batch_key)
+                    FROM \(step.kind.table) WHERE batch_key IN (SELECT key FROM batches WHERE id \(list))
                     """,
-                arguments: [id.rawValue]
-            ).map { try StepRecord(row: SQLiteRow(row: $0), batchID: id) }
+                arguments: arguments)
+            for row in rows {
+                let stored = SQLiteRow(row: row)
+                guard let id = BatchID(try stored.string(6)) else { continue }
+                records[id] = try StepRecord(row: stored, batchID: id)
+            }
+            return records
         }
     }
 

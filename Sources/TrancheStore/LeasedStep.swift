@@ -209,6 +209,13 @@ public protocol LeasedStepStore: Sendable {
     ) async throws -> StepLease<Step>?
     /// Extends a lease still held; false when it was lost.
     func renewStep<Step: LeasedStep>(_ lease: StepLease<Step>, leaseDuration: Double, now: Date) async throws -> Bool
+    /// The step of each batch of `ids` that has one (one query for a page of batches).
+    func steps<Step: LeasedStep>(_ step: Step, of ids: [BatchID]) async throws -> [BatchID: StepRecord<Step>]
+}
+
+extension LeasedStepStore {
     /// The step of a batch, if it has one.
-    func step<Step: LeasedStep>(_ step: Step, of id: BatchID) async throws -> StepRecord<Step>?
+    public func step<Step: LeasedStep>(_ step: Step, of id: BatchID) async throws -> StepRecord<Step>? {
+        try await steps(step, of: [id])[id]
+    }
 }
