@@ -34,6 +34,10 @@ extension TrancheEngine {
                 let lease: ChunkLease?
                 do {
                     lease = try await store.claimChunk(claim, now: now)
+                } catch let error where Task.isCancelled || draining.hasFired {
+                    // The node is stopping: the claim's transaction rolled back.
+                    logger.debug("claim stopped", metadata: ["error": "\(error)"])
+                    continue
                 } catch {
                     logger.warning("claiming a chunk failed", metadata: ["error": "\(error)"])
                     await claimWakeup.wait(timeout: configuration.sweepInterval)
