@@ -143,7 +143,9 @@ extension PostgresBatchStore {
             guard !candidates.isEmpty else { return nil }
             var raced = false
             for key in candidates {
-                switch try await claim(in: key, owner: owner, nowMS: nowMS, expires: expires, now: now) {
+                switch try await claim(
+                    in: key, owner: owner, sizes: request.sizes, nowMS: nowMS, expires: expires, now: now)
+                {
                 case .leased(let lease): return lease
                 // The candidates were read without locks: another node may have
                 // emptied this one, so read them again rather than give up.
@@ -158,7 +160,9 @@ extension PostgresBatchStore {
     /// Leases the next due chunk of one batch. The batch row is locked first
     /// (the cap on chunks in flight holds across nodes); the chunk is taken
     /// with `SKIP LOCKED`, so claimers never wait on each other's chunks.
-    private func claim(in key: Int64, owner: String, nowMS: Int64, expires: Int64, now: Date) async throws -> Claim {
+    private func claim(
+        in key: Int64, owner: String, sizes: ChunkSizes, nowMS: Int64, expires: Int64, now: Date
+    ) async throws -> Claim {
         try await write { db in
             guard
                 let gate = try await db.one(
@@ -179,6 +183,7 @@ extension PostgresBatchStore {
                 try await db.run("UPDATE batches SET leased_chunks = leased_chunks - 1 WHERE key = \(key)")
                 return .raced
             }
+            let limit = try await Self.claimLimit(db, gated, sizes)
             while true {
                 guard
                     let claimed = try await db.one(
@@ -199,28 +204,30 @@ extension PostgresBatchStore {
                 let firstSeq = try chunk.int64(1)
                 let lastSeq = try chunk.int64(2)
                 let token = try chunk.int64(3)
-                var items: [LeasedItem] = []
+                var due: [LeasedItem] = []
                 // A hint only: a stored range may hold anything.
-                items.reserveCapacity(Int(clamping: (lastSeq &- firstSeq &+ 1).clamped(to: 0...100_000)))
+                due.reserveCapacity(Int(clamping: (lastSeq &- firstSeq &+ 1).clamped(to: 0...100_000)))
                 let rows = try await db.query(
                     """
                     SELECT seq, payload, attempts, status FROM items
                     WHERE batch_key = \(key) AND seq BETWEEN \(firstSeq) AND \(lastSeq)
                       AND status IN (\(unescaped: SQLList.waitingItems))
                       AND (next_attempt_at IS NULL OR next_attempt_at <= \(nowMS))
-                    ORDER BY seq
+                    ORDER BY seq LIMIT \(Int64(ChunkSizeRules.readLimit(limit) ?? .max))
                     """, logger: PostgresConnection.quiet)
                 for try await (seq, payload, attempts, status) in rows.decode((Int64, String?, Int, Int).self) {
-                    items.append(
+                    due.append(
                         LeasedItem(
                             seq: seq, payload: JSONText(unchecked: payload ?? "null"), attempts: attempts,
                             status: ItemStatus(rawValue: status) ?? .pending))
                 }
-                if items.isEmpty {
+                if due.isEmpty {
                     // Nothing due after all: settle the chunk and look again.
                     try await Self.settleChunk(db, chunkID: chunkID, batchKey: key)
                     continue
                 }
+                let (items, cut) = ChunkSizeRules.cut(due, limit: limit)
+                let leasedLast = try await Self.cutClaimed(db, chunkID: chunkID, after: cut, lastSeq: lastSeq)
                 try await db.run("UPDATE chunks SET claimed_items = \(Int64(items.count)) WHERE id = \(chunkID)")
                 var running = BatchCounts()
                 running.running = Int64(items.count)
@@ -231,7 +238,7 @@ extension PostgresBatchStore {
                 return .leased(
                     ChunkLease(
                         chunkID: chunkID, batchID: stored.record.id, type: stored.record.type, token: token,
-                        owner: owner, tenant: stored.record.owner, firstSeq: firstSeq, lastSeq: lastSeq, items: items))
+                        owner: owner, tenant: stored.record.owner, firstSeq: firstSeq, lastSeq: leasedLast, items: items))
             }
         }
     }

@@ -196,12 +196,17 @@ public final class SQLiteBatchStore: BatchStore {
                     _ = try Self.apply(db, stored, .fail, reason: damage, now: now)
                     continue
                 }
-                let items = try Self.dueItems(db, batchKey, firstSeq: firstSeq, lastSeq: lastSeq, now: nowMS)
-                if items.isEmpty {
+                let limit = ChunkSizeRules.claimLimit(stored.record, claim.sizes)
+                let due = try Self.dueItems(
+                    db, batchKey, firstSeq: firstSeq, lastSeq: lastSeq, now: nowMS,
+                    limit: ChunkSizeRules.readLimit(limit))
+                if due.isEmpty {
                     // Nothing due after all: settle the chunk and look again.
                     try Self.settleChunk(db, chunkID: chunkID, batch: stored, now: nowMS)
                     continue
                 }
+                let (items, cut) = ChunkSizeRules.cut(due, limit: limit)
+                let leasedLast = try Self.cutClaimed(db, chunkID: chunkID, after: cut, lastSeq: lastSeq)
                 try db.cachedStatement(sql: "UPDATE chunks SET claimed_items = ? WHERE id = ?")
                     .execute(arguments: [items.count, chunkID])
                 try db.cachedStatement(
@@ -216,7 +221,7 @@ public final class SQLiteBatchStore: BatchStore {
                 }
                 return ChunkLease(
                     chunkID: chunkID, batchID: stored.record.id, type: stored.record.type, token: token,
-                    owner: owner, tenant: stored.record.owner, firstSeq: firstSeq, lastSeq: lastSeq, items: items)
+                    owner: owner, tenant: stored.record.owner, firstSeq: firstSeq, lastSeq: leasedLast, items: items)
             }
             return nil
         }
@@ -245,10 +250,11 @@ public final class SQLiteBatchStore: BatchStore {
         RETURNING id, batch_key, first_seq, last_seq
         """
 
-    /// The items of a chunk that are due now: pending, or failed with their retry due.
-    static func dueItems(_ db: Database, _ batchKey: Int64, firstSeq: Int64, lastSeq: Int64, now: Int64) throws
-        -> [LeasedItem]
-    {
+    /// The items of a chunk that are due now: pending, or failed with their
+    /// retry due; the first `limit` of them when given.
+    static func dueItems(
+        _ db: Database, _ batchKey: Int64, firstSeq: Int64, lastSeq: Int64, now: Int64, limit: Int? = nil
+    ) throws -> [LeasedItem] {
         var items: [LeasedItem] = []
         // A hint only: a stored range may hold anything.
         items.reserveCapacity(Int(clamping: (lastSeq &- firstSeq &+ 1).clamped(to: 0...100_000)))
@@ -258,8 +264,9 @@ public final class SQLiteBatchStore: BatchStore {
                     SELECT seq, payload, attempts, status FROM items
                     WHERE batch_key = ? AND seq BETWEEN ? AND ? AND status IN (\(SQLList.waitingItems))
                       AND (next_attempt_at IS NULL OR next_attempt_at <= ?)
+                    ORDER BY seq LIMIT ?
                     """),
-            arguments: [batchKey, firstSeq, lastSeq, now])
+            arguments: [batchKey, firstSeq, lastSeq, now, limit ?? -1])
         while let row = try rows.next() {
             let item = SQLiteRow(row: row)
             items.append(

@@ -81,7 +81,7 @@ struct RunCommand: AsyncParsableCommand {
     @Option(help: "State file (default: named after the input and the command, in this directory).")
     var state: String?
 
-    @Option(help: "Items per chunk (default 100).")
+    @Option(help: "Items per chunk (default: automatic, sized from how fast items run).")
     var chunkSize: Int?
 
     @Option(help: "Items running at once (default 8).")
