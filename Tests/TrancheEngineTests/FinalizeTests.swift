@@ -98,14 +98,6 @@ struct FinalizeTests {
         let probe = FinalizeProbe()
         let stall = OneShotEvent()
         try await EngineStore.postgres.withSite { site in
-            @Sendable func configure(_ node: String) -> (inout TrancheEngine.Configuration) -> Void {
-                { configuration in
-                    configuration.nodeID = node
-                    configuration.clock = clock.wallClock
-                    // Renewed every 1,200 s of real time: never during this test.
-                    configuration.leaseDuration = 3_600
-                }
-            }
             // Each node also finalizes a type of its own, to tell when its
             // finalizer went through a round; both run every type's items.
             let a = [
@@ -118,7 +110,7 @@ struct FinalizeTests {
                 AnyBatchStrategy(FinalizingStrategy(type: "only-b", node: "b", probe: probe)),
                 AnyBatchStrategy(FinalizingStrategy(type: "only-a", node: "b", probe: probe, finalizes: false)),
             ]
-            let finalized = try await site.withEngine(a, configure: configure("a")) { nodeA in
+            let finalized = try await site.withEngine(a, configure: takeoverNode("a", clock: clock)) { nodeA in
                 let batch = try await nodeA.submit(
                     Submission(type: "finalizing", options: options()), items: try items(40))
                 #expect(try await nodeA.waitForEnd(batch.id).status == .completed)
@@ -126,7 +118,7 @@ struct FinalizeTests {
                 let finalizations = try #require(nodeA.store as? any FinalizeStore)
                 #expect(try await finalizations.step(.finalize, of: batch.id)?.leaseOwner == "a")
 
-                try await site.withEngine(b, configure: configure("b")) { nodeB in
+                try await site.withEngine(b, configure: takeoverNode("b", clock: clock)) { nodeB in
                     // Before the lease expires, node b leaves it alone.
                     try await finalizeProbeBatch(nodeB, type: "only-b")
                     #expect(probe.started(batch.id) == ["a"])

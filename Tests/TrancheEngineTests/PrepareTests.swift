@@ -218,14 +218,6 @@ struct PrepareTests {
         let probe = PrepareProbe()
         let stall = OneShotEvent()
         try await EngineStore.postgres.withSite { site in
-            @Sendable func configure(_ node: String) -> (inout TrancheEngine.Configuration) -> Void {
-                { configuration in
-                    configuration.nodeID = node
-                    configuration.clock = clock.wallClock
-                    // Renewed every 1,200 s of real time: never during this test.
-                    configuration.leaseDuration = 3_600
-                }
-            }
             // Node a also prepares a type node b does not know, to tell when
             // its preparer (one batch at a time) went through a round.
             let a = [
@@ -233,13 +225,13 @@ struct PrepareTests {
                 AnyBatchStrategy(PreparingStrategy(type: "only-a", node: "a", probe: probe)), BuiltinStrategies.noop,
             ]
             let b = [AnyBatchStrategy(PreparingStrategy(node: "b", probe: probe)), BuiltinStrategies.noop]
-            let prepared = try await site.withEngine(a, configure: configure("a")) { nodeA in
+            let prepared = try await site.withEngine(a, configure: takeoverNode("a", clock: clock)) { nodeA in
                 let batch = try await nodeA.submit(
                     Submission(type: "preparing", options: options()), items: try items(30))
                 try await waitUntil("node a to hold the prepare lease") { probe.started(batch.id) == ["a"] }
                 #expect(try await nodeA.preparation(of: batch.id)?.leaseOwner == "a")
 
-                try await site.withEngine(b, configure: configure("b")) { nodeB in
+                try await site.withEngine(b, configure: takeoverNode("b", clock: clock)) { nodeB in
                     // Before the lease expires, node b leaves it alone.
                     try await passSchedulerRounds(nodeB)
                     #expect(probe.started(batch.id) == ["a"])
