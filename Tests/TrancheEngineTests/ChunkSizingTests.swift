@@ -57,7 +57,8 @@ struct ChunkSizingTests {
         typealias Observation = ChunkSizing.Observation
         // 100 items in 0.01 s would fit 10,000 in 1 s: grows fourfold.
         #expect(ChunkSizing.next(after: 100, Observation(items: 100, failures: 0, seconds: 0.01), target: 1) == 400)
-        #expect(ChunkSizing.next(after: 4_000, Observation(items: 4_000, failures: 0, seconds: 0.01), target: 1) == 10_000)
+        #expect(
+            ChunkSizing.next(after: 4_000, Observation(items: 4_000, failures: 0, seconds: 0.01), target: 1) == 10_000)
         // 300 items in 0.5 s: 600 fit in a second.
         #expect(ChunkSizing.next(after: 300, Observation(items: 300, failures: 0, seconds: 0.5), target: 1) == 600)
         // 100 slow items in 50 s: 2 fit in a second.
@@ -71,7 +72,9 @@ struct ChunkSizingTests {
         // Nothing ran (a paused batch, a drain): no change.
         #expect(ChunkSizing.next(after: 300, Observation(items: 0, failures: 0, seconds: 9), target: 1) == 300)
         // Whatever the numbers, a size within 1…10,000.
-        #expect(ChunkSizing.next(after: .max, Observation(items: .max, failures: 0, seconds: 0), target: .infinity) == 10_000)
+        #expect(
+            ChunkSizing.next(after: .max, Observation(items: .max, failures: 0, seconds: 0), target: .infinity)
+                == 10_000)
         #expect(ChunkSizing.next(after: .min, Observation(items: 5, failures: -3, seconds: .nan), target: .nan) >= 1)
     }
 
@@ -124,9 +127,8 @@ struct ChunkSizingTests {
     func quickChunksGrow(store: EngineStore) async throws {
         let calls = ChunkCalls()
         // A 30 s target: any chunk quicker than 7.5 s grows fourfold, however busy the machine.
-        try await store.withEngine(
-            [calls.strategy(blocking: false)], workers: 2, configure: { $0.checkpointInterval = 30 }
-        ) { engine in
+        let target: (inout TrancheEngine.Configuration) -> Void = { $0.checkpointInterval = 30 }
+        try await store.withEngine([calls.strategy(blocking: false)], workers: 2, configure: target) { engine in
             let batch = try await engine.submit(
                 Submission(type: "chunked", options: Self.automatic(concurrency: 2)), items: try items(20_000))
             let ended = try await engine.waitForEnd(batch.id)

@@ -23,7 +23,9 @@ struct ChunkSizeConformanceTests {
         return try await store.claimChunk(claim, now: now)
     }
 
-    @Test("a claim leases a prefix of a segment; no item is lost or leased twice; counters hold", arguments: StoreFactory.all)
+    @Test(
+        "a claim leases a prefix of a segment; no item is lost or leased twice; counters hold",
+        arguments: StoreFactory.all)
     func prefixClaims(factory: StoreFactory) async throws {
         let store = try await factory.make()
         let batch = try await store.createBatch(
@@ -55,7 +57,8 @@ struct ChunkSizeConformanceTests {
         #expect(done.counts.rescued == 0)
     }
 
-    @Test("a claim asks per batch, and leaves a share of the waiting items for every worker", arguments: StoreFactory.all)
+    @Test(
+        "a claim asks per batch, and leaves a share of the waiting items for every worker", arguments: StoreFactory.all)
     func sizesAndShare(factory: StoreFactory) async throws {
         let store = try await factory.make()
         let batch = try await store.createBatch(
@@ -113,7 +116,9 @@ struct ChunkSizeConformanceTests {
         #expect(done.counts.running == 0)
     }
 
-    @Test("a chunk cut from a segment is rescued alone, then split until its poison item is dead", arguments: StoreFactory.all)
+    @Test(
+        "a chunk cut from a segment is rescued alone, then split until its poison item is dead",
+        arguments: StoreFactory.all)
     func rescueOfACutChunk(factory: StoreFactory) async throws {
         let store = try await factory.make()
         let batch = try await store.createBatch(

@@ -13,7 +13,8 @@ struct ChunkSizeRulesTests {
         counts.running = running
         counts.failed = failed
         return BatchRecord(
-            id: try #require(BatchID("01234567-89ab-7def-8123-456789abcdef")), type: "t", owner: "o", status: .processing,
+            id: try #require(BatchID("01234567-89ab-7def-8123-456789abcdef")), type: "t", owner: "o",
+            status: .processing,
             pausedFrom: nil, context: JSONText(unchecked: "{}"), options: options, dryRun: false, priority: 0,
             sealed: true, counts: counts, failureReason: nil, result: nil, cursor: nil, createdAt: Date(),
             confirmedAt: nil, startedAt: nil, completedAt: nil, expiresAt: nil)
