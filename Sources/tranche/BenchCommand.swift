@@ -18,8 +18,12 @@ struct BenchCommand: AsyncParsableCommand {
     @Option(help: "Items in the end-to-end run, 1 to 100000000.")
     var items = 1_000_000
 
-    @Option(help: "Chunk size for the end-to-end run and the raw claim/complete loop, 1 to 100000.")
-    var chunkSize = 1_000
+    @Option(
+        help: """
+            Chunk size for the end-to-end run, 1 to 100000 (default: automatic, as tranche run); \
+            the raw claim/complete loop and --database use it or 1000.
+            """)
+    var chunkSize: Int?
 
     @Option(help: "Durability modes to measure, comma-separated: full, normal or both.")
     var modes = DurabilityModes([.full, .normal])
@@ -65,7 +69,7 @@ struct BenchCommand: AsyncParsableCommand {
 
     func validate() throws {
         try requireNumber(items, in: 1...100_000_000, flag: "--items")
-        try requireNumber(chunkSize, in: BatchOptions.Limits.chunkSize, flag: "--chunk-size")
+        if let chunkSize { try requireNumber(chunkSize, in: BatchOptions.Limits.chunkSize, flag: "--chunk-size") }
         try requireNumber(nodeWorkers, in: NodeOptions.workersRange, flag: "--node-workers")
         _ = try nodeCounts()
         try requireNumber(httpSeconds, in: 1...600, flag: "--http-seconds")
@@ -111,7 +115,7 @@ struct BenchCommand: AsyncParsableCommand {
     func run() async throws {
         if let database {
             let bench = PostgresBench(
-                url: database, items: items, chunkSize: chunkSize, nodeWorkers: nodeWorkers,
+                url: database, items: items, chunkSize: chunkSize ?? 1_000, nodeWorkers: nodeWorkers,
                 nodeCounts: try nodeCounts())
             return try await bench.run()
         }
@@ -133,24 +137,26 @@ struct BenchCommand: AsyncParsableCommand {
         for mode in modes.modes.map(\.rawValue) {
             let state = folder + "/bench-\(mode).db"
             for suffix in ["", "-wal", "-shm", ".lock"] { unlink(state + suffix) }
-            let result = try measureRun(arguments: [
-                "run", "--input", input, "--type", "noop", "--chunk-size", String(chunkSize), "--durability", mode,
-                "--state", state, "--json", "--quiet",
-            ])
+            let result = try measureRun(
+                arguments: [
+                    "run", "--input", input, "--type", "noop", "--durability", mode, "--state", state, "--json",
+                    "--quiet",
+                ] + (chunkSize.map { ["--chunk-size", String($0)] } ?? []))
             let rate = Double(items) / result.seconds
+            let chunks = chunkSize.map { "chunks of \(format(Int64($0)))" } ?? "chunks automatic"
             print(
-                "| `tranche run` \(format(Int64(items))) noop items, durability \(mode) | "
+                "| `tranche run` \(format(Int64(items))) noop items, \(chunks), durability \(mode) | "
                     + "\(format(Int64.saturating(rate))) items/s (\(String(format: "%.2f", result.seconds)) s), peak RSS \(result.peakRSSKiB / 1024) MiB |"
             )
         }
         if !skipRaw {
-            let raw = try RawSQLiteBench(folder: folder, rows: min(items, 1_000_000), chunkSize: chunkSize)
+            let raw = try RawSQLiteBench(folder: folder, rows: min(items, 1_000_000), chunkSize: chunkSize ?? 1_000)
             print(
                 "| raw SQLite: prepared inserts, one transaction | \(format(Int64.saturating(try raw.inserts()))) rows/s |"
             )
             for mode in ["FULL", "NORMAL"] {
                 print(
-                    "| raw SQLite: claim + complete, 2 transactions per chunk of \(chunkSize), synchronous=\(mode) | "
+                    "| raw SQLite: claim + complete, 2 transactions per chunk of \(raw.chunkSize), synchronous=\(mode) | "
                         + "\(format(Int64.saturating(try raw.claimComplete(synchronous: mode)))) items/s |")
             }
             print(
