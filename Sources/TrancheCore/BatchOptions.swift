@@ -58,6 +58,10 @@ public struct RateLimit: Sendable, Hashable, Codable, CustomStringConvertible {
     public init(from decoder: any Decoder) throws {
         try UnknownKeys.reject(in: decoder, known: CodingKeys.allCases.map(\.stringValue), what: "rate_limit field")
         let container = try decoder.container(keyedBy: CodingKeys.self)
+        if decoder.readsClientRequest {
+            try container.refuseNull(.rate, as: Double.self)
+            try container.refuseNull(.maxConcurrent, as: Int.self)
+        }
         rate = try container.decodeIfPresent(Double.self, forKey: .rate)
         maxConcurrent = try container.decodeInteger(.maxConcurrent, within: BatchOptions.Limits.maxConcurrent)
     }
@@ -116,6 +120,9 @@ public struct Backoff: Sendable, Hashable, Codable {
     public init(from decoder: any Decoder) throws {
         try UnknownKeys.reject(in: decoder, known: CodingKeys.allCases.map(\.stringValue), what: "backoff field")
         let container = try decoder.container(keyedBy: CodingKeys.self)
+        if decoder.readsClientRequest {
+            for key in CodingKeys.allCases { try container.refuseNull(key, as: Double.self) }
+        }
         let defaults = Backoff()
         let base = try container.decodeIfPresent(Double.self, forKey: .base)
         let cap = try container.decodeIfPresent(Double.self, forKey: .cap)
@@ -279,12 +286,31 @@ public struct BatchOptions: Sendable, Hashable, Codable {
         case failureMinimumItems = "failure_min_items"
         case idempotencyKey = "idempotency_key"
         case pace
+
+        /// What the field holds, for an error that names it.
+        var valueType: Any.Type {
+            switch self {
+            case .chunkSize, .concurrency, .maxAttempts, .failureMinimumItems: Int.self
+            case .itemTimeout, .batchTimeout, .ttl, .failureRatio: Double.self
+            case .backoff, .rateLimit: [String: Double].self
+            case .requireConfirmation: Bool.self
+            case .failurePolicy, .idempotencyKey, .pace: String.self
+            }
+        }
     }
 
     /// Decodes with defaults for missing fields and an error for unknown ones.
     public init(from decoder: any Decoder) throws {
         try UnknownKeys.reject(in: decoder, known: CodingKeys.allCases.map(\.stringValue), what: "option")
         let container = try decoder.container(keyedBy: CodingKeys.self)
+        if decoder.readsClientRequest {
+            // A request's null is refused where the API does not declare the
+            // field nullable (rate_limit and idempotency_key are); stored rows
+            // are read as they always were.
+            for key in CodingKeys.allCases where key != .rateLimit && key != .idempotencyKey {
+                try container.refuseNull(key, as: key.valueType)
+            }
+        }
         let defaults = BatchOptions()
         chunkSize = try container.decodeInteger(.chunkSize, within: Limits.chunkSize)
         concurrency = try container.decodeInteger(.concurrency, within: Limits.concurrency) ?? defaults.concurrency

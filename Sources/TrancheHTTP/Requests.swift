@@ -88,7 +88,7 @@ extension Request {
             throw Problem(error)
         }
         do {
-            return try JSONDecoder().decode(T.self, from: Data(buffer.readableBytesView))
+            return try JSONDecoder.clientRequest().decode(T.self, from: Data(buffer.readableBytesView))
         } catch {
             throw Problem.invalidRequest(error)
         }
@@ -105,7 +105,8 @@ extension Request {
         let context = fields.removeValue(forKey: CreateBatchRequest.CodingKeys.context.stringValue)
         var body: CreateBatchRequest
         do {
-            body = try JSONDecoder().decode(CreateBatchRequest.self, from: Data(JSONValue.object(fields).jsonText.utf8))
+            body = try JSONDecoder.clientRequest().decode(
+                CreateBatchRequest.self, from: Data(JSONValue.object(fields).jsonText.utf8))
         } catch {
             throw Problem.invalidRequest(error)
         }

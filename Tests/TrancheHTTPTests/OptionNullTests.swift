@@ -1,0 +1,77 @@
+import Foundation
+import Testing
+import TrancheEngine
+import TrancheHTTP
+
+@Suite("Null options")
+struct OptionNullTests {
+    /// Every field of `options` the OpenAPI document does not declare
+    /// nullable, with the null it is sent and the type the answer names.
+    static let refused: [(field: String, options: String, expected: String)] = [
+        ("chunk_size", #"{"chunk_size":null}"#, "a number"),
+        ("concurrency", #"{"concurrency":null}"#, "a number"),
+        ("max_attempts", #"{"max_attempts":null}"#, "a number"),
+        ("backoff", #"{"backoff":null}"#, "an object"),
+        ("backoff.base", #"{"backoff":{"base":null}}"#, "a number"),
+        ("backoff.cap", #"{"backoff":{"cap":null}}"#, "a number"),
+        ("item_timeout", #"{"item_timeout":null}"#, "a number"),
+        ("batch_timeout", #"{"batch_timeout":null}"#, "a number"),
+        ("rate_limit.rate", #"{"rate_limit":{"rate":null}}"#, "a number"),
+        ("rate_limit.max_concurrent", #"{"rate_limit":{"max_concurrent":null}}"#, "a number"),
+        ("ttl", #"{"ttl":null}"#, "a number"),
+        ("require_confirmation", #"{"require_confirmation":null}"#, "a boolean"),
+        ("failure_policy", #"{"failure_policy":null}"#, "a string"),
+        ("failure_ratio", #"{"failure_ratio":null}"#, "a number"),
+        ("failure_min_items", #"{"failure_min_items":null}"#, "a number"),
+        ("pace", #"{"pace":null}"#, "a string"),
+    ]
+
+    @Test("null for an options field not declared nullable is a 422 naming it, on a batch, its then and a schedule")
+    func nullsRefused() async throws {
+        try await LiveServer.with { server, _ in
+            for (field, options, expected) in Self.refused {
+                let detail = "'options.\(field)' should be \(expected), found null"
+                let body = #"{"type":"noop","items":[{}],"options":\#(options)}"#
+                let reply = try await server.request(.POST, "/v1/batches", body: body)
+                #expect(reply.status == 422, "\(body): \(reply.text)")
+                #expect(reply.headers["content-type"] == "application/problem+json")
+                #expect((reply.json["detail"] as? String)?.contains(detail) == true, "\(body): \(reply.text)")
+                // The successor's options are read the same way.
+                let then = #"{"type":"noop","items":[{}],"then":{"type":"noop","options":\#(options)}}"#
+                let chained = try await server.request(.POST, "/v1/batches", body: then)
+                #expect(chained.status == 422, "\(then): \(chained.text)")
+                #expect((chained.json["detail"] as? String)?.contains("'then.\(detail.dropFirst())") == true)
+                // And a schedule's batch.
+                let schedule = #"{"batch":\#(body),"every":"1h"}"#
+                let scheduled = try await server.request(.POST, "/v1/schedules", body: schedule)
+                #expect(scheduled.status == 422, "\(schedule): \(scheduled.text)")
+                #expect((scheduled.json["detail"] as? String)?.contains(detail) == true, "\(scheduled.text)")
+            }
+            // None of them stored a batch or a schedule.
+            #expect((try await server.request(.GET, "/v1/batches").json["batches"] as? [Any])?.isEmpty == true)
+            #expect((try await server.request(.GET, "/v1/schedules").json["schedules"] as? [Any])?.isEmpty == true)
+
+            // rate_limit and idempotency_key are declared nullable: null means none, as when left out.
+            let nullable = try await server.request(
+                .POST, "/v1/batches",
+                body: #"{"type":"noop","items":[{}],"options":{"rate_limit":null,"idempotency_key":null}}"#)
+            #expect(nullable.status == 200, "\(nullable.text)")
+            #expect(nullable.json["status"] as? String == "completed")
+            #expect(nullable.json[path: "options", "rate_limit"] == nil)
+            #expect(nullable.json[path: "options", "idempotency_key"] == nil)
+        }
+    }
+
+    @Test("stored options holding a null still decode as before; only a request's decoder refuses it")
+    func storedNullsDecode() throws {
+        let text = #"{"concurrency":null,"backoff":{"base":null},"rate_limit":{"rate":null},"pace":null}"#
+        let stored = try JSONText(unchecked: text).decode(BatchOptions.self)
+        #expect(stored.concurrency == BatchOptions().concurrency)
+        #expect(stored.backoff == Backoff())
+        #expect(stored.rateLimit == RateLimit())
+        #expect(stored.pace == nil)
+        #expect(throws: DecodingError.self) {
+            try JSONDecoder.clientRequest().decode(BatchOptions.self, from: Data(text.utf8))
+        }
+    }
+}
