@@ -4,14 +4,15 @@
 # any one-second window) and answers 429 above that. Runs it adaptive
 # (the default for --url) and fixed at a rate that guesses too high
 # (50/s), and prints a Markdown table: throughput, share of the allowance
-# reached, requests refused, dead items. Asserts nothing.
+# reached, requests refused, dead items, one row per run. Asserts nothing.
 #
 #   swift build --product tranche
-#   Benchmarks/pace.sh [ITEMS]     (TRANCHE_BIN=path picks another binary)
+#   Benchmarks/pace.sh [ITEMS] [RUNS]     (TRANCHE_BIN=path picks another binary)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 items=${1:-400}
-bin=${TRANCHE_BIN:-.build/debug/tranche}
+runs=${2:-1}
+bin=$(realpath "${TRANCHE_BIN:-.build/debug/tranche}")
 work=$(mktemp -d)
 api=
 trap 'kill $api 2>/dev/null || true; rm -rf "$work"' EXIT
@@ -56,11 +57,11 @@ run() { # name, extra flags...
     local port; port=$(cat "$work/port")
     local start end
     start=$(date +%s.%N)
-    (cd "$work" && "$OLDPWD/$bin" run --input items.ndjson --url "http://127.0.0.1:$port/item" \
+    (cd "$work" && "$bin" run --input items.ndjson --url "http://127.0.0.1:$port/item" \
         --concurrency 32 --max-attempts 20 --quiet --json --state "$name.tranche.db" "$@" > "$name.json" || true)
     end=$(date +%s.%N)
     curl -s "http://127.0.0.1:$port/" > "$work/$name.counts"
-    kill $api; wait $api 2>/dev/null || true; rm -f "$work/port"
+    kill $api; wait $api 2>/dev/null || true; rm -f "$work/port" "$work/$name".tranche.db*
     python3 - "$name" "$items" "$start" "$end" "$work/$name.counts" "$work/$name.json" "$*" <<'PY'
 import json, sys
 name, items, start, end, counts, summary, flags = sys.argv[1:]
@@ -82,5 +83,5 @@ PY
 
 echo "| run | time | succeeded calls over the whole command | from the first call to the last success | refused (429) | dead items |"
 echo "|---|---|---|---|---|---|"
-run adaptive --pace adaptive
-run fixed --pace fixed --rate 50/s
+for _ in $(seq "$runs"); do run adaptive --pace adaptive; done
+for _ in $(seq "$runs"); do run fixed --pace fixed --rate 50/s; done

@@ -159,7 +159,7 @@ extension TrancheEngine {
                 let began = ContinuousClock.now
                 let result = await self.attempt(item, lease: lease, binding: binding, attempts: run.attempts)
                 if let result {
-                    binding.pacer.observe(result, latency: began.duration(to: .now), wall: self.now)
+                    await binding.pacer.observe(result, latency: began.duration(to: .now), wall: self.now)
                     let (outcome, failBatch) = self.outcome(for: item, result: result, options: binding.options)
                     run.record(binding.pacer.retimed(outcome, after: result, now: self.now), failBatch: failBatch)
                 }

@@ -14,12 +14,16 @@ final class Pacer: Sendable {
     let semaphores: [AsyncSemaphore]
     /// The batch's rate (first), then its type's and its host's.
     let buckets: [SharedBucket]
+    /// The host pace's bucket, passed only while the batch is adaptive.
+    let paceBuckets: [SharedBucket]
     /// The batch's `max_concurrent` across the cluster (first), then its type's and its host's.
     let slots: [SharedSlots]
-    /// An adaptive batch's pace (setting the rate of its bucket), or nil for a fixed one.
+    /// The batch's pace (setting the rate of its bucket while it is adaptive), or nil for none.
     let pace: PaceController?
-    /// An adaptive batch's host's pace, shared by every adaptive batch calling it on this node.
+    /// Its host's pace, shared by every adaptive batch calling it on this node.
     let hostPace: PaceController?
+    /// The batch's type, which decides its default pace.
+    let type: String
     /// The longest an item waits out a `Retry-After` pause: its batch's
     /// backoff cap, which bounds every wait between its attempts.
     let longestPause: Double
@@ -30,22 +34,29 @@ final class Pacer: Sendable {
         var concurrency: Int
         var refreshedAt: ContinuousClock.Instant
         var stale = false
+        var adaptive = false
     }
 
     init(
         concurrency: Int, batchPermits: AsyncSemaphore, semaphores: [AsyncSemaphore], buckets: [SharedBucket],
         slots: [SharedSlots], pace: PaceController? = nil, hostPace: PaceController? = nil,
+        paceBuckets: [SharedBucket] = [], adaptive: Bool = false, type: String = "",
         longestPause: Double = BatchOptions.Limits.backoffCap.upperBound
     ) {
         self.longestPause = longestPause
         self.batchPermits = batchPermits
         self.semaphores = [batchPermits] + semaphores
         self.buckets = buckets
+        self.paceBuckets = paceBuckets
         self.slots = slots
         self.pace = pace
         self.hostPace = hostPace
-        self.settings = Mutex(Settings(concurrency: concurrency, refreshedAt: .now))
+        self.type = type
+        self.settings = Mutex(Settings(concurrency: concurrency, refreshedAt: .now, adaptive: adaptive && pace != nil))
     }
+
+    /// True while the batch's pace adapts (`options.pace`, changed live by a `PATCH`).
+    var isAdaptive: Bool { settings.withLock { $0.adaptive } }
 
     /// Waits until the item may start. Returns false (holding nothing) when
     /// the task was canceled.
@@ -63,8 +74,10 @@ final class Pacer: Sendable {
                 return false
             }
         }
-        for bucket in buckets {
-            guard await waitOutPause(), await bucket.take(clock: clock) else {
+        let adaptive = isAdaptive
+        for bucket in adaptive ? buckets + paceBuckets : buckets {
+            let paused = adaptive ? await waitOutPause() : true
+            guard paused, await bucket.take(clock: clock) else {
                 await release()
                 return false
             }
@@ -89,8 +102,8 @@ final class Pacer: Sendable {
     /// for its own exponential backoff: its retry is due within a second
     /// (or its `Retry-After`); the pace spaces the batch's calls meanwhile.
     func retimed(_ outcome: ItemOutcome, after result: ItemResult, now: Date) -> ItemOutcome {
-        guard pace != nil, let due = outcome.nextAttemptAt,
-            case .refused(let retryAfter) = PaceController.signal(result, latency: 0)
+        guard isAdaptive, let due = outcome.nextAttemptAt,
+            case .refused(let retryAfter, _) = PaceController.signal(result, latency: 0)
         else { return outcome }
         var retimed = outcome
         let wait = min(due.timeIntervalSince(now), max(1, retryAfter ?? 0))
@@ -99,13 +112,13 @@ final class Pacer: Sendable {
     }
 
     /// Tells the paces what an attempt's answer said.
-    func observe(_ result: ItemResult, latency: Duration, wall: Date) {
-        guard pace != nil || hostPace != nil else { return }
+    func observe(_ result: ItemResult, latency: Duration, wall: Date) async {
+        guard isAdaptive else { return }
         let seconds = Double(latency.components.seconds) + Double(latency.components.attoseconds) / 1e18
         let signal = PaceController.signal(result, latency: seconds)
         let now = ContinuousClock.now
-        pace?.observe(signal, at: now, wall: wall)
-        hostPace?.observe(signal, at: now, wall: wall)
+        await pace?.observe(signal, at: now, wall: wall)
+        await hostPace?.observe(signal, at: now, wall: wall)
     }
 
     /// Waits until the item may start, or until `stop` fires. Returns false
@@ -117,7 +130,7 @@ final class Pacer: Sendable {
     func admit(clock: ContinuousClock, unless stop: OneShotEvent) async -> Bool {
         if stop.hasFired { return false }
         let admitted: Bool
-        if buckets.allSatisfy(\.isUnlimited) && slots.allSatisfy(\.isUnlimited) && pace == nil && hostPace == nil
+        if buckets.allSatisfy(\.isUnlimited) && slots.allSatisfy(\.isUnlimited) && !isAdaptive
             && semaphores.allSatisfy({ $0.available > 0 })
         {
             admitted = await admit(clock: clock)
@@ -154,18 +167,25 @@ final class Pacer: Sendable {
     }
 
     /// Applies a batch's current options: its concurrency on this node, its
-    /// rate and its `max_concurrent`. Items already running go on.
+    /// pace, its rate and its `max_concurrent`. Items already running go on.
     func apply(_ options: BatchOptions) {
         let concurrency = Self.permits(options)
-        let delta = settings.withLock { settings in
-            defer { settings.concurrency = concurrency }
-            return concurrency - settings.concurrency
+        let adaptive = pace != nil && options.paceMode(forType: type) == .adaptive
+        let (delta, switched) = settings.withLock { settings in
+            defer {
+                settings.concurrency = concurrency
+                settings.adaptive = adaptive
+            }
+            return (concurrency - settings.concurrency, settings.adaptive != adaptive)
         }
         if delta != 0 { batchPermits.adjust(by: delta) }
         let rate = options.rateLimit?.rate.map { $0.bounded(to: BatchOptions.Limits.rate) }
-        if let pace {
+        if let pace, adaptive {
             pace.setCeiling(rate)
+            if switched { pace.engage(true) }
         } else {
+            // A fixed pace: the rate as given, with its second of burst.
+            if switched { pace?.engage(false) }
             buckets.first?.setLimit(rate)
         }
         slots.first?.setLimit(options.rateLimit?.maxConcurrent?.clamped(to: BatchOptions.Limits.maxConcurrent))
@@ -228,6 +248,11 @@ final class SharedBucket: Sendable {
         var bucket: TokenBucket
         /// Tokens of the last grant not yet spent.
         var granted = 0
+        /// Seconds of the rate the bucket holds: 1 for a rate given, a
+        /// tenth for a pace, whose rate is meant to be kept, not made up.
+        var burstSeconds = 1.0
+
+        func burst(_ rate: Double) -> Double { max(1, rate * burstSeconds) }
     }
 
     private let state: Mutex<State>
@@ -253,8 +278,16 @@ final class SharedBucket: Sendable {
             state.limit = rate
             if let rate {
                 state.bucket.rate = rate
-                state.bucket.burst = max(1, rate)
+                state.bucket.burst = state.burst(rate)
             }
+        }
+    }
+
+    /// Makes the bucket hold `seconds` of its rate (at least one token).
+    func setBurst(seconds: Double) {
+        state.withLock { state in
+            state.burstSeconds = seconds.bounded(to: 0...1)
+            if let rate = state.limit { state.bucket.burst = state.burst(rate) }
         }
     }
 
@@ -264,15 +297,15 @@ final class SharedBucket: Sendable {
         while true {
             if spendGrant() == nil { return true }
             guard await drawing.acquire() else { return false }
-            guard let rate = spendGrant() else {
+            guard let (rate, burst) = spendGrant() else {
                 drawing.release()
                 return true
             }
-            let want = max(1, Int(saturating: (rate / 10).rounded(.down)))
+            let want = max(1, Int(saturating: (min(rate / 10, burst)).rounded(.down)))
             let wait: Double
             do {
                 let grant = try await scope.store.drawTokens(
-                    key: scope.key, rate: rate, burst: max(1, rate), want: want, now: scope.clock.now())
+                    key: scope.key, rate: rate, burst: burst, want: want, now: scope.clock.now())
                 if grant.tokens > 0 {
                     state.withLock { $0.granted += grant.tokens - 1 }
                     drawing.release()
@@ -293,15 +326,15 @@ final class SharedBucket: Sendable {
     }
 
     /// Spends a token of the current grant: nil when one was spent (or no
-    /// limit applies), otherwise the rate to draw at.
-    private func spendGrant() -> Double? {
+    /// limit applies), otherwise the rate and burst to draw at.
+    private func spendGrant() -> (Double, Double)? {
         state.withLock { state in
             guard let limit = state.limit else { return nil }
             if state.granted > 0 {
                 state.granted -= 1
                 return nil
             }
-            return limit
+            return (limit, state.burst(limit))
         }
     }
 
@@ -447,7 +480,8 @@ final class SharedLimits: Sendable {
                     scope: store.map {
                         LimitScope(store: $0, key: key, node: node, clock: clock, slotLease: slotLease)
                     })
-            let pace = PaceController(key: key, bucket: bucket, ceiling: hostRates[host], type: type)
+            let pace = PaceController(
+                key: key, bucket: bucket, ceiling: hostRates[host], type: type, store: store)
             if paces.count < 10_000 { paces[host] = pace }
             return pace
         }
@@ -495,26 +529,24 @@ extension TrancheEngine {
         if let bucket = sharedLimits.typeBuckets[record.type] { buckets.append(bucket) }
         if let cap = sharedLimits.typeSlots[record.type] { slots.append(cap) }
         let adaptive = options.paceMode(forType: record.type) == .adaptive
-        var pace: PaceController?
+        // Every batch has a pace, engaged while it is adaptive: a PATCH may switch it.
+        let pace = PaceController(
+            key: LimitKey.batch(record.id), bucket: buckets[0], ceiling: buckets[0].limit, type: record.type,
+            store: store as? any LimitStore, engaged: adaptive)
         var hostPace: PaceController?
-        if adaptive {
-            pace = PaceController(
-                key: LimitKey.batch(record.id), bucket: buckets[0], ceiling: buckets[0].limit, type: record.type)
-        }
+        var paceBuckets: [SharedBucket] = []
         if let host = Self.host(of: record) {
-            if adaptive {
-                let shared = sharedLimits.hostPace(host, type: record.type)
-                hostPace = shared
-                if sharedLimits.hostBuckets[host] == nil { buckets.append(shared.bucket) }
-            }
+            let shared = sharedLimits.hostPace(host, type: record.type)
+            hostPace = shared
+            if sharedLimits.hostBuckets[host] == nil { paceBuckets.append(shared.bucket) }
             if let bucket = sharedLimits.hostBuckets[host] { buckets.append(bucket) }
             if let cap = sharedLimits.hostSlots[host] { slots.append(cap) }
         }
-        if let pace, let store = store as? any LimitStore { await pace.load(from: store) }
+        if adaptive, let store = store as? any LimitStore { await pace.load(from: store) }
         return Pacer(
             concurrency: concurrency, batchPermits: AsyncSemaphore(permits: concurrency), semaphores: semaphores,
-            buckets: buckets, slots: slots, pace: pace, hostPace: hostPace,
-            longestPause: options.backoff.effectiveCap)
+            buckets: buckets, slots: slots, pace: pace, hostPace: hostPace, paceBuckets: paceBuckets,
+            adaptive: adaptive, type: record.type, longestPause: options.backoff.effectiveCap)
     }
 
     /// The host every item of a batch calls: an `http` batch's URL host when
@@ -532,7 +564,7 @@ extension TrancheEngine {
     func refreshSettings(of id: BatchID) async {
         await sharedLimits.renewSlots()
         guard let binding = bindings.withLock({ $0[id] }), binding.pacer.claimRefresh(interval: 1) else { return }
-        if let limits = store as? any LimitStore {
+        if let limits = store as? any LimitStore, binding.pacer.isAdaptive {
             await binding.pacer.pace?.save(to: limits, now: now)
             await sharedLimits.saveHostPaces()
         }
@@ -542,8 +574,13 @@ extension TrancheEngine {
 
     /// Saves what a batch's pace (and its host's) learned since the last
     /// save: at a chunk's end, so that refusals counted late are not lost.
+    /// Also reads the batch's settings when they are due: chunks shorter
+    /// than a checkpoint interval would otherwise never see a `PATCH`.
     func savePace(of id: BatchID) async {
-        guard let limits = store as? any LimitStore, let binding = bindings.withLock({ $0[id] }) else { return }
+        await refreshSettings(of: id)
+        guard let limits = store as? any LimitStore, let binding = bindings.withLock({ $0[id] }),
+            binding.pacer.isAdaptive
+        else { return }
         await binding.pacer.pace?.save(to: limits, now: now)
         await sharedLimits.saveHostPaces()
     }
@@ -555,13 +592,22 @@ extension TrancheEngine {
 }
 
 /// An adaptive pace on this node for a batch or a host: the AIMD controller
-/// (``AdaptivePace``), the bucket whose rate it sets, and what it has to
-/// save to the store (where every node reads the batch's pace from).
+/// (``AdaptivePace``) and the bucket whose rate it sets. With a
+/// ``LimitStore`` the pace is the cluster's: every step (and, twice a second,
+/// nothing but the refusals counted) is merged into the stored pace
+/// (``PaceRules``), which the node adopts, so two nodes cutting at once cut
+/// once and the rate grows one step at a time for all of them.
 final class PaceController: Sendable {
     private struct State {
         var pace: AdaptivePace
         var unsavedThrottled: Int64 = 0
-        var dirty = false
+        /// A step not merged yet.
+        var pending: AdaptivePace.Step?
+        var share = false
+        var syncing = false
+        var lastSync: ContinuousClock.Instant?
+        /// The `changed_at` of the stored pace last adopted.
+        var known: Date?
         var changedAt: Date?
         var saved: PaceRecord?
     }
@@ -571,17 +617,34 @@ final class PaceController: Sendable {
     let bucket: SharedBucket
     /// A strategy type, as a bounded metrics label.
     let type: String
+    private let store: (any LimitStore)?
     private let state: Mutex<State>
 
-    init(key: String, bucket: SharedBucket, ceiling: Double?, type: String) {
+    init(
+        key: String, bucket: SharedBucket, ceiling: Double?, type: String, store: (any LimitStore)? = nil,
+        engaged: Bool = true
+    ) {
         var configuration = AdaptivePace.Configuration()
         configuration.ceiling = ceiling
         let pace = AdaptivePace(configuration)
         self.key = key
         self.bucket = bucket
         self.type = type
+        self.store = store
         self.state = Mutex(State(pace: pace))
-        bucket.setLimit(pace.rate)
+        if engaged { engage(true) }
+    }
+
+    /// Sets the bucket's rate from the pace (a tenth of a second of burst),
+    /// or leaves the bucket to a fixed rate (a second of it), which the caller sets.
+    func engage(_ on: Bool) {
+        if on {
+            let rate = state.withLock { $0.pace.rate }
+            bucket.setBurst(seconds: 0.1)
+            bucket.setLimit(rate)
+        } else {
+            bucket.setBurst(seconds: 1)
+        }
     }
 
     /// What an answer says about the far side: a refusal (`429`, `503`, a
@@ -589,29 +652,27 @@ final class PaceController: Sendable {
     static func signal(_ result: ItemResult, latency: Double) -> AdaptivePace.Signal {
         if case .failure(let error) = result {
             switch error.code {
-            case "http_429", "http_503": return .refused(retryAfter: error.retryAfter)
-            case "timeout", "connection_error": return .refused(retryAfter: nil)
+            case "http_429", "http_503": return .refused(retryAfter: error.retryAfter, latency: latency)
+            case "timeout", "connection_error": return .refused(retryAfter: nil, latency: latency)
             default:
                 if error.code.hasPrefix("http_"), let retryAfter = error.retryAfter {
-                    return .refused(retryAfter: retryAfter)
+                    return .refused(retryAfter: retryAfter, latency: latency)
                 }
             }
         }
         return .answered(latency: latency)
     }
 
-    /// Takes one answer; a changed rate reaches the bucket at once.
-    func observe(_ signal: AdaptivePace.Signal, at now: ContinuousClock.Instant, wall: Date) {
-        let rate = state.withLock { state -> Double?? in
+    /// Takes one answer; a changed rate reaches the bucket at once, and the
+    /// cluster's pace soon after (this call merges it when it is due).
+    func observe(_ signal: AdaptivePace.Signal, at now: ContinuousClock.Instant, wall: Date) async {
+        let (rate, sync) = state.withLock { state -> (Double??, Bool) in
             let changed = state.pace.record(signal, at: now.secondsSinceReference)
-            if case .refused = signal {
-                state.unsavedThrottled += 1
-                state.dirty = true
-            }
-            guard changed else { return .none }
-            state.dirty = true
+            if case .refused = signal { state.unsavedThrottled += 1 }
+            guard changed else { return (.none, Self.syncDue(&state, now: now, hasStore: store != nil)) }
             state.changedAt = wall
-            return .some(state.pace.rate)
+            if let step = state.pace.lastStep { state.pending = Self.combined(state.pending, step) }
+            return (.some(state.pace.rate), Self.syncDue(&state, now: now, hasStore: store != nil))
         }
         if case .refused = signal {
             Counter(label: "tranche_throttled_total", dimensions: [("type", type)]).increment()
@@ -619,6 +680,112 @@ final class PaceController: Sendable {
         if let rate {
             bucket.setLimit(rate)
             if let rate { Gauge(label: "tranche_pace_rate", dimensions: [("type", type)]).record(rate) }
+        }
+        if sync { await merge(now: wall) }
+    }
+
+    /// True (and marked as syncing) when this node should merge now: a cut
+    /// at once, a step after a tenth of a second, refusals or nothing twice a second.
+    private static func syncDue(_ state: inout State, now: ContinuousClock.Instant, hasStore: Bool) -> Bool {
+        guard hasStore, !state.syncing else { return false }
+        let since = state.lastSync.map { $0.duration(to: now) } ?? .seconds(1_000)
+        let due: Bool
+        switch state.pending {
+        case .cut: due = true
+        case .grew: due = since >= .milliseconds(100)
+        case nil: due = state.share || since >= .milliseconds(500)
+        }
+        if due { state.syncing = true }
+        return due
+    }
+
+    /// Two steps not merged yet as one: a cut wins, growth adds up.
+    private static func combined(_ pending: AdaptivePace.Step?, _ step: AdaptivePace.Step) -> AdaptivePace.Step {
+        switch (pending, step) {
+        case (.cut, .grew): pending ?? step
+        case (.grew(let from, _, _), .grew(_, let to, let interval)): .grew(from: from, to: to, interval: interval)
+        default: step
+        }
+    }
+
+    /// Merges this node's step (or none) into the stored pace and adopts the
+    /// result; again (a few times at most) while steps or refusals came meanwhile.
+    private func merge(now wall: Date) async {
+        for _ in 0..<4 {
+            guard await mergeOnce(now: wall) else { return }
+            let again = state.withLock { state in
+                guard !state.syncing, state.pending != nil || state.share || state.unsavedThrottled > 0 else {
+                    return false
+                }
+                state.syncing = true
+                return true
+            }
+            guard again else { return }
+        }
+    }
+
+    /// One merge; false when the store failed.
+    private func mergeOnce(now wall: Date) async -> Bool {
+        guard let store else { return false }
+        let mono = ContinuousClock.now
+        let (change, throttled) = state.withLock { state -> (PaceChange, Int64) in
+            let pace = state.pace
+            let pause = pace.pause(at: mono.secondsSinceReference)
+            let kind: PaceChange.Kind
+            var known = state.known
+            if state.share {
+                // This node was still starting when another cut: its share of the first estimate.
+                kind = .cut(
+                    factor: pace.configuration.decrease,
+                    from: max(1, pace.answeredRate(at: mono.secondsSinceReference)),
+                    measured: true)
+                known = nil
+            } else {
+                switch state.pending {
+                case .cut(let factor, let from, let measured):
+                    kind = .cut(factor: factor, from: from, measured: measured)
+                case .grew(let from, let to, let interval): kind = .grow(from: from, to: to, interval: interval)
+                case nil: kind = .keep(rate: pace.rate ?? pace.bounds.lowerBound)
+                }
+            }
+            defer {
+                state.pending = nil
+                state.share = false
+                state.unsavedThrottled = 0
+            }
+            return (
+                PaceChange(
+                    key: key, kind: kind, reason: pace.reason.rawValue, known: known,
+                    pausedUntil: pause > 0 ? wall.addingTimeInterval(pause) : nil, bounds: pace.bounds),
+                state.unsavedThrottled
+            )
+        }
+        do {
+            let row = try await store.mergePace(change, throttledDelta: throttled, now: wall)
+            let rate = state.withLock { state -> Double? in
+                let wasStarting = state.pace.slowStart
+                let now = ContinuousClock.now.secondsSinceReference
+                state.pace.adopt(
+                    rate: row.rate, reason: AdaptivePace.Reason(rawValue: row.reason),
+                    cutAgo: row.cutAt.map { wall.timeIntervalSince($0) },
+                    pause: row.pausedUntil.map { $0.timeIntervalSince(wall) } ?? 0, at: now)
+                if wasStarting, row.estimated { state.share = true }
+                state.saved = row
+                state.known = row.changedAt
+                state.changedAt = row.changedAt
+                state.syncing = false
+                state.lastSync = ContinuousClock.now
+                return state.pace.rate
+            }
+            bucket.setLimit(rate)
+            return true
+        } catch {
+            state.withLock { state in
+                state.unsavedThrottled += throttled
+                state.syncing = false
+                state.lastSync = ContinuousClock.now
+            }
+            return false
         }
     }
 
@@ -654,35 +821,22 @@ final class PaceController: Sendable {
         guard let stored = try? await store.pace(key: key) else { return }
         let rate = state.withLock { state -> Double? in
             state.saved = stored
-            state.pace.resume(from: stored.rate)
+            state.known = stored.changedAt
+            state.pace.resume(from: stored.rate, reason: AdaptivePace.Reason(rawValue: stored.reason))
             return state.pace.rate
         }
         bucket.setLimit(rate)
     }
 
-    /// Saves a changed pace and the refusals counted since the last save.
+    /// Merges what is left to merge (a step, refusals counted) into the
+    /// stored pace, unless a merge is under way.
     func save(to store: any LimitStore, now: Date) async {
-        let pending = state.withLock { state -> (PaceRecord, Int64)? in
-            guard state.dirty, let rate = state.pace.rate else { return nil }
-            let pausedFor = state.pace.pause(at: ContinuousClock.now.secondsSinceReference)
-            let record = PaceRecord(
-                key: key, rate: rate, reason: state.pace.reason.rawValue, changedAt: state.changedAt ?? now,
-                pausedUntil: pausedFor > 0 ? now.addingTimeInterval(pausedFor) : nil)
-            defer {
-                state.dirty = false
-                state.unsavedThrottled = 0
-            }
-            return (record, state.unsavedThrottled)
+        let due = state.withLock { state -> Bool in
+            guard !state.syncing, state.pending != nil || state.unsavedThrottled > 0 || state.saved == nil
+            else { return false }
+            state.syncing = true
+            return true
         }
-        guard let (record, throttled) = pending else { return }
-        do {
-            let saved = try await store.recordPace(record, throttledDelta: throttled)
-            state.withLock { $0.saved = saved }
-        } catch {
-            state.withLock { state in
-                state.unsavedThrottled += throttled
-                state.dirty = true
-            }
-        }
+        if due { await merge(now: now) }
     }
 }

@@ -2,8 +2,8 @@ public import Foundation
 import Hummingbird
 public import TrancheEngine
 
-/// `PATCH /v1/batches/{id}`: changes the priority, concurrency or rate limit
-/// of a live batch; every node running it applies the change within about a second.
+/// `PATCH /v1/batches/{id}`: changes the priority, concurrency, rate limit
+/// or pace (`fixed`, `adaptive`) of a live batch; every node running it applies the change within about a second.
 extension TrancheServer {
     func addPatchRoutes(_ v1: RouterGroup<TrancheRequestContext>) {
         v1.patch("batches/:id") { request, context in
@@ -35,7 +35,7 @@ struct PatchBatchRequest: Decodable {
     }
 
     enum OptionKeys: String, CodingKey, CaseIterable {
-        case concurrency
+        case concurrency, pace
         case rateLimit = "rate_limit"
     }
 
@@ -53,6 +53,16 @@ struct PatchBatchRequest: Decodable {
         try UnknownKeys.reject(in: optionsDecoder, known: OptionKeys.allCases.map(\.stringValue), what: "option")
         let options = try optionsDecoder.container(keyedBy: OptionKeys.self)
         change.concurrency = try options.decodeInteger(.concurrency, within: BatchOptions.Limits.concurrency)
+        if options.contains(.pace) {
+            guard let pace = try? options.decode(String.self, forKey: .pace),
+                PaceMode.all.map(\.rawValue).contains(pace)
+            else {
+                throw Problem(
+                    .unprocessableContent,
+                    "options.pace must be one of \(PaceMode.all.map(\.rawValue).joined(separator: ", "))")
+            }
+            change.pace = PaceMode(rawValue: pace)
+        }
         guard options.contains(.rateLimit) else { return }
         if try options.decodeNil(forKey: .rateLimit) {
             change.rate = .remove

@@ -80,18 +80,22 @@ extension PostgresBatchStore: LimitStore {
         }
     }
 
-    public func recordPace(_ record: PaceRecord, throttledDelta: Int64) async throws -> PaceRecord {
+    public func mergePace(_ change: PaceChange, throttledDelta: Int64, now: Date) async throws -> PaceRecord {
         try await write { db in
+            // The row may not exist yet: one lock per key, so two first cuts merge too.
+            try await db.run("SELECT pg_advisory_xact_lock(hashtext(\("pace:" + change.key)))")
+            let stored = try await Self.fetchFullPace(db, key: change.key)
+            let row = PaceRules.merged(stored, with: change, throttledDelta: throttledDelta, now: now)
             try await db.run(
                 """
-                INSERT INTO pace(key, rate, reason, changed_at, throttled, paused_until)
-                VALUES (\(record.key), \(record.rate), \(record.reason), \(record.changedAt.milliseconds),
-                        \(max(0, throttledDelta)), \(record.pausedUntil?.milliseconds))
+                INSERT INTO pace(key, rate, reason, changed_at, throttled, paused_until, cut_at, estimated)
+                VALUES (\(row.key), \(row.rate), \(row.reason), \(row.changedAt.milliseconds), \(row.throttled),
+                        \(row.pausedUntil?.milliseconds), \(row.cutAt?.milliseconds), \(row.estimated))
                 ON CONFLICT (key) DO UPDATE SET rate = excluded.rate, reason = excluded.reason,
-                    changed_at = excluded.changed_at, throttled = pace.throttled + excluded.throttled,
-                    paused_until = greatest(coalesce(pace.paused_until, 0), coalesce(excluded.paused_until, 0))
+                    changed_at = excluded.changed_at, throttled = excluded.throttled,
+                    paused_until = excluded.paused_until, cut_at = excluded.cut_at, estimated = excluded.estimated
                 """)
-            return try await Self.fetchPace(db, key: record.key) ?? record
+            return row
         }
     }
 
@@ -115,5 +119,21 @@ extension PostgresBatchStore: LimitStore {
             throw StoreError(.batchNotFound, "no batch \(id)")
         }
         return stored
+    }
+
+    /// A pace row with the columns merging needs (``PaceRules``).
+    private static func fetchFullPace(_ db: PostgresConnection, key: String) async throws -> PaceRecord? {
+        guard
+            let row = try await db.one(
+                """
+                SELECT rate, reason, changed_at, throttled, paused_until, cut_at, estimated FROM pace WHERE key = \(key)
+                """)
+        else { return nil }
+        let date = { (value: Int64?) in value.flatMap { $0 > 0 ? Date(milliseconds: $0) : nil } }
+        return PaceRecord(
+            key: key, rate: try row.get(0, as: Double.self), reason: try row.get(1),
+            changedAt: Date(milliseconds: try row.get(2)), throttled: try row.get(3),
+            pausedUntil: date(try row.get(4, as: Int64?.self)), cutAt: date(try row.get(5, as: Int64?.self)),
+            estimated: try row.get(6, as: Bool.self))
     }
 }

@@ -375,6 +375,15 @@ enum PostgresSchema {
                 """,
             ]
         ),
+        // A pace learned once for the cluster: when it was last cut, and
+        // whether its rate is still the first cut's sum of nodes' shares.
+        (
+            14,
+            [
+                "ALTER TABLE pace ADD COLUMN cut_at BIGINT",
+                "ALTER TABLE pace ADD COLUMN estimated BOOLEAN NOT NULL DEFAULT false",
+            ]
+        ),
     ]
 
     /// Brings the database to the newest version, once, whatever other nodes do meanwhile.

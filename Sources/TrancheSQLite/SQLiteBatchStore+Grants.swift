@@ -82,20 +82,23 @@ extension SQLiteBatchStore: LimitStore {
         }
     }
 
-    public func recordPace(_ record: PaceRecord, throttledDelta: Int64) async throws -> PaceRecord {
+    public func mergePace(_ change: PaceChange, throttledDelta: Int64, now: Date) async throws -> PaceRecord {
         try await write { db in
+            let stored = try Self.fetchFullPace(db, key: change.key)
+            let row = PaceRules.merged(stored, with: change, throttledDelta: throttledDelta, now: now)
             try db.execute(
                 sql: """
-                    INSERT INTO pace(key, rate, reason, changed_at, throttled, paused_until) VALUES (?, ?, ?, ?, ?, ?)
+                    INSERT INTO pace(key, rate, reason, changed_at, throttled, paused_until, cut_at, estimated)
+                    VALUES (?, ?, ?, ?, ?, ?, ?, ?)
                     ON CONFLICT(key) DO UPDATE SET rate = excluded.rate, reason = excluded.reason,
-                        changed_at = excluded.changed_at, throttled = pace.throttled + excluded.throttled,
-                        paused_until = max(coalesce(pace.paused_until, 0), coalesce(excluded.paused_until, 0))
+                        changed_at = excluded.changed_at, throttled = excluded.throttled,
+                        paused_until = excluded.paused_until, cut_at = excluded.cut_at, estimated = excluded.estimated
                     """,
                 arguments: [
-                    record.key, record.rate, record.reason, record.changedAt.milliseconds, max(0, throttledDelta),
-                    record.pausedUntil?.milliseconds,
+                    row.key, row.rate, row.reason, row.changedAt.milliseconds, row.throttled,
+                    row.pausedUntil?.milliseconds, row.cutAt?.milliseconds, row.estimated ? 1 : 0,
                 ])
-            return try Self.fetchPace(db, key: record.key) ?? record
+            return row
         }
     }
 
@@ -117,5 +120,26 @@ extension SQLiteBatchStore: LimitStore {
         return PaceRecord(
             key: key, rate: rate, reason: try read.string(1), changedAt: Date(milliseconds: try read.int64(2)),
             throttled: try read.int64(3), pausedUntil: pausedUntil)
+    }
+
+    /// A pace row with the columns merging needs (``PaceRules``).
+    private static func fetchFullPace(_ db: Database, key: String) throws -> PaceRecord? {
+        guard
+            let row = try Row.fetchOne(
+                db,
+                sql: """
+                    SELECT rate, reason, changed_at, throttled, paused_until, cut_at, estimated FROM pace WHERE key = ?
+                    """,
+                arguments: [key])
+        else { return nil }
+        guard let rate = Double.fromDatabaseValue(row[0]) else {
+            throw StoreError(.storage, "a stored pace is damaged")
+        }
+        let read = SQLiteRow(row: row)
+        let date = { (value: Int64?) in value.flatMap { $0 > 0 ? Date(milliseconds: $0) : nil } }
+        return PaceRecord(
+            key: key, rate: rate, reason: try read.string(1), changedAt: Date(milliseconds: try read.int64(2)),
+            throttled: try read.int64(3), pausedUntil: date(try read.int64(at: 4)), cutAt: date(try read.int64(at: 5)),
+            estimated: (try read.int64(at: 6) ?? 0) != 0)
     }
 }

@@ -333,6 +333,15 @@ enum Schema {
                     CREATE INDEX preparations_to_claim ON preparations(type, state, lease_expires_at);
                     """)
         }
+        // A pace learned once for the cluster: when it was last cut, and
+        // whether its rate is still the first cut's sum of nodes' shares.
+        migrator.registerMigration("v17: cluster pace") { db in
+            try db.execute(
+                sql: """
+                    ALTER TABLE pace ADD COLUMN cut_at INTEGER;
+                    ALTER TABLE pace ADD COLUMN estimated INTEGER NOT NULL DEFAULT 0;
+                    """)
+        }
         return migrator
     }
 }

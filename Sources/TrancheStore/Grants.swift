@@ -27,18 +27,24 @@ public struct BatchSettingsChange: Sendable, Hashable {
     public var rate: Field<Double> = .keep
     /// `rate_limit.max_concurrent`: items running at once across the cluster.
     public var maxConcurrent: Field<Int> = .keep
+    /// `pace`: `fixed` or `adaptive`, or nil to keep it.
+    public var pace: PaceMode?
 
     public init(
-        priority: Int? = nil, concurrency: Int? = nil, rate: Field<Double> = .keep, maxConcurrent: Field<Int> = .keep
+        priority: Int? = nil, concurrency: Int? = nil, rate: Field<Double> = .keep, maxConcurrent: Field<Int> = .keep,
+        pace: PaceMode? = nil
     ) {
         self.priority = priority
         self.concurrency = concurrency
         self.rate = rate
         self.maxConcurrent = maxConcurrent
+        self.pace = pace
     }
 
     /// True when the change changes nothing.
-    public var isEmpty: Bool { priority == nil && concurrency == nil && rate == .keep && maxConcurrent == .keep }
+    public var isEmpty: Bool {
+        priority == nil && concurrency == nil && rate == .keep && maxConcurrent == .keep && pace == nil
+    }
 
     /// `options` with this change applied, checked with the bounds a submit
     /// has; the error names the first field out of them.
@@ -50,6 +56,7 @@ public struct BatchSettingsChange: Sendable, Hashable {
         }
         var options = options
         if let concurrency { options.concurrency = concurrency }
+        if let pace { options.pace = pace }
         var limit = options.rateLimit ?? RateLimit()
         limit.rate = rate.applied(to: limit.rate)
         limit.maxConcurrent = maxConcurrent.applied(to: limit.maxConcurrent)
@@ -111,10 +118,11 @@ public protocol LimitStore: BatchStore {
     /// Extends every slot `node` holds to `expiresAt` (its items still run).
     func renewSlots(node: String, expiresAt: Date) async throws
 
-    /// Saves the pace a node learned for `record.key` (its rate, the reason
-    /// and time of its last change, its pause) and adds `throttledDelta` to
-    /// the key's count of refused calls; answers the row as stored.
-    func recordPace(_ record: PaceRecord, throttledDelta: Int64) async throws -> PaceRecord
+    /// Merges what a node's pace did into the cluster's pace for
+    /// `change.key` by ``PaceRules/merged(_:with:throttledDelta:now:)`` (two
+    /// nodes cutting at once cut once), adds `throttledDelta` to its count of
+    /// refused calls, and answers the row as stored, which the node adopts.
+    func mergePace(_ change: PaceChange, throttledDelta: Int64, now: Date) async throws -> PaceRecord
 
     /// The pace learned for `key` by any node, or nil.
     func pace(key: String) async throws -> PaceRecord?
@@ -134,9 +142,15 @@ public struct PaceRecord: Sendable, Hashable {
     public var throttled: Int64
     /// Until when calls wait after a `Retry-After`, or nil.
     public var pausedUntil: Date?
+    /// When the rate was last cut, or nil before the first cut.
+    public var cutAt: Date?
+    /// True while the rate is the first cut's estimate, summed from what
+    /// each node saw answered (``PaceRules/shareWindow`` after that cut).
+    public var estimated: Bool
 
     public init(
-        key: String, rate: Double, reason: String, changedAt: Date, throttled: Int64 = 0, pausedUntil: Date? = nil
+        key: String, rate: Double, reason: String, changedAt: Date, throttled: Int64 = 0, pausedUntil: Date? = nil,
+        cutAt: Date? = nil, estimated: Bool = false
     ) {
         self.key = key
         self.rate = rate
@@ -144,6 +158,113 @@ public struct PaceRecord: Sendable, Hashable {
         self.changedAt = changedAt
         self.throttled = throttled
         self.pausedUntil = pausedUntil
+        self.cutAt = cutAt
+        self.estimated = estimated
+    }
+}
+
+/// What one node's pace did since it last read the cluster's, for the store
+/// to merge (``LimitStore/mergePace(_:throttledDelta:now:)``).
+public struct PaceChange: Sendable, Hashable {
+    public enum Kind: Sendable, Hashable {
+        /// No step: the rate this node has, stored only when there is no row yet.
+        case keep(rate: Double)
+        /// Cut by `factor` from `from`. `measured`: `from` is what this node
+        /// alone saw answered in the last second (the first cut after a slow
+        /// start), so the nodes' shares add up to the cluster's figure.
+        case cut(factor: Double, from: Double, measured: Bool)
+        /// Up from `from` to `to`, at most once per half `interval` seconds across the cluster.
+        case grow(from: Double, to: Double, interval: Double)
+    }
+
+    /// `batch:ID` or `host:NAME`.
+    public var key: String
+    public var kind: Kind
+    /// Why (``AdaptivePace/Reason``).
+    public var reason: String
+    /// The `changed_at` of the stored pace this node last adopted, or nil:
+    /// a step taken on an older pace than the stored one is not applied twice.
+    public var known: Date?
+    /// Until when a `Retry-After` pauses the calls, or nil.
+    public var pausedUntil: Date?
+    /// The range the stored rate is held in (the pace's floor and ceiling).
+    public var bounds: ClosedRange<Double>
+
+    public init(
+        key: String, kind: Kind, reason: String, known: Date?, pausedUntil: Date? = nil,
+        bounds: ClosedRange<Double> = 0.1...1_000_000
+    ) {
+        self.key = key
+        self.kind = kind
+        self.reason = reason
+        self.known = known
+        self.pausedUntil = pausedUntil
+        self.bounds = bounds
+    }
+}
+
+/// How the store merges the paces of several nodes into one, the way TCP
+/// flows share one bottleneck but with one controller: a cut applies once
+/// however many nodes saw the refusals, growth at most once per step interval.
+package enum PaceRules {
+    /// Seconds after a first (estimated) cut in which other nodes' measured
+    /// shares are added to it.
+    package static let shareWindow = 2.0
+
+    /// The row to store after `change` (with `stored` as read under lock).
+    package static func merged(_ stored: PaceRecord?, with change: PaceChange, throttledDelta: Int64, now: Date)
+        -> PaceRecord
+    {
+        let bounds = change.bounds
+        func held(_ rate: Double) -> Double { rate.bounded(to: bounds, nan: bounds.lowerBound) }
+        var row =
+            stored
+            ?? PaceRecord(key: change.key, rate: held(change.kind.rate), reason: change.reason, changedAt: now)
+        row.throttled = row.throttled.adding(saturating: max(0, throttledDelta))
+        if let until = change.pausedUntil, until > (row.pausedUntil ?? .distantPast) { row.pausedUntil = until }
+        // Changed by another node since this one last read it.
+        let moved = stored.map { stored in change.known.map { stored.changedAt > $0 } ?? true } ?? false
+        switch change.kind {
+        case .keep:
+            break
+        case .cut(let factor, let from, let measured):
+            let factor = factor.bounded(to: 0...1, nan: 1)
+            if measured, row.estimated, let cutAt = row.cutAt, now.timeIntervalSince(cutAt) <= shareWindow {
+                // This node's share of what the cluster answered before its first cut.
+                row.rate = held(row.rate + from * factor)
+                row.changedAt = max(now, row.changedAt)
+                return row
+            }
+            if let cutAt = stored?.cutAt, cutAt > (change.known ?? .distantPast) {
+                // Another node cut since this one read the pace: the same refusals, cut once.
+                return row
+            }
+            let first = stored?.cutAt == nil && measured
+            row.rate = held((first || stored == nil ? from : row.rate) * factor)
+            row.estimated = first
+            row.cutAt = now
+            row.reason = change.reason
+            row.changedAt = max(now, row.changedAt)
+        case .grow(let from, let to, let interval):
+            guard stored != nil else { break }
+            // Half the interval: one node's steps, timed by its own clock, are never refused.
+            guard !moved, now.timeIntervalSince(row.changedAt) >= min(interval, 60) / 2 else { return row }
+            row.rate = held(row.rate + max(0, to - from))
+            row.reason = change.reason
+            row.changedAt = max(now, row.changedAt)
+        }
+        return row
+    }
+}
+
+extension PaceChange.Kind {
+    /// The rate a new row starts at.
+    var rate: Double {
+        switch self {
+        case .keep(let rate): rate
+        case .cut(let factor, let from, _): from * factor
+        case .grow(_, let to, _): to
+        }
     }
 }
 

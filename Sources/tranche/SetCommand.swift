@@ -3,12 +3,12 @@ import Foundation
 import TrancheCore
 import TrancheHTTP
 
-/// `tranche set ID --rate 10/s --concurrency N --priority N`: changes a live
-/// batch's settings (`PATCH /v1/batches/{id}`); every node applies them within about a second.
+/// `tranche set ID --rate 10/s --concurrency N --priority N --pace adaptive`:
+/// changes a live batch's settings (`PATCH /v1/batches/{id}`); every node applies them within about a second.
 struct SetCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "set",
-        abstract: "Change a running batch's priority, concurrency or rate limit.",
+        abstract: "Change a running batch's priority, concurrency, rate limit or pace.",
         discussion: "Every node running the batch applies the change within about a second.")
     @OptionGroup var client: ClientOptions
     @Argument(help: "The batch's id.") var id: String
@@ -17,10 +17,16 @@ struct SetCommand: AsyncParsableCommand {
     var maxConcurrent: String?
     @Option(help: "Items of the batch running at once on one node.") var concurrency: Int?
     @Option(help: "The batch's priority (higher runs first).") var priority: Int?
+    @Option(help: "fixed (the rate given) or adaptive (slows down on 429, 503 and rising latency).")
+    var pace: String?
 
     func validate() throws {
-        if rate == nil, maxConcurrent == nil, concurrency == nil, priority == nil {
-            throw ValidationError("give at least one of --rate, --max-concurrent, --concurrency, --priority")
+        if rate == nil, maxConcurrent == nil, concurrency == nil, priority == nil, pace == nil {
+            throw ValidationError("give at least one of --rate, --max-concurrent, --concurrency, --priority, --pace")
+        }
+        if let pace, !PaceMode.all.map(\.rawValue).contains(pace) {
+            throw ValidationError(
+                "--pace must be one of \(PaceMode.all.map(\.rawValue).joined(separator: ", ")), got '\(pace)'")
         }
     }
 
@@ -54,6 +60,7 @@ struct SetCommand: AsyncParsableCommand {
         }
         if !limit.isEmpty { options["rate_limit"] = .object(limit) }
         if let concurrency { options["concurrency"] = .number(Double(concurrency)) }
+        if let pace { options["pace"] = .string(pace) }
         var body: [String: JSONValue] = [:]
         if !options.isEmpty { body["options"] = .object(options) }
         if let priority { body["priority"] = .number(Double(priority)) }

@@ -29,7 +29,7 @@ struct AdaptivePaceTests {
         #expect(pace.rate == 12)
     }
 
-    @Test("a refusal cuts the rate by 0.7 once per interval, counts every refusal, stops at the floor")
+    @Test("a refusal cuts the rate by 0.7 once a second at most, counts every refusal, stops at the floor")
     func refusalsCut() {
         var pace = controller(initial: 16)
         let changed5 = pace.record(.refused(retryAfter: nil), at: 0)
@@ -65,20 +65,73 @@ struct AdaptivePaceTests {
         #expect(pace.pause(at: 300) == 0)
     }
 
-    @Test("latency well above its baseline cuts gently; a steady latency does not")
-    func latency() {
-        var pace = controller(initial: 10)
-        var time = 0.0
-        for _ in 0..<10 {
-            _ = pace.record(.answered(latency: 0.1), at: time)
-            time += 1
+    /// Answers every `1 / rate` seconds from `start` for `seconds`, at `latency`.
+    func answer(_ pace: inout AdaptivePace, rate: Double, from start: Double, for seconds: Double, latency: Double)
+        -> Double
+    {
+        var time = start
+        while time < start + seconds {
+            _ = pace.record(.answered(latency: latency), at: time)
+            time += 1 / rate
         }
-        let before = pace.rate
-        let changed8 = pace.record(.answered(latency: 0.5), at: time)
-        #expect(changed8)
-        #expect(pace.reason == .latency)
-        #expect(abs((pace.rate ?? 0) - (before ?? 0) * 0.9) < 1e-9)
-        #expect(abs((pace.baseline ?? 0) - 0.104) < 0.001)
+        return time
+    }
+
+    @Test("latency above its baseline cuts gently only when answers also slow down, and not again for 2 s")
+    func latency() {
+        var pace = controller(initial: 50)
+        var time = answer(&pace, rate: 40, from: 0, for: 3, latency: 0.1)
+        // Slow answers coming as fast as before (a client queueing its own
+        // calls, load building up): no cut.
+        time = answer(&pace, rate: 40, from: time, for: 2, latency: 0.5)
+        #expect(pace.reason != .latency)
+        // Slow answers, and fewer of them: a cut of a tenth.
+        time = answer(&pace, rate: 40, from: time, for: 1, latency: 0.1)
+        let before = pace.rate ?? 0
+        var cutAt: Double?
+        var probe = time
+        while probe < time + 2 {
+            _ = pace.record(.answered(latency: 0.6), at: probe)
+            if pace.reason == .latency, cutAt == nil { cutAt = probe }
+            probe += 1 / 20.0
+        }
+        #expect(cutAt != nil)
+        #expect(pace.rate.map { $0 <= before } ?? false)
+        #expect(pace.throttled == 0)
+    }
+
+    @Test("a refusal of a call made before the last cut does not cut again, even after the cut interval")
+    func refusalBeforeCut() {
+        var pace = controller(initial: 20)
+        _ = pace.record(.refused(retryAfter: nil, latency: 0.01), at: 10)
+        #expect(pace.rate == 14)
+        // Answered 2 s later for a call made 2.5 s ago, before the cut.
+        let changed = pace.record(.refused(retryAfter: nil, latency: 2.5), at: 12)
+        #expect(!changed)
+        #expect(pace.rate == 14)
+        #expect(pace.throttled == 2)
+    }
+
+    @Test("the cluster's pace is adopted: its rate, its last cut (older answers do not cut again), its pause")
+    func adopts() {
+        var pace = AdaptivePace()
+        #expect(pace.slowStart)
+        pace.adopt(rate: 12, reason: .refused, cutAgo: 0.2, pause: 3, at: 100)
+        #expect(pace.rate == 12)
+        #expect(!pace.slowStart)
+        #expect(pace.pause(at: 101) == 2)
+        // A call made 0.5 s ago, before another node's cut: no second cut.
+        let changed = pace.record(.refused(retryAfter: nil, latency: 0.5), at: 100.1)
+        #expect(!changed)
+        #expect(pace.rate == 12)
+        // A call made after it, past the cut interval: cut.
+        _ = pace.record(.refused(retryAfter: nil, latency: 0.01), at: 101)
+        #expect(pace.rate == 12 * 0.7)
+        if case .cut(let factor, let from, let measured) = pace.lastStep {
+            #expect(factor == 0.7 && from == 12 && !measured)
+        } else {
+            Issue.record("no cut step: \(String(describing: pace.lastStep))")
+        }
     }
 
     @Test("a ceiling that changes holds the rate under it; hostile numbers do not escape the bounds")
@@ -101,19 +154,25 @@ struct AdaptivePaceTests {
         #expect(AdaptivePace(broken).rate == 0.1)
     }
 
-    @Test("without a rate given: none until the first refusal, then the answered rate of the last second, cut")
-    func startsUnlimited() {
+    @Test("without a rate given: a slow start doubling every 0.1 s, then the answered rate of the last second, cut")
+    func slowStart() {
         var pace = AdaptivePace()
-        #expect(pace.rate == nil)
+        #expect(pace.rate == 10)
+        #expect(pace.slowStart)
         for index in 0..<30 {
             _ = pace.record(.answered(latency: 0.001), at: 10 + Double(index) * 0.05)
         }
-        #expect(pace.rate == nil)
+        // 1.45 s of answers: doubled 14 times (every other answer), held at a million.
+        #expect(pace.rate.map { $0 > 1_000 } ?? false)
+        #expect(pace.reason == .starting)
         // About 20 answers in the last second (one every 50 ms).
         let answered = pace.answeredRate(at: 11.5)
-        #expect((19...21).contains(answered))
+        // (counted by tenths of a second: one tenth may fall outside)
+        #expect((17...21).contains(answered))
         let changed = pace.record(.refused(retryAfter: nil), at: 11.5)
         #expect(changed)
         #expect(pace.rate == answered * 0.7)
+        #expect(!pace.slowStart)
+        #expect(pace.lastStep == .cut(factor: 0.7, from: answered, measured: true))
     }
 }

@@ -16,12 +16,13 @@ struct ClusterLimitTests {
 
     /// Runs `body` with two engines (nodes "a" and "b") on two connections to one fresh store.
     func withTwoNodes<T: Sendable>(
-        _ store: EngineStore, _ body: @escaping @Sendable (TrancheEngine, TrancheEngine) async throws -> T
+        _ store: EngineStore, strategies: [AnyBatchStrategy]? = nil,
+        _ body: @escaping @Sendable (TrancheEngine, TrancheEngine) async throws -> T
     ) async throws -> T {
         try await store.withSite { site in
             try await site.withStore { first in
                 try await site.withStore { second in
-                    let strategies = self.strategies
+                    let strategies = strategies ?? self.strategies
                     let a = makeEngine(store: first, strategies) { $0.nodeID = "a" }
                     let b = makeEngine(store: second, strategies) { $0.nodeID = "b" }
                     return try await withRunning(a) { a in
@@ -79,5 +80,67 @@ struct ClusterLimitTests {
         }
         #expect(batch.counts.succeeded == Int64(count))
         #expect(batch.options.rateLimit?.rate == 1_000)
+    }
+
+    @Test(
+        "an adaptive batch on two nodes keeps one pace: every refusal counted once, the cut merged in the store",
+        arguments: EngineStore.all)
+    func sharedPace(store: EngineStore) async throws {
+        let server = LimitedAPIStrategy.Server(rate: 10, burst: 2)
+        let strategies = [AnyBatchStrategy(LimitedAPIStrategy(probe: probe, server: server))]
+        var opts = options(chunkSize: 5, concurrency: 8, maxAttempts: 50)
+        opts.pace = .adaptive
+        let count = 60
+        let (batch, pace) = try await withTwoNodes(store, strategies: strategies) { [opts] a, _ in
+            let record = try await a.submit(
+                try Submission(type: "limited", context: JSONValue.object([:]), options: opts), items: try items(count))
+            let batch = try await a.waitForEnd(record.id)
+            let limits = try #require(a.store as? any LimitStore)
+            let key = LimitKey.batch(record.id)
+            // Each node merges what it counted when its chunks end: wait for the row, not for a time.
+            try await waitUntil("every refusal to reach the stored pace") {
+                try await limits.pace(key: key)?.throttled == Int64(server.refused)
+            }
+            return (
+                batch,
+                try await limits.mergePace(
+                    PaceChange(key: key, kind: .keep(rate: 1), reason: "start", known: nil), throttledDelta: 0,
+                    now: Date())
+            )
+        }
+        #expect(batch.counts.succeeded == Int64(count))
+        #expect(server.refused >= 1)
+        #expect(pace.cutAt != nil, "a cut reached the store")
+        #expect(pace.rate <= 40, "the cluster's rate stays near the API's 10/s: \(pace.rate)")
+        // Two nodes each hammering alone would be refused many times per item.
+        #expect(server.refused < count, "\(server.refused) refusals for \(count) items")
+    }
+
+    @Test("a PATCH to an adaptive pace engages it on a running fixed batch", arguments: EngineStore.all)
+    func patchPace(store: EngineStore) async throws {
+        let server = LimitedAPIStrategy.Server(rate: 5, burst: 1)
+        let strategies = [AnyBatchStrategy(LimitedAPIStrategy(probe: probe, server: server))]
+        var opts = options(chunkSize: 5, concurrency: 4, maxAttempts: 200)
+        opts.pace = .fixed
+        opts.backoff = Backoff(base: 0.01, cap: 0.05)
+        let count = 40
+        let (batch, pace) = try await withTwoNodes(store, strategies: strategies) { [opts] a, _ in
+            let record = try await a.submit(
+                try Submission(type: "limited", context: JSONValue.object([:]), options: opts), items: try items(count))
+            let limits = try #require(a.store as? any LimitStore)
+            let key = LimitKey.batch(record.id)
+            try await waitUntil("a refusal while fixed") { server.refused >= 1 }
+            // Fixed: nothing learns, nothing is stored.
+            #expect(try await limits.pace(key: key) == nil)
+            _ = try await limits.updateSettings(record.id, BatchSettingsChange(pace: .adaptive), at: Date())
+            a.signalSettingsChanged(record.id)
+            let batch = try await a.waitForEnd(record.id, within: 60)
+            try await waitUntil("the adaptive pace to be stored") { try await limits.pace(key: key) != nil }
+            return (batch, try await limits.pace(key: key))
+        }
+        #expect(batch.counts.succeeded == Int64(count))
+        #expect(batch.options.pace == .adaptive)
+        let stored = try #require(pace)
+        #expect(stored.throttled >= 1)
     }
 }

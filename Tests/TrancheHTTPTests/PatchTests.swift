@@ -5,7 +5,8 @@ import TrancheHTTP
 
 @Suite("PATCH /v1/batches/{id}")
 struct PatchTests {
-    @Test("a live batch takes a new priority, concurrency and rate limit; bad bodies are 422; an ended batch 409")
+    @Test(
+        "a live batch takes a new priority, concurrency, rate limit and pace; bad bodies are 422; an ended batch 409")
     func patch() async throws {
         try await LiveServer.with { server, _ in
             let created = try await server.request(
@@ -34,10 +35,19 @@ struct PatchTests {
             #expect(shown.json[path: "pace", "throttled"] as? Int == 0)
             #expect((shown.json[path: "options", "rate_limit"] as? [String: Any])?["max_concurrent"] == nil)
             #expect((shown.json[path: "options", "rate_limit"] as? [String: Any])?["rate"] as? Double == 10)
+            // The pace switches live: adaptive, then fixed again.
+            let adaptive = try await server.request(
+                .PATCH, "/v1/batches/\(id)", body: #"{"options":{"pace":"adaptive"}}"#)
+            #expect(adaptive.status == 200, "\(adaptive.text)")
+            #expect(adaptive.json[path: "options", "pace"] as? String == "adaptive")
+            #expect(adaptive.json[path: "pace", "mode"] as? String == "adaptive")
+            let fixed = try await server.request(.PATCH, "/v1/batches/\(id)", body: #"{"options":{"pace":"fixed"}}"#)
+            #expect(fixed.json[path: "pace", "mode"] as? String == "fixed")
             for body in [
                 #"{"options":{"chunk_size":5}}"#, #"{"colour":"red"}"#, #"{"options":{"concurrency":0}}"#,
                 #"{"options":{"rate_limit":{"rate":-1}}}"#, #"{"priority":1e300}"#,
-                #"{"options":{"rate_limit":{"burst":3}}}"#,
+                #"{"options":{"rate_limit":{"burst":3}}}"#, #"{"options":{"pace":"fast"}}"#,
+                #"{"options":{"pace":null}}"#, #"{"options":{"pace":1}}"#,
             ] {
                 let reply = try await server.request(.PATCH, "/v1/batches/\(id)", body: body)
                 #expect(reply.status == 422, "\(body): \(reply.text)")

@@ -135,11 +135,13 @@ struct LimitStoreConformanceTests {
                 _ = try await store.drawTokens(key: key, rate: 10, burst: 10, want: 1, now: now)
                 _ = try await store.acquireSlots(
                     key: key, node: "n1", limit: 2, want: 1, expiresAt: now.addingTimeInterval(30), now: now)
-                _ = try await store.recordPace(
-                    PaceRecord(key: key, rate: 5, reason: "start", changedAt: now), throttledDelta: 1)
+                _ = try await store.mergePace(
+                    PaceChange(key: key, kind: .keep(rate: 5), reason: "start", known: nil), throttledDelta: 1, now: now
+                )
             }
-            _ = try await store.recordPace(
-                PaceRecord(key: LimitKey.host("h"), rate: 5, reason: "start", changedAt: now), throttledDelta: 1)
+            _ = try await store.mergePace(
+                PaceChange(key: LimitKey.host("h"), kind: .keep(rate: 5), reason: "start", known: nil),
+                throttledDelta: 1, now: now)
             _ = try await store.transition(created.id, .cancel, reason: nil, at: now)
             try await store.deleteBatch(created.id)
             #expect(try await store.pace(key: LimitKey.batch(created.id)) == nil)
@@ -157,6 +159,77 @@ struct LimitStoreConformanceTests {
                 try await store.acquireSlots(
                     key: LimitKey.batch(other.id), node: "n2", limit: 1, want: 1,
                     expiresAt: now.addingTimeInterval(30), now: now) == 0)
+        }
+    }
+
+    @Test(
+        "the cluster's pace: two nodes cutting at once cut once, growth steps once per interval, first cuts add shares",
+        arguments: StoreFactory.all)
+    func clusterPace(factory: StoreFactory) async throws {
+        try await withStore(factory) { store in
+            let t0 = Date(milliseconds: 5_000_000)
+            func at(_ seconds: Double) -> Date { t0.addingTimeInterval(seconds) }
+            let key = LimitKey.host("api.example")
+            // Node a's slow start reached 20/s; both nodes read that row.
+            let seen = try await store.mergePace(
+                PaceChange(key: key, kind: .grow(from: 10, to: 20, interval: 0.1), reason: "starting", known: nil),
+                throttledDelta: 0, now: t0)
+            #expect(seen.rate == 20 && seen.cutAt == nil)
+            // Refusals on both nodes at once: each proposes a cut of the rate it knew.
+            let cut = PaceChange(
+                key: key, kind: .cut(factor: 0.5, from: 20, measured: false), reason: "refused",
+                known: seen.changedAt)
+            async let first = store.mergePace(cut, throttledDelta: 2, now: at(1))
+            async let second = store.mergePace(cut, throttledDelta: 3, now: at(1.01))
+            let answers = try await [first, second]
+            var row = try #require(try await store.pace(key: key))
+            #expect(row.rate == 10, "cut once: \(answers.map(\.rate))")
+            #expect(row.throttled == 5)
+            #expect(answers.allSatisfy { $0.rate == 10 })
+            // A node that knows of that cut and is refused again cuts again.
+            let known = try #require(answers.map(\.changedAt).max())
+            row = try await store.mergePace(
+                PaceChange(
+                    key: key, kind: .cut(factor: 0.5, from: 10, measured: false), reason: "refused", known: known),
+                throttledDelta: 1, now: at(3))
+            #expect(row.rate == 5)
+            // Growth: one step per interval across the nodes.
+            let grow = { (known: Date?) in
+                PaceChange(key: key, kind: .grow(from: 5, to: 6, interval: 0.25), reason: "succeeding", known: known)
+            }
+            row = try await store.mergePace(grow(row.changedAt), throttledDelta: 0, now: at(3.3))
+            #expect(row.rate == 6)
+            let stale = try await store.mergePace(grow(known), throttledDelta: 0, now: at(3.35))
+            #expect(stale.rate == 6, "a step taken on an older pace is not applied")
+            let early = try await store.mergePace(grow(row.changedAt), throttledDelta: 0, now: at(3.42))
+            #expect(early.rate == 6, "a second step within the interval is not applied")
+            row = try await store.mergePace(grow(row.changedAt), throttledDelta: 0, now: at(3.6))
+            #expect(row.rate == 7)
+            // A Retry-After pause: the latest end wins; the rate stays within its bounds.
+            row = try await store.mergePace(
+                PaceChange(
+                    key: key, kind: .cut(factor: 0.7, from: 1e300, measured: false), reason: "retry_after",
+                    known: row.changedAt, pausedUntil: at(10), bounds: 0.1...50),
+                throttledDelta: 1, now: at(5))
+            #expect(row.pausedUntil == at(10))
+            #expect(abs(row.rate - 4.9) < 1e-9)
+            row = try await store.mergePace(
+                PaceChange(key: key, kind: .keep(rate: 1), reason: "refused", known: nil, pausedUntil: at(8)),
+                throttledDelta: 0, now: at(5.5))
+            #expect(row.pausedUntil == at(10) && abs(row.rate - 4.9) < 1e-9)
+
+            // A first cut out of a slow start counts what each node saw answered.
+            let fresh = LimitKey.host("other.example")
+            let share = { (from: Double) in
+                PaceChange(
+                    key: fresh, kind: .cut(factor: 0.5, from: from, measured: true), reason: "refused", known: nil)
+            }
+            row = try await store.mergePace(share(12), throttledDelta: 1, now: at(20))
+            #expect(row.rate == 6 && row.estimated)
+            row = try await store.mergePace(share(8), throttledDelta: 0, now: at(21))
+            #expect(row.rate == 10, "node b's share added")
+            row = try await store.mergePace(share(8), throttledDelta: 0, now: at(30))
+            #expect(row.rate == 10, "past the window a measured cut is the same refusals again")
         }
     }
 }
