@@ -27,6 +27,7 @@ extension PostgresBatchStore {
             """)
         guard let keyRow else { throw StoreError(.storage, "the batch was not stored") }
         let key = try PostgresStoredRow(row: keyRow).int64(0)
+        try await Self.insertShards(db, key)
         try await Self.insertItems(db, try await Self.current(db, key: key), startSeq: 0, items: items, now: now)
         try await Self.storeSuccessor(db, batch)
         try await Self.storePreparation(db, key, batch)
@@ -130,7 +131,7 @@ extension PostgresBatchStore {
             let candidates = try await read { db in
                 try await db.rows(
                     """
-                    SELECT b.key FROM batches b \(unescaped: TenantShareSQL.join)
+                    SELECT b.key, b.status FROM batch_load b \(unescaped: TenantShareSQL.join(load: "batch_load"))
                     WHERE b.status IN (\(unescaped: SQLList.runnableBatches)) AND b.leased_chunks < b.max_chunks
                       AND \(unescaped: TenantShareSQL.admits) AND NOT (b.owner = ANY(\(excluded)))
                       AND EXISTS (SELECT 1 FROM chunks c WHERE c.batch_key = b.key
@@ -138,13 +139,17 @@ extension PostgresBatchStore {
                     ORDER BY \(unescaped: TenantShareSQL.order), b.priority DESC, b.leased_chunks, b.last_claim_at, b.key
                     LIMIT 4
                     """
-                ).map { try PostgresStoredRow(row: $0).int64(0) }
+                ).map { row in
+                    let read = PostgresStoredRow(row: row)
+                    return (key: try read.int64(0), starting: try read.string(1) == BatchStatus.confirmed.rawValue)
+                }
             }
             guard !candidates.isEmpty else { return nil }
             var raced = false
-            for key in candidates {
+            for (key, starting) in candidates {
                 switch try await claim(
-                    in: key, owner: owner, sizes: request.sizes, nowMS: nowMS, expires: expires, now: now)
+                    in: key, owner: owner, starting: starting, sizes: request.sizes, nowMS: nowMS, expires: expires,
+                    now: now)
                 {
                 case .leased(let lease): return lease
                 // The candidates were read without locks: another node may have
@@ -157,32 +162,41 @@ extension PostgresBatchStore {
         return nil
     }
 
-    /// Leases the next due chunk of one batch. The batch row is locked first
-    /// (the cap on chunks in flight holds across nodes); the chunk is taken
-    /// with `SKIP LOCKED`, so claimers never wait on each other's chunks.
+    /// Leases the next due chunk of one batch. The batch's lock is taken
+    /// shared first (``shareBatch(_:_:)``: claims and checkpoints of the
+    /// batch hold it together, a status change waits for them), then a
+    /// shard under its share of the cap on chunks in flight and the chunk
+    /// are taken with `SKIP LOCKED` (``BatchShards``), so claimers of one
+    /// batch never wait on each other. A batch still `confirmed`
+    /// (`starting`) also has its row locked `FOR UPDATE`, since its first
+    /// claim starts it.
     private func claim(
-        in key: Int64, owner: String, sizes: ChunkSizes, nowMS: Int64, expires: Int64, now: Date
+        in key: Int64, owner: String, starting: Bool, sizes: ChunkSizes, nowMS: Int64, expires: Int64, now: Date
     ) async throws -> Claim {
         try await write { db in
+            try await db.run("SELECT pg_advisory_xact_lock_shared(\(BatchShards.lock(key)))")
+            let lock = starting ? "FOR UPDATE" : ""
             guard
                 let gate = try await db.one(
                     """
-                    UPDATE batches SET leased_chunks = leased_chunks + 1, last_claim_at = \(nowMS)
-                    WHERE key = \(key) AND status IN (\(unescaped: SQLList.runnableBatches)) AND leased_chunks < max_chunks
-                    RETURNING \(unescaped: StoredBatch.columns)
+                    SELECT \(unescaped: StoredBatch.columns) FROM batches
+                    WHERE key = \(key) AND status IN (\(unescaped: SQLList.runnableBatches)) \(unescaped: lock)
                     """)
             else { return .raced }
+            // The row's own counters only: what the claim uses is its id,
+            // type, owner and status.
             let gated = try StoredBatch(row: PostgresStoredRow(row: gate))
+            // Started by another claim meanwhile, or confirmed again (resume,
+            // retry) since the candidates were read: look again.
+            if gated.record.status == .confirmed && !starting { return .raced }
             if let damage = gated.damage {
-                // Nothing leased yet: give the place back and fail the batch instead of running it.
-                try await db.run("UPDATE batches SET leased_chunks = leased_chunks - 1 WHERE key = \(key)")
-                _ = try await Self.apply(db, try await Self.current(db, key: key), .fail, reason: damage, now: now)
+                // Fail the batch instead of running it.
+                guard let locked = try await Self.batch(db, key: key, lock: true) else { return .raced }
+                _ = try await Self.apply(db, locked, .fail, reason: damage, now: now)
                 return .raced
             }
-            if try await Self.tenantAtCap(db, owner: gated.record.owner) {
-                try await db.run("UPDATE batches SET leased_chunks = leased_chunks - 1 WHERE key = \(key)")
-                return .raced
-            }
+            if try await Self.tenantAtCap(db, owner: gated.record.owner) { return .raced }
+            guard let shard = try await Self.takeShard(db, key) else { return .raced }
             let limit = try await Self.claimLimit(db, gated, sizes)
             while true {
                 guard
@@ -195,10 +209,7 @@ extension PostgresBatchStore {
                                     ORDER BY ready_at, first_seq LIMIT 1 FOR UPDATE SKIP LOCKED)
                         RETURNING id, first_seq, last_seq, lease_token
                         """)
-                else {
-                    try await db.run("UPDATE batches SET leased_chunks = leased_chunks - 1 WHERE key = \(key)")
-                    return .nothing
-                }
+                else { return .nothing }
                 let chunk = PostgresStoredRow(row: claimed)
                 let chunkID = try chunk.int64(0)
                 let firstSeq = try chunk.int64(1)
@@ -228,17 +239,16 @@ extension PostgresBatchStore {
                 }
                 let (items, cut) = ChunkSizeRules.cut(due, limit: limit)
                 let leasedLast = try await Self.cutClaimed(db, chunkID: chunkID, after: cut, lastSeq: lastSeq)
-                try await db.run("UPDATE chunks SET claimed_items = \(Int64(items.count)) WHERE id = \(chunkID)")
-                var running = BatchCounts()
-                running.running = Int64(items.count)
-                var stored = try await Self.addCounts(db, key, running)
-                if stored.record.status == .confirmed {
-                    stored = try await Self.apply(db, stored, .start, reason: nil, now: now).batch
+                try await Self.recordLease(
+                    db, key, shard: shard, chunkID: chunkID, items: Int64(items.count), nowMS: nowMS)
+                if gated.record.status == .confirmed {
+                    _ = try await Self.apply(db, try await Self.current(db, key: key), .start, reason: nil, now: now)
                 }
                 return .leased(
                     ChunkLease(
-                        chunkID: chunkID, batchID: stored.record.id, type: stored.record.type, token: token,
-                        owner: owner, tenant: stored.record.owner, firstSeq: firstSeq, lastSeq: leasedLast, items: items))
+                        chunkID: chunkID, batchID: gated.record.id, type: gated.record.type, token: token,
+                        owner: owner, tenant: gated.record.owner, firstSeq: firstSeq, lastSeq: leasedLast, items: items)
+                )
             }
         }
     }
@@ -248,28 +258,33 @@ extension PostgresBatchStore {
         now: Date
     ) async throws -> CheckpointResult {
         let writer = OutcomeWriter(outcomes: outcomes, now: now)
-        return try await write { db in
+        let (result, key, mayFinish) = try await write { db in
             let fenced = try await db.one(
                 """
                 UPDATE chunks SET lease_expires_at = \(now.milliseconds(after: leaseDuration))
                 WHERE id = \(lease.chunkID) AND lease_token = \(lease.token) AND state = \(ChunkState.leased.rawValue)
-                RETURNING batch_key, claimed_items
+                RETURNING batch_key, claimed_items, shard
                 """)
             guard let fenced else {
                 throw StoreError(.leaseLost, "the lease on chunk \(lease.chunkID) was taken over")
             }
             let key = try PostgresStoredRow(row: fenced).int64(0)
             let claimed = try PostgresStoredRow(row: fenced).int64(1)
-            // Whether the batch ended is read under the batch row's lock, taken
+            // A lease from before the shards has none: it counts on the batch row.
+            let shard = try PostgresStoredRow(row: fenced).int64(at: 2).flatMap { Int16(exactly: $0) }
+            // Whether the batch ended is read under the batch's lock, taken
             // before any item row: read without it, a cancel or fail that
             // committed between this read and the counter update below would
-            // see its counters moved by outcomes stored as if it were running.
-            // Lock order batch → items, as a cancel takes them; the chunk row
-            // is ours already (fenced above) and a claim skips locked chunks.
-            guard let before = try await Self.batch(db, key: key, lock: true) else {
+            // see its counters moved by outcomes stored as if it were
+            // running. The lock is shared (``shareBatch(_:_:)``): checkpoints
+            // and claims of the batch hold it together, a status change
+            // waits for them. Lock order batch → items, as a cancel takes
+            // them; the chunk row is ours already (fenced above) and a claim
+            // skips locked chunks.
+            guard let status = try await Self.shareBatch(db, key) else {
                 throw StoreError(.leaseLost, "the batch of chunk \(lease.chunkID) is gone")
             }
-            let ended = before.record.status.isEnded
+            let ended = status.isEnded
             let written = try await writer.write(db, key: key, batchEnded: ended)
             var delta = written.delta
             if finish {
@@ -288,26 +303,55 @@ extension PostgresBatchStore {
                     WHERE id = \(lease.chunkID)
                     """)
             }
-            // The batch row is locked since the read above: its status cannot
-            // have changed since, so `ended` still holds.
-            var stored = try await Self.addCounts(db, key, delta, releasingChunk: finish)
-            if finish {
-                // A slot of the batch's chunk cap is free again.
-                try await db.notifyWork()
-            }
+            // The batch's lock is held since the read above: its status
+            // cannot have changed since, so `ended` still holds.
+            // A finishing checkpoint frees a place among the batch's chunks in
+            // flight (waking other nodes if they may want it).
+            var stored = try await Self.addCounts(db, key, delta, releasingChunk: finish, shard: shard)
             var events = try await Self.recordEvents(
                 db, stored, written.dead.map { (.itemDead, EventData.itemDead(seq: $0.seq, error: $0.error)) }, at: now)
-            if let reason = BatchRules.failureAfterCheckpoint(stored.record, fatal: failBatch) {
-                let applied = try await Self.apply(db, stored, .fail, reason: reason, now: now)
-                stored = applied.batch
-                events += applied.events
-            } else if finish {
-                let finished = try await Self.finishIfDone(db, stored, now: now)
-                stored = finished.batch
-                events += finished.events
+            if BatchRules.failureAfterCheckpoint(stored.record, fatal: failBatch) != nil {
+                // Failing takes the row for itself: wait for the claims and
+                // checkpoints sharing it, then decide again on what they wrote.
+                if let locked = try await Self.batch(db, key: key, lock: true),
+                    let reason = BatchRules.failureAfterCheckpoint(locked.record, fatal: failBatch)
+                {
+                    let applied = try await Self.apply(db, locked, .fail, reason: reason, now: now)
+                    stored = applied.batch
+                    events += applied.events
+                }
             }
-            return CheckpointResult(batchStatus: stored.record.status, counts: stored.record.counts, events: events)
+            return (
+                CheckpointResult(batchStatus: stored.record.status, counts: stored.record.counts, events: events), key,
+                BatchRules.mayFinish(stored.record)
+            )
         }
+        guard finish, mayFinish else { return result }
+        return try await finishAfterCheckpoint(key: key, result, now: now)
+    }
+
+    /// Ends a batch whose last chunk a checkpoint just finished. Checkpoints
+    /// of one batch commit side by side, each unable to see the other's
+    /// chunk done before it commits; so each finishing checkpoint looks
+    /// once more after its commit, and the last to commit sees every chunk
+    /// done. The end itself is decided under the batch row's lock
+    /// (``finishIfDone``), so it happens once.
+    private func finishAfterCheckpoint(key: Int64, _ result: CheckpointResult, now: Date) async throws
+        -> CheckpointResult
+    {
+        let open = try await read { db in
+            try await db.count(
+                "SELECT 1 FROM chunks WHERE batch_key = \(key) AND state <> \(ChunkState.done.rawValue) LIMIT 1")
+        }
+        guard open == 0 else { return result }
+        let finished = try await write { db -> (batch: StoredBatch, events: [BatchEvent])? in
+            guard let stored = try await Self.batch(db, key: key, lock: true) else { return nil }
+            return try await Self.finishIfDone(db, stored, now: now)
+        }
+        guard let finished else { return result }
+        return CheckpointResult(
+            batchStatus: finished.batch.record.status, counts: finished.batch.record.counts,
+            events: result.events + finished.events)
     }
 
     public func rescueExpiredLeases(now: Date, splitAfter: Int) async throws -> [RescuedChunk] {
@@ -434,6 +478,7 @@ extension PostgresBatchStore {
         }
         try await db.run("DELETE FROM items WHERE batch_key = \(key)")
         try await db.run("DELETE FROM chunks WHERE batch_key = \(key)")
+        try await db.run("DELETE FROM batch_shards WHERE batch_key = \(key)")
         try await db.run("DELETE FROM events WHERE batch_key = \(key)")
         try await db.run("DELETE FROM progress_samples WHERE batch_key = \(key)")
         try await db.run("DELETE FROM batches WHERE key = \(key)")

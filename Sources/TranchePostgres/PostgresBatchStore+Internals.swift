@@ -25,18 +25,31 @@ extension PostgresBatchStore {
         try StoredBatch(row: PostgresStoredRow(row: row))
     }
 
-    /// The batch with internal `key`; with `lock`, held until the transaction ends.
+    /// The batch with internal `key`, its counters summed over its shards
+    /// (``BatchShards``); with `lock`, the batch is held until the
+    /// transaction ends: its advisory lock exclusively (so claims and
+    /// checkpoints, which share it, wait), then its row. The locks are taken
+    /// by statements of their own: the read after them sees every writer
+    /// that held them before, where a statement that waited for a lock would
+    /// sum the shards as they were when it began.
     static func batch(_ db: PostgresConnection, key: Int64, lock: Bool = false) async throws -> StoredBatch? {
-        let suffix = lock ? " FOR UPDATE" : ""
+        if lock {
+            try await db.run("SELECT pg_advisory_xact_lock(\(BatchShards.lock(key)))")
+            try await db.run("SELECT 1 FROM batches WHERE key = \(key) FOR UPDATE")
+        }
         return try await db.one(
-            "SELECT \(unescaped: StoredBatch.columns) FROM batches WHERE key = \(key)\(unescaped: suffix)"
+            "SELECT \(unescaped: BatchShards.columns) FROM \(unescaped: BatchShards.from) WHERE b.key = \(key)"
         ).map(decodeBatch)
     }
 
     static func batch(_ db: PostgresConnection, id: BatchID, lock: Bool = false) async throws -> StoredBatch? {
-        let suffix = lock ? " FOR UPDATE" : ""
+        if lock {
+            try await db.run(
+                "SELECT pg_advisory_xact_lock(\(BatchShards.lock(0)) + key) FROM batches WHERE id = \(id.rawValue)")
+            try await db.run("SELECT 1 FROM batches WHERE id = \(id.rawValue) FOR UPDATE")
+        }
         return try await db.one(
-            "SELECT \(unescaped: StoredBatch.columns) FROM batches WHERE id = \(id.rawValue)\(unescaped: suffix)"
+            "SELECT \(unescaped: BatchShards.columns) FROM \(unescaped: BatchShards.from) WHERE b.id = \(id.rawValue)"
         ).map(decodeBatch)
     }
 
@@ -158,27 +171,37 @@ extension PostgresBatchStore {
         if chunkStates.contains(ChunkState.pending.rawValue) { try await db.notifyWork() }
     }
 
-    /// Moves the batch's counters by `delta` (and, `releasingChunk`, frees one
-    /// of its chunk slots); returns the batch as it now is. One statement
-    /// takes the batch row, so callers need no separate lock or re-read.
+    /// Moves the batch's counters by `delta` and, `releasingChunk`, frees the
+    /// chunk's place among those in flight; returns the batch as it now is.
+    /// With the `shard` of the chunk's lease the change goes to that shard
+    /// (``BatchShards``); without, to the batch row, which the caller holds
+    /// (inserts, cancels, a lease from before the shards). A freed place
+    /// wakes other nodes when a claim may have wanted it.
     @discardableResult
     static func addCounts(
-        _ db: PostgresConnection, _ key: Int64, _ delta: BatchCounts, releasingChunk: Bool = false
+        _ db: PostgresConnection, _ key: Int64, _ delta: BatchCounts, releasingChunk: Bool = false,
+        shard: Int16? = nil
     ) async throws -> StoredBatch {
+        if let shard {
+            let wake = try await addShardCounts(db, key, shard: shard, delta, releasingChunk: releasingChunk)
+            if releasingChunk && wake { try await db.notifyWork() }
+            return try await current(db, key: key)
+        }
+        if releasingChunk { try await db.notifyWork() }
         let released: Int32 = releasingChunk ? 1 : 0
         guard
-            let row = try await db.one(
+            try await db.one(
                 """
-                UPDATE batches SET total = total + \(delta.total), running = greatest(0, running + \(delta.running)),
+                UPDATE batches SET total = total + \(delta.total), running = running + \(delta.running),
                     succeeded = succeeded + \(delta.succeeded), failed = failed + \(delta.failed),
                     skipped = skipped + \(delta.skipped), dead = dead + \(delta.dead), canceled = canceled + \(delta.canceled),
                     retried = retried + \(delta.retried), rescued = rescued + \(delta.rescued),
                     leased_chunks = greatest(0, leased_chunks - \(released))
                 WHERE key = \(key)
-                RETURNING \(unescaped: StoredBatch.columns)
-                """)
+                RETURNING key
+                """) != nil
         else { throw StoreError(.batchNotFound, "no batch with key \(key)") }
-        return try decodeBatch(row)
+        return try await current(db, key: key)
     }
 
     /// Recounts the stored item counters from the items themselves (after bulk changes).
@@ -194,6 +217,9 @@ extension PostgresBatchStore {
         let columns = assignments(BatchCounts.recountColumns) { "$\($0)" }
         try await db.run(
             PostgresQuery(unsafeSQL: "UPDATE batches SET \(columns) WHERE key = $\(binds.count)", binds: binds))
+        // The row now holds the whole count: what the shards held goes.
+        let zeroed = BatchShards.recounted.map { "\($0) = 0" }.joined(separator: ", ")
+        try await db.run(PostgresQuery(unsafeSQL: "UPDATE batch_shards SET \(zeroed) WHERE batch_key = \(key)"))
     }
 
     /// Cancels the waiting items of a seq range; returns the counter change.
@@ -255,12 +281,18 @@ extension PostgresBatchStore {
 
     /// Ends a chunk's lease and sets its state from its items (``SettleRules``).
     static func settleChunk(_ db: PostgresConnection, chunkID: Int64, batchKey: Int64) async throws {
+        // One index range scan over the chunk's items, fenced (`OFFSET 0`)
+        // so that the plan does not depend on statistics, as checkpoints do.
         let row = try await db.one(
             """
             SELECT count(i.seq), min(CASE WHEN i.status = \(Int16(ItemStatus.pending.rawValue)) THEN 0
                                      ELSE coalesce(i.next_attempt_at, 0) END)
-            FROM chunks c JOIN items i ON i.batch_key = c.batch_key AND i.seq BETWEEN c.first_seq AND c.last_seq
-            WHERE c.id = \(chunkID) AND i.status IN (\(unescaped: SQLList.waitingItems))
+            FROM chunks c, LATERAL (
+                SELECT i.seq, i.status, i.next_attempt_at FROM items i
+                WHERE i.batch_key = c.batch_key AND i.seq BETWEEN c.first_seq AND c.last_seq
+                  AND i.status IN (\(unescaped: SQLList.waitingItems))
+                OFFSET 0) i
+            WHERE c.id = \(chunkID)
             """)
         let read = row.map(PostgresStoredRow.init(row:))
         let state = SettleRules.state(waitingItems: try read?.int64(at: 0) ?? 0)
@@ -406,9 +438,13 @@ extension PostgresBatchStore {
         let chunk = try RescueRules.Chunk(row: PostgresStoredRow(row: row))
         guard let stored = try await batch(db, key: chunk.batchKey, lock: true) else { return nil }
         let ended = stored.record.status.isEnded
+        // The shard of the lease being ended, before the chunk forgets it.
+        let shard = try await db.one("SELECT shard FROM chunks WHERE id = \(chunk.id)").flatMap {
+            try PostgresStoredRow(row: $0).int64(at: 0).flatMap { Int16(exactly: $0) }
+        }
         try await db.run(
             """
-            UPDATE chunks SET lease_owner = NULL, lease_expires_at = NULL, claimed_items = 0,
+            UPDATE chunks SET lease_owner = NULL, lease_expires_at = NULL, claimed_items = 0, shard = NULL,
                 rescues = \(Int64(chunk.rescuesAfter))
             WHERE id = \(chunk.id)
             """)
@@ -459,7 +495,7 @@ extension PostgresBatchStore {
             try await db.notifyWork()
             result.split = true
         }
-        try await addCounts(db, chunk.batchKey, delta, releasingChunk: true)
+        try await addCounts(db, chunk.batchKey, delta, releasingChunk: true, shard: shard)
         if let seq = result.quarantinedSeq {
             _ = try await recordEvent(
                 db, stored, .itemDead, at: now, data: EventData.itemDead(seq: seq, error: quarantineError))

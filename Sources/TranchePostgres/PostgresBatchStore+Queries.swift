@@ -15,16 +15,16 @@ extension PostgresBatchStore {
                 binds.append(value)
                 return "$\(binds.count)"
             }
-            if let owner = query.owner { conditions.append("owner = \(try bind(owner))") }
-            if let type = query.type { conditions.append("type = \(try bind(type))") }
-            if let status = query.status { conditions.append("status = \(try bind(status.rawValue))") }
-            if let before = query.before { conditions.append("id < \(try bind(before.rawValue))") }
+            if let owner = query.owner { conditions.append("b.owner = \(try bind(owner))") }
+            if let type = query.type { conditions.append("b.type = \(try bind(type))") }
+            if let status = query.status { conditions.append("b.status = \(try bind(status.rawValue))") }
+            if let before = query.before { conditions.append("b.id < \(try bind(before.rawValue))") }
             let filter = conditions.isEmpty ? "" : "WHERE " + conditions.joined(separator: " AND ")
             let limit = max(1, min(query.limit, 1000))
             return try await db.rows(
                 PostgresQuery(
                     unsafeSQL:
-                        "SELECT \(StoredBatch.columns) FROM batches \(filter) ORDER BY id DESC LIMIT \(limit)",
+                        "SELECT \(BatchShards.columns) FROM \(BatchShards.from) \(filter) ORDER BY b.id DESC LIMIT \(limit)",
                     binds: binds)
             ).map { try Self.decodeBatch($0).record }
         }
@@ -136,7 +136,7 @@ extension PostgresBatchStore {
                 """
                 SELECT status, count(*),
                        sum(greatest(0, total - succeeded - skipped - dead - canceled - running))::bigint
-                FROM batches GROUP BY status
+                FROM batch_load GROUP BY status
                 """
             ).compactMap { row in
                 guard let status = BatchStatus(rawValue: try row.get(0)) else { return nil }
@@ -151,7 +151,7 @@ extension PostgresBatchStore {
             try await db.one(
                 """
                 SELECT coalesce(\(unescaped: TenantUsage.queuedSQL(greatest: "greatest")), 0)::bigint
-                FROM batches WHERE owner = \(owner) AND status IN (\(unescaped: SQLList.openBatches))
+                FROM batch_load WHERE owner = \(owner) AND status IN (\(unescaped: SQLList.openBatches))
                 """
             )?.get(0) ?? 0
         }

@@ -39,7 +39,7 @@ extension PostgresBatchStore: TenantStore {
                 """
                 SELECT owner, sum(greatest(0, running))::bigint, sum(greatest(0, leased_chunks))::bigint,
                        \(unescaped: TenantUsage.queuedSQL(greatest: "greatest"))::bigint, count(*)::bigint
-                FROM batches WHERE status IN (\(unescaped: SQLList.openBatches))
+                FROM batch_load WHERE status IN (\(unescaped: SQLList.openBatches))
                   AND (\(name)::text IS NULL OR owner = \(name))
                 GROUP BY owner ORDER BY owner
                 """
@@ -67,7 +67,7 @@ extension PostgresBatchStore {
         let running =
             try await db.one(
                 """
-                SELECT coalesce(sum(running), 0)::bigint FROM batches
+                SELECT coalesce(sum(running), 0)::bigint FROM batch_load
                 WHERE owner = \(owner) AND status IN (\(unescaped: SQLList.openBatches))
                 """
             ).map { try PostgresStoredRow(row: $0).int64(0) } ?? 0

@@ -11,12 +11,17 @@ import TrancheStore
 /// 20–47 ms at the median). Now each batch has ``count`` rows in
 /// `batch_shards`: a claim takes one that no other transaction holds
 /// (`SKIP LOCKED`) and records the lease and its running items there; the
-/// chunk remembers the shard, and its checkpoints move that row. The batch
-/// row is only share-locked (`FOR KEY SHARE`), which claims and checkpoints
-/// take together and which a status change (`FOR UPDATE`) waits for, so
-/// whether the batch ended is still read under a lock. Readers add the
-/// shards to the row's own counters (the `batch_load` view), which inserts,
-/// recounts and cancels, holding the batch row, still write.
+/// chunk remembers the shard, and its checkpoints move that row. Instead of
+/// the batch row they hold the batch's advisory lock shared
+/// (``shareBatch(_:_:)``), which a status change takes exclusively first
+/// (``batch(_:key:lock:)``), so whether the batch ended is still read under
+/// a lock. (A row lock `FOR KEY SHARE` would do the same, but PostgreSQL
+/// grants a row lock compatible with its holders at once, ahead of a
+/// waiting `FOR UPDATE`: under steady claims a cancel waited for ever. The
+/// lock manager queues an advisory request behind a conflicting waiter.)
+/// Readers add the shards to the row's own counters (the `batch_load`
+/// view), which inserts, recounts and cancels, holding the batch, still
+/// write.
 ///
 /// The cap on chunks in flight holds without a shared counter: shard `s`
 /// may hold `max_chunks / count` leases, plus one for the first
@@ -25,6 +30,11 @@ import TrancheStore
 enum BatchShards {
     /// Shard rows per batch.
     static let count: Int64 = 16
+
+    /// The advisory lock of batch `key`: shared by its claims and
+    /// checkpoints, exclusive for a status change. Batch keys are far below
+    /// 2^56, so the locks keep clear of the store's other advisory locks.
+    static func lock(_ key: Int64) -> Int64 { 0x4254_0000_0000_0000 &+ key }
 
     /// The counters shards hold, named as on `batches` and in `batch_load`.
     static let counters: Set<String> = [
@@ -88,27 +98,39 @@ extension PostgresBatchStore {
     /// Moves the counters of `shard` by `delta` and, `releasingChunk`, frees
     /// one of its leases. A shard's `running` may go below zero (its lease
     /// ran items another shard counted before an upgrade); readers hold the
-    /// sum at zero or above.
+    /// sum at zero or above. Answers whether a claim may have been refused
+    /// for want of the place this frees: the batch was at its cap on chunks
+    /// in flight, or its tenant has a `max_running`. Only then need other
+    /// nodes be woken (`NOTIFY`), since PostgreSQL makes every transaction
+    /// that notifies commit one at a time, whatever table it wrote.
     static func addShardCounts(
         _ db: PostgresConnection, _ key: Int64, shard: Int16, _ delta: BatchCounts, releasingChunk: Bool
-    ) async throws {
+    ) async throws -> Bool {
         let released: Int32 = releasingChunk ? 1 : 0
-        try await db.run(
+        // The subqueries read the shards as they were before this statement.
+        let row = try await db.one(
             """
-            UPDATE batch_shards SET running = running + \(delta.running),
-                succeeded = succeeded + \(delta.succeeded), failed = failed + \(delta.failed),
-                skipped = skipped + \(delta.skipped), dead = dead + \(delta.dead), canceled = canceled + \(delta.canceled),
-                retried = retried + \(delta.retried), rescued = rescued + \(delta.rescued),
-                leased = greatest(0, leased - \(released))
-            WHERE batch_key = \(key) AND shard = \(shard)
+            UPDATE batch_shards s SET running = s.running + \(delta.running),
+                succeeded = s.succeeded + \(delta.succeeded), failed = s.failed + \(delta.failed),
+                skipped = s.skipped + \(delta.skipped), dead = s.dead + \(delta.dead),
+                canceled = s.canceled + \(delta.canceled), retried = s.retried + \(delta.retried),
+                rescued = s.rescued + \(delta.rescued), leased = greatest(0, s.leased - \(released))
+            FROM batches b
+            WHERE s.batch_key = \(key) AND s.shard = \(shard) AND b.key = s.batch_key
+            RETURNING (SELECT sum(leased) FROM batch_shards WHERE batch_key = \(key)) + b.leased_chunks >= b.max_chunks
+                OR EXISTS (SELECT 1 FROM tenants t WHERE t.name = b.owner AND t.max_running IS NOT NULL)
             """)
+        return try row.map { try PostgresStoredRow(row: $0).bool(0) } ?? false
     }
 
-    /// Takes the batch row `FOR KEY SHARE` and answers its status: claims
-    /// and checkpoints hold it together, a status change (`FOR UPDATE`)
-    /// waits for them and they for it. Nil when the batch is gone.
+    /// Takes the batch's advisory lock shared (``BatchShards/lock(_:)``) and
+    /// answers its status: claims and checkpoints hold it together, a status
+    /// change waits for them and they for it. The status is read by a
+    /// statement after the lock's, so it is the one a change that held the
+    /// lock committed. Nil when the batch is gone.
     static func shareBatch(_ db: PostgresConnection, _ key: Int64) async throws -> BatchStatus? {
-        let row = try await db.one("SELECT status FROM batches WHERE key = \(key) FOR KEY SHARE")
+        try await db.run("SELECT pg_advisory_xact_lock_shared(\(BatchShards.lock(key)))")
+        let row = try await db.one("SELECT status FROM batches WHERE key = \(key)")
         return try row.map { BatchStatus(rawValue: try PostgresStoredRow(row: $0).string(0)) ?? .failed }
     }
 }

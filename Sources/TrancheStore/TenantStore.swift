@@ -158,12 +158,19 @@ extension TenantUsage {
 /// owner's settings (`t`, none for a tenant without a stored record).
 package enum TenantShareSQL {
     /// Joins `b` to `tenant_load` and `t`.
-    package static let join = """
+    package static let join = join(load: "batches")
+
+    /// Joins `b` to `tenant_load`, summed over `load` (a relation with the
+    /// `batches` columns owner, status, leased_chunks, running and
+    /// last_claim_at: PostgreSQL's `batch_load` adds the counter shards).
+    package static func join(load: String) -> String {
+        """
         JOIN (SELECT owner, sum(leased_chunks) AS leased, sum(running) AS running, max(last_claim_at) AS served
-              FROM batches WHERE status IN (\(SQLList.openBatches)) GROUP BY owner) tenant_load
+              FROM \(load) WHERE status IN (\(SQLList.openBatches)) GROUP BY owner) tenant_load
           ON tenant_load.owner = b.owner
         LEFT JOIN tenants t ON t.name = b.owner
         """
+    }
     /// A tenant at its `max_running` gets no new chunk.
     package static let admits = "(t.max_running IS NULL OR tenant_load.running < t.max_running)"
     /// The fewest chunks in flight per unit of weight first (weight 1 without

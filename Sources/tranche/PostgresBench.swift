@@ -130,8 +130,9 @@ struct PostgresBench {
         _ = try? await store.deleteBatch(batch.id)
     }
 
-    /// Claim + finish of empty-outcome chunks by 8 concurrent claimers on
-    /// one batch: the cost of the claim statement when claimers collide.
+    /// Claim + finish of chunks of 100 succeeded outcomes by 8 concurrent
+    /// claimers on one batch: the cost of a claim and of a finishing
+    /// checkpoint when the claimers of one batch collide.
     func claimLatency(_ store: PostgresBatchStore) async throws {
         var options = BatchOptions()
         options.chunkSize = 100
@@ -140,34 +141,46 @@ struct PostgresBench {
         let batch = try await makeBatch(store, options: options, count: count)
         let claimers = 8
         let started = ContinuousClock.now
-        let latencies = try await withThrowingTaskGroup(of: [Double].self) { group in
+        let timings = try await withThrowingTaskGroup(of: (claims: [Double], checkpoints: [Double]).self) { group in
             for index in 0..<claimers {
                 group.addTask {
-                    var mine: [Double] = []
+                    var claims: [Double] = []
+                    var checkpoints: [Double] = []
                     while true {
                         let before = ContinuousClock.now
                         guard let lease = try await store.claimChunk(owner: "c\(index)", leaseDuration: 30, now: Date())
-                        else { return mine }
-                        mine.append(before.duration(to: .now).seconds * 1000)
+                        else { return (claims, checkpoints) }
+                        claims.append(before.duration(to: .now).seconds * 1000)
                         let outcomes = lease.items.map {
                             ItemOutcome(
                                 seq: $0.seq, previousStatus: $0.status, attempt: $0.attempts + 1, status: .succeeded)
                         }
+                        let checkpointStarted = ContinuousClock.now
                         _ = try await store.checkpoint(
                             lease, outcomes: outcomes, finish: true, failBatch: nil, leaseDuration: 30, now: Date())
+                        checkpoints.append(checkpointStarted.duration(to: .now).seconds * 1000)
                     }
                 }
             }
-            return try await group.reduce(into: []) { $0 += $1 }.sorted()
+            return try await group.reduce(into: (claims: [Double](), checkpoints: [Double]())) {
+                $0.claims += $1.claims
+                $0.checkpoints += $1.checkpoints
+            }
         }
         let seconds = started.duration(to: .now).seconds
-        guard !latencies.isEmpty else { return }
-        func percentile(_ p: Double) -> Double { latencies[min(latencies.count - 1, Int(Double(latencies.count) * p))] }
+        let claims = timings.claims.sorted()
+        let checkpoints = timings.checkpoints.sorted()
+        guard !claims.isEmpty, !checkpoints.isEmpty else { return }
+        func percentile(_ sorted: [Double], _ p: Double) -> Double {
+            sorted[min(sorted.count - 1, Int(Double(sorted.count) * p))]
+        }
         print(
-            "| claim under contention: \(claimers) claimers, \(latencies.count) chunks of 100 | "
+            "| claim under contention: \(claimers) claimers on one batch, \(claims.count) chunks of 100 | "
                 + String(
-                    format: "p50 %.2f ms, p99 %.2f ms; claim + complete %@ items/s |", percentile(0.5),
-                    percentile(0.99), format(Int64.saturating(Double(count) / seconds))))
+                    format: "claim p50 %.2f ms, p99 %.2f ms; finishing checkpoint p50 %.2f ms, p99 %.2f ms; "
+                        + "claim + complete %@ items/s |",
+                    percentile(claims, 0.5), percentile(claims, 0.99), percentile(checkpoints, 0.5),
+                    percentile(checkpoints, 0.99), format(Int64.saturating(Double(count) / seconds))))
         _ = try? await store.deleteBatch(batch.id)
     }
 }
