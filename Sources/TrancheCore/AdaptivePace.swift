@@ -138,6 +138,8 @@ public struct AdaptivePace: Sendable, Hashable {
     private var answers: [AnswerCount] = []
     /// Latency of the last answers, smoothed: a rise must last to count.
     private var recent: Double?
+    /// The smoothed latency when latency last cut the rate, until the next check.
+    private var latencyAtCut: Double?
 
     private struct AnswerCount: Sendable, Hashable {
         var tenth: Int
@@ -179,6 +181,7 @@ public struct AdaptivePace: Sendable, Hashable {
                     return false
                 }
                 cut(by: configuration.latencyDecrease, reason: .latency, at: now)
+                latencyAtCut = recent
                 return true
             }
             guard let rate, mayGrow(now), rate < Self.held(.infinity, configuration) else { return false }
@@ -287,10 +290,21 @@ public struct AdaptivePace: Sendable, Hashable {
     /// second before. Latency that rises while answers keep coming as fast
     /// (a client whose own CPU queues the calls, or load still building up)
     /// is no reason to slow down: cutting would not make the far side faster.
-    private func latencyCutDue(now: Double, latency: Double, recent: Double, baseline: Double) -> Bool {
+    ///
+    /// A latency cut that did not bring latency down (by a tenth, by the
+    /// time the next may come) says the calls wait for something else than
+    /// the far side's load from this pace: that latency becomes the baseline.
+    private mutating func latencyCutDue(now: Double, latency: Double, recent: Double, baseline: Double) -> Bool {
         guard startedAfterLastCut(now: now, latency: latency), mayCut(now), isSlow(recent, baseline: baseline)
         else { return false }
         if let lastCut, now - lastCut < configuration.latencyCutInterval, now >= lastCut { return false }
+        if let before = latencyAtCut {
+            latencyAtCut = nil
+            if recent >= 0.9 * before {
+                self.baseline = recent
+                return false
+            }
+        }
         let before = answered(from: now - 2, to: now - 1)
         return before > 0 && answered(from: now - 1, to: now) < configuration.latencyThroughputDrop * before
     }
@@ -316,6 +330,7 @@ public struct AdaptivePace: Sendable, Hashable {
         copy.slowStart = slowStart
         copy.answers = answers
         copy.recent = recent
+        copy.latencyAtCut = latencyAtCut
         return copy
     }
 

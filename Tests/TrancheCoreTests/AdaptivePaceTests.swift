@@ -98,6 +98,16 @@ struct AdaptivePaceTests {
         #expect(cutAt != nil)
         #expect(pace.rate.map { $0 <= before } ?? false)
         #expect(pace.throttled == 0)
+        // The cut did not bring latency down: it is the new baseline, no second cut, growth again.
+        let cutRate = pace.rate ?? 0
+        var later = probe
+        while later < probe + 3 {
+            _ = pace.record(.answered(latency: 0.6), at: later)
+            later += 1 / (later < probe + 1.5 ? 15.0 : 10.0)
+        }
+        #expect(pace.reason != .latency, "\(String(describing: pace.rate))")
+        #expect(pace.rate.map { $0 > cutRate } ?? false)
+        #expect(pace.baseline.map { $0 > 0.4 } ?? false)
     }
 
     @Test("a refusal of a call made before the last cut does not cut again, even after the cut interval")
