@@ -209,7 +209,7 @@ extension ScheduleRecord {
     /// Decodes a stored schedule without trapping: a damaged row is a storage error.
     package init(row: some StoredRow) throws {
         let batchText = try row.string(2)
-        guard let batch = try? JSONText(unchecked: batchText).decode(ScheduledBatch.self) else {
+        guard let batch = try? JSONText(unchecked: batchText).decodeExactly(ScheduledBatch.self) else {
             throw StoreError(.storage, "a stored schedule's batch cannot be read")
         }
         self.init(

@@ -2,6 +2,7 @@ import AsyncHTTPClient
 import Foundation
 import NIOCore
 import NIOHTTP1
+import TrancheCore
 import TrancheHTTP
 
 /// A typed client of the HTTP API for the command line. It sends the
@@ -30,7 +31,7 @@ struct APIClient {
 
     /// `POST /v1/batches` for a batch whose items are uploaded next (`mode: async`).
     func openBatch(_ request: CreateBatchRequest) async throws -> AcceptedView {
-        try await call(.POST, "/v1/batches", body: JSONEncoder().encode(request)).value
+        try await call(.POST, "/v1/batches", body: Self.body(request)).value
     }
 
     /// `POST /v1/batches/{id}/items` with NDJSON lines, from `startSeq`.
@@ -79,8 +80,17 @@ struct APIClient {
 
     // MARK: - Transport
 
-    /// Sends a request and decodes a 2xx answer as `Value`; any other answer
-    /// is a `CLIError` with the server's `detail`.
+    /// A request body with every number as written (`JSONText(encoding:)`):
+    /// `JSONEncoder` would round `-9223372036854775809` and refuse `1e400`
+    /// in a context or an item.
+    static func body(_ value: some Encodable) throws -> Data {
+        Data(try JSONText(encoding: value).text.utf8)
+    }
+
+    /// Sends a request and decodes a 2xx answer as `Value`, its numbers
+    /// exact (``JSONValue/decoded(as:userInfo:)``: an item, output, context or
+    /// result keeps `9007199254740993` and `1e400` as the server sent them);
+    /// any other answer is a `CLIError` with the server's `detail`.
     func call<Value: Decodable>(
         _ method: HTTPMethod, _ path: String, body: Data? = nil, contentType: String = "application/json"
     ) async throws -> Reply<Value> {
@@ -93,7 +103,7 @@ struct APIClient {
         let data = Data(try await response.body.collect(upTo: 1 << 30).readableBytesView)
         guard (200..<300).contains(Int(response.status.code)) else { throw problem(data, response.status) }
         do {
-            return Reply(value: try JSONDecoder().decode(Value.self, from: data), data: data)
+            return Reply(value: try JSONSyntax.parse(data).decoded(as: Value.self), data: data)
         } catch {
             throw CLIError("the server's answer to \(method) \(path) is not what it should be: \(error)")
         }
@@ -158,7 +168,7 @@ struct APIClient {
 
     /// The error for a non-2xx answer: its problem `detail`, or its status.
     func problem(_ data: Data, _ status: HTTPResponseStatus) -> CLIError {
-        let details = try? JSONDecoder().decode(ProblemDetails.self, from: data)
+        let details = try? JSONSyntax.parse(data).decoded(as: ProblemDetails.self)
         return CLIError(details?.detail ?? "the server answered \(status.code)")
     }
 }

@@ -165,7 +165,7 @@ func batchRequest(
     ]
     if let mode { body["mode"] = .string(mode) }
     do {
-        var request = try JSONText(encoding: JSONValue.object(body)).decode(CreateBatchRequest.self)
+        var request = try JSONValue.object(body).decoded(as: CreateBatchRequest.self, userInfo: [.clientRequest: true])
         request.items = items
         return request
     } catch {

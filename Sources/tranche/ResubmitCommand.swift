@@ -38,7 +38,7 @@ struct ResubmitCommand: AsyncParsableCommand {
     }
 
     func run() async throws {
-        let body = try JSONEncoder().encode(ResubmitRequest(statuses: try chosenStatuses()))
+        let body = try APIClient.body(ResubmitRequest(statuses: try chosenStatuses()))
         let reply: APIClient.Reply<BatchView> = try await client.client.call(
             .POST, "/v1/batches/\(id)/resubmit", body: body)
         if client.json { printJSON(reply.data) } else { print(describe(reply.value)) }

@@ -58,7 +58,7 @@ struct SchedulesCommand: AsyncParsableCommand {
                 batch: batch, cron: cron, timeZone: timeZone, every: every, catchUp: catchUp,
                 overlap: overlap ? true : nil, paused: paused ? true : nil)
             let reply: APIClient.Reply<ScheduleView> = try await client.client.call(
-                .POST, "/v1/schedules", body: try JSONEncoder().encode(request))
+                .POST, "/v1/schedules", body: try APIClient.body(request))
             if client.json { return printJSON(reply.data) }
             print(SchedulesCommand.header)
             print(SchedulesCommand.row(reply.value))
