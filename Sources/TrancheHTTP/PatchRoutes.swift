@@ -47,19 +47,25 @@ struct PatchBatchRequest: Decodable {
     init(from decoder: any Decoder) throws {
         try UnknownKeys.reject(in: decoder, known: CodingKeys.allCases.map(\.stringValue), what: "field")
         let container = try decoder.container(keyedBy: CodingKeys.self)
+        // Only rate_limit and its fields may be null (they remove); the others are refused naming the field.
+        try container.refuseNull(.priority, as: Int.self)
+        try container.refuseNull(.options, as: [String: Int].self)
         change.priority = try container.decodeInteger(.priority, within: BatchOptions.Limits.priority)
         guard container.contains(.options) else { return }
         let optionsDecoder = try container.superDecoder(forKey: .options)
         try UnknownKeys.reject(in: optionsDecoder, known: OptionKeys.allCases.map(\.stringValue), what: "option")
         let options = try optionsDecoder.container(keyedBy: OptionKeys.self)
+        try options.refuseNull(.concurrency, as: Int.self)
+        try options.refuseNull(.pace, as: String.self)
         change.concurrency = try options.decodeInteger(.concurrency, within: BatchOptions.Limits.concurrency)
         if options.contains(.pace) {
             guard let pace = try? options.decode(String.self, forKey: .pace),
                 PaceMode.all.map(\.rawValue).contains(pace)
             else {
-                throw Problem(
-                    .unprocessableContent,
-                    "options.pace must be one of \(PaceMode.all.map(\.rawValue).joined(separator: ", "))")
+                // A decoding error, not a Problem: thrown inside the decoder, its message is kept.
+                throw DecodingError.dataCorruptedError(
+                    forKey: .pace, in: options,
+                    debugDescription: "must be one of \(PaceMode.all.map(\.rawValue).joined(separator: ", "))")
             }
             change.pace = PaceMode(rawValue: pace)
         }

@@ -62,6 +62,41 @@ struct OptionNullTests {
         }
     }
 
+    @Test("PATCH refuses null for priority, concurrency and pace, and changes nothing; rate_limit fields may be null")
+    func patchNullsRefused() async throws {
+        try await LiveServer.with { server, _ in
+            let created = try await server.request(
+                .POST, "/v1/batches",
+                body:
+                    #"{"type":"noop","items":[1],"mode":"async","priority":3,"options":{"require_confirmation":true,"concurrency":2,"pace":"fixed","rate_limit":{"rate":5,"max_concurrent":4}}}"#
+            )
+            #expect(created.status == 202, "\(created.text)")
+            let id = try #require(created.json["id"] as? String)
+            let cases: [(String, String)] = [
+                (#"{"priority":null}"#, "'priority' should be a number, found null"),
+                (#"{"options":{"concurrency":null}}"#, "'options.concurrency' should be a number, found null"),
+                (#"{"options":{"pace":null}}"#, "'options.pace' should be a string, found null"),
+                (#"{"options":null}"#, "'options' should be an object, found null"),
+                (#"{"options":{"pace":"fast"}}"#, "'options.pace': must be one of fixed, adaptive"),
+            ]
+            for (body, detail) in cases {
+                let reply = try await server.request(.PATCH, "/v1/batches/\(id)", body: body)
+                #expect(reply.status == 422, "\(body): \(reply.text)")
+                #expect((reply.json["detail"] as? String)?.contains(detail) == true, "\(body): \(reply.text)")
+            }
+            let shown = try await server.request(.GET, "/v1/batches/\(id)")
+            #expect(shown.json["priority"] as? Int == 3)
+            #expect(shown.json[path: "options", "concurrency"] as? Int == 2)
+            #expect(shown.json[path: "options", "pace"] as? String == "fixed")
+            // A rate_limit field given as null is removed, as the document says.
+            let removed = try await server.request(
+                .PATCH, "/v1/batches/\(id)", body: #"{"options":{"rate_limit":{"rate":null}}}"#)
+            #expect(removed.status == 200, "\(removed.text)")
+            #expect((removed.json[path: "options", "rate_limit"] as? [String: Any])?["rate"] == nil)
+            #expect((removed.json[path: "options", "rate_limit"] as? [String: Any])?["max_concurrent"] as? Int == 4)
+        }
+    }
+
     @Test("stored options holding a null still decode as before; only a request's decoder refuses it")
     func storedNullsDecode() throws {
         let text = #"{"concurrency":null,"backoff":{"base":null},"rate_limit":{"rate":null},"pace":null}"#
