@@ -17,26 +17,10 @@ public enum OutboundHTTPClient {
     /// the final response to `consume` (its body is read there, while the
     /// connection is held). Refusals throw ``OutboundRefusal``; transport
     /// failures throw AsyncHTTPClient's errors.
-    ///
-    /// The call runs on one of AsyncHTTPClient's event loops (a task
-    /// executor preference): the client's timers, the request's write and
-    /// the response's continuation then stay on that loop's thread instead of
-    /// hopping between it and the cooperative pool several times a request.
     public static func execute<T: Sendable>(
         _ request: HTTPClientRequest, policy: OutboundPolicy, deadline: NIODeadline, maxRedirects: Int,
         sensitiveHeaders: Set<String> = [],
         consume: (HTTPClientResponse) async throws -> T
-    ) async throws -> T {
-        try await withTaskExecutorPreference(EventLoopExecutor(HTTPClient.defaultEventLoopGroup.any())) {
-            try await followingRedirects(
-                request, policy: policy, deadline: deadline, maxRedirects: maxRedirects,
-                sensitiveHeaders: sensitiveHeaders, consume: consume)
-        }
-    }
-
-    static func followingRedirects<T: Sendable>(
-        _ request: HTTPClientRequest, policy: OutboundPolicy, deadline: NIODeadline, maxRedirects: Int,
-        sensitiveHeaders: Set<String>, consume: (HTTPClientResponse) async throws -> T
     ) async throws -> T {
         var request = request
         var hops = 0
@@ -165,21 +149,6 @@ public enum OutboundHTTPClient {
     }
 
     static let clients = ClientCache()
-}
-
-/// Runs tasks on one NIO event loop: for ``OutboundHTTPClient``'s calls,
-/// whose every step is work for, or an answer from, that loop.
-final class EventLoopExecutor: TaskExecutor {
-    let loop: any EventLoop
-
-    init(_ loop: any EventLoop) {
-        self.loop = loop
-    }
-
-    func enqueue(_ job: consuming ExecutorJob) {
-        let job = UnownedJob(job)
-        loop.execute { job.runSynchronously(on: self.asUnownedTaskExecutor()) }
-    }
 }
 
 /// AsyncHTTPClient instances for the life of the process, one per host and
