@@ -251,6 +251,8 @@ final class SharedBucket: Sendable {
         /// Seconds of the rate the bucket holds: 1 for a rate given, a
         /// tenth for a pace, whose rate is meant to be kept, not made up.
         var burstSeconds = 1.0
+        /// No draw from the store before then: the last one found the bucket empty.
+        var drawAfter: ContinuousClock.Instant?
 
         func burst(_ rate: Double) -> Double { max(1, rate * burstSeconds) }
     }
@@ -276,6 +278,7 @@ final class SharedBucket: Sendable {
         state.withLock { state in
             guard state.limit != rate else { return }
             state.limit = rate
+            state.drawAfter = nil
             if let rate {
                 state.bucket.rate = rate
                 state.bucket.burst = state.burst(rate)
@@ -301,6 +304,16 @@ final class SharedBucket: Sendable {
                 drawing.release()
                 return true
             }
+            // Waiters woken together draw once: the others wait for the bucket to refill.
+            if let after = state.withLock({ $0.drawAfter }), ContinuousClock.now < after {
+                drawing.release()
+                do {
+                    try await Task.sleep(until: after, clock: .continuous)
+                } catch {
+                    return false
+                }
+                continue
+            }
             let want = max(1, Int(saturating: (min(rate / 10, burst)).rounded(.down)))
             let wait: Double
             do {
@@ -316,9 +329,11 @@ final class SharedBucket: Sendable {
                 // The store is failing: try again shortly (nothing else runs meanwhile either).
                 wait = 0.2
             }
+            let pause = Duration.seconds(bounded: min(1, wait))
+            state.withLock { $0.drawAfter = ContinuousClock.now + pause }
             drawing.release()
             do {
-                try await Task.sleep(for: .seconds(bounded: min(1, wait)))
+                try await Task.sleep(for: pause)
             } catch {
                 return false
             }
@@ -536,9 +551,13 @@ extension TrancheEngine {
         var hostPace: PaceController?
         var paceBuckets: [SharedBucket] = []
         if let host = Self.host(of: record) {
-            let shared = sharedLimits.hostPace(host, type: record.type)
-            hostPace = shared
-            if sharedLimits.hostBuckets[host] == nil { paceBuckets.append(shared.bucket) }
+            // The host's pace is that of the batches adaptive from the start (a
+            // fixed batch must not set the rate of the host's --host-limit bucket).
+            if adaptive {
+                let shared = sharedLimits.hostPace(host, type: record.type)
+                hostPace = shared
+                if sharedLimits.hostBuckets[host] == nil { paceBuckets.append(shared.bucket) }
+            }
             if let bucket = sharedLimits.hostBuckets[host] { buckets.append(bucket) }
             if let cap = sharedLimits.hostSlots[host] { slots.append(cap) }
         }
