@@ -31,25 +31,14 @@ struct OptionNullTests {
         try await LiveServer.with { server, _ in
             for (field, options, expected) in Self.refused {
                 let detail = "'options.\(field)' should be \(expected), found null"
-                let body = #"{"type":"noop","items":[{}],"options":\#(options)}"#
-                let reply = try await server.request(.POST, "/v1/batches", body: body)
-                #expect(reply.status == 422, "\(body): \(reply.text)")
-                #expect(reply.headers["content-type"] == "application/problem+json")
-                #expect((reply.json["detail"] as? String)?.contains(detail) == true, "\(body): \(reply.text)")
+                try await server.expectRefused(#"{"type":"noop","items":[{}],"options":\#(options)}"#, detail)
                 // The successor's options are read the same way.
                 let then = #"{"type":"noop","items":[{}],"then":{"type":"noop","options":\#(options)}}"#
                 let chained = try await server.request(.POST, "/v1/batches", body: then)
                 #expect(chained.status == 422, "\(then): \(chained.text)")
                 #expect((chained.json["detail"] as? String)?.contains("'then.\(detail.dropFirst())") == true)
-                // And a schedule's batch.
-                let schedule = #"{"batch":\#(body),"every":"1h"}"#
-                let scheduled = try await server.request(.POST, "/v1/schedules", body: schedule)
-                #expect(scheduled.status == 422, "\(schedule): \(scheduled.text)")
-                #expect((scheduled.json["detail"] as? String)?.contains(detail) == true, "\(scheduled.text)")
             }
-            // None of them stored a batch or a schedule.
-            #expect((try await server.request(.GET, "/v1/batches").json["batches"] as? [Any])?.isEmpty == true)
-            #expect((try await server.request(.GET, "/v1/schedules").json["schedules"] as? [Any])?.isEmpty == true)
+            try await server.expectNothingStored()
 
             // rate_limit and idempotency_key are declared nullable: null means none, as when left out.
             let nullable = try await server.request(
@@ -108,5 +97,24 @@ struct OptionNullTests {
         #expect(throws: DecodingError.self) {
             try JSONDecoder.clientRequest().decode(BatchOptions.self, from: Data(text.utf8))
         }
+    }
+}
+
+extension LiveServer {
+    /// Sends `body` to `POST /v1/batches`, and as a schedule's batch to
+    /// `POST /v1/schedules`: each must be a 422 problem whose detail holds `detail`.
+    func expectRefused(_ body: String, _ detail: String) async throws {
+        for (path, sent) in [("/v1/batches", body), ("/v1/schedules", #"{"batch":\#(body),"every":"1h"}"#)] {
+            let reply = try await request(.POST, path, body: sent)
+            #expect(reply.status == 422, "\(sent): \(reply.text)")
+            #expect(reply.headers["content-type"] == "application/problem+json")
+            #expect((reply.json["detail"] as? String)?.contains(detail) == true, "\(sent): \(reply.text)")
+        }
+    }
+
+    /// No batch and no schedule is stored.
+    func expectNothingStored() async throws {
+        #expect((try await request(.GET, "/v1/batches").json["batches"] as? [Any])?.isEmpty == true)
+        #expect((try await request(.GET, "/v1/schedules").json["schedules"] as? [Any])?.isEmpty == true)
     }
 }
