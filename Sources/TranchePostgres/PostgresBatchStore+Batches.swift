@@ -414,7 +414,21 @@ extension PostgresBatchStore {
         for key in keys {
             do {
                 events += try await write { db in
-                    guard let stored = try await Self.batch(db, key: key, lock: true) else { return [] }
+                    // Looked at first without the batch's lock, which would
+                    // hold up its claims and checkpoints each sweep: only a
+                    // batch past its timeout or with every chunk done is
+                    // locked and decided on again.
+                    guard let seen = try await Self.batch(db, key: key) else { return [] }
+                    var due = BatchRules.timeoutReason(seen.record, at: now) != nil
+                    if !due && BatchRules.mayFinish(seen.record) {
+                        due =
+                            try await db.count(
+                                """
+                                SELECT 1 FROM chunks WHERE batch_key = \(key) AND state <> \(ChunkState.done.rawValue)
+                                LIMIT 1
+                                """) == 0
+                    }
+                    guard due, let stored = try await Self.batch(db, key: key, lock: true) else { return [] }
                     if let reason = BatchRules.timeoutReason(stored.record, at: now) {
                         return try await Self.apply(db, stored, .fail, reason: reason, now: now).events
                     }
