@@ -44,7 +44,7 @@ package struct ChunkSizing: Sendable, Hashable {
 
     /// The size to ask for after a chunk of `current` items showed `observation`.
     package static func next(after current: Int, _ observation: Observation, target: Double) -> Int {
-        let current = current.clamped(to: 1...ChunkSizeRules.maximumSegment)
+        let current = current.clamped(to: 1...ChunkSizeRules.maximumClaim)
         guard observation.items > 0 else { return current }
         if Double(max(0, observation.failures)) >= failingShare * Double(observation.items) {
             return max(1, current / 2)
@@ -53,7 +53,7 @@ package struct ChunkSizing: Sendable, Hashable {
         let fits = (Double(observation.items) / seconds * target.bounded(to: 0.001...3_600)).rounded(.down)
         let fitting = Int(saturating: fits)
         let next = fitting >= current ? min(fitting, current * growth) : fitting
-        return next.clamped(to: 1...ChunkSizeRules.maximumSegment)
+        return next.clamped(to: 1...ChunkSizeRules.maximumClaim)
     }
 
     /// The size to ask of `batch`.

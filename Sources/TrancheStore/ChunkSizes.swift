@@ -35,13 +35,19 @@ package enum ChunkSizeRules {
     /// most one claim of it leases.
     package static let maximumSegment = 10_000
 
+    /// The most due items one claim of an automatic batch leases. Larger
+    /// chunks of quick items gained nothing in `tranche bench` (1,000,000
+    /// `noop` items: chunks of 10,000 were no faster than chunks of 1,000
+    /// and held the single SQLite writer longer); see docs/benchmarks.md.
+    package static let maximumClaim = 2_000
+
     /// The size of the chunks (or segments) a batch's items are stored in.
     package static func segmentSize(_ options: BatchOptions) -> Int64 {
         Int64(max(1, options.chunkSize ?? maximumSegment))
     }
 
     /// The most due items a claim of `batch` leases; nil to lease the whole
-    /// chunk (a fixed `chunk_size`). Within `1…maximumSegment`: what the
+    /// chunk (a fixed `chunk_size`). Within `1…maximumClaim`: what the
     /// node asks for, but no more than the batch's waiting items shared
     /// out over the cluster's workers, so a batch of slow items is spread
     /// over every worker instead of waiting in one worker's chunk.
@@ -50,13 +56,13 @@ package enum ChunkSizeRules {
         let asked = sizes.perBatch[batch.id] ?? sizes.initial
         let waiting = batch.counts.pending.adding(saturating: max(0, batch.counts.failed))
         let share = waiting / Int64(max(1, sizes.workers))
-        let limit = min(Int64(asked.clamped(to: 1...maximumSegment)), max(1, share))
-        return Int(limit.clamped(to: 1...Int64(maximumSegment)))
+        let limit = min(Int64(asked.clamped(to: 1...maximumClaim)), max(1, share))
+        return Int(limit.clamped(to: 1...Int64(maximumClaim)))
     }
 
     /// How many due items a claim reads: one more than it may lease, so it
     /// knows whether the chunk goes on after them.
-    package static func readLimit(_ limit: Int?) -> Int? { limit.map { $0.clamped(to: 1...maximumSegment) + 1 } }
+    package static func readLimit(_ limit: Int?) -> Int? { limit.map { $0.clamped(to: 1...maximumClaim) + 1 } }
 
     /// What a claim leases of the due items it read (in seq order, at most
     /// ``readLimit(_:)``): the first `limit`, and the seq to cut the chunk
@@ -64,7 +70,7 @@ package enum ChunkSizeRules {
     /// The rest becomes a pending chunk of its own, keeping the chunk's
     /// `ready_at` and `rescues`, so it always holds a due item.
     package static func cut(_ due: [LeasedItem], limit: Int?) -> (items: [LeasedItem], after: Int64?) {
-        guard let limit = limit?.clamped(to: 1...maximumSegment), due.count > limit else { return (due, nil) }
+        guard let limit = limit?.clamped(to: 1...maximumClaim), due.count > limit else { return (due, nil) }
         let leased = Array(due.prefix(limit))
         return (leased, leased.last?.seq)
     }

@@ -55,10 +55,10 @@ struct ChunkSizingTests {
     @Test("sizes grow at most fourfold while chunks are quick, drop to the target when slow, halve when failing")
     func rule() {
         typealias Observation = ChunkSizing.Observation
-        // 100 items in 0.01 s would fit 10,000 in 1 s: grows fourfold.
+        // 100 items in 0.01 s would fit 10,000 in 1 s: grows fourfold, up to 2,000.
         #expect(ChunkSizing.next(after: 100, Observation(items: 100, failures: 0, seconds: 0.01), target: 1) == 400)
         #expect(
-            ChunkSizing.next(after: 4_000, Observation(items: 4_000, failures: 0, seconds: 0.01), target: 1) == 10_000)
+            ChunkSizing.next(after: 1_000, Observation(items: 1_000, failures: 0, seconds: 0.01), target: 1) == 2_000)
         // 300 items in 0.5 s: 600 fit in a second.
         #expect(ChunkSizing.next(after: 300, Observation(items: 300, failures: 0, seconds: 0.5), target: 1) == 600)
         // 100 slow items in 50 s: 2 fit in a second.
@@ -71,10 +71,10 @@ struct ChunkSizingTests {
         #expect(ChunkSizing.next(after: 400, Observation(items: 100, failures: 19, seconds: 0.01), target: 1) == 1_600)
         // Nothing ran (a paused batch, a drain): no change.
         #expect(ChunkSizing.next(after: 300, Observation(items: 0, failures: 0, seconds: 9), target: 1) == 300)
-        // Whatever the numbers, a size within 1…10,000.
+        // Whatever the numbers, a size within 1…2,000.
         #expect(
             ChunkSizing.next(after: .max, Observation(items: .max, failures: 0, seconds: 0), target: .infinity)
-                == 10_000)
+                == 2_000)
         #expect(ChunkSizing.next(after: .min, Observation(items: 5, failures: -3, seconds: .nan), target: .nan) >= 1)
     }
 

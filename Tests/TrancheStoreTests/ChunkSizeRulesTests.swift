@@ -32,9 +32,9 @@ struct ChunkSizeRulesTests {
         #expect(
             ChunkSizeRules.claimLimit(automatic, ChunkSizes(initial: 100, perBatch: [automatic.id: 7], workers: 1))
                 == 7)
-        // Whatever a caller asks, at least one and at most a segment.
+        // Whatever a caller asks, at least one and at most a claim's maximum.
         let huge = try Self.record(chunkSize: nil, total: 10_000_000)
-        #expect(ChunkSizeRules.claimLimit(huge, ChunkSizes(initial: .max, workers: .min)) == 10_000)
+        #expect(ChunkSizeRules.claimLimit(huge, ChunkSizes(initial: .max, workers: .min)) == 2_000)
         #expect(ChunkSizeRules.claimLimit(huge, ChunkSizes(initial: -5)) == 1)
         var damaged = huge
         damaged.counts.failed = .max
