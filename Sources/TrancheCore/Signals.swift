@@ -17,6 +17,9 @@ package final class AsyncSemaphore: Sendable {
     /// Permits free right now.
     package var available: Int { state.withLock { $0.permits } }
 
+    /// Tasks waiting for a permit right now.
+    package var waiting: Int { state.withLock { $0.waiters.count } }
+
     /// Waits for a permit. Returns false, without a permit, when the task was canceled.
     package func acquire() async -> Bool {
         let id: UInt64? = state.withLock { state in

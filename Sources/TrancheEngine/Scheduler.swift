@@ -63,6 +63,9 @@ extension TrancheEngine {
         }
     }
 
+    /// Items waiting for a free worker on this node (tests watch the queue).
+    package var itemsWaitingForWorkers: Int { workerSlots.waiting }
+
     /// Seconds the claim loop sleeps when nothing is claimable: until the
     /// next retry is due, at most the sweep interval (or the slow poll behind
     /// a store's wake-ups).

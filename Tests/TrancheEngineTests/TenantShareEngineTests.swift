@@ -41,41 +41,35 @@ struct TenantShareEngineTests {
         // Enough turns for every item once the test is done with them.
         defer { for _ in 0..<400 { turns.release() } }
         try await store.withEngine(strategies, workers: workers) { engine in
-            // Tenant a: as many one-at-a-time batches as the node has chunk
-            // slots, each in chunks of 10 items.
+            // Tenant a: two batches of two items at a time, in chunks of 10.
+            // Each may hold two chunks (one more than its concurrency needs),
+            // so together they fill the node's 4 chunk slots and 4 workers.
             var held: [BatchID] = []
-            for _ in 0..<workers {
+            for _ in 0..<2 {
                 let batch = try await engine.submit(
-                    Submission(type: "turn", options: options(chunkSize: 10, concurrency: 1), owner: "a"),
+                    Submission(type: "turn", options: options(chunkSize: 10, concurrency: 2), owner: "a"),
                     items: try items(40))
                 held.append(batch.id)
             }
-            try await waitUntil("one item of each of tenant a's \(workers) batches to start") {
-                busy.inFlight == workers
-            }
+            try await waitUntil("tenant a's items to take all \(workers) workers") { busy.inFlight == workers }
             let waiting = try await engine.submit(
                 try Submission(
                     type: "scripted", context: ScriptedStrategy.Context(delayMS: 0), options: options(), owner: "b"),
                 items: try items(1))
-            // Hand a's items their turns one at a time; after each, wait for
-            // either b's item or a's next item to start.
-            var turnsGiven = 0
-            while small.started == 0 && turnsGiven < 6 {
-                let startedBefore = busy.started
-                turns.release()
-                turnsGiven += 1
-                try await waitUntil("tenant b's item, or tenant a's next item, to start") {
-                    small.started > 0 || busy.started > startedBefore
-                }
+            // b's chunk is claimed although a's chunks fill the node, and its
+            // item queues for the next free worker (a's runners wait on their
+            // batches' own concurrency, not on workers).
+            try await waitUntil("tenant b's item to queue for a worker") { engine.itemsWaitingForWorkers == 1 }
+            #expect(small.started == 0)
+            // One of a's items ends (one turn, no more): its worker goes to
+            // b's item, which starts without waiting for any chunk of a's.
+            turns.release()
+            try await waitUntil("tenant b's item to start after one of tenant a's items ended") {
+                small.started == 1
             }
-            // b's chunk queued for the next free worker: it ran after the
-            // first item of a's that ended (the second, if its runner had
-            // not queued yet), not after one of a's chunks of 10 ended.
-            #expect(small.started == 1)
-            #expect(turnsGiven <= 2)
             let done = try await engine.waitForEnd(waiting.id)
             #expect(done.status == .completed)
-            for _ in 0..<(workers * 40) { turns.release() }
+            for _ in 0..<80 { turns.release() }
             for id in held {
                 let ended = try await engine.waitForEnd(id)
                 #expect(ended.status == .completed && ended.counts.succeeded == 40)
