@@ -8,7 +8,7 @@ struct PolicyTests {
     func defaults() throws {
         let options = BatchOptions()
         try options.validate()
-        #expect(options.chunkSize == 100)
+        #expect(options.chunkSize == nil, "chunk sizes are automatic unless given")
         #expect(options.batchTimeout == 4 * 3600)
         #expect(options.ttl == 24 * 3600)
         #expect(options.failurePolicy == .continue)

@@ -80,7 +80,8 @@ struct AdaptivePaceEngineTests {
         "an adaptive batch slows down on 429s and stores its pace and refusals for every node",
         arguments: EngineStore.all)
     func slowsDown(store: EngineStore) async throws {
-        let server = LimitedAPIStrategy.Server(rate: 10, burst: 2)
+        // Below the pace's slow start (10/s), so that it meets refusals.
+        let server = LimitedAPIStrategy.Server(rate: 5, burst: 1)
         var opts = options(chunkSize: 10, concurrency: 8, maxAttempts: 50)
         opts.pace = .adaptive
         let count = 40
@@ -89,19 +90,21 @@ struct AdaptivePaceEngineTests {
             let record = try await engine.submit(try submission(opts), items: try items(count))
             let batch = try await engine.waitForEnd(record.id)
             let limits = try #require(engine.store as? any LimitStore)
-            // Saved at a checkpoint: wait for the row rather than for a time.
-            try await waitUntil("the batch's pace to be stored") {
-                try await limits.pace(key: "batch:\(record.id)") != nil
+            // Merged into the store as the pace steps (its slow start first,
+            // refusals after): wait for a refusal in the row, not for a time.
+            try await waitUntil("the batch's pace to be stored with its refusals") {
+                try await limits.pace(key: "batch:\(record.id)")?.throttled ?? 0 >= 1
             }
             _ = probe
             return (batch, try await limits.pace(key: "batch:\(record.id)"))
         }
         #expect(batch.counts.succeeded == Int64(count))
         let stored = try #require(pace)
+        #expect(server.refused >= 1)
         #expect(stored.throttled >= 1 && stored.throttled <= Int64(server.refused))
         #expect(stored.reason != "start")
         // Without a pace, 8 items at once with retries 10 to 50 ms apart meet
-        // a 10/s API with many times more refusals than items.
+        // a 5/s API with many times more refusals than items.
         #expect(server.refused < count, "\(server.refused) refusals for \(count) items")
     }
 

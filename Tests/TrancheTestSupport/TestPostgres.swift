@@ -64,7 +64,11 @@ public enum TestPostgres {
         guard let pgctl = environment["TRANCHE_TEST_PGCTL"], let data = environment["TRANCHE_TEST_PGDATA"] else {
             throw Missing()
         }
-        let arguments = pgctl.split(separator: " ").map(String.init) + ["-D", data, "restart", "-m", "fast", "-w"]
+        // Up to 600 s for each of stop and start: a shutdown waits for a
+        // checkpoint in progress, which on a busy disk, after a suite's
+        // hundreds of fresh databases, took 375 s (pg_ctl's default is 60).
+        let arguments =
+            pgctl.split(separator: " ").map(String.init) + ["-D", data, "restart", "-m", "fast", "-w", "-t", "600"]
         return await withCheckedContinuation { continuation in
             DispatchQueue.global().async {
                 var pid: pid_t = 0
