@@ -83,11 +83,12 @@ struct OutcomeWriter: Sendable {
         // nested loop over every pair of rows; joined by `ctid` alone, the
         // update hashed every item of the table.
         //
-        // The planner prices the per-run scans from a default range
-        // selectivity, far above what they read, so with many runs (outcomes
-        // with details) the statement passed `jit_above_cost` and spent
-        // 0.1–0.6 s compiling each checkpoint for a 25 ms execution: the
-        // transaction runs without JIT.
+        // Once `items` is analysed with the batch's rows in it, the planner
+        // prices each per-run scan from a default range selectivity, far
+        // above what it reads, so with many runs (outcomes with details) the
+        // statement passed `jit_above_cost` and spent 0.5–0.9 s compiling
+        // each checkpoint for a 25 ms execution: the transaction runs
+        // without JIT.
         let lowest = columns.first.min() ?? 0
         let highest = columns.last.max() ?? 0
         try await db.run("SET LOCAL jit = off")
