@@ -36,10 +36,14 @@ def keep_batch_rules(batch):
 
 
 def key_headers(case, payload):
-    """The Idempotency-Key headers of the case set to the digest of `payload`."""
+    """The Idempotency-Key headers of the case set to the digest of `payload`.
+
+    The digest keeps the payload's key order: the server compares a key's
+    request bodies byte for byte, so the same fields in another order are
+    another body and need another key."""
     headers = case.headers or {}
     names = [name for name in headers if name.lower() == "idempotency-key"]
-    key = hashlib.sha256(json.dumps(payload, sort_keys=True, default=lambda _: None).encode()).hexdigest()
+    key = hashlib.sha256(json.dumps(payload, default=lambda _: None).encode()).hexdigest()
     for name in names:
         headers[name] = key
     return names, key
