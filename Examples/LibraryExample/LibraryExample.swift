@@ -95,5 +95,7 @@ struct LibraryExample {
             engine.drain()
             try await group.waitForAll()
         }
+        // A demonstration: its database goes when it ends.
+        for suffix in ["", "-wal", "-shm"] { try? FileManager.default.removeItem(atPath: path + suffix) }
     }
 }
