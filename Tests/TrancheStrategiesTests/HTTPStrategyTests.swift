@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 import Testing
 import TrancheEngine
 import TrancheSQLite
@@ -170,9 +171,14 @@ struct HTTPStrategyTests {
 
     @Test("through the engine, a flaky server's items all end up succeeded")
     func engineRun() async throws {
-        let server = LoopbackHTTPServer { request, index in
-            // Every third request fails once with 503 and a short Retry-After.
-            index % 3 == 0
+        // Every third item's first request fails with 503 and a short
+        // Retry-After. (Failing every third request instead can meet the same
+        // item again and again when the pace sends one call at a time.)
+        let seen = Mutex<Set<String>>([])
+        let server = LoopbackHTTPServer { request, _ in
+            let first = seen.withLock { $0.insert(request.uri).inserted }
+            let seq = request.uri.split(separator: "/").last.flatMap { Int($0) } ?? 0
+            return first && seq % 3 == 0
                 ? .init(status: 503, headers: ["Retry-After": "0"]) : .init(status: 200, body: #"{"ok":true}"#)
         }
         try await server.withRunning { port in
