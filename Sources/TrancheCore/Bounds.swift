@@ -40,6 +40,9 @@ extension Duration {
     /// any limit Tranche accepts and far within Duration's range.
     public static let longestBoundedWait: Double = 100 * 365 * 86_400
 
+    /// The duration in seconds, for rates and timings.
+    public var seconds: Double { Double(components.seconds) + Double(components.attoseconds) / 1e18 }
+
     /// `seconds` as a duration held within `0...longestBoundedWait`: NaN and
     /// negative values are zero, larger ones the longest wait.
     public static func seconds(bounded seconds: Double) -> Duration {

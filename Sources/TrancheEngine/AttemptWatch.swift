@@ -117,8 +117,8 @@ final class AttemptWatch: Sendable {
             }
             guard let wakesAt else { return }
             // Without a deadline to wait for, the next start signals.
-            let (seconds, attoseconds) = wakesAt.map { ContinuousClock.now.duration(to: $0).components } ?? (3_600, 0)
-            await wakeup.wait(timeout: max(0, Double(seconds) + Double(attoseconds) / 1e18))
+            let seconds = wakesAt.map { ContinuousClock.now.duration(to: $0).seconds } ?? 3_600
+            await wakeup.wait(timeout: max(0, seconds))
         }
     }
 }

@@ -135,12 +135,11 @@ extension TrancheEngine {
     func learnChunkSize(from run: ChunkRun, options: BatchOptions) {
         guard options.chunkSize == nil else { return }
         let tally = run.tally
-        let elapsed = run.began.duration(to: .now).components
         chunkSizer.observe(
             run.lease.batchID,
             ChunkSizing.Observation(
                 items: tally.items, failures: tally.failures,
-                seconds: Double(elapsed.seconds) + Double(elapsed.attoseconds) / 1e18),
+                seconds: run.began.duration(to: .now).seconds),
             target: configuration.checkpointInterval)
     }
 }

@@ -114,7 +114,7 @@ final class Pacer: Sendable {
     /// Tells the paces what an attempt's answer said.
     func observe(_ result: ItemResult, latency: Duration, wall: Date) async {
         guard isAdaptive else { return }
-        let seconds = Double(latency.components.seconds) + Double(latency.components.attoseconds) / 1e18
+        let seconds = latency.seconds
         let signal = PaceController.signal(result, latency: seconds)
         let now = ContinuousClock.now
         await pace?.observe(signal, at: now, wall: wall)
@@ -223,8 +223,7 @@ extension ContinuousClock.Instant {
 
     /// Seconds since the process's first use of the clock.
     var secondsSinceReference: Double {
-        let duration = Self.reference.duration(to: self)
-        return Double(duration.components.seconds) + Double(duration.components.attoseconds) / 1e18
+        Self.reference.duration(to: self).seconds
     }
 }
 

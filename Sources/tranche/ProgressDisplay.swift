@@ -151,7 +151,3 @@ func formatRate(_ rate: Double) -> String {
     if rate < 9.95 { return String(format: "%.1f", rate) }
     return format(Int64.saturating(rate.rounded()))
 }
-
-extension Duration {
-    var seconds: Double { Double(components.seconds) + Double(components.attoseconds) / 1e18 }
-}

@@ -293,8 +293,7 @@ struct RunCommand: AsyncParsableCommand {
             interrupted = controller.wasInterrupted
             record = try await store.batch(record.id) ?? record
         }
-        let elapsed = started.duration(to: .now)
-        let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
+        let seconds = started.duration(to: .now).seconds
         if let failedOut, record.status.isEnded {
             try await writeFailed(store: store, batchID: record.id, to: failedOut)
         }
@@ -367,7 +366,7 @@ func exitOnSecondSignal(orAfter bound: Duration? = nil) -> [any DispatchSourceSi
                 _exit(ExitCodes.interrupted)
             }
             if seen == 1, let bound {
-                let seconds = Double(bound.components.seconds) + Double(bound.components.attoseconds) / 1e18
+                let seconds = bound.seconds
                 DispatchQueue.global().asyncAfter(deadline: .now() + seconds) {
                     printError("the shutdown did not finish within \(Int(saturating: seconds)) s; exiting now")
                     _exit(ExitCodes.failure)

@@ -64,10 +64,6 @@ struct LimitedAPIStrategy: BatchStrategy {
     }
 }
 
-extension Duration {
-    fileprivate var seconds: Double { Double(components.seconds) + Double(components.attoseconds) / 1e18 }
-}
-
 @Suite("Adaptive pace (engine)")
 struct AdaptivePaceEngineTests {
     let probe = Probe()

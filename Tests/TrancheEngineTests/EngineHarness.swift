@@ -166,7 +166,7 @@ final class Probe: Sendable {
             state.inFlight += 1
             state.maxInFlight = max(state.maxInFlight, state.inFlight)
             let elapsed = origin.duration(to: .now)
-            state.starts.append(Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18)
+            state.starts.append(elapsed.seconds)
             return state.calls[seq]!
         }
     }
