@@ -70,8 +70,9 @@ struct PostgresBench {
             print(
                 "| `noop` end to end, \(format(Int64(items))) items, \(nodes) worker node\(nodes == 1 ? "" : "s") × \(nodeWorkers) workers, chunks of \(chunkSize), durable | "
                     + "\(format(Int64.saturating(Double(items) / seconds))) items/s (\(String(format: "%.2f", seconds)) s, "
-                    + "\(record?.counts.succeeded ?? 0) succeeded), peak RSS per node \(peak / 1024) MiB |")
-            _ = try? await store.deleteBatch(batch.id)
+                    + "\(record?.counts.succeeded ?? 0) succeeded, \(record?.status.rawValue ?? "gone")), peak RSS per node \(peak / 1024) MiB |")
+            // A batch that did not end with every item succeeded stays for a look.
+            if record?.counts.succeeded == Int64(items) { _ = try? await store.deleteBatch(batch.id) }
         }
         try await claimLatency(store)
         try await detailedCheckpoints(store)
