@@ -87,11 +87,10 @@ struct OutcomeWriter: Sendable {
         // prices each per-run scan from a default range selectivity, far
         // above what it reads, so with many runs (outcomes with details) the
         // statement passed `jit_above_cost` and spent 0.5–0.9 s compiling
-        // each checkpoint for a 25 ms execution: the transaction runs
-        // without JIT.
+        // each checkpoint for a 25 ms execution: the store's connections run
+        // without JIT (``PostgresBatchStore/init(url:configuration:logger:)``).
         let lowest = columns.first.min() ?? 0
         let highest = columns.last.max() ?? 0
-        try await db.run("SET LOCAL jit = off")
         let changed = try await db.rows(
             """
             WITH prev AS (

@@ -34,7 +34,9 @@ struct BenchCommand: AsyncParsableCommand {
     @Option(help: "Directory for the input and the state files (default: a new temporary directory).")
     var directory: String?
 
-    @Option(help: "A postgres:// URL: measure PostgreSQL instead (its database is emptied first).")
+    @Option(
+        help: "A postgres:// URL: measure PostgreSQL instead, in a database of its own (one with open batches is refused)."
+    )
     var database: String?
 
     @Option(help: "With --database: worker-node counts to measure, comma-separated, each 1 to 64.")

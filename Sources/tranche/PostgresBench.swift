@@ -1,3 +1,4 @@
+import ArgumentParser
 import Foundation
 import TranchePostgres
 import TrancheStore
@@ -18,7 +19,17 @@ struct PostgresBench {
 
     func run() async throws {
         let store = try await PostgresBatchStore(url: url)
-        try await store.withRunning { try await measure(store) }
+        try await store.withRunning {
+            // The benchmark's worker nodes would claim any open batch here
+            // (running it as `noop`), and another batch's work skews the figures.
+            let open = try await store.statusSummary().filter { !$0.status.isEnded }.reduce(0) { $0 + $1.batches }
+            guard open == 0 else {
+                throw ValidationError(
+                    "the database holds \(open) open batch\(open == 1 ? "" : "es"): give the benchmark a database of its own"
+                )
+            }
+            try await measure(store)
+        }
     }
 
     /// Prints the figures, the store running.
@@ -70,7 +81,8 @@ struct PostgresBench {
             print(
                 "| `noop` end to end, \(format(Int64(items))) items, \(nodes) worker node\(nodes == 1 ? "" : "s") × \(nodeWorkers) workers, chunks of \(chunkSize), durable | "
                     + "\(format(Int64.saturating(Double(items) / seconds))) items/s (\(String(format: "%.2f", seconds)) s, "
-                    + "\(record?.counts.succeeded ?? 0) succeeded, \(record?.status.rawValue ?? "gone")), peak RSS per node \(peak / 1024) MiB |")
+                    + "\(record?.counts.succeeded ?? 0) succeeded, \(record?.status.rawValue ?? "gone")), peak RSS per node \(peak / 1024) MiB |"
+            )
             // A batch that did not end with every item succeeded stays for a look.
             if record?.counts.succeeded == Int64(items) { _ = try? await store.deleteBatch(batch.id) }
         }

@@ -152,6 +152,24 @@ struct PostgresStoreTests {
         }
     }
 
+    @Test("the store's connections run without JIT compilation")
+    func noJIT() async throws {
+        try await TestPostgres.withStore(url: try await TestPostgres.freshDatabaseURL()) { store in
+            // Several calls at once, so that more than one pooled connection answers.
+            let settings = try await withThrowingTaskGroup(of: String.self) { group in
+                for _ in 0..<4 {
+                    group.addTask {
+                        try await store.read { connection in
+                            try await connection.one("SELECT current_setting('jit'), pg_sleep(0.05)")?.get(0) ?? ""
+                        }
+                    }
+                }
+                return try await group.reduce(into: Set<String>()) { $0.insert($1) }
+            }
+            #expect(settings == ["off"])
+        }
+    }
+
     @Test("a malformed URL is refused with a clear error")
     func badURL() async throws {
         await #expect(throws: StoreError.self) { _ = try await PostgresBatchStore(url: "mysql://nope") }
