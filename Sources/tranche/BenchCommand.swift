@@ -35,7 +35,9 @@ struct BenchCommand: AsyncParsableCommand {
     var directory: String?
 
     @Option(
-        help: "A postgres:// URL: measure PostgreSQL instead, in a database of its own (one with open batches is refused)."
+        help:
+            "A postgres:// URL: measure PostgreSQL instead, in a database of its own "
+            + "(one with open batches is refused)."
     )
     var database: String?
 
