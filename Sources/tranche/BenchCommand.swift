@@ -35,9 +35,9 @@ struct BenchCommand: AsyncParsableCommand {
     var directory: String?
 
     @Option(
-        help:
+        help: ArgumentHelp(
             "A postgres:// URL: measure PostgreSQL instead, in a database of its own "
-            + "(one with open batches is refused)."
+                + "(one with open batches is refused).")
     )
     var database: String?
 
