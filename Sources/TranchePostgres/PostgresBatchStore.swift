@@ -59,6 +59,9 @@ public final class PostgresBatchStore: ServerStore, WorkNotifying, Service {
     private let subscribed = Latch()
     /// Fires when `run()` closes its connections: the listener's error then is expected.
     private let stopping = Latch()
+    /// Wake-ups to send after commits (``PendingWake``), coalesced.
+    private let wakeRequests: AsyncStream<Void>
+    private let wakeSink: AsyncStream<Void>.Continuation
 
     /// What `run()` is asked to do.
     private enum Command: Sendable {
@@ -117,6 +120,7 @@ public final class PostgresBatchStore: ServerStore, WorkNotifying, Service {
         self.operationTimeout = configuration.operationTimeout.bounded(
             to: 1...86_400, nan: Configuration().operationTimeout)
         (commands, commandSink) = AsyncStream.makeStream(of: Command.self)
+        (wakeRequests, wakeSink) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
         try await Self.migrate(clientConfiguration, timeout: operationTimeout, logger: logger)
     }
 
@@ -179,6 +183,7 @@ public final class PostgresBatchStore: ServerStore, WorkNotifying, Service {
                 state.withLock { $0.pool = first }
                 group.addTask { await Self.runPool(first, logger: self.logger) }
                 group.addTask { await self.listenForWork() }
+                group.addTask { await self.sendWakes() }
                 await withDiscardingTaskGroup { calls in
                     for await command in commands {
                         switch command {
@@ -214,6 +219,7 @@ public final class PostgresBatchStore: ServerStore, WorkNotifying, Service {
         }
         for subscriber in subscribers { subscriber.finish() }
         commandSink.finish()
+        wakeSink.finish()
         logger.debug("store closed")
     }
 
@@ -271,6 +277,7 @@ public final class PostgresBatchStore: ServerStore, WorkNotifying, Service {
 
     deinit {
         commandSink.finish()
+        wakeSink.finish()
     }
 
     // MARK: - Calls
@@ -363,6 +370,23 @@ public final class PostgresBatchStore: ServerStore, WorkNotifying, Service {
         for subscriber in state.withLock({ Array($0.subscribers.values) }) { subscriber.yield() }
     }
 
+    /// Sends the wake-ups transactions asked for once they committed
+    /// (``PendingWake``), one at a time, until `run()` ends.
+    private func sendWakes() async {
+        for await _ in wakeRequests {
+            do {
+                try await read { connection in
+                    try await connection.run(
+                        "SELECT set_config('synchronous_commit', 'off', true), pg_notify(\(Self.channel), '')")
+                }
+            } catch {
+                if Task.isCancelled || stopping.hasFired { return }
+                // Other nodes find the work when they next look for it.
+                logger.debug("waking other nodes failed", metadata: ["error": "\(error)"])
+            }
+        }
+    }
+
     /// Listens on the work channel from the first subscription until `run()` ends.
     private func listenForWork() async {
         await subscribed.wait()
@@ -396,9 +420,11 @@ public final class PostgresBatchStore: ServerStore, WorkNotifying, Service {
                 return try await Self.mapErrors {
                     try await withConnection { connection in
                         try await connection.run("BEGIN")
+                        let wake = PendingWake()
                         do {
-                            let value = try await body(connection)
+                            let value = try await PendingWake.$current.withValue(wake) { try await body(connection) }
                             try await connection.run("COMMIT")
+                            if wake.isRequested { self.wakeSink.yield() }
                             return value
                         } catch {
                             try? await connection.run("ROLLBACK")
@@ -476,9 +502,14 @@ extension PostgresConnection {
         return count
     }
 
-    /// Queues a wake-up for other nodes, sent when the transaction commits.
+    /// Wakes other nodes: after the commit of the transaction running in
+    /// this task (``PendingWake``), at once outside one.
     func notifyWork() async throws {
-        try await run("SELECT pg_notify('tranche_work', '')")
+        if let pending = PendingWake.current {
+            pending.request()
+            return
+        }
+        try await run("SELECT pg_notify(\(PostgresBatchStore.channel), '')")
     }
 }
 

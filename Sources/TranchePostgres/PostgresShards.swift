@@ -101,8 +101,8 @@ extension PostgresBatchStore {
     /// sum at zero or above. Answers whether a claim may have been refused
     /// for want of the place this frees: the batch was at its cap on chunks
     /// in flight, or its tenant has a `max_running`. Only then need other
-    /// nodes be woken (`NOTIFY`), since PostgreSQL makes every transaction
-    /// that notifies commit one at a time, whatever table it wrote.
+    /// nodes be woken (`NOTIFY`): each wake-up sends every listening node
+    /// looking for work.
     static func addShardCounts(
         _ db: PostgresConnection, _ key: Int64, shard: Int16, _ delta: BatchCounts, releasingChunk: Bool
     ) async throws -> Bool {
