@@ -1,4 +1,3 @@
-import AsyncHTTPClient
 import Crypto
 import Foundation
 import HTTPTypes
@@ -192,8 +191,7 @@ public final class WebhookDispatcher: Service, Sendable {
         var failure: String?
         var permanent = false
         do {
-            var request = HTTPClientRequest(url: hook.url)
-            request.method = .POST
+            var request = OutboundRequest(url: hook.url, method: .POST)
             request.headers.add(name: "Content-Type", value: "application/json")
             request.headers.add(name: "User-Agent", value: "tranche-webhooks")
             request.headers.add(name: "Tranche-Delivery-Id", value: String(delivery.id))
@@ -204,15 +202,14 @@ public final class WebhookDispatcher: Service, Sendable {
                 value: Self.signature(
                     secret: hook.secret, timestamp: Int(saturating: configuration.clock.now().timeIntervalSince1970),
                     body: body))
-            request.body = .bytes(ByteBuffer(string: body))
+            request.body = ByteBuffer(string: body)
             // Redirects are not followed: a 3xx is a failed delivery.
-            statusCode = try await OutboundHTTPClient.execute(
-                request, policy: configuration.outbound,
-                deadline: .now() + .milliseconds(Int64.saturating(configuration.timeout * 1000)), maxRedirects: 0
-            ) { response in
-                _ = try? await response.body.collect(upTo: 64 << 10)
-                return Int(response.status.code)
-            }
+            statusCode = Int(
+                try await OutboundHTTPClient.execute(
+                    request, policy: configuration.outbound,
+                    deadline: .now() + .milliseconds(Int64.saturating(configuration.timeout * 1000)), maxRedirects: 0,
+                    maxBodyBytes: 0
+                ).status.code)
             if !(200..<300).contains(statusCode ?? 0) { failure = "the receiver answered \(statusCode ?? 0)" }
         } catch let refusal as OutboundRefusal {
             failure = refusal.message

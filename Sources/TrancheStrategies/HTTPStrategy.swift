@@ -1,4 +1,3 @@
-import AsyncHTTPClient
 import Foundation
 import NIOCore
 import NIOHTTP1
@@ -140,8 +139,7 @@ public struct HTTPStrategy: BatchStrategy {
         // and a host is `invalid_url` (permanent) there.
         let urlText = template.render(context.url, encode: true)
         let method = context.method ?? "POST"
-        var request = HTTPClientRequest(url: urlText)
-        request.method = HTTPMethod(rawValue: method)
+        var request = OutboundRequest(url: urlText, method: HTTPMethod(rawValue: method))
         for (name, value) in context.headers ?? [:] {
             request.headers.add(name: name, value: template.render(value, encode: false))
         }
@@ -150,43 +148,35 @@ public struct HTTPStrategy: BatchStrategy {
         }
         request.headers.add(name: "X-Tranche-Attempt", value: String(input.attempt))
         if let body = context.body {
-            request.body = .bytes(ByteBuffer(string: template.render(body, encode: false)))
+            request.body = ByteBuffer(string: template.render(body, encode: false))
         } else if method == "POST" || method == "PUT" || method == "PATCH" {
-            request.body = .bytes(ByteBuffer(string: input.payload.text))
+            request.body = ByteBuffer(string: input.payload.text)
             if !request.headers.contains(name: "Content-Type") {
                 request.headers.add(name: "Content-Type", value: "application/json")
             }
         }
         let limit = min(context.maxResponseBytes ?? configuration.maxResponseBytes, configuration.maxResponseBytes)
-        let received: Received
+        let received: OutboundResponse
         do {
+            // No deadline here: the engine cancels an attempt past the item
+            // timeout, which closes its connection.
             received = try await OutboundHTTPClient.execute(
-                request, policy: configuration.outbound, deadline: .now() + .hours(1), maxRedirects: Self.maxRedirects,
-                sensitiveHeaders: context.headers.map { Set($0.keys.map { $0.lowercased() }) } ?? []
-            ) { response in
-                var received = Received(status: Int(response.status.code), headers: response.headers)
-                for try await var part in response.body {
-                    received.bytes += part.readableBytes
-                    let room = limit - received.body.readableBytes
-                    if room > 0, let slice = part.readSlice(length: min(room, part.readableBytes)) {
-                        received.body.writeImmutableBuffer(slice)
-                    }
-                }
-                return received
-            }
+                request, policy: configuration.outbound, maxRedirects: Self.maxRedirects,
+                sensitiveHeaders: context.headers.map { Set($0.keys.map { $0.lowercased() }) } ?? [],
+                maxBodyBytes: limit)
         } catch is CancellationError {
             throw CancellationError()
         } catch let refusal as OutboundRefusal {
             throw refusal.isPermanent
                 ? ItemError.permanent(refusal.code, refusal.message)
                 : ItemError.retryable(refusal.code, refusal.message)
-        } catch let error as HTTPClientError {
-            throw ItemError.retryable("connection_error", "the request failed: \(error.shortDescription)")
         } catch {
-            throw ItemError.retryable(
-                "connection_error", "the request failed (\(String(describing: Swift.type(of: error))))")
+            if Task.isCancelled { throw CancellationError() }
+            let reason = (error as? OutboundTransportError)?.description ?? "connection error"
+            throw ItemError.retryable("connection_error", "the request failed: \(reason)")
         }
-        let (status, headers, body) = (received.status, received.headers, received.body)
+        let status = Int(received.status.code)
+        let (headers, body) = (received.headers, received.body)
         let text = String(buffer: body)
         let bodyValue: JSONValue = (try? JSONText(unchecked: text).value()) ?? (text.isEmpty ? .null : .string(text))
         if context.successCodes.map({ $0.contains(status) }) ?? (200...299).contains(status) {
@@ -205,15 +195,6 @@ public struct HTTPStrategy: BatchStrategy {
         }
     }
 
-    /// A response as read: its status, headers and bounded body.
-    struct Received: Sendable {
-        var status: Int
-        var headers: HTTPHeaders
-        var body = ByteBuffer()
-        /// Bytes received, the body's kept part and the rest.
-        var bytes = 0
-    }
-
     /// Seconds from a `Retry-After` value: delta-seconds or an HTTP date,
     /// held within `0…BatchOptions.Limits.backoffCap` (the engine clamps it
     /// further to the batch's backoff cap). Nil when it is neither.
@@ -229,19 +210,6 @@ public struct HTTPStrategy: BatchStrategy {
         formatter.timeZone = TimeZone(identifier: "GMT")
         formatter.dateFormat = "EEE, dd MMM yyyy HH:mm:ss zzz"
         return formatter.date(from: text).map { $0.timeIntervalSinceNow.bounded(to: 0...longest) }
-    }
-}
-
-extension HTTPClientError {
-    /// A description without the request's details.
-    var shortDescription: String {
-        switch self {
-        case .connectTimeout: return "connect timeout"
-        case .readTimeout: return "read timeout"
-        case .remoteConnectionClosed: return "the server closed the connection"
-        case .deadlineExceeded: return "deadline exceeded"
-        default: return "HTTP client error"
-        }
     }
 }
 

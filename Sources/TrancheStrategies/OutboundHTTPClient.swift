@@ -1,72 +1,104 @@
-public import AsyncHTTPClient
 import Foundation
 public import NIOCore
-import NIOHTTP1
+public import NIOHTTP1
+import NIOPosix
+import NIOSSL
 import Synchronization
 
-/// Sends outbound HTTP requests under an ``OutboundPolicy``: resolves each
-/// host once, checks every address, and connects to a checked address while
-/// the `Host` header and TLS server name stay the URL's (AsyncHTTPClient's
-/// `dnsOverride`, one pooled client per host and address). Redirects are
-/// followed here, not by AsyncHTTPClient, so every hop is checked the same
-/// way; a hop to another origin drops the caller's sensitive headers.
+/// An outbound HTTP request: the URL, method, headers and body as sent.
+/// `Host` and `Content-Length` are set by ``OutboundHTTPClient``.
+public struct OutboundRequest: Sendable {
+    public var url: String
+    public var method: HTTPMethod
+    public var headers: HTTPHeaders
+    public var body: ByteBuffer?
+
+    public init(url: String, method: HTTPMethod = .GET, headers: HTTPHeaders = [:], body: ByteBuffer? = nil) {
+        self.url = url
+        self.method = method
+        self.headers = headers
+        self.body = body
+    }
+}
+
+/// A response as read by ``OutboundHTTPClient``: its status, headers and
+/// body up to the caller's limit.
+public struct OutboundResponse: Sendable {
+    public var status: HTTPResponseStatus
+    public var headers: HTTPHeaders
+    /// The body's first bytes, as many as the caller kept.
+    public var body = ByteBuffer()
+    /// Bytes of the body received, the kept part and the rest.
+    public var bytes = 0
+    /// Whether the connection may carry another request.
+    var reusable = false
+}
+
+/// A request that failed on its way (no connection, TLS, a broken or
+/// malformed response, its deadline). `description` names what happened and
+/// nothing of the request.
+public struct OutboundTransportError: Error, Sendable, CustomStringConvertible {
+    public var description: String
+
+    init(_ description: String) { self.description = description }
+
+    static let closed = OutboundTransportError("the server closed the connection")
+    static let deadline = OutboundTransportError("deadline exceeded")
+}
+
+/// Sends outbound HTTP/1.1 requests under an ``OutboundPolicy``: resolves
+/// each host once, checks every address, and connects to a checked address
+/// while the `Host` header and TLS server name stay the URL's. Redirects are
+/// followed here, every hop checked the same way; a hop to another origin
+/// drops the caller's sensitive headers.
+///
+/// Built on SwiftNIO directly: keep-alive connections pooled per address,
+/// port and TLS server name; a request's head and body written with one
+/// flush; the response read into a buffer by a channel handler. There is no
+/// timer per request unless the caller gives a deadline: the engine cancels
+/// an attempt past its own, which closes that request's connection.
 ///
 /// Shared by the `http` strategy and the webhook dispatcher.
 public enum OutboundHTTPClient {
-    /// Sends `request`, following at most `maxRedirects` redirects, and hands
-    /// the final response to `consume` (its body is read there, while the
-    /// connection is held). Refusals throw ``OutboundRefusal``; transport
-    /// failures throw AsyncHTTPClient's errors.
-    public static func execute<T: Sendable>(
-        _ request: HTTPClientRequest, policy: OutboundPolicy, deadline: NIODeadline, maxRedirects: Int,
-        sensitiveHeaders: Set<String> = [],
-        consume: (HTTPClientResponse) async throws -> T
-    ) async throws -> T {
+    /// Sends `request`, following at most `maxRedirects` redirects, and
+    /// returns the final response with at most `maxBodyBytes` of its body
+    /// (the rest is read and counted, up to ``drainBytes`` more). Refusals
+    /// throw ``OutboundRefusal``, failures on the way
+    /// ``OutboundTransportError``, cancellation `CancellationError`.
+    public static func execute(
+        _ request: OutboundRequest, policy: OutboundPolicy, deadline: NIODeadline? = nil, maxRedirects: Int,
+        sensitiveHeaders: Set<String> = [], maxBodyBytes: Int
+    ) async throws -> OutboundResponse {
         var request = request
         var hops = 0
         while true {
             let target = try Target(request.url)
-            let (response, key) = try await send(request, to: target, policy: policy, deadline: deadline)
-            let next: HTTPClientRequest?
-            do {
-                next =
-                    hops < maxRedirects
-                    ? try redirect(after: response, of: request, from: target, sensitiveHeaders: sensitiveHeaders) : nil
-            } catch {
-                clients.release(key)
-                throw error
-            }
-            if let next {
-                // Read the hop's body away (bounded) so its connection can be reused.
-                var drained = 0
-                do {
-                    for try await part in response.body {
-                        drained += part.readableBytes
-                        if drained > 1 << 20 { break }
-                    }
-                } catch {}
-                clients.release(key)
+            let response = try await send(request, to: target, policy: policy, deadline: deadline, limit: maxBodyBytes)
+            if hops < maxRedirects,
+                let next = try redirect(after: response, of: request, from: target, sensitiveHeaders: sensitiveHeaders)
+            {
                 request = next
                 hops += 1
                 continue
             }
-            do {
-                let value = try await consume(response)
-                clients.release(key)
-                return value
-            } catch {
-                clients.release(key)
-                throw error
-            }
+            return response
         }
     }
+
+    /// Body bytes read past the kept part before the connection is closed
+    /// instead (the count then says how far it got).
+    static let drainBytes = 16 << 20
 
     /// The parts of a URL a request goes to.
     struct Target: Equatable {
         var scheme: String
-        /// As AsyncHTTPClient names it: `url.host` without IPv6 brackets.
+        /// Without IPv6 brackets.
         var host: String
         var port: Int
+        /// The path and query, as sent in the request line.
+        var path: String
+        /// The `Host` header: the host, and the port when the URL names one.
+        var authority: String
 
         init(_ text: String) throws(OutboundRefusal) {
             guard let url = URL(string: text), let scheme = url.scheme?.lowercased(),
@@ -78,37 +110,49 @@ public enum OutboundHTTPClient {
             self.scheme = scheme
             self.host = host.hasPrefix("[") && host.hasSuffix("]") ? String(host.dropFirst().dropLast()) : host
             self.port = url.port ?? (scheme == "https" ? 443 : 80)
+            let path = url.path(percentEncoded: true)
+            let query = url.query(percentEncoded: true)
+            self.path = (path.isEmpty ? "/" : path) + (query.map { "?" + $0 } ?? "")
+            let bracketed = self.host.contains(":") ? "[\(self.host)]" : self.host
+            self.authority = url.port.map { "\(bracketed):\($0)" } ?? bracketed
         }
+
+        var usesTLS: Bool { scheme == "https" }
     }
 
     /// Sends one hop: to each checked address in turn until one connects.
-    /// The returned key's client is held until released.
     static func send(
-        _ request: HTTPClientRequest, to target: Target, policy: OutboundPolicy, deadline: NIODeadline
-    ) async throws -> (HTTPClientResponse, ClientCache.Key) {
+        _ request: OutboundRequest, to target: Target, policy: OutboundPolicy, deadline: NIODeadline?, limit: Int
+    ) async throws -> OutboundResponse {
         // Resolved (and checked, unless the policy allows everything) once; an
         // IP literal is connected to as it is, a name through its addresses in turn.
         let addresses = try await policy.addresses(host: target.host, port: target.port)
-        let keys =
-            IPAddress(target.host) != nil
-            ? [ClientCache.Key(host: nil, address: nil)]
-            : addresses.map { ClientCache.Key(host: target.host, address: $0) }
-        for (index, key) in keys.enumerated() {
-            let (client, retired) = clients.acquire(key)
-            for old in retired { try? await old.shutdown() }
+        let serverName = target.usesTLS && IPAddress(target.host) == nil ? target.host : nil
+        var head = HTTPRequestHead(
+            version: .http1_1, method: request.method, uri: target.path, headers: request.headers)
+        if !head.headers.contains(name: "Host") { head.headers.replaceOrAdd(name: "Host", value: target.authority) }
+        head.headers.remove(name: "Transfer-Encoding")
+        if let body = request.body {
+            head.headers.replaceOrAdd(name: "Content-Length", value: String(body.readableBytes))
+        } else {
+            head.headers.remove(name: "Content-Length")
+        }
+        let exchange = Exchange(head: head, body: request.body, limit: max(0, limit), deadline: deadline)
+        for (index, address) in addresses.enumerated() {
+            let key = ConnectionPool.Key(
+                address: address, port: target.port, tls: target.usesTLS, serverName: serverName)
             do {
-                return (try await client.execute(request, deadline: deadline), key)
+                return try await connections.exchange(exchange, on: key)
             } catch {
-                clients.release(key)
-                if index == keys.count - 1 || !isConnectFailure(error) { throw error }
+                if Task.isCancelled { throw CancellationError() }
+                if index == addresses.count - 1 || !isConnectFailure(error) { throw transportError(error) }
             }
         }
-        throw CancellationError()  // Not reached: the loop returns or throws on its last key.
+        throw CancellationError()  // Not reached: the loop returns or throws on its last address.
     }
 
     /// Whether `error` says no connection was made (so nothing was sent).
     static func isConnectFailure(_ error: any Error) -> Bool {
-        if let error = error as? HTTPClientError { return error == .connectTimeout }
         if case ChannelError.connectTimeout = error { return true }
         if let error = error as? IOError {
             return [ECONNREFUSED, ENETUNREACH, EHOSTUNREACH, EADDRNOTAVAIL, ETIMEDOUT].contains(error.errnoCode)
@@ -116,13 +160,30 @@ public enum OutboundHTTPClient {
         return false
     }
 
+    /// `error` as the caller sees it: refusals and cancellation as they are,
+    /// anything else an ``OutboundTransportError`` that names what failed.
+    static func transportError(_ error: any Error) -> any Error {
+        switch error {
+        case is OutboundRefusal, is CancellationError, is OutboundTransportError: return error
+        case ChannelError.connectTimeout: return OutboundTransportError("connect timeout")
+        case let error as IOError where error.errnoCode == ECONNREFUSED:
+            return OutboundTransportError("connection refused")
+        case let error as IOError where [ENETUNREACH, EHOSTUNREACH, EADDRNOTAVAIL].contains(error.errnoCode):
+            return OutboundTransportError("no route to the host")
+        case is IOError, ChannelError.ioOnClosedChannel, ChannelError.eof: return OutboundTransportError.closed
+        case is NIOSSLError, is BoringSSLError, is NIOSSLExtraError: return OutboundTransportError("TLS failed")
+        case is HTTPParserError: return OutboundTransportError("malformed response")
+        default: return OutboundTransportError("connection error")
+        }
+    }
+
     /// The next request when `response` is a redirect (301, 302, 303, 307,
     /// 308 with a `Location`); nil otherwise. 303, and 301 or 302 after a
     /// POST, continue as a GET without a body.
     static func redirect(
-        after response: HTTPClientResponse, of request: HTTPClientRequest, from target: Target,
+        after response: OutboundResponse, of request: OutboundRequest, from target: Target,
         sensitiveHeaders: Set<String>
-    ) throws(OutboundRefusal) -> HTTPClientRequest? {
+    ) throws(OutboundRefusal) -> OutboundRequest? {
         let code = response.status.code
         guard [301, 302, 303, 307, 308].contains(code), let location = response.headers.first(name: "Location"),
             let base = URL(string: request.url)
@@ -138,102 +199,273 @@ public enum OutboundHTTPClient {
             request.method = .GET
             request.body = nil
             request.headers.remove(name: "Content-Type")
-            request.headers.remove(name: "Content-Length")
         }
-        if next != target {
+        if next.scheme != target.scheme || next.host != target.host || next.port != target.port {
             for name in sensitiveHeaders.union(["authorization", "cookie", "proxy-authorization"]) {
                 request.headers.remove(name: name)
             }
         }
+        // The next hop's `Host` is its own.
+        request.headers.remove(name: "Host")
         return request
     }
 
-    static let clients = ClientCache()
+    static let connections = ConnectionPool()
 }
 
-/// AsyncHTTPClient instances for the life of the process, one per host and
-/// checked address (its `dnsOverride`), plus one without an override for IP
-/// literals. A client idle for 90 seconds is shut down by
-/// the next caller; one in use never is.
-final class ClientCache: Sendable {
+/// One request on a connection: what to write, and how to read the answer.
+struct Exchange: Sendable {
+    var head: HTTPRequestHead
+    var body: ByteBuffer?
+    var limit: Int
+    var deadline: NIODeadline?
+}
+
+/// Keep-alive connections for the life of the process, idle ones pooled per
+/// checked address, port and TLS server name. A connection carries one
+/// request at a time; one that failed, was cancelled, or whose response
+/// ended it is closed instead of pooled. Idle connections are dropped after
+/// ``idleTime`` by the next caller, and when the server closes them.
+final class ConnectionPool: Sendable {
     struct Key: Hashable {
-        /// The name overridden; nil for the plain client.
-        var host: String?
-        var address: IPAddress?
+        var address: IPAddress
+        var port: Int
+        var tls: Bool
+        /// The TLS server name (SNI, and the name the certificate must hold);
+        /// nil without TLS or for an IP literal.
+        var serverName: String?
     }
 
-    struct Entry {
-        var client: HTTPClient
-        var users: Int
-        var lastUsed: ContinuousClock.Instant
+    struct Idle {
+        var channel: any Channel
+        var since: ContinuousClock.Instant
     }
-
-    /// Clients idle this long are shut down. Kept beyond AsyncHTTPClient's
-    /// own idle connection timeout, so a cached client rarely holds a connection.
-    static let idleTime: Duration = .seconds(90)
-    /// Idle clients kept at most.
-    static let capacity = 256
 
     struct State {
-        var entries: [Key: Entry] = [:]
-        /// When idle clients were last looked for.
+        var idle: [Key: [Idle]] = [:]
         var lastSweep = ContinuousClock.now
     }
 
-    let state = Mutex(State())
+    /// Idle connections older than this are closed.
+    static let idleTime: Duration = .seconds(60)
+    /// Idle connections kept per key at most.
+    static let capacity = 1024
 
-    /// The client for `key`, marked in use, and clients to shut down. Idle
-    /// clients are looked for at most every 10 seconds, or when there are
-    /// more than ``capacity``, so the common call is one dictionary lookup.
-    func acquire(_ key: Key) -> (HTTPClient, retired: [HTTPClient]) {
+    let state = Mutex(State())
+    let group = MultiThreadedEventLoopGroup.singleton
+
+    /// TLS settings shared by every connection: the system's trust roots,
+    /// full verification. Made once (loading the roots is costly).
+    static let tls = Result { try NIOSSLContext(configuration: .makeClientConfiguration()) }
+
+    /// Sends `exchange` on an idle connection for `key` or a new one, and
+    /// returns the response. Cancellation closes the connection.
+    func exchange(_ exchange: Exchange, on key: Key) async throws -> OutboundResponse {
+        let channel: any Channel
+        if let idle = take(key) {
+            channel = idle
+        } else {
+            channel = try await connect(key)
+        }
+        let promise = channel.eventLoop.makePromise(of: OutboundResponse.self)
+        let response: OutboundResponse
+        do {
+            response = try await withTaskCancellationHandler {
+                channel.writeAndFlush(Request(exchange: exchange, promise: promise)).whenFailure { promise.fail($0) }
+                return try await promise.futureResult.get()
+            } onCancel: {
+                channel.close(promise: nil)
+            }
+        } catch {
+            channel.close(promise: nil)
+            throw error
+        }
+        if response.reusable {
+            park(channel, key)
+        } else {
+            channel.close(promise: nil)
+        }
+        return response
+    }
+
+    /// An idle connection for `key` that is still open; closes expired ones.
+    func take(_ key: Key) -> (any Channel)? {
         let now = ContinuousClock.now
-        return state.withLock { state in
-            var retired: [HTTPClient] = []
-            let surplus = max(0, state.entries.count - Self.capacity)
-            if surplus > 0 || now - state.lastSweep > .seconds(10) {
+        var expired: [any Channel] = []
+        let channel: (any Channel)? = state.withLock { state in
+            if now - state.lastSweep > .seconds(10) {
                 state.lastSweep = now
-                let idle = state.entries.filter { $0.value.users == 0 && $0.key != key }
-                for (index, (old, entry)) in idle.sorted(by: { $0.value.lastUsed < $1.value.lastUsed }).enumerated()
-                where index < surplus || now - entry.lastUsed > Self.idleTime {
-                    retired.append(entry.client)
-                    state.entries[old] = nil
+                for (other, idle) in state.idle {
+                    let (old, fresh) = (
+                        idle.filter { now - $0.since > Self.idleTime || !$0.channel.isActive },
+                        idle.filter { now - $0.since <= Self.idleTime && $0.channel.isActive }
+                    )
+                    expired += old.map(\.channel)
+                    state.idle[other] = fresh.isEmpty ? nil : fresh
                 }
             }
-            if var entry = state.entries[key] {
-                entry.users += 1
-                state.entries[key] = entry
-                return (entry.client, retired)
+            while let idle = state.idle[key]?.popLast() {
+                if idle.channel.isActive && now - idle.since <= Self.idleTime { return idle.channel }
+                expired.append(idle.channel)
             }
-            let client = Self.makeClient(key)
-            state.entries[key] = Entry(client: client, users: 1, lastUsed: now)
-            return (client, retired)
+            return nil
+        }
+        for channel in expired { channel.close(promise: nil) }
+        return channel
+    }
+
+    func park(_ channel: any Channel, _ key: Key) {
+        let kept = state.withLock { state in
+            guard state.idle[key, default: []].count < Self.capacity else { return false }
+            state.idle[key, default: []].append(Idle(channel: channel, since: .now))
+            return true
+        }
+        if !kept { channel.close(promise: nil) }
+    }
+
+    /// A new connection to `key`'s address, with TLS when the key says so.
+    /// Cancellation closes the connection being made.
+    func connect(_ key: Key) async throws -> any Channel {
+        let address = try SocketAddress(ipAddress: key.address.description, port: key.port)
+        let tls = key.tls ? try Self.tls.get() : nil
+        let made = Connecting()
+        let bootstrap = ClientBootstrap(group: group)
+            .connectTimeout(.seconds(10))
+            .channelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    let cancelled = made.state.withLock { made in
+                        made.channel = channel
+                        return made.cancelled
+                    }
+                    if cancelled { throw CancellationError() }
+                    let pipeline = channel.pipeline.syncOperations
+                    if let tls {
+                        try pipeline.addHandler(NIOSSLClientHandler(context: tls, serverHostname: key.serverName))
+                    }
+                    try pipeline.addHTTPClientHandlers()
+                    try pipeline.addHandler(ExchangeHandler())
+                }
+            }
+        return try await withTaskCancellationHandler {
+            try await bootstrap.connect(to: address).get()
+        } onCancel: {
+            let channel = made.state.withLock { made in
+                made.cancelled = true
+                return made.channel
+            }
+            channel?.close(promise: nil)
+        }
+    }
+}
+
+/// A connection being made, so that cancellation can close it.
+final class Connecting: Sendable {
+    let state = Mutex<(channel: (any Channel)?, cancelled: Bool)>((nil, false))
+}
+
+/// What ``ConnectionPool`` writes to a connection: an exchange and the
+/// promise its response completes.
+struct Request: Sendable {
+    var exchange: Exchange
+    var promise: EventLoopPromise<OutboundResponse>
+}
+
+/// Writes a request (head, body and end, flushed once by the caller) and
+/// reads its response into an ``OutboundResponse``, keeping the body's first
+/// `limit` bytes. Anything unexpected (data while idle, an error, the
+/// connection closing mid-response) fails the exchange and closes the
+/// connection.
+final class ExchangeHandler: ChannelDuplexHandler {
+    typealias InboundIn = HTTPClientResponsePart
+    typealias OutboundIn = Request
+    typealias OutboundOut = HTTPClientRequestPart
+
+    private var current: Request?
+    private var response: OutboundResponse?
+    private var keepAlive = false
+    private var timeout: Scheduled<Void>?
+
+    func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
+        let request = unwrapOutboundIn(data)
+        guard current == nil else {
+            request.promise.fail(OutboundTransportError("connection busy"))
+            promise?.fail(ChannelError.inappropriateOperationForState)
+            return
+        }
+        current = request
+        keepAlive = request.exchange.head.isKeepAlive
+        if let deadline = request.exchange.deadline {
+            timeout = context.eventLoop.assumeIsolated().scheduleTask(deadline: deadline) { [weak self] in
+                self?.fail(OutboundTransportError.deadline, context: context)
+            }
+        }
+        context.write(wrapOutboundOut(.head(request.exchange.head)), promise: nil)
+        if let body = request.exchange.body, body.readableBytes > 0 {
+            context.write(wrapOutboundOut(.body(.byteBuffer(body))), promise: nil)
+        }
+        context.write(wrapOutboundOut(.end(nil)), promise: promise)
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        guard let request = current else {
+            // A server speaking unasked: this connection is no longer usable.
+            context.close(promise: nil)
+            return
+        }
+        switch unwrapInboundIn(data) {
+        case .head(let head):
+            keepAlive = keepAlive && head.isKeepAlive
+            response = OutboundResponse(status: head.status, headers: head.headers)
+        case .body(var part):
+            guard var received = response else { return }
+            // Cleared first so the kept buffer is not copied when appended to.
+            response = nil
+            let limit = request.exchange.limit
+            received.bytes += part.readableBytes
+            let room = limit - received.body.readableBytes
+            if room > 0, let slice = part.readSlice(length: min(room, part.readableBytes)) {
+                received.body.writeImmutableBuffer(slice)
+            }
+            response = received
+            if received.bytes - limit > OutboundHTTPClient.drainBytes {
+                keepAlive = false
+                finish(context: context)
+            }
+        case .end:
+            finish(context: context)
         }
     }
 
-    func release(_ key: Key) {
-        state.withLock { state in
-            guard var entry = state.entries[key] else { return }
-            entry.users = max(0, entry.users - 1)
-            entry.lastUsed = .now
-            state.entries[key] = entry
-        }
+    /// Completes the exchange with the response read so far.
+    private func finish(context: ChannelHandlerContext) {
+        guard let request = current, var received = response else { return }
+        received.reusable = keepAlive
+        reset()
+        request.promise.succeed(received)
+        if !received.reusable { context.close(promise: nil) }
     }
 
-    /// A refused connection fails at once (the caller retries with backoff),
-    /// many connections per host are allowed (the batch's concurrency is the
-    /// limit), and redirects are left to ``OutboundHTTPClient``.
-    /// No tracer: AsyncHTTPClient would otherwise make a span (of the global
-    /// no-op tracer) and its attributes for every request.
-    static func makeClient(_ key: Key) -> HTTPClient {
-        var configuration = HTTPClient.Configuration()
-        configuration.redirectConfiguration = .disallow
-        configuration.timeout = .init(connect: .seconds(10), read: .seconds(300))
-        configuration.tracing.tracer = nil
-        configuration.connectionPool = .init(idleTimeout: .seconds(60), concurrentHTTP1ConnectionsPerHostSoftLimit: 256)
-        configuration.connectionPool.retryConnectionEstablishment = false
-        if let host = key.host, let address = key.address {
-            configuration.dnsOverride = [host: address.description]
+    private func fail(_ error: any Error, context: ChannelHandlerContext) {
+        if let request = current {
+            reset()
+            request.promise.fail(error)
         }
-        return HTTPClient(eventLoopGroup: HTTPClient.defaultEventLoopGroup, configuration: configuration)
+        context.close(promise: nil)
+    }
+
+    private func reset() {
+        current = nil
+        response = nil
+        timeout?.cancel()
+        timeout = nil
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        fail(OutboundTransportError.closed, context: context)
+        context.fireChannelInactive()
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        fail(error, context: context)
     }
 }
