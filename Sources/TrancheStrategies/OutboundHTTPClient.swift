@@ -37,7 +37,7 @@ public struct OutboundResponse: Sendable {
 /// A request that failed on its way (no connection, TLS, a broken or
 /// malformed response, its deadline). `description` names what happened and
 /// nothing of the request.
-public struct OutboundTransportError: Error, Sendable, CustomStringConvertible {
+public struct OutboundTransportError: Error, Sendable, Equatable, CustomStringConvertible {
     public var description: String
 
     init(_ description: String) { self.description = description }
