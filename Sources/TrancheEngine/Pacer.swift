@@ -727,14 +727,16 @@ final class PaceController: Sendable {
     }
 
     /// Merges this node's step (or none) into the stored pace and adopts the
-    /// result; again (a few times at most) while steps or refusals came meanwhile.
+    /// result; again (a few times at most) while steps or refusals came
+    /// meanwhile. What is still left after the last round waits for the next
+    /// answer or ``save(to:now:)``, which find the node not syncing.
     private func merge(now wall: Date) async {
-        for _ in 0..<4 {
+        for round in 1...4 {
             guard await mergeOnce(now: wall) else { return }
             let again = state.withLock { state in
-                guard !state.syncing, state.pending != nil || state.share || state.unsavedThrottled > 0 else {
-                    return false
-                }
+                guard round < 4, !state.syncing,
+                    state.pending != nil || state.share || state.unsavedThrottled > 0
+                else { return false }
                 state.syncing = true
                 return true
             }
