@@ -130,6 +130,7 @@ extension PostgresBatchStore {
             // the batch within it.
             let candidates = try await read { db in
                 try await db.rows(
+                    Prepared.ClaimCandidates.self,
                     """
                     SELECT b.key, b.status FROM batch_load b \(unescaped: TenantShareSQL.join(load: "batch_load"))
                     WHERE b.status IN (\(unescaped: SQLList.runnableBatches)) AND b.leased_chunks < b.max_chunks
@@ -201,6 +202,7 @@ extension PostgresBatchStore {
             while true {
                 guard
                     let claimed = try await db.one(
+                        Prepared.ClaimChunk.self,
                         """
                         UPDATE chunks SET state = \(ChunkState.leased.rawValue), lease_owner = \(owner),
                             lease_token = nextval('lease_tokens'), lease_expires_at = \(expires)
@@ -218,15 +220,17 @@ extension PostgresBatchStore {
                 var due: [LeasedItem] = []
                 // A hint only: a stored range may hold anything.
                 due.reserveCapacity(Int(clamping: (lastSeq &- firstSeq &+ 1).clamped(to: 0...100_000)))
-                let rows = try await db.query(
+                try await db.forEachRow(
+                    Prepared.ClaimItems.self,
                     """
                     SELECT seq, payload, attempts, status FROM items
                     WHERE batch_key = \(key) AND seq BETWEEN \(firstSeq) AND \(lastSeq)
                       AND status IN (\(unescaped: SQLList.waitingItems))
                       AND (next_attempt_at IS NULL OR next_attempt_at <= \(nowMS))
                     ORDER BY seq LIMIT \(Int64(ChunkSizeRules.readLimit(limit) ?? .max))
-                    """, logger: PostgresConnection.quiet)
-                for try await (seq, payload, attempts, status) in rows.decode((Int64, String?, Int, Int).self) {
+                    """
+                ) { row in
+                    let (seq, payload, attempts, status) = try row.decode((Int64, String?, Int, Int).self)
                     due.append(
                         LeasedItem(
                             seq: seq, payload: JSONText(unchecked: payload ?? "null"), attempts: attempts,
@@ -260,6 +264,7 @@ extension PostgresBatchStore {
         let writer = OutcomeWriter(outcomes: outcomes, now: now)
         let (result, key, mayFinish) = try await write { db in
             let fenced = try await db.one(
+                Prepared.FenceLease.self,
                 """
                 UPDATE chunks SET lease_expires_at = \(now.milliseconds(after: leaseDuration))
                 WHERE id = \(lease.chunkID) AND lease_token = \(lease.token) AND state = \(ChunkState.leased.rawValue)
@@ -340,8 +345,10 @@ extension PostgresBatchStore {
         -> CheckpointResult
     {
         let open = try await read { db in
-            try await db.count(
-                "SELECT 1 FROM chunks WHERE batch_key = \(key) AND state <> \(ChunkState.done.rawValue) LIMIT 1")
+            try await db.rows(
+                Prepared.OpenChunk.self,
+                "SELECT 1 FROM chunks WHERE batch_key = \(key) AND state <> \(ChunkState.done.rawValue) LIMIT 1"
+            ).count
         }
         guard open == 0 else { return result }
         let finished = try await write { db -> (batch: StoredBatch, events: [BatchEvent])? in

@@ -38,6 +38,7 @@ extension PostgresBatchStore {
             try await db.run("SELECT 1 FROM batches WHERE key = \(key) FOR UPDATE")
         }
         return try await db.one(
+            Prepared.BatchByKey.self,
             "SELECT \(unescaped: BatchShards.columns) FROM \(unescaped: BatchShards.from) WHERE b.key = \(key)"
         ).map(decodeBatch)
     }
@@ -284,6 +285,7 @@ extension PostgresBatchStore {
         // One index range scan over the chunk's items, fenced (`OFFSET 0`)
         // so that the plan does not depend on statistics, as checkpoints do.
         let row = try await db.one(
+            Prepared.SettleRead.self,
             """
             SELECT count(i.seq), min(CASE WHEN i.status = \(Int16(ItemStatus.pending.rawValue)) THEN 0
                                      ELSE coalesce(i.next_attempt_at, 0) END)
@@ -297,6 +299,7 @@ extension PostgresBatchStore {
         let read = row.map(PostgresStoredRow.init(row:))
         let state = SettleRules.state(waitingItems: try read?.int64(at: 0) ?? 0)
         try await db.run(
+            Prepared.SettleWrite.self,
             """
             UPDATE chunks SET state = \(state.rawValue), ready_at = \(try read?.int64(at: 1) ?? 0), lease_owner = NULL,
                 lease_expires_at = NULL, claimed_items = 0 WHERE id = \(chunkID)

@@ -59,6 +59,7 @@ extension PostgresBatchStore {
     static func tenantAtCap(_ db: PostgresConnection, owner: String) async throws -> Bool {
         guard
             let cap = try await db.one(
+                Prepared.TenantCap.self,
                 "SELECT max_running FROM tenants WHERE name = \(owner) AND max_running IS NOT NULL FOR UPDATE"
             )
             .map({ try PostgresStoredRow(row: $0).int64(at: 0) }) ?? nil

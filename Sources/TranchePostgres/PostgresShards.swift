@@ -72,6 +72,7 @@ extension PostgresBatchStore {
     static func takeShard(_ db: PostgresConnection, _ key: Int64) async throws -> Int16? {
         let count = BatchShards.count
         let row = try await db.one(
+            Prepared.TakeShard.self,
             """
             SELECT s.shard FROM batch_shards s JOIN batches b ON b.key = s.batch_key
             WHERE s.batch_key = \(key)
@@ -88,6 +89,7 @@ extension PostgresBatchStore {
         _ db: PostgresConnection, _ key: Int64, shard: Int16, chunkID: Int64, items: Int64, nowMS: Int64
     ) async throws {
         try await db.run(
+            Prepared.RecordLease.self,
             """
             WITH chunk AS (UPDATE chunks SET claimed_items = \(items), shard = \(shard) WHERE id = \(chunkID))
             UPDATE batch_shards SET leased = leased + 1, running = running + \(items), last_claim_at = \(nowMS)
@@ -109,6 +111,7 @@ extension PostgresBatchStore {
         let released: Int32 = releasingChunk ? 1 : 0
         // The subqueries read the shards as they were before this statement.
         let row = try await db.one(
+            Prepared.ShardCounts.self,
             """
             UPDATE batch_shards s SET running = s.running + \(delta.running),
                 succeeded = s.succeeded + \(delta.succeeded), failed = s.failed + \(delta.failed),
@@ -130,7 +133,7 @@ extension PostgresBatchStore {
     /// lock committed. Nil when the batch is gone.
     static func shareBatch(_ db: PostgresConnection, _ key: Int64) async throws -> BatchStatus? {
         try await db.run("SELECT pg_advisory_xact_lock_shared(\(BatchShards.lock(key)))")
-        let row = try await db.one("SELECT status FROM batches WHERE key = \(key)")
+        let row = try await db.one(Prepared.StatusByKey.self, "SELECT status FROM batches WHERE key = \(key)")
         return try row.map { BatchStatus(rawValue: try PostgresStoredRow(row: $0).string(0)) ?? .failed }
     }
 }
