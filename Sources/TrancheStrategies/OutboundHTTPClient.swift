@@ -72,7 +72,7 @@ public enum OutboundHTTPClient {
         var request = request
         var hops = 0
         while true {
-            let target = try Target.parsed(request.url)
+            let target = try Target(request.url)
             let response = try await send(request, to: target, policy: policy, deadline: deadline, limit: maxBodyBytes)
             if hops < maxRedirects,
                 let next = try redirect(after: response, of: request, from: target, sensitiveHeaders: sensitiveHeaders)
@@ -118,18 +118,6 @@ public enum OutboundHTTPClient {
         }
 
         var usesTLS: Bool { scheme == "https" }
-
-        /// The last URL parsed and its target: a batch's items mostly call
-        /// one URL, and parsing it is a good part of a request's own work.
-        static let last = Mutex<(url: String, target: Target)?>(nil)
-
-        /// `text`'s target, parsed once for as long as the same URL comes.
-        static func parsed(_ text: String) throws(OutboundRefusal) -> Target {
-            if let last = last.withLock({ $0 }), last.url == text { return last.target }
-            let target = try Target(text)
-            last.withLock { $0 = (text, target) }
-            return target
-        }
     }
 
     /// Sends one hop: to each checked address in turn until one connects.
