@@ -176,13 +176,14 @@ extension PostgresBatchStore {
     ) async throws -> Claim {
         try await write { db in
             try await db.run("SELECT pg_advisory_xact_lock_shared(\(BatchShards.lock(key)))")
-            let lock = starting ? "FOR UPDATE" : ""
+            let gateSQL: PostgresQuery = """
+                SELECT \(unescaped: StoredBatch.columns) FROM batches
+                WHERE key = \(key) AND status IN (\(unescaped: SQLList.runnableBatches))
+                """
+            let lockedSQL = PostgresQuery(unsafeSQL: gateSQL.sql + " FOR UPDATE", binds: gateSQL.binds)
             guard
-                let gate = try await db.one(
-                    """
-                    SELECT \(unescaped: StoredBatch.columns) FROM batches
-                    WHERE key = \(key) AND status IN (\(unescaped: SQLList.runnableBatches)) \(unescaped: lock)
-                    """)
+                let gate = try await starting
+                    ? db.one(Prepared.ClaimStartingGate.self, lockedSQL) : db.one(Prepared.ClaimGate.self, gateSQL)
             else { return .raced }
             // The row's own counters only: what the claim uses is its id,
             // type, owner and status.

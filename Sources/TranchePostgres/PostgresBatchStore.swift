@@ -113,7 +113,10 @@ public final class PostgresBatchStore: ServerStore, WorkNotifying, Service {
         // Every statement of the store is short and touches few rows; JIT
         // compilation only ever cost time here (a checkpoint whose estimate
         // crossed `jit_above_cost` spent 0.5–0.9 s compiling a 25 ms update).
-        clientConfiguration.options.additionalStartupParameters = [("jit", "off")]
+        // Prepared statements are planned once (``PreparedSite``).
+        clientConfiguration.options.additionalStartupParameters = [
+            ("jit", "off"), ("plan_cache_mode", "force_generic_plan"),
+        ]
         self.clientConfiguration = clientConfiguration
         self.logger = logger
         self.location = parsed.safeDescription

@@ -7,8 +7,13 @@ import Synchronization
 /// Sent as plain queries, each was parsed and planned again on every call:
 /// in `tranche bench --database` planning took 7.0 s of the server's 22.3 s
 /// in statements, the claim's candidate query alone 1.0 ms to plan for
-/// 1.1 ms to run. A prepared statement is planned for its first few calls
-/// and then, when no worse, once for good (`plan_cache_mode = auto`).
+/// 1.1 ms to run. Prepared, each is planned once per connection: the store's
+/// connections use generic plans (`plan_cache_mode = force_generic_plan`),
+/// since PostgreSQL's own choice went back to planning every call in some
+/// runs. Every site reads or writes a few rows through an index, which a
+/// generic plan does as well. The checkpoint's outcome statement is not a
+/// site: its plan depends on the range of the chunk's items, bound as
+/// constants for the planner to see.
 ///
 /// Each site is a type (postgres-nio names a prepared statement after a
 /// type), and its SQL is the text its query builds: the text of a site
@@ -19,6 +24,8 @@ protocol PreparedSite {}
 /// The sites, one per statement.
 enum Prepared {
     enum ClaimCandidates: PreparedSite {}
+    enum ClaimGate: PreparedSite {}
+    enum ClaimStartingGate: PreparedSite {}
     enum ClaimChunk: PreparedSite {}
     enum ClaimItems: PreparedSite {}
     enum TakeShard: PreparedSite {}
