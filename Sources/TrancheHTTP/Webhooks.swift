@@ -215,7 +215,10 @@ public final class WebhookDispatcher: Service, Sendable {
             failure = refusal.message
             permanent = refusal.isPermanent
         } catch {
-            failure = "the request failed (\(String(describing: type(of: error))))"
+            // A transport error says what failed and nothing of the request
+            // (its URL, headers or signature); anything else is named by its type.
+            let reason = (error as? OutboundTransportError)?.description ?? String(describing: type(of: error))
+            failure = "the request failed: \(reason)"
         }
         // A node that stops records nothing: the delivery's lease expires and
         // another node (or this one, restarted) sends it again.

@@ -151,6 +151,26 @@ struct WebhookTests {
         }
     }
 
+    @Test("a delivery that cannot connect records what failed, and nothing of the request")
+    func unreachableReceiver() async throws {
+        // Nothing listens on port 1: every attempt is refused.
+        try await LiveServer.with { server, _ in
+            let created = try await server.request(
+                .POST, "/v1/webhooks",
+                body: #"{"url":"http://127.0.0.1:1/hook?token=abc","events":["batch.completed"],"secret":"s3cret"}"#)
+            #expect(created.status == 201, "\(created.text)")
+            let hookID = try #require(created.json["id"] as? String)
+            _ = try await server.request(.POST, "/v1/batches", body: #"{"type":"noop","items":[1]}"#)
+            @Sendable func lastError() async throws -> String? {
+                let log = try await server.request(.GET, "/v1/webhooks/\(hookID)/deliveries")
+                return (log.json["deliveries"] as? [[String: Any]])?.first?["last_error"] as? String
+            }
+            try await waitUntil("a delivery attempt to fail") { try await lastError() != nil }
+            let reason = try await lastError() ?? ""
+            #expect(reason == "the request failed: connection refused", "\(reason)")
+        }
+    }
+
     @Test("an allowed name is delivered to at the address checked, never resolved again")
     func allowedName() async throws {
         let receiver = LoopbackHTTPServer { _, _ in .init(status: 204) }
