@@ -76,6 +76,7 @@ let package = Package(
                 .product(name: "NIOHTTP1", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "NIOTLS", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: strictSwift
@@ -156,7 +157,10 @@ let package = Package(
         ),
         .testTarget(
             name: "TrancheStrategiesTests",
-            dependencies: ["TrancheStrategies", "TrancheSQLite", "TrancheTestSupport"],
+            dependencies: [
+                "TrancheStrategies", "TrancheSQLite", "TrancheTestSupport",
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+            ],
             swiftSettings: strictSwift
         ),
         .testTarget(

@@ -3,6 +3,7 @@ public import NIOCore
 public import NIOHTTP1
 import NIOPosix
 import NIOSSL
+import NIOTLS
 import Synchronization
 
 /// An outbound HTTP request: the URL, method, headers and body as sent.
@@ -140,9 +141,10 @@ public enum OutboundHTTPClient {
         let exchange = Exchange(head: head, body: request.body, limit: max(0, limit), deadline: deadline)
         for (index, address) in addresses.enumerated() {
             let key = ConnectionPool.Key(
-                address: address, port: target.port, tls: target.usesTLS, serverName: serverName)
+                address: address, port: target.port, tls: target.usesTLS, serverName: serverName,
+                trust: target.usesTLS ? policy.trust.id : 0)
             do {
-                return try await connections.exchange(exchange, on: key)
+                return try await connections.exchange(exchange, on: key, trust: policy.trust)
             } catch {
                 if Task.isCancelled { throw CancellationError() }
                 if index == addresses.count - 1 || !isConnectFailure(error) { throw transportError(error) }
@@ -234,6 +236,9 @@ final class ConnectionPool: Sendable {
         /// The TLS server name (SNI, and the name the certificate must hold);
         /// nil without TLS or for an IP literal.
         var serverName: String?
+        /// The ``OutboundTrust`` the certificate was verified under (its
+        /// `id`): a connection is reused only under the same trust.
+        var trust = 0
     }
 
     struct Idle {
@@ -254,18 +259,14 @@ final class ConnectionPool: Sendable {
     let state = Mutex(State())
     let group = MultiThreadedEventLoopGroup.singleton
 
-    /// TLS settings shared by every connection: the system's trust roots,
-    /// full verification. Made once (loading the roots is costly).
-    static let tls = Result { try NIOSSLContext(configuration: .makeClientConfiguration()) }
-
     /// Sends `exchange` on an idle connection for `key` or a new one, and
     /// returns the response. Cancellation closes the connection.
-    func exchange(_ exchange: Exchange, on key: Key) async throws -> OutboundResponse {
+    func exchange(_ exchange: Exchange, on key: Key, trust: OutboundTrust) async throws -> OutboundResponse {
         let channel: any Channel
         if let idle = take(key) {
             channel = idle
         } else {
-            channel = try await connect(key)
+            channel = try await connect(key, trust: trust, deadline: exchange.deadline)
         }
         let promise = channel.eventLoop.makePromise(of: OutboundResponse.self)
         let response: OutboundResponse
@@ -323,31 +324,45 @@ final class ConnectionPool: Sendable {
         if !kept { channel.close(promise: nil) }
     }
 
-    /// A new connection to `key`'s address, with TLS when the key says so.
-    /// Cancellation closes the connection being made.
-    func connect(_ key: Key) async throws -> any Channel {
+    /// A new connection to `key`'s address, with TLS verified under `trust`
+    /// when the key says so: returned once the handshake ended, which takes
+    /// until `deadline` and at most ``handshakeTime``. Cancellation closes
+    /// the connection being made.
+    func connect(_ key: Key, trust: OutboundTrust, deadline: NIODeadline?) async throws -> any Channel {
         let address = try SocketAddress(ipAddress: key.address.description, port: key.port)
-        let tls = key.tls ? try Self.tls.get() : nil
+        let tls = key.tls ? try trust.context() : nil
         let made = Connecting()
         let bootstrap = ClientBootstrap(group: group)
             .connectTimeout(.seconds(10))
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
+                    let handshake = tls.map { _ in channel.eventLoop.makePromise(of: Void.self) }
                     let cancelled = made.state.withLock { made in
                         made.channel = channel
+                        made.handshake = handshake
                         return made.cancelled
                     }
                     if cancelled { throw CancellationError() }
                     let pipeline = channel.pipeline.syncOperations
-                    if let tls {
+                    if let tls, let handshake {
                         try pipeline.addHandler(NIOSSLClientHandler(context: tls, serverHostname: key.serverName))
+                        try pipeline.addHandler(TLSHandshakeHandler(promise: handshake, deadline: deadline))
                     }
                     try pipeline.addHTTPClientHandlers()
                     try pipeline.addHandler(ExchangeHandler())
                 }
             }
         return try await withTaskCancellationHandler {
-            try await bootstrap.connect(to: address).get()
+            let channel = try await bootstrap.connect(to: address).get()
+            if let handshake = made.state.withLock({ $0.handshake }) {
+                do {
+                    try await handshake.futureResult.get()
+                } catch {
+                    channel.close(promise: nil)
+                    throw error
+                }
+            }
+            return channel
         } onCancel: {
             let channel = made.state.withLock { made in
                 made.cancelled = true
@@ -358,9 +373,80 @@ final class ConnectionPool: Sendable {
     }
 }
 
-/// A connection being made, so that cancellation can close it.
+/// A connection being made, so that cancellation can close it, and its
+/// TLS handshake's end.
 final class Connecting: Sendable {
-    let state = Mutex<(channel: (any Channel)?, cancelled: Bool)>((nil, false))
+    struct State {
+        var channel: (any Channel)?
+        var cancelled = false
+        var handshake: EventLoopPromise<Void>?
+    }
+
+    let state = Mutex(State())
+}
+
+/// Completes `promise` when a new connection's TLS handshake ends: with the
+/// error that ended it (a refused certificate is a TLS failure, not a closed
+/// connection), or at the deadline. Removes itself once the handshake is done.
+final class TLSHandshakeHandler: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = NIOAny
+
+    /// How long a handshake may take without a caller's deadline.
+    static let handshakeTime: TimeAmount = .seconds(10)
+
+    private let promise: EventLoopPromise<Void>
+    private let deadline: NIODeadline?
+    private var timeout: Scheduled<Void>?
+    private var ended = false
+
+    init(promise: EventLoopPromise<Void>, deadline: NIODeadline?) {
+        self.promise = promise
+        self.deadline = deadline
+    }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        let limit = NIODeadline.now() + Self.handshakeTime
+        let (deadline, error) =
+            if let deadline = self.deadline, deadline < limit {
+                (deadline, OutboundTransportError.deadline)
+            } else {
+                (limit, OutboundTransportError("TLS handshake timeout"))
+            }
+        timeout = context.eventLoop.assumeIsolated().scheduleTask(deadline: deadline) { [weak self] in
+            self?.end(.failure(error), context: context)
+        }
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        end(.failure(OutboundTransportError.closed), context: context)
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        context.fireUserInboundEventTriggered(event)
+        if case TLSUserEvent.handshakeCompleted = event {
+            end(.success(()), context: context)
+            context.pipeline.syncOperations.removeHandler(context: context, promise: nil)
+        }
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        end(.failure(error), context: context)
+        context.fireErrorCaught(error)
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        end(.failure(OutboundTransportError.closed), context: context)
+        context.fireChannelInactive()
+    }
+
+    private func end(_ result: Result<Void, any Error>, context: ChannelHandlerContext) {
+        timeout?.cancel()
+        timeout = nil
+        guard !ended else { return }
+        ended = true
+        promise.completeWith(result)
+        if case .failure = result { context.close(promise: nil) }
+    }
 }
 
 /// What ``ConnectionPool`` writes to a connection: an exchange and the

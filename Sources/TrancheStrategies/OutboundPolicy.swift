@@ -110,6 +110,9 @@ public struct OutboundPolicy: Sendable {
     public var onlyAllowed = false
     /// How names become addresses.
     public var resolver: Resolver
+    /// The authorities https calls trust: the system's roots, and the CA
+    /// certificates of `--http-ca-file`. Default ``OutboundTrust/system``.
+    public var trust: OutboundTrust = .system
 
     /// Refuses internal addresses except for the hosts in `allowed`.
     public init(allowing allowed: some Sequence<Allowance> = [Allowance](), resolver: Resolver = .system) {

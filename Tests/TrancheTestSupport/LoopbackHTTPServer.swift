@@ -1,5 +1,5 @@
 import Foundation
-import NIOCore
+public import NIOCore
 import NIOHTTP1
 import NIOPosix
 import Synchronization
@@ -35,8 +35,12 @@ public final class LoopbackHTTPServer: Sendable {
     private let channel: Mutex<(any Channel)?> = Mutex(nil)
     private let recorded = Mutex<[Request]>([])
     let respond: Respond
+    let prepare: (@Sendable (any Channel) throws -> Void)?
 
-    public init(respond: @escaping Respond) {
+    /// A server answering with `respond`. `prepare` runs on each accepted
+    /// connection before its HTTP handlers (a TLS handler, for https tests).
+    public init(prepare: (@Sendable (any Channel) throws -> Void)? = nil, respond: @escaping Respond) {
+        self.prepare = prepare
         self.respond = respond
     }
 
@@ -48,6 +52,7 @@ public final class LoopbackHTTPServer: Sendable {
             .serverChannelOption(ChannelOptions.socketOption(.so_reuseaddr), value: 1)
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
+                    try self.prepare?(channel)
                     try channel.pipeline.syncOperations.configureHTTPServerPipeline()
                     try channel.pipeline.syncOperations.addHandler(Handler(server: self))
                 }
