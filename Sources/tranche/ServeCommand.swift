@@ -230,6 +230,14 @@ struct NodeOptions: ParsableArguments {
     @Flag(help: "Call only the hosts --http-allow names, public ones too (the http strategy and webhooks).")
     var httpOnlyAllowed = false
 
+    @Option(
+        name: .customLong("http-ca-file"),
+        help: ArgumentHelp(
+            "A PEM file of CA certificates the http strategy and webhooks trust for https, besides the "
+                + "system's roots (internal APIs signed by a private CA).",
+            valueName: "path"))
+    var httpCAFile: String?
+
     @Option(help: "This node's name in leases and `tranche nodes` (default host-pid).")
     var nodeID: String?
 
@@ -259,7 +267,18 @@ struct NodeOptions: ParsableArguments {
         _ = try execCommands()
         try Self.requireVariableNames(execEnv, flag: "--exec-env")
         _ = try allowances()
+        _ = try trust()
         _ = try HostLimits.parse(hostLimit)
+    }
+
+    /// `--http-ca-file` read: the system's roots, and the file's CA certificates.
+    func trust() throws -> OutboundTrust {
+        guard let httpCAFile else { return .system }
+        do {
+            return try OutboundTrust(caFile: httpCAFile)
+        } catch {
+            throw ValidationError("--http-ca-file: \(error)")
+        }
     }
 
     /// `--http-allow`, each entry read; a malformed one is refused.
@@ -304,6 +323,8 @@ struct NodeOptions: ParsableArguments {
     var outboundPolicy: OutboundPolicy {
         var policy = OutboundPolicy(allowing: (try? allowances()) ?? [])
         policy.onlyAllowed = httpOnlyAllowed
+        // Read by validate() already; the system's roots alone fail closed.
+        policy.trust = (try? trust()) ?? .system
         return policy
     }
 
