@@ -238,6 +238,39 @@ struct OutboundTLSTests {
         }
     }
 
+    @Test("a server that never answers the TLS handshake fails at the request's deadline, its connection not pooled")
+    func silentHandshake() async throws {
+        try await withPKI { pki in
+            let server = LoopbackHTTPServer(
+                prepare: { channel in try channel.pipeline.syncOperations.addHandler(Swallow()) },
+                respond: { _, _ in .init(status: 200) })
+            let policy = try policy(pki)
+            try await server.withRunning { port in
+                let error = try await withDeadline("the handshake to pass its deadline") { () async -> (any Error)? in
+                    do {
+                        _ = try await OutboundHTTPClient.execute(
+                            OutboundRequest(url: "https://\(Self.host):\(port)/"), policy: policy,
+                            deadline: .now() + .milliseconds(300), maxRedirects: 0, maxBodyBytes: 100)
+                        return nil
+                    } catch {
+                        return error
+                    }
+                }
+                #expect((error as? OutboundTransportError) == .deadline, "\(String(describing: error))")
+                let key = ConnectionPool.Key(
+                    address: ip("127.0.0.1"), port: port, tls: true, serverName: Self.host,
+                    trust: policy.trust.id)
+                #expect(OutboundHTTPClient.connections.state.withLock { $0.idle[key]?.count ?? 0 } == 0)
+            }
+        }
+    }
+
+    /// Reads everything and answers nothing: a server stuck before TLS.
+    final class Swallow: ChannelInboundHandler, Sendable {
+        typealias InboundIn = ByteBuffer
+        func channelRead(context: ChannelHandlerContext, data: NIOAny) {}
+    }
+
     @Test("a CA file that cannot be read or holds no certificate is refused with its name")
     func invalidCAFile() async throws {
         try await withTemporaryDirectory("tranche-tls") { directory in
