@@ -136,7 +136,7 @@ extension PostgresBatchStore {
                     WHERE b.status IN (\(unescaped: SQLList.runnableBatches)) AND b.leased_chunks < b.max_chunks
                       AND \(unescaped: TenantShareSQL.admits) AND NOT (b.owner = ANY(\(excluded)))
                       AND EXISTS (SELECT 1 FROM chunks c WHERE c.batch_key = b.key
-                                  AND c.state = \(ChunkState.pending.rawValue) AND c.ready_at <= \(nowMS))
+                                  AND c.state = \(unescaped: ChunkState.pending.literal) AND c.ready_at <= \(nowMS))
                     ORDER BY \(unescaped: TenantShareSQL.order), b.priority DESC, b.leased_chunks, b.last_claim_at, b.key
                     LIMIT 4
                     """
@@ -164,7 +164,7 @@ extension PostgresBatchStore {
     }
 
     /// Leases the next due chunk of one batch. The batch's lock is taken
-    /// shared first (``shareBatch(_:_:)``: claims and checkpoints of the
+    /// shared first (``sharedStatus(_:_:)``: claims and checkpoints of the
     /// batch hold it together, a status change waits for them), then a
     /// shard under its share of the cap on chunks in flight and the chunk
     /// are taken with `SKIP LOCKED` (``BatchShards``), so claimers of one
@@ -176,9 +176,12 @@ extension PostgresBatchStore {
     ) async throws -> Claim {
         try await write { db in
             try await db.run("SELECT pg_advisory_xact_lock_shared(\(BatchShards.lock(key)))")
+            // The last column says whether the batch's tenant has a cap on
+            // running items, which only then is checked under its lock.
             let gateSQL: PostgresQuery = """
-                SELECT \(unescaped: StoredBatch.columns) FROM batches
-                WHERE key = \(key) AND status IN (\(unescaped: SQLList.runnableBatches))
+                SELECT \(unescaped: StoredBatch.columns),
+                    EXISTS (SELECT 1 FROM tenants t WHERE t.name = batches.owner AND t.max_running IS NOT NULL)
+                FROM batches WHERE key = \(key) AND status IN (\(unescaped: SQLList.runnableBatches))
                 """
             let lockedSQL = PostgresQuery(unsafeSQL: gateSQL.sql + " FOR UPDATE", binds: gateSQL.binds)
             guard
@@ -197,7 +200,8 @@ extension PostgresBatchStore {
                 _ = try await Self.apply(db, locked, .fail, reason: damage, now: now)
                 return .raced
             }
-            if try await Self.tenantAtCap(db, owner: gated.record.owner) { return .raced }
+            let tenantCapped = try PostgresStoredRow(row: gate).bool(at: gate.count - 1) ?? true
+            if tenantCapped, try await Self.tenantAtCap(db, owner: gated.record.owner) { return .raced }
             guard let shard = try await Self.takeShard(db, key) else { return .raced }
             let limit = try await Self.claimLimit(db, gated, sizes)
             while true {
@@ -207,7 +211,7 @@ extension PostgresBatchStore {
                         """
                         UPDATE chunks SET state = \(ChunkState.leased.rawValue), lease_owner = \(owner),
                             lease_token = nextval('lease_tokens'), lease_expires_at = \(expires)
-                        WHERE id = (SELECT id FROM chunks WHERE batch_key = \(key) AND state = \(ChunkState.pending.rawValue)
+                        WHERE id = (SELECT id FROM chunks WHERE batch_key = \(key) AND state = \(unescaped: ChunkState.pending.literal)
                                       AND ready_at <= \(nowMS)
                                     ORDER BY ready_at, first_seq LIMIT 1 FOR UPDATE SKIP LOCKED)
                         RETURNING id, first_seq, last_seq, lease_token
@@ -264,12 +268,14 @@ extension PostgresBatchStore {
     ) async throws -> CheckpointResult {
         let writer = OutcomeWriter(outcomes: outcomes, now: now)
         let (result, key, mayFinish) = try await write { db in
+            // The fenced chunk's batch's lock is taken shared in the same
+            // statement (``sharedStatus(_:_:)``).
             let fenced = try await db.one(
                 Prepared.FenceLease.self,
                 """
                 UPDATE chunks SET lease_expires_at = \(now.milliseconds(after: leaseDuration))
                 WHERE id = \(lease.chunkID) AND lease_token = \(lease.token) AND state = \(ChunkState.leased.rawValue)
-                RETURNING batch_key, claimed_items, shard
+                RETURNING batch_key, claimed_items, shard, pg_advisory_xact_lock_shared(\(BatchShards.lock(0)) + batch_key)
                 """)
             guard let fenced else {
                 throw StoreError(.leaseLost, "the lease on chunk \(lease.chunkID) was taken over")
@@ -282,12 +288,12 @@ extension PostgresBatchStore {
             // before any item row: read without it, a cancel or fail that
             // committed between this read and the counter update below would
             // see its counters moved by outcomes stored as if it were
-            // running. The lock is shared (``shareBatch(_:_:)``): checkpoints
+            // running. The lock is shared (``sharedStatus(_:_:)``): checkpoints
             // and claims of the batch hold it together, a status change
             // waits for them. Lock order batch → items, as a cancel takes
             // them; the chunk row is ours already (fenced above) and a claim
             // skips locked chunks.
-            guard let status = try await Self.shareBatch(db, key) else {
+            guard let status = try await Self.sharedStatus(db, key) else {
                 throw StoreError(.leaseLost, "the batch of chunk \(lease.chunkID) is gone")
             }
             let ended = status.isEnded
@@ -348,7 +354,7 @@ extension PostgresBatchStore {
         let open = try await read { db in
             try await db.rows(
                 Prepared.OpenChunk.self,
-                "SELECT 1 FROM chunks WHERE batch_key = \(key) AND state <> \(ChunkState.done.rawValue) LIMIT 1"
+                "SELECT 1 FROM chunks WHERE batch_key = \(key) AND state <> \(unescaped: ChunkState.done.literal) LIMIT 1"
             ).count
         }
         guard open == 0 else { return result }

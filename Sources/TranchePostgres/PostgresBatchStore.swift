@@ -113,10 +113,7 @@ public final class PostgresBatchStore: ServerStore, WorkNotifying, Service {
         // Every statement of the store is short and touches few rows; JIT
         // compilation only ever cost time here (a checkpoint whose estimate
         // crossed `jit_above_cost` spent 0.5–0.9 s compiling a 25 ms update).
-        // Prepared statements are planned once (``PreparedSite``).
-        clientConfiguration.options.additionalStartupParameters = [
-            ("jit", "off"), ("plan_cache_mode", "force_generic_plan"),
-        ]
+        clientConfiguration.options.additionalStartupParameters = [("jit", "off")]
         self.clientConfiguration = clientConfiguration
         self.logger = logger
         self.location = parsed.safeDescription
