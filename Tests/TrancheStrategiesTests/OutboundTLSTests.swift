@@ -152,17 +152,22 @@ struct OutboundTLSTests {
         return nil
     }
 
-    /// What the client's error is for a certificate it refuses.
-    func expectTLSFailure(_ url: String, policy: OutboundPolicy) async throws {
-        let error = try await withDeadline("GET \(url)") { () async -> (any Error)? in
+    /// The client's error for a GET of `url`; nil when it succeeded.
+    func clientError(_ url: String, policy: OutboundPolicy, deadline: NIODeadline? = nil) async throws -> (any Error)? {
+        try await withDeadline("GET \(url)") { () async -> (any Error)? in
             do {
                 _ = try await OutboundHTTPClient.execute(
-                    OutboundRequest(url: url), policy: policy, maxRedirects: 0, maxBodyBytes: 100)
+                    OutboundRequest(url: url), policy: policy, deadline: deadline, maxRedirects: 0, maxBodyBytes: 100)
                 return nil
             } catch {
                 return error
             }
         }
+    }
+
+    /// A certificate refused: the client's error and the item's.
+    func expectTLSFailure(_ url: String, policy: OutboundPolicy) async throws {
+        let error = try await clientError(url, policy: policy)
         #expect(
             (error as? OutboundTransportError) == OutboundTransportError("TLS failed"), "\(String(describing: error))")
         let itemError = try #require(try await itemError(url, policy: policy))
@@ -246,16 +251,8 @@ struct OutboundTLSTests {
                 respond: { _, _ in .init(status: 200) })
             let policy = try policy(pki)
             try await server.withRunning { port in
-                let error = try await withDeadline("the handshake to pass its deadline") { () async -> (any Error)? in
-                    do {
-                        _ = try await OutboundHTTPClient.execute(
-                            OutboundRequest(url: "https://\(Self.host):\(port)/"), policy: policy,
-                            deadline: .now() + .milliseconds(300), maxRedirects: 0, maxBodyBytes: 100)
-                        return nil
-                    } catch {
-                        return error
-                    }
-                }
+                let error = try await clientError(
+                    "https://\(Self.host):\(port)/", policy: policy, deadline: .now() + .milliseconds(300))
                 #expect((error as? OutboundTransportError) == .deadline, "\(String(describing: error))")
                 let key = ConnectionPool.Key(
                     address: ip("127.0.0.1"), port: port, tls: true, serverName: Self.host,
