@@ -1,0 +1,22 @@
+import Foundation
+import Testing
+import TrancheTestSupport
+
+extension CLIErrorTests {
+    @Test("--http-ca-file that cannot be read or holds no certificate stops serve and worker at startup, naming it")
+    func httpCAFile() async throws {
+        try await withTemporaryDirectory("tranche-cli") { directory in
+            let garbage = directory.appendingPathComponent("garbage.pem")
+            try Data("not a certificate\n".utf8).write(to: garbage)
+            let missing = directory.appendingPathComponent("missing.pem")
+            for command in ["serve", "worker"] {
+                for file in [missing, garbage] {
+                    let result = try await tranche(
+                        [command, "--database", "ca.db", "--http-ca-file", file.path], in: directory)
+                    expectRefused(result, ["--http-ca-file", file.path], [command, file.lastPathComponent])
+                }
+            }
+            #expect(!FileManager.default.fileExists(atPath: directory.appendingPathComponent("ca.db").path))
+        }
+    }
+}
