@@ -336,17 +336,23 @@ final class ConnectionPool: Sendable {
             .connectTimeout(.seconds(10))
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
-                    let handshake = tls.map { _ in channel.eventLoop.makePromise(of: Void.self) }
                     let cancelled = made.state.withLock { made in
                         made.channel = channel
-                        made.handshake = handshake
                         return made.cancelled
                     }
                     if cancelled { throw CancellationError() }
                     let pipeline = channel.pipeline.syncOperations
-                    if let tls, let handshake {
-                        try pipeline.addHandler(NIOSSLClientHandler(context: tls, serverHostname: key.serverName))
-                        try pipeline.addHandler(TLSHandshakeHandler(promise: handshake, deadline: deadline))
+                    if let tls {
+                        // Completed by the handler once added, failed here if it cannot be.
+                        let handshake = channel.eventLoop.makePromise(of: Void.self)
+                        do {
+                            try pipeline.addHandler(NIOSSLClientHandler(context: tls, serverHostname: key.serverName))
+                            try pipeline.addHandler(TLSHandshakeHandler(promise: handshake, deadline: deadline))
+                        } catch {
+                            handshake.fail(error)
+                            throw error
+                        }
+                        made.state.withLock { $0.handshake = handshake }
                     }
                     try pipeline.addHTTPClientHandlers()
                     try pipeline.addHandler(ExchangeHandler())
