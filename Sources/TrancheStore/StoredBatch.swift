@@ -1,4 +1,5 @@
 package import Foundation
+import Synchronization
 
 /// A batch row with the store's internal key: what both drivers read and write.
 package struct StoredBatch: Sendable {
@@ -112,7 +113,7 @@ extension StoredBatch {
         var options = BatchOptions()
         var damage: String?
         do {
-            options = try JSONText(unchecked: try row.string(7)).decode()
+            options = try RecentOptions.decode(try row.string(7))
         } catch {
             damage = "the stored options of batch \(id) cannot be read, so it cannot run"
         }
@@ -131,6 +132,33 @@ extension StoredBatch {
         record.pruned = try row.bool(30)
         record.summary = try row.string(at: 31).map(JSONText.init(unchecked:))
         self.init(key: try row.int64(0), record: record, damage: damage)
+    }
+}
+
+/// The options of the last few batches read, by their stored text. Every
+/// claim and checkpoint reads its batch's row (on SQLite, on the one writer
+/// queue), and decoding the same options through `JSONDecoder` each time
+/// was about 2% of the client's CPU in `tranche bench --http 256`. A batch's
+/// options change only when it is patched, which changes the text, so a hit
+/// (the same bytes, not merely a canonically equal `String`) is the value
+/// decoding afresh would give. Texts that do not decode are never kept (each
+/// read reports them again), nor are long ones; at most ``capacity`` are.
+enum RecentOptions {
+    static let capacity = 8
+    /// Longer stored texts are decoded every time rather than kept.
+    static let maxTextBytes = 4096
+    private static let entries = Mutex<[(text: String, options: BatchOptions)]>([])
+
+    /// `text` decoded as ``BatchOptions``, as `JSONText(unchecked: text).decode()` would.
+    static func decode(_ text: String) throws -> BatchOptions {
+        if let hit = entries.withLock({ $0.first { $0.text.utf8.elementsEqual(text.utf8) }?.options }) { return hit }
+        let options: BatchOptions = try JSONText(unchecked: text).decode()
+        guard text.utf8.count <= maxTextBytes else { return options }
+        entries.withLock { entries in
+            if entries.count >= capacity { entries.removeLast() }
+            entries.insert((text, options), at: 0)
+        }
+        return options
     }
 }
 
