@@ -134,9 +134,12 @@ extension PostgresBatchStore {
         try await read { db in
             try await db.rows(
                 """
+                SELECT status, count(*), 0::bigint FROM batches
+                WHERE status NOT IN (\(unescaped: SQLList.openBatches)) GROUP BY status
+                UNION ALL
                 SELECT status, count(*),
                        sum(greatest(0, total - succeeded - skipped - dead - canceled - running))::bigint
-                FROM batch_load GROUP BY status
+                FROM batch_load WHERE status IN (\(unescaped: SQLList.openBatches)) GROUP BY status
                 """
             ).compactMap { row in
                 guard let status = BatchStatus(rawValue: try row.get(0)) else { return nil }

@@ -683,7 +683,8 @@ public final class SQLiteBatchStore: BatchStore {
                 db,
                 sql: """
                     SELECT status, count(*),
-                           sum(max(0, total - succeeded - skipped - dead - canceled - running))
+                           sum(CASE WHEN status IN (\(SQLList.openBatches))
+                               THEN max(0, total - succeeded - skipped - dead - canceled - running) ELSE 0 END)
                     FROM batches GROUP BY status
                     """
             ).compactMap { row in

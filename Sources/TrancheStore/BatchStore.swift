@@ -152,7 +152,10 @@ extension BatchStore {
 public struct BatchStatusSummary: Sendable, Hashable {
     public var status: BatchStatus
     public var batches: Int64
-    /// Items neither finished nor running (pending, or failed and waiting for a retry).
+    /// Items neither finished nor running (pending, or failed and waiting
+    /// for a retry) of batches that have not ended; 0 for ended ones, whose
+    /// items wait for nothing. (Counting only open batches spares
+    /// PostgreSQL summing the counter shards of every ended batch.)
     public var waitingItems: Int64
 
     public init(status: BatchStatus, batches: Int64, waitingItems: Int64) {
