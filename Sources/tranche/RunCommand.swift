@@ -108,6 +108,14 @@ struct RunCommand: AsyncParsableCommand {
     @Option(help: "What skipped or dead items do to the run (default continue).")
     var failurePolicy: Choice<FailurePolicy>?
 
+    @Option(
+        name: .customLong("http-ca-file"),
+        help: ArgumentHelp(
+            "A PEM file of CA certificates --url trusts for https, besides the system's roots (internal APIs "
+                + "signed by a private CA).",
+            valueName: "path"))
+    var httpCAFile: String?
+
     @Option(help: "Write every item that did not succeed, with its error, to this NDJSON file.")
     var failedOut: String?
 
@@ -137,6 +145,7 @@ struct RunCommand: AsyncParsableCommand {
         }
         try requireSeconds(progressInterval, in: 0.5...86_400, flag: "--progress-interval")
         try NodeOptions.requireVariableNames(execEnv, flag: "--exec-env")
+        _ = try NodeOptions.trust(caFile: httpCAFile)
     }
 
     func run() async throws {
@@ -242,8 +251,13 @@ struct RunCommand: AsyncParsableCommand {
         engineConfiguration.workers = workers
         engineConfiguration.releaseLeasesAtStart = true
         engineConfiguration.drainGracePeriod = 5
+        // A local run calls any address; --http-ca-file was read by validate().
+        var outbound = OutboundPolicy.unrestricted
+        outbound.trust = (try? NodeOptions.trust(caFile: httpCAFile)) ?? .system
         return TrancheEngine(
-            store: store, strategies: BuiltinStrategies.all(exec: ExecStrategy(passing: execEnv)),
+            store: store,
+            strategies: BuiltinStrategies.all(
+                http: HTTPStrategy.Configuration(outbound: outbound), exec: ExecStrategy(passing: execEnv)),
             configuration: engineConfiguration, logger: Self.logger)
     }
 

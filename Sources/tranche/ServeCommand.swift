@@ -267,15 +267,16 @@ struct NodeOptions: ParsableArguments {
         _ = try execCommands()
         try Self.requireVariableNames(execEnv, flag: "--exec-env")
         _ = try allowances()
-        _ = try trust()
+        _ = try Self.trust(caFile: httpCAFile)
         _ = try HostLimits.parse(hostLimit)
     }
 
-    /// `--http-ca-file` read: the system's roots, and the file's CA certificates.
-    func trust() throws -> OutboundTrust {
-        guard let httpCAFile else { return .system }
+    /// `--http-ca-file` read: the system's roots, and the file's CA
+    /// certificates (`serve`, `worker` and `run` take the flag).
+    static func trust(caFile: String?) throws -> OutboundTrust {
+        guard let caFile else { return .system }
         do {
-            return try OutboundTrust(caFile: httpCAFile)
+            return try OutboundTrust(caFile: caFile)
         } catch {
             throw ValidationError("--http-ca-file: \(error)")
         }
@@ -324,7 +325,7 @@ struct NodeOptions: ParsableArguments {
         var policy = OutboundPolicy(allowing: (try? allowances()) ?? [])
         policy.onlyAllowed = httpOnlyAllowed
         // Read by validate() already; the system's roots alone fail closed.
-        policy.trust = (try? trust()) ?? .system
+        policy.trust = (try? Self.trust(caFile: httpCAFile)) ?? .system
         return policy
     }
 

@@ -3,7 +3,8 @@ import Testing
 import TrancheTestSupport
 
 extension CLIErrorTests {
-    @Test("--http-ca-file that cannot be read or holds no certificate stops serve and worker at startup, naming it")
+    @Test(
+        "--http-ca-file that cannot be read or holds no certificate stops serve, worker and run at startup, naming it")
     func httpCAFile() async throws {
         try await withTemporaryDirectory("tranche-cli") { directory in
             let garbage = directory.appendingPathComponent("garbage.pem")
@@ -15,6 +16,16 @@ extension CLIErrorTests {
                         [command, "--database", "ca.db", "--http-ca-file", file.path], in: directory)
                     expectRefused(result, ["--http-ca-file", file.path], [command, file.lastPathComponent])
                 }
+            }
+            // A local run too, before it reads its input or makes its state file.
+            for file in [missing, garbage] {
+                let result = try await tranche(
+                    [
+                        "run", "--input", "in.ndjson", "--url", "https://example.test/", "--state", "ca.db",
+                        "--http-ca-file", file.path,
+                    ],
+                    in: directory)
+                expectRefused(result, ["--http-ca-file", file.path], ["run", file.lastPathComponent])
             }
             #expect(!FileManager.default.fileExists(atPath: directory.appendingPathComponent("ca.db").path))
         }
