@@ -80,8 +80,11 @@ struct ServeCommand: AsyncParsableCommand {
             }
             logger.warning("no API keys: the API is open to anyone on this machine (loopback only)")
         }
+        // One policy for the http strategy and webhooks: its trust (the CA
+        // file read once) and so its connection pools are the same.
+        let outbound = node.outboundPolicy
         let engine = TrancheEngine(
-            store: store, strategies: node.strategies(),
+            store: store, strategies: node.strategies(outbound: outbound),
             configuration: node.engineConfiguration(role: "serve", drainGrace: drainGrace), logger: logger)
         var serverConfiguration = TrancheServer.Configuration()
         serverConfiguration.syncThreshold = syncThreshold
@@ -92,7 +95,7 @@ struct ServeCommand: AsyncParsableCommand {
         let registry = PrometheusCollectorRegistry()
         MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: registry))
         serverConfiguration.metrics = registry
-        serverConfiguration.outbound = node.outboundPolicy
+        serverConfiguration.outbound = outbound
         let server = TrancheServer(engine: engine, store: store, configuration: serverConfiguration)
         let dispatcher = server.webhookDispatcher(logger: logger)
         let (host, location) = (self.host, database.location(of: store))
@@ -329,9 +332,10 @@ struct NodeOptions: ParsableArguments {
         return policy
     }
 
-    func strategies() -> [AnyBatchStrategy] {
+    /// The strategies a node runs, the http strategy calling out under `outbound`.
+    func strategies(outbound: OutboundPolicy) -> [AnyBatchStrategy] {
         var strategies = [BuiltinStrategies.noop, AnyBatchStrategy(SleepStrategy())]
-        strategies.append(AnyBatchStrategy(HTTPStrategy(configuration: .init(outbound: outboundPolicy))))
+        strategies.append(AnyBatchStrategy(HTTPStrategy(configuration: .init(outbound: outbound))))
         if let commands = try? execCommands(), !commands.isEmpty {
             strategies.append(AnyBatchStrategy(ExecStrategy(commands: commands, passing: execEnv)))
         }
@@ -371,7 +375,8 @@ struct WorkerCommand: AsyncParsableCommand {
         let logger = nodeLogger()
         let store = try await database.open(logger: logger)
         let configuration = node.engineConfiguration(role: "worker", drainGrace: drainGrace)
-        let (strategies, workers, location) = (node.strategies(), node.workers, database.location(of: store))
+        let (workers, location) = (node.workers, database.location(of: store))
+        let strategies = node.strategies(outbound: node.outboundPolicy)
         try await runNode(store: store, drainGrace: drainGrace, logger: logger) {
             let engine = TrancheEngine(
                 store: store, strategies: strategies, configuration: configuration, logger: logger)
