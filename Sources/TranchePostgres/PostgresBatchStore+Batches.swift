@@ -176,17 +176,10 @@ extension PostgresBatchStore {
     ) async throws -> Claim {
         try await write { db in
             try await db.run("SELECT pg_advisory_xact_lock_shared(\(BatchShards.lock(key)))")
-            // The last column says whether the batch's tenant has a cap on
-            // running items, which only then is checked under its lock.
-            let gateSQL: PostgresQuery = """
-                SELECT \(unescaped: StoredBatch.columns),
-                    EXISTS (SELECT 1 FROM tenants t WHERE t.name = batches.owner AND t.max_running IS NOT NULL)
-                FROM batches WHERE key = \(key) AND status IN (\(unescaped: SQLList.runnableBatches))
-                """
-            let lockedSQL = PostgresQuery(unsafeSQL: gateSQL.sql + " FOR UPDATE", binds: gateSQL.binds)
+            let gateSQL = Self.claimGate(key: key, locked: starting)
             guard
                 let gate = try await starting
-                    ? db.one(Prepared.ClaimStartingGate.self, lockedSQL) : db.one(Prepared.ClaimGate.self, gateSQL)
+                    ? db.one(Prepared.ClaimStartingGate.self, gateSQL) : db.one(Prepared.ClaimGate.self, gateSQL)
             else { return .raced }
             // The row's own counters only: what the claim uses is its id,
             // type, owner and status.
@@ -200,56 +193,61 @@ extension PostgresBatchStore {
                 _ = try await Self.apply(db, locked, .fail, reason: damage, now: now)
                 return .raced
             }
-            let tenantCapped = try PostgresStoredRow(row: gate).bool(at: gate.count - 1) ?? true
+            let tenantCapped = try PostgresStoredRow(row: gate).bool(at: gate.count - 2) ?? true
             if tenantCapped, try await Self.tenantAtCap(db, owner: gated.record.owner) { return .raced }
-            guard let shard = try await Self.takeShard(db, key) else { return .raced }
+            guard let shard = try PostgresStoredRow(row: gate).int64(at: gate.count - 1).flatMap(Int16.init(exactly:))
+            else { return .raced }
             let limit = try await Self.claimLimit(db, gated, sizes)
             while true {
-                guard
-                    let claimed = try await db.one(
-                        Prepared.ClaimChunk.self,
-                        """
+                // The chunk and its due items in one statement: a row per
+                // item, or one row with NULL item columns when none is due.
+                var chunk: (id: Int64, firstSeq: Int64, lastSeq: Int64, token: Int64)?
+                var due: [LeasedItem] = []
+                try await db.forEachRow(
+                    Prepared.ClaimChunk.self,
+                    """
+                    WITH c AS (
                         UPDATE chunks SET state = \(ChunkState.leased.rawValue), lease_owner = \(owner),
                             lease_token = nextval('lease_tokens'), lease_expires_at = \(expires)
                         WHERE id = (SELECT id FROM chunks WHERE batch_key = \(key) AND state = \(unescaped: ChunkState.pending.literal)
                                       AND ready_at <= \(nowMS)
                                     ORDER BY ready_at, first_seq LIMIT 1 FOR UPDATE SKIP LOCKED)
-                        RETURNING id, first_seq, last_seq, lease_token
-                        """)
-                else { return .nothing }
-                let chunk = PostgresStoredRow(row: claimed)
-                let chunkID = try chunk.int64(0)
-                let firstSeq = try chunk.int64(1)
-                let lastSeq = try chunk.int64(2)
-                let token = try chunk.int64(3)
-                var due: [LeasedItem] = []
-                // A hint only: a stored range may hold anything.
-                due.reserveCapacity(Int(clamping: (lastSeq &- firstSeq &+ 1).clamped(to: 0...100_000)))
-                try await db.forEachRow(
-                    Prepared.ClaimItems.self,
-                    """
-                    SELECT seq, payload, attempts, status FROM items
-                    WHERE batch_key = \(key) AND seq BETWEEN \(firstSeq) AND \(lastSeq)
-                      AND status IN (\(unescaped: SQLList.waitingItems))
-                      AND (next_attempt_at IS NULL OR next_attempt_at <= \(nowMS))
-                    ORDER BY seq LIMIT \(Int64(ChunkSizeRules.readLimit(limit) ?? .max))
+                        RETURNING id, first_seq, last_seq, lease_token)
+                    SELECT c.id, c.first_seq, c.last_seq, c.lease_token, i.seq, i.payload, i.attempts, i.status
+                    FROM c LEFT JOIN LATERAL (
+                        SELECT seq, payload, attempts, status FROM items
+                        WHERE batch_key = \(key) AND seq BETWEEN c.first_seq AND c.last_seq
+                          AND status IN (\(unescaped: SQLList.waitingItems))
+                          AND (next_attempt_at IS NULL OR next_attempt_at <= \(nowMS))
+                        ORDER BY seq LIMIT \(Int64(ChunkSizeRules.readLimit(limit) ?? .max))) i ON true
+                    ORDER BY i.seq
                     """
                 ) { row in
-                    let (seq, payload, attempts, status) = try row.decode((Int64, String?, Int, Int).self)
+                    let (id, firstSeq, lastSeq, token, seq, payload, attempts, status) = try row.decode(
+                        (Int64, Int64, Int64, Int64, Int64?, String?, Int?, Int?).self)
+                    if chunk == nil {
+                        chunk = (id, firstSeq, lastSeq, token)
+                        // A hint only: a stored range may hold anything.
+                        due.reserveCapacity(Int(clamping: (lastSeq &- firstSeq &+ 1).clamped(to: 0...100_000)))
+                    }
+                    guard let seq else { return }
                     due.append(
                         LeasedItem(
-                            seq: seq, payload: JSONText(unchecked: payload ?? "null"), attempts: attempts,
-                            status: ItemStatus(rawValue: status) ?? .pending))
+                            seq: seq, payload: JSONText(unchecked: payload ?? "null"), attempts: attempts ?? 0,
+                            status: ItemStatus(rawValue: status ?? 0) ?? .pending))
                 }
+                guard let chunk else { return .nothing }
+                let (chunkID, firstSeq, lastSeq, token) = chunk
                 if due.isEmpty {
                     // Nothing due after all: settle the chunk and look again.
                     try await Self.settleChunk(db, chunkID: chunkID, batchKey: key)
                     continue
                 }
                 let (items, cut) = ChunkSizeRules.cut(due, limit: limit)
-                let leasedLast = try await Self.cutClaimed(db, chunkID: chunkID, after: cut, lastSeq: lastSeq)
+                let leasedLast = cut.map { min($0, lastSeq) } ?? lastSeq
                 try await Self.recordLease(
-                    db, key, shard: shard, chunkID: chunkID, items: Int64(items.count), nowMS: nowMS)
+                    db, key, shard: shard, chunkID: chunkID, items: Int64(items.count), leasedLast: leasedLast,
+                    lastSeq: lastSeq, nowMS: nowMS)
                 if gated.record.status == .confirmed {
                     _ = try await Self.apply(db, try await Self.current(db, key: key), .start, reason: nil, now: now)
                 }

@@ -280,30 +280,27 @@ extension PostgresBatchStore {
         try await addCounts(db, stored.key, delta)
     }
 
-    /// Ends a chunk's lease and sets its state from its items (``SettleRules``).
+    /// Ends a chunk's lease and sets its state from its items (``SettleRules``),
+    /// in one statement.
     static func settleChunk(_ db: PostgresConnection, chunkID: Int64, batchKey: Int64) async throws {
-        // One index range scan over the chunk's items, fenced (`OFFSET 0`)
-        // so that the plan does not depend on statistics, as checkpoints do.
+        // One index range scan over the chunk's items, a subquery of the
+        // chunk's row; the only value bound is the chunk's id, so the
+        // prepared statement keeps one plan.
         let row = try await db.one(
-            Prepared.SettleRead.self,
+            Prepared.SettleChunk.self,
             """
-            SELECT count(i.seq), min(CASE WHEN i.status = \(Int16(ItemStatus.pending.rawValue)) THEN 0
-                                     ELSE coalesce(i.next_attempt_at, 0) END)
-            FROM chunks c, LATERAL (
-                SELECT i.seq, i.status, i.next_attempt_at FROM items i
+            UPDATE chunks c SET (state, ready_at) = (
+                SELECT \(unescaped: SettleRules.stateSQL(waitingItems: "count(i.seq)")),
+                    coalesce(min(CASE WHEN i.status = \(unescaped: String(ItemStatus.pending.rawValue)) THEN 0
+                                      ELSE coalesce(i.next_attempt_at, 0) END), 0)
+                FROM items i
                 WHERE i.batch_key = c.batch_key AND i.seq BETWEEN c.first_seq AND c.last_seq
-                  AND i.status IN (\(unescaped: SQLList.waitingItems))
-                OFFSET 0) i
+                  AND i.status IN (\(unescaped: SQLList.waitingItems))),
+                lease_owner = NULL, lease_expires_at = NULL, claimed_items = 0
             WHERE c.id = \(chunkID)
+            RETURNING c.state
             """)
-        let read = row.map(PostgresStoredRow.init(row:))
-        let state = SettleRules.state(waitingItems: try read?.int64(at: 0) ?? 0)
-        try await db.run(
-            Prepared.SettleWrite.self,
-            """
-            UPDATE chunks SET state = \(state.rawValue), ready_at = \(try read?.int64(at: 1) ?? 0), lease_owner = NULL,
-                lease_expires_at = NULL, claimed_items = 0 WHERE id = \(chunkID)
-            """)
+        let state = try row.map { ChunkState(rawValue: Int16(clamping: try PostgresStoredRow(row: $0).int64(0))) }
         if state == .pending { try await db.notifyWork() }
     }
 

@@ -31,15 +31,12 @@ enum Prepared {
     enum ClaimGate: PreparedSite {}
     enum ClaimStartingGate: PreparedSite {}
     enum ClaimChunk: PreparedSite {}
-    enum ClaimItems: PreparedSite {}
-    enum TakeShard: PreparedSite {}
     enum RecordLease: PreparedSite {}
     enum FenceLease: PreparedSite {}
     enum BatchByKey: PreparedSite {}
     enum StatusByKey: PreparedSite {}
     enum ShardCounts: PreparedSite {}
-    enum SettleRead: PreparedSite {}
-    enum SettleWrite: PreparedSite {}
+    enum SettleChunk: PreparedSite {}
     enum OpenChunk: PreparedSite {}
     enum TenantCap: PreparedSite {}
 }

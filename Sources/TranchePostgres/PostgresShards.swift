@@ -66,32 +66,49 @@ extension PostgresBatchStore {
             """)
     }
 
-    /// A shard of batch `key` under its share of the cap on chunks in flight
-    /// that no other transaction holds, locked until this one ends; nil when
-    /// every shard is at its share or busy.
-    static func takeShard(_ db: PostgresConnection, _ key: Int64) async throws -> Int16? {
-        let count = BatchShards.count
-        let row = try await db.one(
-            Prepared.TakeShard.self,
+    /// The claim's gate on batch `key`, in one statement: the batch row if
+    /// it is runnable (``StoredBatch/columns``, its own counters only),
+    /// whether its tenant has a cap on running items (checked under the
+    /// tenant's lock only then), and a shard of the batch under its share
+    /// of the cap on chunks in flight that no other transaction holds,
+    /// locked until this one ends (NULL when every shard is at its share
+    /// or busy). `locked` also locks the batch row `FOR UPDATE`, for the
+    /// claim that starts the batch.
+    static func claimGate(key: Int64, locked: Bool) -> PostgresQuery {
+        let count = String(BatchShards.count)
+        return """
+            WITH shard AS (
+                SELECT s.shard FROM batch_shards s JOIN batches b ON b.key = s.batch_key
+                WHERE s.batch_key = \(key)
+                  AND s.leased < b.max_chunks / \(unescaped: count)
+                      + CASE WHEN s.shard < b.max_chunks % \(unescaped: count) THEN 1 ELSE 0 END
+                ORDER BY s.leased, s.shard LIMIT 1 FOR UPDATE OF s SKIP LOCKED)
+            SELECT \(unescaped: StoredBatch.columns),
+                EXISTS (SELECT 1 FROM tenants t WHERE t.name = batches.owner AND t.max_running IS NOT NULL),
+                (SELECT shard FROM shard)
+            FROM batches WHERE key = \(key) AND status IN (\(unescaped: SQLList.runnableBatches))\(unescaped: locked ? " FOR UPDATE OF batches" : "")
             """
-            SELECT s.shard FROM batch_shards s JOIN batches b ON b.key = s.batch_key
-            WHERE s.batch_key = \(key)
-              AND s.leased < b.max_chunks / \(count) + CASE WHEN s.shard < b.max_chunks % \(count) THEN 1 ELSE 0 END
-            ORDER BY s.leased, s.shard LIMIT 1 FOR UPDATE OF s SKIP LOCKED
-            """)
-        guard let row else { return nil }
-        return Int16(exactly: try PostgresStoredRow(row: row).int64(0))
     }
 
     /// Records a lease on `shard`: one more chunk in flight with `items`
-    /// running, and the chunk's shard and claimed items.
+    /// running, and the chunk's shard and claimed items. A chunk claimed
+    /// for fewer items than it holds is cut after `leasedLast`
+    /// (``ChunkSizeRules/cut(_:limit:)``): the rest, up to `lastSeq`,
+    /// becomes a pending chunk with the same `ready_at` and `rescues`.
     static func recordLease(
-        _ db: PostgresConnection, _ key: Int64, shard: Int16, chunkID: Int64, items: Int64, nowMS: Int64
+        _ db: PostgresConnection, _ key: Int64, shard: Int16, chunkID: Int64, items: Int64, leasedLast: Int64,
+        lastSeq: Int64, nowMS: Int64
     ) async throws {
         try await db.run(
             Prepared.RecordLease.self,
             """
-            WITH chunk AS (UPDATE chunks SET claimed_items = \(items), shard = \(shard) WHERE id = \(chunkID))
+            WITH chunk AS (
+                UPDATE chunks SET claimed_items = \(items), shard = \(shard), last_seq = \(leasedLast) WHERE id = \(chunkID)
+                RETURNING batch_key, ready_at, rescues),
+            rest AS (
+                INSERT INTO chunks(batch_key, first_seq, last_seq, state, ready_at, rescues)
+                SELECT batch_key, \(leasedLast) + 1, \(lastSeq), \(unescaped: ChunkState.pending.literal), ready_at, rescues
+                FROM chunk WHERE \(leasedLast) < \(lastSeq))
             UPDATE batch_shards SET leased = leased + 1, running = running + \(items), last_claim_at = \(nowMS)
             WHERE batch_key = \(key) AND shard = \(shard)
             """)

@@ -107,6 +107,12 @@ package enum SettleRules {
     /// Done when no item waits; otherwise pending again from the earliest
     /// due item (`readyAt` 0 when one is pending now).
     package static func state(waitingItems: Int64) -> ChunkState { waitingItems > 0 ? .pending : .done }
+
+    /// ``state(waitingItems:)`` as a SQL expression over the expression
+    /// `waiting`, for a driver that settles a chunk in one statement.
+    package static func stateSQL(waitingItems waiting: String) -> String {
+        "CASE WHEN \(waiting) > 0 THEN \(ChunkState.pending.rawValue) ELSE \(ChunkState.done.rawValue) END"
+    }
 }
 
 /// A checkpoint's outcomes, grouped into the writes a driver makes.
