@@ -22,6 +22,14 @@ package final class AsyncSemaphore: Sendable {
 
     /// Waits for a permit. Returns false, without a permit, when the task was canceled.
     package func acquire() async -> Bool {
+        await acquire(unless: nil)
+    }
+
+    /// Waits for a permit, or until `stop` fires. Returns false, without a
+    /// permit, when `stop` fired first or the task was canceled. Cheaper
+    /// than racing ``acquire()`` against ``OneShotEvent/wait()`` in a task
+    /// group: no child task is made.
+    package func acquire(unless stop: OneShotEvent?) async -> Bool {
         let id: UInt64? = state.withLock { state in
             if state.permits > 0 {
                 state.permits -= 1
@@ -31,10 +39,15 @@ package final class AsyncSemaphore: Sendable {
             return state.nextID
         }
         guard let id else { return true }
+        // A `stop` that fires once the waiter is queued removes it; one that
+        // fired before is seen under the lock that queues it.
+        let handler = stop?.onFire { [self] in self.abandon(id) }
+        if stop != nil && handler == nil { return false }
+        defer { if let handler { stop?.removeHandler(handler) } }
         return await withTaskCancellationHandler {
             await withCheckedContinuation { continuation in
                 let granted = state.withLock { state -> Bool? in
-                    if Task.isCancelled { return false }
+                    if Task.isCancelled || stop?.hasFired == true { return false }
                     if state.permits > 0 {
                         state.permits -= 1
                         return true
@@ -45,11 +58,16 @@ package final class AsyncSemaphore: Sendable {
                 if let granted { continuation.resume(returning: granted) }
             }
         } onCancel: {
-            let waiter = state.withLock { state in
-                state.waiters.firstIndex { $0.id == id }.map { state.waiters.remove(at: $0).continuation }
-            }
-            waiter?.resume(returning: false)
+            abandon(id)
         }
+    }
+
+    /// Resumes waiter `id`, if still queued, without a permit.
+    private func abandon(_ id: UInt64) {
+        let waiter = state.withLock { state in
+            state.waiters.firstIndex { $0.id == id }.map { state.waiters.remove(at: $0).continuation }
+        }
+        waiter?.resume(returning: false)
     }
 
     package func release() {
@@ -85,6 +103,7 @@ package final class OneShotEvent: Sendable {
     private struct State {
         var fired = false
         var waiters: [UInt64: CheckedContinuation<Void, Never>] = [:]
+        var handlers: [UInt64: @Sendable () -> Void] = [:]
         var nextID: UInt64 = 0
     }
 
@@ -95,13 +114,34 @@ package final class OneShotEvent: Sendable {
     package var hasFired: Bool { state.withLock { $0.fired } }
 
     package func fire() {
-        let waiters = state.withLock { state -> [CheckedContinuation<Void, Never>] in
-            guard !state.fired else { return [] }
+        let (waiters, handlers) = state.withLock { state in
+            guard !state.fired else { return ([CheckedContinuation<Void, Never>](), [@Sendable () -> Void]()) }
             state.fired = true
-            defer { state.waiters = [:] }
-            return Array(state.waiters.values)
+            defer {
+                state.waiters = [:]
+                state.handlers = [:]
+            }
+            return (Array(state.waiters.values), Array(state.handlers.values))
         }
         for waiter in waiters { waiter.resume() }
+        for handler in handlers { handler() }
+    }
+
+    /// Calls `action` once when the event fires, unless removed first
+    /// (``removeHandler(_:)``). Returns the handler's id, or nil without
+    /// keeping `action` when the event already fired.
+    package func onFire(_ action: @escaping @Sendable () -> Void) -> UInt64? {
+        state.withLock { state in
+            guard !state.fired else { return nil }
+            state.nextID += 1
+            state.handlers[state.nextID] = action
+            return state.nextID
+        }
+    }
+
+    /// Forgets a handler ``onFire(_:)`` kept.
+    package func removeHandler(_ id: UInt64) {
+        _ = state.withLock { $0.handlers.removeValue(forKey: id) }
     }
 
     /// Returns when the event fired or the task was canceled.

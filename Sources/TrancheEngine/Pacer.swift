@@ -61,12 +61,7 @@ final class Pacer: Sendable {
     /// Waits until the item may start. Returns false (holding nothing) when
     /// the task was canceled.
     func admit(clock: ContinuousClock) async -> Bool {
-        for (index, semaphore) in semaphores.enumerated() {
-            guard await semaphore.acquire() else {
-                releaseSemaphores(first: index)
-                return false
-            }
-        }
+        guard await acquireSemaphores(unless: nil) else { return false }
         for (index, slot) in slots.enumerated() {
             guard await slot.acquire() else {
                 for taken in slots.prefix(index) { await taken.release() }
@@ -124,16 +119,14 @@ final class Pacer: Sendable {
     /// Waits until the item may start, or until `stop` fires. Returns false
     /// (holding nothing) when `stop` fired first or the task was canceled.
     ///
-    /// When every permit looks free and no rate or cluster cap applies, it
-    /// admits without watching `stop` (no child tasks per item): such a wait,
-    /// if a permit is taken meanwhile, lasts only until a running item ends.
+    /// When no rate or cluster cap applies, only the permits are waited
+    /// for, each watching `stop` itself (no child tasks per item, which a
+    /// chunk with more items than permits paid for each of them).
     func admit(clock: ContinuousClock, unless stop: OneShotEvent) async -> Bool {
         if stop.hasFired { return false }
         let admitted: Bool
-        if buckets.allSatisfy(\.isUnlimited) && slots.allSatisfy(\.isUnlimited) && !isAdaptive
-            && semaphores.allSatisfy({ $0.available > 0 })
-        {
-            admitted = await admit(clock: clock)
+        if buckets.allSatisfy(\.isUnlimited) && slots.allSatisfy(\.isUnlimited) && !isAdaptive {
+            admitted = await acquireSemaphores(unless: stop)
         } else {
             admitted = await withTaskGroup(of: Bool?.self) { group in
                 group.addTask { await self.admit(clock: clock) }
@@ -154,6 +147,18 @@ final class Pacer: Sendable {
             return false
         }
         return admitted
+    }
+
+    /// Takes every permit in order; false (holding none) when `stop` fired
+    /// first or the task was canceled.
+    private func acquireSemaphores(unless stop: OneShotEvent?) async -> Bool {
+        for (index, semaphore) in semaphores.enumerated() {
+            guard await semaphore.acquire(unless: stop) else {
+                releaseSemaphores(first: index)
+                return false
+            }
+        }
+        return true
     }
 
     /// Releases what ``admit(clock:)`` took.
