@@ -384,6 +384,9 @@ enum PostgresSchema {
                 "ALTER TABLE pace ADD COLUMN estimated BOOLEAN NOT NULL DEFAULT false",
             ]
         ),
+        // Pruned batches by when they ended: the sweep that forgets them
+        // read every batch row (80–200 ms a sweep at 200,000 batches).
+        (15, ["CREATE INDEX batches_pruned_by_completion ON batches(completed_at) WHERE pruned"]),
     ]
 
     /// Brings the database to the newest version, once, whatever other nodes do meanwhile.

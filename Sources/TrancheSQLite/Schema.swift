@@ -342,6 +342,12 @@ enum Schema {
                     ALTER TABLE pace ADD COLUMN estimated INTEGER NOT NULL DEFAULT 0;
                     """)
         }
+        // Pruned batches by when they ended: the sweep that forgets them
+        // read every batch row.
+        migrator.registerMigration("v18: pruned batches by completion") { db in
+            try db.execute(
+                sql: "CREATE INDEX batches_pruned_by_completion ON batches(completed_at) WHERE pruned = 1")
+        }
         return migrator
     }
 }
