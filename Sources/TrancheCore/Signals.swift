@@ -9,9 +9,13 @@ package final class AsyncSemaphore: Sendable {
     }
 
     private let state: Mutex<State>
+    private let whenFreed: (@Sendable () -> Void)?
 
-    package init(permits: Int) {
+    /// `whenFreed` is called after a ``release()`` that leaves a permit
+    /// free where none was, with no task waiting for it.
+    package init(permits: Int, whenFreed: (@Sendable () -> Void)? = nil) {
         state = Mutex(State(permits: permits))
+        self.whenFreed = whenFreed
     }
 
     /// Permits free right now.
@@ -71,15 +75,16 @@ package final class AsyncSemaphore: Sendable {
     }
 
     package func release() {
-        let waiter = state.withLock { state -> CheckedContinuation<Bool, Never>? in
+        let (waiter, freed) = state.withLock { state -> (CheckedContinuation<Bool, Never>?, Bool) in
             // Below zero after a shrink: the permit is not reissued.
             if state.waiters.isEmpty || state.permits < 0 {
                 state.permits += 1
-                return nil
+                return (nil, state.permits == 1)
             }
-            return state.waiters.removeFirst().continuation
+            return (state.waiters.removeFirst().continuation, false)
         }
         waiter?.resume(returning: true)
+        if freed { whenFreed?() }
     }
 
     /// Adds `delta` permits, or takes them away when negative: permits in

@@ -14,6 +14,8 @@ final class ChunkRun: Sendable {
         /// Outcomes recorded, and those that did not succeed (for ``ChunkSizing``).
         var recorded = 0
         var unsuccessful = 0
+        /// Items not yet admitted, counted in the node's ``UnstartedItems``.
+        var toStart = 0
     }
 
     let lease: ChunkLease
@@ -30,9 +32,15 @@ final class ChunkRun: Sendable {
     let abort = OneShotEvent()
     /// The running attempts and their deadlines.
     let attempts = AttemptWatch()
+    /// The node's count of leased items not yet admitted.
+    private let unstarted: UnstartedItems
 
-    init(lease: ChunkLease) {
+    /// Counts the chunk's items in `unstarted` until they start.
+    init(lease: ChunkLease, unstarted: UnstartedItems) {
         self.lease = lease
+        self.unstarted = unstarted
+        state.withLock { $0.toStart = lease.items.count }
+        unstarted.add(lease.items.count)
     }
 
     var leaseLost: Bool { state.withLock { $0.leaseLost } }
@@ -84,7 +92,25 @@ final class ChunkRun: Sendable {
         state.withLock { $0.outcomes.insert(contentsOf: outcomes, at: 0) }
     }
 
-    func itemStarted() { state.withLock { $0.outstanding += 1 } }
+    func itemStarted() {
+        let counted = state.withLock { state -> Bool in
+            state.outstanding += 1
+            guard state.toStart > 0 else { return false }
+            state.toStart -= 1
+            return true
+        }
+        if counted { unstarted.add(-1) }
+    }
+
+    /// No more of the chunk's items wait to start (all started, the rest
+    /// will not, or a chunk strategy holds one slot for them all).
+    func noneToStart() {
+        let left = state.withLock { state in
+            defer { state.toStart = 0 }
+            return state.toStart
+        }
+        if left > 0 { unstarted.add(-left) }
+    }
 
     func itemFinished() {
         let done = state.withLock { state -> Bool in
@@ -95,6 +121,7 @@ final class ChunkRun: Sendable {
     }
 
     func feederFinished() {
+        noneToStart()
         let done = state.withLock { state -> Bool in
             state.feederDone = true
             return state.outstanding == 0
@@ -111,8 +138,9 @@ final class ChunkRun: Sendable {
 extension TrancheEngine {
     /// Runs one leased chunk: its items under their limits, a heartbeat that
     /// checkpoints outcomes, and a final checkpoint that ends the lease.
-    func runChunk(_ lease: ChunkLease) async {
-        let run = ChunkRun(lease: lease)
+    func runChunk(_ run: ChunkRun) async {
+        defer { run.noneToStart() }
+        let lease = run.lease
         let binding: BatchBinding
         do {
             binding = try await self.binding(for: lease.batchID)
@@ -176,6 +204,7 @@ extension TrancheEngine {
     ) async {
         let lease = run.lease
         guard await binding.pacer.admit(clock: monotonic, unless: run.stopStarting) else { return }
+        run.noneToStart()
         let inputs = lease.items.map {
             ItemInput(batchID: lease.batchID, seq: $0.seq, payload: $0.payload, attempt: $0.nextAttempt)
         }

@@ -109,11 +109,12 @@ public final class TrancheEngine: Service, Sendable {
     let strategies: [String: AnyBatchStrategy]
     let logger: Logger
     let hub = EventHub()
-    let claimWakeup = Wakeup()
+    let claimWakeup: Wakeup
     let eventWakeup = Wakeup()
     let draining = OneShotEvent()
     let stopped = OneShotEvent()
     let workerSlots: AsyncSemaphore
+    let unstartedItems: UnstartedItems
     let typeSemaphores: [String: AsyncSemaphore]
     let sharedLimits: SharedLimits
     let bindings = Mutex<[BatchID: BatchBinding]>([:])
@@ -146,7 +147,15 @@ public final class TrancheEngine: Service, Sendable {
         self.strategies = Dictionary(strategies.map { ($0.type, $0) }, uniquingKeysWith: { _, last in last })
         self.logger = logger
         self.startedAt = configuration.clock.now()
-        self.workerSlots = AsyncSemaphore(permits: max(1, configuration.workers))
+        // A worker slot that frees while fewer leased items wait to start
+        // than the node's reserve wakes the claim loop (``UnstartedItems``).
+        let claimWakeup = Wakeup()
+        let unstartedItems = UnstartedItems(reserve: configuration.workers)
+        self.claimWakeup = claimWakeup
+        self.unstartedItems = unstartedItems
+        self.workerSlots = AsyncSemaphore(permits: max(1, configuration.workers)) {
+            if unstartedItems.isLow { claimWakeup.signal() }
+        }
         self.typeSemaphores = configuration.typeLimits.compactMapValues { limit in
             limit.maxConcurrent.map { AsyncSemaphore(permits: $0) }
         }
