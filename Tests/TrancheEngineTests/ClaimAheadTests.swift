@@ -1,0 +1,41 @@
+import Testing
+import TrancheCore
+import TrancheEngine
+import TrancheTestSupport
+
+/// A node leases its next chunk while the chunks in flight run down, not
+/// after their last item: it keeps a reserve of items waiting to start.
+@Suite("Claiming ahead on one node")
+struct ClaimAheadTests {
+    @Test(
+        "with every worker busy and no item waiting, the next chunk is leased and queues for a worker",
+        arguments: EngineStore.all)
+    func nextChunkQueues(store: EngineStore) async throws {
+        let probe = Probe()
+        let turns = AsyncSemaphore(permits: 0)
+        let workers = 2
+        let strategies = [AnyBatchStrategy(TenantShareEngineTests.TurnStrategy(probe: probe, turns: turns))]
+        defer { for _ in 0..<20 { turns.release() } }
+        try await store.withEngine(strategies, workers: workers) { engine in
+            // Chunks of 2 on 2 workers: the first chunk's items take both
+            // workers and none of its items waits to start.
+            let batch = try await engine.open(
+                Submission(type: "turn", options: options(chunkSize: 2, concurrency: 8)))
+            _ = try await engine.append(to: batch.id, startSeq: 0, items: try items(2))
+            try await waitUntil("the first chunk's items to take both workers") { probe.inFlight == workers }
+            // More items arrive before any of those ends: the next chunk is
+            // leased although no worker is free, and its first item waits
+            // for one (its runner admits one at a time).
+            _ = try await engine.append(to: batch.id, startSeq: 2, items: try items(4))
+            _ = try await engine.seal(batch.id)
+            try await waitUntil("the next chunk's first item to queue for a worker while the first chunk's run") {
+                engine.itemsWaitingForWorkers == 1
+            }
+            #expect(probe.started == workers)
+            for _ in 0..<6 { turns.release() }
+            let ended = try await engine.waitForEnd(batch.id)
+            #expect(ended.status == .completed && ended.counts.succeeded == 6)
+            #expect(probe.duplicates() <= Int(ended.counts.rescued))
+        }
+    }
+}
