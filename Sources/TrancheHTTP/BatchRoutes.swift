@@ -104,13 +104,12 @@ extension TrancheServer {
             extras.links = try await page.links(of: ids)
             extras.scheduleIDs = try await page.scheduleIDs(ofBatches: ids)
         }
-        // Only adaptive batches have a stored pace: one read each, left so
-        // while the pace row changes (TrancheStore/Grants.swift).
+        // Only adaptive batches have a stored pace.
         if let limits = store as? any LimitStore {
-            for record in records where record.options.paceMode(forType: record.type) == .adaptive {
-                let key = LimitKey.batch(record.id)
-                extras.paces[key] = try await limits.pace(key: key)
-            }
+            extras.paces = try await limits.paces(
+                keys: records.filter { $0.options.paceMode(forType: $0.type) == .adaptive }.map {
+                    LimitKey.batch($0.id)
+                })
         }
         if let steps = store as? any LeasedStepStore {
             extras.previews = try await steps.steps(.prepare, of: ids).compactMapValues(\.preview)

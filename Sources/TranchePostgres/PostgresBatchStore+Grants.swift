@@ -100,18 +100,27 @@ extension PostgresBatchStore: LimitStore {
     }
 
     public func pace(key: String) async throws -> PaceRecord? {
-        try await read { db in try await Self.fetchPace(db, key: key) }
+        try await paces(keys: [key])[key]
     }
 
-    private static func fetchPace(_ db: PostgresConnection, key: String) async throws -> PaceRecord? {
-        guard
-            let row = try await db.one(
-                "SELECT rate, reason, changed_at, throttled, paused_until FROM pace WHERE key = \(key)")
-        else { return nil }
-        let pausedUntil = try row.get(4, as: Int64?.self).flatMap { $0 > 0 ? Date(milliseconds: $0) : nil }
-        return PaceRecord(
-            key: key, rate: try row.get(0, as: Double.self), reason: try row.get(1),
-            changedAt: Date(milliseconds: try row.get(2)), throttled: try row.get(3), pausedUntil: pausedUntil)
+    public func paces(keys: [String]) async throws -> [String: PaceRecord] {
+        guard !keys.isEmpty else { return [:] }
+        let rows = try await read { db in
+            try await db.rows(
+                """
+                SELECT key, rate, reason, changed_at, throttled, paused_until FROM pace
+                WHERE key = ANY(\(Array(Set(keys))))
+                """)
+        }
+        var paces: [String: PaceRecord] = [:]
+        for row in rows {
+            let pausedUntil = try row.get(5, as: Int64?.self).flatMap { $0 > 0 ? Date(milliseconds: $0) : nil }
+            let key: String = try row.get(0)
+            paces[key] = PaceRecord(
+                key: key, rate: try row.get(1, as: Double.self), reason: try row.get(2),
+                changedAt: Date(milliseconds: try row.get(3)), throttled: try row.get(4), pausedUntil: pausedUntil)
+        }
+        return paces
     }
 
     private static func lockedBatch(_ db: PostgresConnection, _ id: BatchID) async throws -> StoredBatch {

@@ -106,6 +106,15 @@ extension SQLiteBatchStore: LimitStore {
         try await read { db in try Self.fetchPace(db, key: key) }
     }
 
+    public func paces(keys: [String]) async throws -> [String: PaceRecord] {
+        guard !keys.isEmpty else { return [:] }
+        return try await read { db in
+            var paces: [String: PaceRecord] = [:]
+            for key in Set(keys) { paces[key] = try Self.fetchPace(db, key: key) }
+            return paces
+        }
+    }
+
     private static func fetchPace(_ db: Database, key: String) throws -> PaceRecord? {
         guard
             let row = try Row.fetchOne(

@@ -126,6 +126,10 @@ public protocol LimitStore: BatchStore {
 
     /// The pace learned for `key` by any node, or nil.
     func pace(key: String) async throws -> PaceRecord?
+
+    /// The paces learned for `keys` in one read (a page of batches shows
+    /// theirs); keys with none are absent.
+    func paces(keys: [String]) async throws -> [String: PaceRecord]
 }
 
 /// The pace an adaptive batch or host has learned, as the store keeps it so

@@ -124,6 +124,29 @@ struct LimitStoreConformanceTests {
         }
     }
 
+    @Test(
+        "the paces of several keys in one read: each as stored, none for a key without one",
+        arguments: StoreFactory.all)
+    func pacesOfSeveralKeys(factory: StoreFactory) async throws {
+        try await withStore(factory) { store in
+            let now = Date(milliseconds: 5_000_000)
+            #expect(try await store.paces(keys: []).isEmpty)
+            let keys = [LimitKey.host("a"), LimitKey.host("b"), LimitKey.host("none")]
+            for (index, key) in keys.prefix(2).enumerated() {
+                _ = try await store.mergePace(
+                    PaceChange(key: key, kind: .keep(rate: Double(index + 2)), reason: "start", known: nil),
+                    throttledDelta: Int64(index), now: now)
+            }
+            let paces = try await store.paces(keys: keys + [keys[0]])
+            #expect(Set(paces.keys) == Set(keys.prefix(2)))
+            for key in keys.prefix(2) {
+                #expect(paces[key] == (try await store.pace(key: key)))
+            }
+            #expect(paces[keys[0]]?.rate == 2 && paces[keys[1]]?.rate == 3)
+            #expect(paces[keys[1]]?.throttled == 1)
+        }
+    }
+
     @Test("a batch's buckets, slots and pace go with the batch; other keys stay", arguments: StoreFactory.all)
     func deletedWithTheBatch(factory: StoreFactory) async throws {
         try await withStore(factory) { store in
