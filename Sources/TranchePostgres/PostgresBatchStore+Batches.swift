@@ -199,45 +199,48 @@ extension PostgresBatchStore {
             else { return .raced }
             let limit = try await Self.claimLimit(db, gated, sizes)
             while true {
-                // The chunk and its due items in one statement: a row per
-                // item, or one row with NULL item columns when none is due.
-                var chunk: (id: Int64, firstSeq: Int64, lastSeq: Int64, token: Int64)?
-                var due: [LeasedItem] = []
-                try await db.forEachRow(
-                    Prepared.ClaimChunk.self,
-                    """
-                    WITH c AS (
+                guard
+                    let claimed = try await db.one(
+                        Prepared.ClaimChunk.self,
+                        """
                         UPDATE chunks SET state = \(ChunkState.leased.rawValue), lease_owner = \(owner),
                             lease_token = nextval('lease_tokens'), lease_expires_at = \(expires)
                         WHERE id = (SELECT id FROM chunks WHERE batch_key = \(key) AND state = \(unescaped: ChunkState.pending.literal)
                                       AND ready_at <= \(nowMS)
                                     ORDER BY ready_at, first_seq LIMIT 1 FOR UPDATE SKIP LOCKED)
-                        RETURNING id, first_seq, last_seq, lease_token)
-                    SELECT c.id, c.first_seq, c.last_seq, c.lease_token, i.seq, i.payload, i.attempts, i.status
-                    FROM c LEFT JOIN LATERAL (
-                        SELECT seq, payload, attempts, status FROM items
-                        WHERE batch_key = \(key) AND seq BETWEEN c.first_seq AND c.last_seq
-                          AND status IN (\(unescaped: SQLList.waitingItems))
-                          AND (next_attempt_at IS NULL OR next_attempt_at <= \(nowMS))
-                        ORDER BY seq LIMIT \(Int64(ChunkSizeRules.readLimit(limit) ?? .max))) i ON true
-                    ORDER BY i.seq
+                        RETURNING id, first_seq, last_seq, lease_token
+                        """)
+                else { return .nothing }
+                let chunk = PostgresStoredRow(row: claimed)
+                let chunkID = try chunk.int64(0)
+                let firstSeq = try chunk.int64(1)
+                let lastSeq = try chunk.int64(2)
+                let token = try chunk.int64(3)
+                var due: [LeasedItem] = []
+                // A hint only: a stored range may hold anything.
+                due.reserveCapacity(Int(clamping: (lastSeq &- firstSeq &+ 1).clamped(to: 0...100_000)))
+                // Read by a statement of its own, after the chunk's lock:
+                // read in the claiming statement, the items would be seen as
+                // of its start, and a chunk that another claim leased,
+                // partly ran and put back meanwhile (locked at its newest
+                // version, PostgreSQL's re-check) would lease items already
+                // done.
+                try await db.forEachRow(
+                    Prepared.ClaimItems.self,
+                    """
+                    SELECT seq, payload, attempts, status FROM items
+                    WHERE batch_key = \(key) AND seq BETWEEN \(firstSeq) AND \(lastSeq)
+                      AND status IN (\(unescaped: SQLList.waitingItems))
+                      AND (next_attempt_at IS NULL OR next_attempt_at <= \(nowMS))
+                    ORDER BY seq LIMIT \(Int64(ChunkSizeRules.readLimit(limit) ?? .max))
                     """
                 ) { row in
-                    let (id, firstSeq, lastSeq, token, seq, payload, attempts, status) = try row.decode(
-                        (Int64, Int64, Int64, Int64, Int64?, String?, Int?, Int?).self)
-                    if chunk == nil {
-                        chunk = (id, firstSeq, lastSeq, token)
-                        // A hint only: a stored range may hold anything.
-                        due.reserveCapacity(Int(clamping: (lastSeq &- firstSeq &+ 1).clamped(to: 0...100_000)))
-                    }
-                    guard let seq else { return }
+                    let (seq, payload, attempts, status) = try row.decode((Int64, String?, Int, Int).self)
                     due.append(
                         LeasedItem(
-                            seq: seq, payload: JSONText(unchecked: payload ?? "null"), attempts: attempts ?? 0,
-                            status: ItemStatus(rawValue: status ?? 0) ?? .pending))
+                            seq: seq, payload: JSONText(unchecked: payload ?? "null"), attempts: attempts,
+                            status: ItemStatus(rawValue: status) ?? .pending))
                 }
-                guard let chunk else { return .nothing }
-                let (chunkID, firstSeq, lastSeq, token) = chunk
                 if due.isEmpty {
                     // Nothing due after all: settle the chunk and look again.
                     try await Self.settleChunk(db, chunkID: chunkID, batchKey: key)

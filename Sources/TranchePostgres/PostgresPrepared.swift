@@ -31,6 +31,7 @@ enum Prepared {
     enum ClaimGate: PreparedSite {}
     enum ClaimStartingGate: PreparedSite {}
     enum ClaimChunk: PreparedSite {}
+    enum ClaimItems: PreparedSite {}
     enum RecordLease: PreparedSite {}
     enum FenceLease: PreparedSite {}
     enum BatchByKey: PreparedSite {}
