@@ -4,25 +4,32 @@ import Synchronization
 import TrancheStore
 
 /// Items of a node's leased chunks that have not yet started. The node
-/// keeps a reserve of them, as many as it has workers: when fewer wait, a
-/// worker slot that frees wakes the claim loop, which leases the next chunk
-/// although every worker is busy, so that the next items are at hand when
-/// the chunks in flight run down (at concurrency 256, the tail of each
-/// chunk had cost a sixth of the throughput). Items held back by a rate or
-/// a cap also count, so a node does not lease more behind them.
+/// keeps a reserve of them, as many as it has workers: when starting items
+/// take the count below it (or a worker slot frees while it is below), the
+/// claim loop is woken and leases the next chunk although every worker is
+/// busy, so that the next items are at hand when the chunks in flight run
+/// down (at concurrency 256, the tail of each chunk had cost a sixth of the
+/// throughput). Items held back by a rate or a cap also count, so a node
+/// does not lease more behind them.
 final class UnstartedItems: Sendable {
     private let count = Atomic<Int>(0)
     /// The reserve: the node's workers.
     let reserve: Int
+    private let whenLow: @Sendable () -> Void
 
-    init(reserve: Int) {
+    /// `whenLow` is called when items starting take the count below `reserve`.
+    init(reserve: Int, whenLow: @escaping @Sendable () -> Void) {
         self.reserve = max(1, reserve)
+        self.whenLow = whenLow
     }
 
     /// Fewer items wait to start than the reserve.
     var isLow: Bool { count.load(ordering: .relaxed) < reserve }
 
-    func add(_ delta: Int) { count.add(delta, ordering: .relaxed) }
+    func add(_ delta: Int) {
+        let now = count.add(delta, ordering: .relaxed).newValue
+        if delta < 0 && now < reserve && now &- delta >= reserve { whenLow() }
+    }
 }
 
 /// What a node keeps about a batch it runs: its options, its bound strategy

@@ -147,10 +147,11 @@ public final class TrancheEngine: Service, Sendable {
         self.strategies = Dictionary(strategies.map { ($0.type, $0) }, uniquingKeysWith: { _, last in last })
         self.logger = logger
         self.startedAt = configuration.clock.now()
-        // A worker slot that frees while fewer leased items wait to start
-        // than the node's reserve wakes the claim loop (``UnstartedItems``).
+        // The claim loop wakes when fewer leased items wait to start than
+        // the node's reserve, and when a worker slot frees while they do
+        // (``UnstartedItems``).
         let claimWakeup = Wakeup()
-        let unstartedItems = UnstartedItems(reserve: configuration.workers)
+        let unstartedItems = UnstartedItems(reserve: configuration.workers) { claimWakeup.signal() }
         self.claimWakeup = claimWakeup
         self.unstartedItems = unstartedItems
         self.workerSlots = AsyncSemaphore(permits: max(1, configuration.workers)) {

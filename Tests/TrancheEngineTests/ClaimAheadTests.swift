@@ -38,4 +38,46 @@ struct ClaimAheadTests {
             #expect(probe.duplicates() <= Int(ended.counts.rescued))
         }
     }
+
+    @Test(
+        "items starting take the waiting ones below the reserve: the next chunk is leased with no new work arriving",
+        arguments: EngineStore.all)
+    func reserveRunsLow(store: EngineStore) async throws {
+        let probe = Probe()
+        let turns = AsyncSemaphore(permits: 0)
+        let workers = 2
+        let strategies = [AnyBatchStrategy(TenantShareEngineTests.TurnStrategy(probe: probe, turns: turns))]
+        defer { for _ in 0..<20 { turns.release() } }
+        // No timed look for work: only wake-ups lease chunks here (the
+        // reserve running low, and the stores' own wake-ups on writes).
+        let configure: (inout TrancheEngine.Configuration) -> Void = {
+            $0.sweepInterval = 600
+            $0.notifiedIdlePoll = 600
+        }
+        try await store.withEngine(strategies, workers: workers, configure: configure) { engine in
+            let batch = try await engine.open(
+                Submission(type: "turn", options: options(chunkSize: 4, concurrency: 8)))
+            // A first chunk of 4: two items take both workers, two wait to
+            // start, as many as the reserve.
+            _ = try await engine.append(to: batch.id, startSeq: 0, items: try items(4))
+            try await waitUntil("the first chunk's items to take both workers, one more queued") {
+                probe.inFlight == workers && engine.itemsWaitingForWorkers == 1
+            }
+            // A second chunk arrives while the reserve is full: not leased.
+            _ = try await engine.append(to: batch.id, startSeq: 4, items: try items(4))
+            // One item ends and the first chunk's third item starts: one
+            // waits to start, below the reserve, while the first chunk still
+            // runs. The second chunk is leased and its first item queues.
+            turns.release()
+            try await waitUntil("the second chunk's first item to queue once the reserve ran low") {
+                engine.itemsWaitingForWorkers == 2
+            }
+            #expect(probe.started == 3)
+            _ = try await engine.seal(batch.id)
+            for _ in 0..<8 { turns.release() }
+            let ended = try await engine.waitForEnd(batch.id)
+            #expect(ended.status == .completed && ended.counts.succeeded == 8)
+            #expect(probe.duplicates() <= Int(ended.counts.rescued))
+        }
+    }
 }
