@@ -7,14 +7,28 @@ import TrancheTestSupport
 /// after their last item: it keeps a reserve of items waiting to start.
 @Suite("Claiming ahead on one node")
 struct ClaimAheadTests {
+    /// Items that each wait for a turn the test hands out, on 2 workers.
+    let probe = Probe()
+    let turns = AsyncSemaphore(permits: 0)
+    let workers = 2
+    var strategies: [AnyBatchStrategy] {
+        [AnyBatchStrategy(TenantShareEngineTests.TurnStrategy(probe: probe, turns: turns))]
+    }
+
+    /// Seals `batch`, gives every item its turn, and checks that all
+    /// `count` items succeeded, none run twice beyond a rescue.
+    func finish(_ batch: BatchRecord, of count: Int, on engine: TrancheEngine) async throws {
+        _ = try await engine.seal(batch.id)
+        for _ in 0..<count { turns.release() }
+        let ended = try await engine.waitForEnd(batch.id)
+        #expect(ended.status == .completed && ended.counts.succeeded == Int64(count))
+        #expect(probe.duplicates() <= Int(ended.counts.rescued))
+    }
+
     @Test(
         "with every worker busy and no item waiting, the next chunk is leased and queues for a worker",
         arguments: EngineStore.all)
     func nextChunkQueues(store: EngineStore) async throws {
-        let probe = Probe()
-        let turns = AsyncSemaphore(permits: 0)
-        let workers = 2
-        let strategies = [AnyBatchStrategy(TenantShareEngineTests.TurnStrategy(probe: probe, turns: turns))]
         defer { for _ in 0..<20 { turns.release() } }
         try await store.withEngine(strategies, workers: workers) { engine in
             // Chunks of 2 on 2 workers: the first chunk's items take both
@@ -27,15 +41,11 @@ struct ClaimAheadTests {
             // leased although no worker is free, and its first item waits
             // for one (its runner admits one at a time).
             _ = try await engine.append(to: batch.id, startSeq: 2, items: try items(4))
-            _ = try await engine.seal(batch.id)
             try await waitUntil("the next chunk's first item to queue for a worker while the first chunk's run") {
                 engine.itemsWaitingForWorkers == 1
             }
             #expect(probe.started == workers)
-            for _ in 0..<6 { turns.release() }
-            let ended = try await engine.waitForEnd(batch.id)
-            #expect(ended.status == .completed && ended.counts.succeeded == 6)
-            #expect(probe.duplicates() <= Int(ended.counts.rescued))
+            try await finish(batch, of: 6, on: engine)
         }
     }
 
@@ -43,10 +53,6 @@ struct ClaimAheadTests {
         "items starting take the waiting ones below the reserve: the next chunk is leased with no new work arriving",
         arguments: EngineStore.all)
     func reserveRunsLow(store: EngineStore) async throws {
-        let probe = Probe()
-        let turns = AsyncSemaphore(permits: 0)
-        let workers = 2
-        let strategies = [AnyBatchStrategy(TenantShareEngineTests.TurnStrategy(probe: probe, turns: turns))]
         defer { for _ in 0..<20 { turns.release() } }
         // No timed look for work: only wake-ups lease chunks here (the
         // reserve running low, and the stores' own wake-ups on writes).
@@ -73,11 +79,7 @@ struct ClaimAheadTests {
                 engine.itemsWaitingForWorkers == 2
             }
             #expect(probe.started == 3)
-            _ = try await engine.seal(batch.id)
-            for _ in 0..<8 { turns.release() }
-            let ended = try await engine.waitForEnd(batch.id)
-            #expect(ended.status == .completed && ended.counts.succeeded == 8)
-            #expect(probe.duplicates() <= Int(ended.counts.rescued))
+            try await finish(batch, of: 8, on: engine)
         }
     }
 }
