@@ -132,7 +132,7 @@ extension PostgresBatchStore {
                 try await db.rows(
                     Prepared.ClaimCandidates.self,
                     """
-                    SELECT b.key, b.status FROM batch_load b \(unescaped: TenantShareSQL.join(load: "batch_load"))
+                    SELECT b.key FROM batch_load b \(unescaped: TenantShareSQL.join(load: "batch_load"))
                     WHERE b.status IN (\(unescaped: SQLList.runnableBatches)) AND b.leased_chunks < b.max_chunks
                       AND \(unescaped: TenantShareSQL.admits) AND NOT (b.owner = ANY(\(excluded)))
                       AND EXISTS (SELECT 1 FROM chunks c WHERE c.batch_key = b.key
@@ -140,17 +140,13 @@ extension PostgresBatchStore {
                     ORDER BY \(unescaped: TenantShareSQL.order), b.priority DESC, b.leased_chunks, b.last_claim_at, b.key
                     LIMIT 4
                     """
-                ).map { row in
-                    let read = PostgresStoredRow(row: row)
-                    return (key: try read.int64(0), starting: try read.string(1) == BatchStatus.confirmed.rawValue)
-                }
+                ).map { try PostgresStoredRow(row: $0).int64(0) }
             }
             guard !candidates.isEmpty else { return nil }
             var raced = false
-            for (key, starting) in candidates {
+            for key in candidates {
                 switch try await claim(
-                    in: key, owner: owner, starting: starting, sizes: request.sizes, nowMS: nowMS, expires: expires,
-                    now: now)
+                    in: key, owner: owner, sizes: request.sizes, nowMS: nowMS, expires: expires, now: now)
                 {
                 case .leased(let lease): return lease
                 // The candidates were read without locks: another node may have
@@ -168,25 +164,19 @@ extension PostgresBatchStore {
     /// batch hold it together, a status change waits for them), then a
     /// shard under its share of the cap on chunks in flight and the chunk
     /// are taken with `SKIP LOCKED` (``BatchShards``), so claimers of one
-    /// batch never wait on each other. A batch still `confirmed`
-    /// (`starting`) also has its row locked `FOR UPDATE`, since its first
-    /// claim starts it.
+    /// batch never wait on each other. A batch still `confirmed` is started
+    /// by its first claim, which takes the batch's row for that only at the
+    /// end: the other claims that found it `confirmed` wait for that commit
+    /// alone, not for each other's whole claims.
     private func claim(
-        in key: Int64, owner: String, starting: Bool, sizes: ChunkSizes, nowMS: Int64, expires: Int64, now: Date
+        in key: Int64, owner: String, sizes: ChunkSizes, nowMS: Int64, expires: Int64, now: Date
     ) async throws -> Claim {
         try await write { db in
             try await db.run("SELECT pg_advisory_xact_lock_shared(\(BatchShards.lock(key)))")
-            let gateSQL = Self.claimGate(key: key, locked: starting)
-            guard
-                let gate = try await starting
-                    ? db.one(Prepared.ClaimStartingGate.self, gateSQL) : db.one(Prepared.ClaimGate.self, gateSQL)
-            else { return .raced }
+            guard let gate = try await db.one(Prepared.ClaimGate.self, Self.claimGate(key: key)) else { return .raced }
             // The row's own counters only: what the claim uses is its id,
             // type, owner and status.
             let gated = try StoredBatch(row: PostgresStoredRow(row: gate))
-            // Started by another claim meanwhile, or confirmed again (resume,
-            // retry) since the candidates were read: look again.
-            if gated.record.status == .confirmed && !starting { return .raced }
             if let damage = gated.damage {
                 // Fail the batch instead of running it.
                 guard let locked = try await Self.batch(db, key: key, lock: true) else { return .raced }
@@ -243,7 +233,7 @@ extension PostgresBatchStore {
                 }
                 if due.isEmpty {
                     // Nothing due after all: settle the chunk and look again.
-                    try await Self.settleChunk(db, chunkID: chunkID, batchKey: key)
+                    try await Self.settleChunk(db, chunkID: chunkID)
                     continue
                 }
                 let (items, cut) = ChunkSizeRules.cut(due, limit: limit)
@@ -251,9 +241,20 @@ extension PostgresBatchStore {
                 try await Self.recordLease(
                     db, key, shard: shard, chunkID: chunkID, items: Int64(items.count), leasedLast: leasedLast,
                     lastSeq: lastSeq, nowMS: nowMS)
-                if gated.record.status == .confirmed {
+                // Only another claim can have started it since the gate: a
+                // status change waits for the shared lock this one holds.
+                // The row is locked only while still `confirmed`, so the
+                // claims that waited for the one that started it lock nothing.
+                if gated.record.status == .confirmed,
+                    try await db.one(
+                        """
+                        SELECT 1 FROM batches WHERE key = \(key) AND status = \(BatchStatus.confirmed.rawValue)
+                        FOR UPDATE
+                        """) != nil
+                {
                     _ = try await Self.apply(db, try await Self.current(db, key: key), .start, reason: nil, now: now)
                 }
+
                 return .leased(
                     ChunkLease(
                         chunkID: chunkID, batchID: gated.record.id, type: gated.record.type, token: token,
@@ -300,13 +301,14 @@ extension PostgresBatchStore {
             let ended = status.isEnded
             let written = try await writer.write(db, key: key, batchEnded: ended)
             var delta = written.delta
+            var othersWaiting = false
             if finish {
                 delta.running = -claimed
                 if ended {
                     delta.add(try await Self.cancelItems(db, key, first: lease.firstSeq, last: lease.lastSeq))
                     try await Self.closeChunk(db, chunkID: lease.chunkID)
                 } else {
-                    try await Self.settleChunk(db, chunkID: lease.chunkID, batchKey: key)
+                    othersWaiting = try await Self.settleChunk(db, chunkID: lease.chunkID)
                 }
             } else {
                 delta.running = -written.applied
@@ -336,7 +338,7 @@ extension PostgresBatchStore {
             }
             return (
                 CheckpointResult(batchStatus: stored.record.status, counts: stored.record.counts, events: events), key,
-                BatchRules.mayFinish(stored.record)
+                BatchRules.mayFinish(stored.record) && !othersWaiting
             )
         }
         guard finish, mayFinish else { return result }
@@ -347,7 +349,8 @@ extension PostgresBatchStore {
     /// of one batch commit side by side, each unable to see the other's
     /// chunk done before it commits; so each finishing checkpoint looks
     /// once more after its commit, and the last to commit sees every chunk
-    /// done. The end itself is decided under the batch row's lock
+    /// done. One that saw another chunk waiting to be claimed does not look:
+    /// that chunk's checkpoint will. The end itself is decided under the batch row's lock
     /// (``finishIfDone``), so it happens once.
     private func finishAfterCheckpoint(key: Int64, _ result: CheckpointResult, now: Date) async throws
         -> CheckpointResult

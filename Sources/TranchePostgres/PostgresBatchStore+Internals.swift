@@ -281,8 +281,12 @@ extension PostgresBatchStore {
     }
 
     /// Ends a chunk's lease and sets its state from its items (``SettleRules``),
-    /// in one statement.
-    static func settleChunk(_ db: PostgresConnection, chunkID: Int64, batchKey: Int64) async throws {
+    /// in one statement. Answers whether another chunk of the batch waits
+    /// to be claimed: the batch cannot end before that chunk's own
+    /// checkpoint, so a finishing checkpoint need not look again after its
+    /// commit (``finishAfterCheckpoint``).
+    @discardableResult
+    static func settleChunk(_ db: PostgresConnection, chunkID: Int64) async throws -> Bool {
         // One index range scan over the chunk's items, a subquery of the
         // chunk's row; the only value bound is the chunk's id, so the
         // prepared statement keeps one plan.
@@ -298,10 +302,14 @@ extension PostgresBatchStore {
                   AND i.status IN (\(unescaped: SQLList.waitingItems))),
                 lease_owner = NULL, lease_expires_at = NULL, claimed_items = 0
             WHERE c.id = \(chunkID)
-            RETURNING c.state
+            RETURNING c.state, EXISTS (
+                SELECT 1 FROM chunks p WHERE p.batch_key = c.batch_key
+                  AND p.state = \(unescaped: ChunkState.pending.literal) AND p.id <> c.id)
             """)
-        let state = try row.map { ChunkState(rawValue: Int16(clamping: try PostgresStoredRow(row: $0).int64(0))) }
-        if state == .pending { try await db.notifyWork() }
+        guard let row else { return false }
+        let read = PostgresStoredRow(row: row)
+        if ChunkState(rawValue: Int16(clamping: try read.int64(0))) == .pending { try await db.notifyWork() }
+        return try read.bool(at: 1) ?? false
     }
 
     /// Marks a chunk done and ends its lease.
@@ -466,7 +474,7 @@ extension PostgresBatchStore {
             delta.add(try await cancelItems(db, chunk.batchKey, first: chunk.firstSeq, last: chunk.lastSeq))
             try await closeChunk(db, chunkID: chunk.id)
         case .settle:
-            try await settleChunk(db, chunkID: chunk.id, batchKey: chunk.batchKey)
+            try await settleChunk(db, chunkID: chunk.id)
         case .quarantine(let seq, let previous, let message):
             let error = RescueRules.quarantineError(message: message)
             try await db.run(
@@ -479,7 +487,7 @@ extension PostgresBatchStore {
             delta.move(from: previous, to: .dead)
             result.quarantinedSeq = seq
             quarantineError = error
-            try await settleChunk(db, chunkID: chunk.id, batchKey: chunk.batchKey)
+            try await settleChunk(db, chunkID: chunk.id)
         case .split(let middle):
             try await db.run(
                 """

@@ -7,9 +7,9 @@ import TrancheStore
 /// statement whatever their number: each run (a range of plain outcomes, or
 /// one outcome with an output or an error) is a row of `UNNEST` arrays. An
 /// outcome applies only where the item's stored attempts are below its
-/// attempt, and the counters move by the statuses the rows had under their
-/// lock, so a checkpoint repeated after an unknown commit result never counts
-/// an outcome twice.
+/// attempt, and the counters move by the statuses the rows had before it,
+/// so a checkpoint repeated after an unknown commit result never counts an
+/// outcome twice.
 struct OutcomeWriter: Sendable {
     let outcomes: [ItemOutcome]
     let now: Date
@@ -72,9 +72,15 @@ struct OutcomeWriter: Sendable {
                     nextAttemptAt: OutcomeRules.nextAttempt(outcome, status: status))
             }
         }
-        // `prev` locks the items each run applies to and carries the run's
-        // values; the update then finds each row by its `ctid`. The plan is
-        // fixed whatever the tables' statistics: the fenced (`OFFSET 0`)
+        // `prev` reads the items each run applies to and carries the run's
+        // values; the update then finds each row by its `ctid`. The items
+        // are not locked first (a lock writes a WAL record per item): every
+        // other writer of a leased chunk's items holds the chunk's row,
+        // which the checkpoint fenced first, or the batch's exclusive lock,
+        // which conflicts with the checkpoint's shared one. Were a row
+        // changed meanwhile anyway, its `ctid` would have moved: the update
+        // would skip it and not count it. The plan is fixed whatever the
+        // tables' statistics: the fenced (`OFFSET 0`)
         // lateral subquery is one index range scan per run, and the update
         // joins `prev` to the index range of the outcomes' seqs (bounds given
         // as constants, so the planner sees a chunk's rows, not the table). A
@@ -108,7 +114,7 @@ struct OutcomeWriter: Sendable {
                     SELECT i.ctid AS item_ctid, i.status AS old FROM items i
                     WHERE i.batch_key = \(key) AND i.seq BETWEEN o.first_seq AND o.last_seq
                       AND i.attempts < o.attempts
-                    FOR UPDATE OFFSET 0) i),
+                    OFFSET 0) i),
             changed AS (
                 UPDATE items i SET status = prev.status, attempts = prev.attempts,
                     output = CASE WHEN prev.has_output THEN prev.output END,

@@ -29,7 +29,6 @@ protocol PreparedSite {}
 enum Prepared {
     enum ClaimCandidates: PreparedSite {}
     enum ClaimGate: PreparedSite {}
-    enum ClaimStartingGate: PreparedSite {}
     enum ClaimChunk: PreparedSite {}
     enum ClaimItems: PreparedSite {}
     enum RecordLease: PreparedSite {}

@@ -72,9 +72,8 @@ extension PostgresBatchStore {
     /// tenant's lock only then), and a shard of the batch under its share
     /// of the cap on chunks in flight that no other transaction holds,
     /// locked until this one ends (NULL when every shard is at its share
-    /// or busy). `locked` also locks the batch row `FOR UPDATE`, for the
-    /// claim that starts the batch.
-    static func claimGate(key: Int64, locked: Bool) -> PostgresQuery {
+    /// or busy).
+    static func claimGate(key: Int64) -> PostgresQuery {
         let count = String(BatchShards.count)
         return """
             WITH shard AS (
@@ -86,7 +85,7 @@ extension PostgresBatchStore {
             SELECT \(unescaped: StoredBatch.columns),
                 EXISTS (SELECT 1 FROM tenants t WHERE t.name = batches.owner AND t.max_running IS NOT NULL),
                 (SELECT shard FROM shard)
-            FROM batches WHERE key = \(key) AND status IN (\(unescaped: SQLList.runnableBatches))\(unescaped: locked ? " FOR UPDATE OF batches" : "")
+            FROM batches WHERE key = \(key) AND status IN (\(unescaped: SQLList.runnableBatches))
             """
     }
 

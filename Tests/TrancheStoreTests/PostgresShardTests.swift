@@ -62,7 +62,7 @@ struct PostgresShardTests {
         }
     }
 
-    @Test("12 claimers on two nodes never hold more chunks than the cap; the counters are exact; it completes once")
+    @Test("12 claimers on two nodes never hold more chunks than the cap; the counters are exact; it starts and completes once")
     func capAndCounters() async throws {
         let url = try await TestPostgres.freshDatabaseURL()
         try await TestPostgres.withStore(url: url) { first in
@@ -95,6 +95,9 @@ struct PostgresShardTests {
                 #expect(done.counts.canceled == 0 && done.counts.failed == 0 && done.counts.rescued == 0)
                 let events = try await first.events(of: batch.id, afterID: 0, limit: 10_000)
                 #expect(events.filter { $0.type == .completed }.count == 1)
+                // Started by the first claim that committed, once: the
+                // claims that found it still confirmed do not start it again.
+                #expect(events.filter { $0.type == .processing }.count == 1)
                 // The listing sums the shards as the single read does.
                 let listed = try await first.batches(BatchQuery(limit: 10)).first { $0.id == batch.id }
                 #expect(listed?.counts == done.counts)
