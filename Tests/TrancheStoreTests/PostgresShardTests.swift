@@ -62,7 +62,7 @@ struct PostgresShardTests {
         }
     }
 
-    @Test("12 claimers on two nodes never hold more chunks than the cap; the counters are exact; it starts and completes once")
+    @Test("12 claimers on two nodes: never more chunks than the cap, exact counters, one start, one end")
     func capAndCounters() async throws {
         let url = try await TestPostgres.freshDatabaseURL()
         try await TestPostgres.withStore(url: url) { first in
