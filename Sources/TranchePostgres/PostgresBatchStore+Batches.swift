@@ -124,143 +124,133 @@ extension PostgresBatchStore {
         let excluded = request.excludingTenants.sorted()
         let nowMS = now.milliseconds
         let expires = now.milliseconds(after: request.leaseDuration)
+        let sizes = request.sizes
         for _ in 0..<16 {
-            // Candidates in the claim order, read without locks: the tenant
-            // first (fair share, under its max_running; TenantShareSQL), then
-            // the batch within it.
-            let candidates = try await read { db in
-                try await db.rows(
+            // Candidates in the claim order, read without row locks: the
+            // tenant first (fair share, under its max_running;
+            // TenantShareSQL), then the batch within it. The first is
+            // claimed in the same transaction, its batch's lock taken by
+            // the same statement (the claim's reads come in later
+            // statements, which see what a status change that held the
+            // lock committed).
+            let (first, others) = try await write { db -> (Claim?, [Int64]) in
+                let candidates = try await db.rows(
                     Prepared.ClaimCandidates.self,
                     """
-                    SELECT b.key FROM batch_load b \(unescaped: TenantShareSQL.join(load: "batch_load"))
-                    WHERE b.status IN (\(unescaped: SQLList.runnableBatches)) AND b.leased_chunks < b.max_chunks
-                      AND \(unescaped: TenantShareSQL.admits) AND NOT (b.owner = ANY(\(excluded)))
-                      AND EXISTS (SELECT 1 FROM chunks c WHERE c.batch_key = b.key
-                                  AND c.state = \(unescaped: ChunkState.pending.literal) AND c.ready_at <= \(nowMS))
-                    ORDER BY \(unescaped: TenantShareSQL.order), b.priority DESC, b.leased_chunks, b.last_claim_at, b.key
-                    LIMIT 4
+                    SELECT key, CASE WHEN n = 1 THEN pg_advisory_xact_lock_shared(\(BatchShards.lock(0)) + key) END
+                    FROM (SELECT b.key, row_number() OVER (ORDER BY \(unescaped: Self.candidateOrder)) AS n
+                          FROM batch_load b \(unescaped: TenantShareSQL.join(load: "batch_load"))
+                          WHERE b.status IN (\(unescaped: SQLList.runnableBatches)) AND b.leased_chunks < b.max_chunks
+                            AND \(unescaped: TenantShareSQL.admits) AND NOT (b.owner = ANY(\(excluded)))
+                            AND EXISTS (SELECT 1 FROM chunks c WHERE c.batch_key = b.key
+                                        AND c.state = \(unescaped: ChunkState.pending.literal) AND c.ready_at <= \(nowMS))
+                          ORDER BY \(unescaped: Self.candidateOrder) LIMIT 4) c
+                    ORDER BY n
                     """
                 ).map { try PostgresStoredRow(row: $0).int64(0) }
+                guard let key = candidates.first else { return (nil, []) }
+                let claim = try await Self.claim(
+                    db, in: key, owner: owner, sizes: sizes, nowMS: nowMS, expires: expires, now: now)
+                return (claim, Array(candidates.dropFirst()))
             }
-            guard !candidates.isEmpty else { return nil }
-            var raced = false
-            for key in candidates {
-                switch try await claim(
-                    in: key, owner: owner, sizes: request.sizes, nowMS: nowMS, expires: expires, now: now)
-                {
-                case .leased(let lease): return lease
-                // The candidates were read without locks: another node may have
-                // emptied this one, so read them again rather than give up.
-                case .nothing, .raced: raced = true
+            guard let first else { return nil }
+            if case .leased(let lease) = first { return lease }
+            // The others each in a transaction of its own, which holds one
+            // batch's lock as the first did.
+            for key in others {
+                let claim = try await write { db in
+                    try await db.run("SELECT pg_advisory_xact_lock_shared(\(BatchShards.lock(key)))")
+                    return try await Self.claim(
+                        db, in: key, owner: owner, sizes: sizes, nowMS: nowMS, expires: expires, now: now)
                 }
+                if case .leased(let lease) = claim { return lease }
             }
-            if !raced { return nil }
+            // The candidates were read without row locks: other nodes may
+            // have emptied them, so read them again rather than give up.
         }
         return nil
     }
 
-    /// Leases the next due chunk of one batch. The batch's lock is taken
-    /// shared first (``sharedStatus(_:_:)``: claims and checkpoints of the
-    /// batch hold it together, a status change waits for them), then a
-    /// shard under its share of the cap on chunks in flight and the chunk
-    /// are taken with `SKIP LOCKED` (``BatchShards``), so claimers of one
-    /// batch never wait on each other. A batch still `confirmed` is started
+    /// The order claims take batches in: the tenant first (fair share),
+    /// then the batch within it.
+    private static let candidateOrder =
+        "\(TenantShareSQL.order), b.priority DESC, b.leased_chunks, b.last_claim_at, b.key"
+
+    /// Leases the next due chunk of one batch, in a transaction that holds
+    /// the batch's lock shared (``sharedStatus(_:_:)``: claims and
+    /// checkpoints of the batch hold it together, a status change waits for
+    /// them). A shard under its share of the cap on chunks in flight and
+    /// the chunk are taken with `SKIP LOCKED` (``BatchShards``), so
+    /// claimers of one batch never wait on each other. A batch still `confirmed` is started
     /// by its first claim, which takes the batch's row for that only at the
     /// end: the other claims that found it `confirmed` wait for that commit
     /// alone, not for each other's whole claims.
-    private func claim(
-        in key: Int64, owner: String, sizes: ChunkSizes, nowMS: Int64, expires: Int64, now: Date
+    private static func claim(
+        _ db: PostgresConnection, in key: Int64, owner: String, sizes: ChunkSizes, nowMS: Int64, expires: Int64,
+        now: Date
     ) async throws -> Claim {
-        try await write { db in
-            try await db.run("SELECT pg_advisory_xact_lock_shared(\(BatchShards.lock(key)))")
-            guard let gate = try await db.one(Prepared.ClaimGate.self, Self.claimGate(key: key)) else { return .raced }
-            // The row's own counters only: what the claim uses is its id,
-            // type, owner and status.
-            let gated = try StoredBatch(row: PostgresStoredRow(row: gate))
-            if let damage = gated.damage {
-                // Fail the batch instead of running it.
-                guard let locked = try await Self.batch(db, key: key, lock: true) else { return .raced }
-                _ = try await Self.apply(db, locked, .fail, reason: damage, now: now)
-                return .raced
-            }
-            let tenantCapped = try PostgresStoredRow(row: gate).bool(at: gate.count - 2) ?? true
-            if tenantCapped, try await Self.tenantAtCap(db, owner: gated.record.owner) { return .raced }
-            guard let shard = try PostgresStoredRow(row: gate).int64(at: gate.count - 1).flatMap(Int16.init(exactly:))
-            else { return .raced }
-            let limit = try await Self.claimLimit(db, gated, sizes)
-            while true {
-                guard
-                    let claimed = try await db.one(
-                        Prepared.ClaimChunk.self,
-                        """
-                        UPDATE chunks SET state = \(ChunkState.leased.rawValue), lease_owner = \(owner),
-                            lease_token = nextval('lease_tokens'), lease_expires_at = \(expires)
-                        WHERE id = (SELECT id FROM chunks WHERE batch_key = \(key) AND state = \(unescaped: ChunkState.pending.literal)
-                                      AND ready_at <= \(nowMS)
-                                    ORDER BY ready_at, first_seq LIMIT 1 FOR UPDATE SKIP LOCKED)
-                        RETURNING id, first_seq, last_seq, lease_token
-                        """)
-                else { return .nothing }
-                let chunk = PostgresStoredRow(row: claimed)
-                let chunkID = try chunk.int64(0)
-                let firstSeq = try chunk.int64(1)
-                let lastSeq = try chunk.int64(2)
-                let token = try chunk.int64(3)
-                var due: [LeasedItem] = []
-                // A hint only: a stored range may hold anything.
-                due.reserveCapacity(Int(clamping: (lastSeq &- firstSeq &+ 1).clamped(to: 0...100_000)))
-                // Read by a statement of its own, after the chunk's lock:
-                // read in the claiming statement, the items would be seen as
-                // of its start, and a chunk that another claim leased,
-                // partly ran and put back meanwhile (locked at its newest
-                // version, PostgreSQL's re-check) would lease items already
-                // done.
-                try await db.forEachRow(
-                    Prepared.ClaimItems.self,
+        guard let gate = try await db.one(Prepared.ClaimGate.self, Self.claimGate(key: key)) else { return .raced }
+        // The row's own counters only: what the claim uses is its id,
+        // type, owner and status.
+        let gated = try StoredBatch(row: PostgresStoredRow(row: gate))
+        if let damage = gated.damage {
+            // Fail the batch instead of running it.
+            guard let locked = try await Self.batch(db, key: key, lock: true) else { return .raced }
+            _ = try await Self.apply(db, locked, .fail, reason: damage, now: now)
+            return .raced
+        }
+        let tenantCapped = try PostgresStoredRow(row: gate).bool(at: gate.count - 2) ?? true
+        if tenantCapped, try await Self.tenantAtCap(db, owner: gated.record.owner) { return .raced }
+        guard let shard = try PostgresStoredRow(row: gate).int64(at: gate.count - 1).flatMap(Int16.init(exactly:))
+        else { return .raced }
+        let limit = try await Self.claimLimit(db, gated, sizes)
+        while true {
+            // Locked here, leased by the next statement: the items are
+            // read there, after this lock. Read in the statement that
+            // takes the chunk, they would be seen as of its start, and a
+            // chunk that another claim leased, partly ran and put back
+            // meanwhile (locked at its newest version, PostgreSQL's
+            // re-check) would lease items already done.
+            guard
+                let picked = try await db.one(
+                    Prepared.ClaimChunk.self,
                     """
-                    SELECT seq, payload, attempts, status FROM items
-                    WHERE batch_key = \(key) AND seq BETWEEN \(firstSeq) AND \(lastSeq)
-                      AND status IN (\(unescaped: SQLList.waitingItems))
-                      AND (next_attempt_at IS NULL OR next_attempt_at <= \(nowMS))
-                    ORDER BY seq LIMIT \(Int64(ChunkSizeRules.readLimit(limit) ?? .max))
-                    """
-                ) { row in
-                    let (seq, payload, attempts, status) = try row.decode((Int64, String?, Int, Int).self)
-                    due.append(
-                        LeasedItem(
-                            seq: seq, payload: JSONText(unchecked: payload ?? "null"), attempts: attempts,
-                            status: ItemStatus(rawValue: status) ?? .pending))
-                }
-                if due.isEmpty {
-                    // Nothing due after all: settle the chunk and look again.
-                    try await Self.settleChunk(db, chunkID: chunkID)
-                    continue
-                }
-                let (items, cut) = ChunkSizeRules.cut(due, limit: limit)
-                let leasedLast = cut.map { min($0, lastSeq) } ?? lastSeq
-                try await Self.recordLease(
-                    db, key, shard: shard, chunkID: chunkID, items: Int64(items.count), leasedLast: leasedLast,
-                    lastSeq: lastSeq, nowMS: nowMS)
-                // Only another claim can have started it since the gate: a
-                // status change waits for the shared lock this one holds.
-                // The row is locked only while still `confirmed`, so the
-                // claims that waited for the one that started it lock nothing.
-                if gated.record.status == .confirmed,
-                    try await db.one(
-                        """
-                        SELECT 1 FROM batches WHERE key = \(key) AND status = \(BatchStatus.confirmed.rawValue)
-                        FOR UPDATE
-                        """) != nil
-                {
-                    _ = try await Self.apply(db, try await Self.current(db, key: key), .start, reason: nil, now: now)
-                }
-
-                return .leased(
-                    ChunkLease(
-                        chunkID: chunkID, batchID: gated.record.id, type: gated.record.type, token: token,
-                        owner: owner, tenant: gated.record.owner, firstSeq: firstSeq, lastSeq: leasedLast, items: items)
-                )
+                    SELECT id, first_seq, last_seq FROM chunks
+                    WHERE batch_key = \(key) AND state = \(unescaped: ChunkState.pending.literal) AND ready_at <= \(nowMS)
+                    ORDER BY ready_at, first_seq LIMIT 1 FOR UPDATE SKIP LOCKED
+                    """)
+            else { return .nothing }
+            let chunk = PostgresStoredRow(row: picked)
+            let chunkID = try chunk.int64(0)
+            let firstSeq = try chunk.int64(1)
+            let lastSeq = try chunk.int64(2)
+            guard
+                let leased = try await Self.leaseChunk(
+                    db, key, chunkID: chunkID, first: firstSeq, last: lastSeq, shard: shard,
+                    limit: limit, owner: owner, expires: expires, nowMS: nowMS)
+            else {
+                // Nothing due after all: settle the chunk and look again.
+                try await Self.settleChunk(db, chunkID: chunkID)
+                continue
             }
+            // Only another claim can have started it since the gate: a
+            // status change waits for the shared lock this one holds.
+            // The row is locked only while still `confirmed`, so the
+            // claims that waited for the one that started it lock nothing.
+            if gated.record.status == .confirmed,
+                try await db.one(
+                    """
+                    SELECT 1 FROM batches WHERE key = \(key) AND status = \(BatchStatus.confirmed.rawValue)
+                    FOR UPDATE
+                    """) != nil
+            {
+                _ = try await Self.apply(db, try await Self.current(db, key: key), .start, reason: nil, now: now)
+            }
+            return .leased(
+                ChunkLease(
+                    chunkID: chunkID, batchID: gated.record.id, type: gated.record.type, token: leased.token,
+                    owner: owner, tenant: gated.record.owner, firstSeq: firstSeq, lastSeq: leased.lastSeq,
+                    items: leased.items))
         }
     }
 

@@ -30,8 +30,7 @@ enum Prepared {
     enum ClaimCandidates: PreparedSite {}
     enum ClaimGate: PreparedSite {}
     enum ClaimChunk: PreparedSite {}
-    enum ClaimItems: PreparedSite {}
-    enum RecordLease: PreparedSite {}
+    enum LeaseChunk: PreparedSite {}
     enum FenceLease: PreparedSite {}
     enum BatchByKey: PreparedSite {}
     enum StatusByKey: PreparedSite {}

@@ -89,28 +89,72 @@ extension PostgresBatchStore {
             """
     }
 
-    /// Records a lease on `shard`: one more chunk in flight with `items`
-    /// running, and the chunk's shard and claimed items. A chunk claimed
-    /// for fewer items than it holds is cut after `leasedLast`
-    /// (``ChunkSizeRules/cut(_:limit:)``): the rest, up to `lastSeq`,
-    /// becomes a pending chunk with the same `ready_at` and `rescues`.
-    static func recordLease(
-        _ db: PostgresConnection, _ key: Int64, shard: Int16, chunkID: Int64, items: Int64, leasedLast: Int64,
-        lastSeq: Int64, nowMS: Int64
-    ) async throws {
-        try await db.run(
-            Prepared.RecordLease.self,
+    /// What a claim leased of a chunk: the due items, the lease's token and
+    /// the chunk's last seq once cut.
+    struct LeasedChunk {
+        var items: [LeasedItem]
+        var token: Int64
+        var lastSeq: Int64
+    }
+
+    /// Leases chunk `chunkID` (locked by the caller, seqs `first…last`) on
+    /// `shard`, in one statement: reads its due items, at most `limit`
+    /// (``ChunkSizeRules/leaseLimit(_:)``), marks the chunk leased with the
+    /// count it claimed, and records one more chunk in flight with those
+    /// items running on the shard. A chunk with more due items than that is
+    /// cut after the last one leased, as ``ChunkSizeRules/cut(_:limit:)``
+    /// cuts: the rest becomes a pending chunk with the same `ready_at` and
+    /// `rescues`. Nil, leasing nothing, when no item of the chunk is due.
+    static func leaseChunk(
+        _ db: PostgresConnection, _ key: Int64, chunkID: Int64, first: Int64, last: Int64, shard: Int16,
+        limit: Int?, owner: String, expires: Int64, nowMS: Int64
+    ) async throws -> LeasedChunk? {
+        let leaseLimit = Int64(ChunkSizeRules.leaseLimit(limit) ?? .max)
+        let readLimit = Int64(ChunkSizeRules.readLimit(limit) ?? .max)
+        var items: [LeasedItem] = []
+        // A hint only: a stored range may hold anything.
+        items.reserveCapacity(Int(clamping: (last &- first &+ 1).clamped(to: 0...100_000)))
+        var lease: (token: Int64, lastSeq: Int64)?
+        try await db.forEachRow(
+            Prepared.LeaseChunk.self,
             """
-            WITH chunk AS (
-                UPDATE chunks SET claimed_items = \(items), shard = \(shard), last_seq = \(leasedLast) WHERE id = \(chunkID)
-                RETURNING batch_key, ready_at, rescues),
+            WITH due AS (
+                SELECT seq, payload, attempts, status, row_number() OVER (ORDER BY seq) AS n FROM items
+                WHERE batch_key = \(key) AND seq BETWEEN \(first) AND \(last)
+                  AND status IN (\(unescaped: SQLList.waitingItems))
+                  AND (next_attempt_at IS NULL OR next_attempt_at <= \(nowMS))
+                ORDER BY seq LIMIT \(readLimit)),
+            leased AS (SELECT seq, payload, attempts, status FROM due WHERE n <= \(leaseLimit)),
+            chunk AS (
+                UPDATE chunks SET state = \(unescaped: ChunkState.leased.literal), lease_owner = \(owner),
+                    lease_token = nextval('lease_tokens'), lease_expires_at = \(expires),
+                    claimed_items = (SELECT count(*) FROM leased), shard = \(shard),
+                    last_seq = CASE WHEN (SELECT count(*) FROM due) > \(leaseLimit)
+                                    THEN (SELECT max(seq) FROM leased) ELSE last_seq END
+                WHERE id = \(chunkID) AND EXISTS (SELECT 1 FROM leased)
+                RETURNING batch_key, last_seq, ready_at, rescues, lease_token),
             rest AS (
                 INSERT INTO chunks(batch_key, first_seq, last_seq, state, ready_at, rescues)
-                SELECT batch_key, \(leasedLast) + 1, \(lastSeq), \(unescaped: ChunkState.pending.literal), ready_at, rescues
-                FROM chunk WHERE \(leasedLast) < \(lastSeq))
-            UPDATE batch_shards SET leased = leased + 1, running = running + \(items), last_claim_at = \(nowMS)
-            WHERE batch_key = \(key) AND shard = \(shard)
-            """)
+                SELECT batch_key, last_seq + 1, \(last), \(unescaped: ChunkState.pending.literal), ready_at, rescues
+                FROM chunk WHERE last_seq < \(last)),
+            counted AS (
+                UPDATE batch_shards SET leased = leased + 1, running = running + (SELECT count(*) FROM leased),
+                    last_claim_at = \(nowMS)
+                WHERE batch_key = \(key) AND shard = \(shard) AND EXISTS (SELECT 1 FROM chunk))
+            SELECT l.seq, l.payload, l.attempts, l.status, c.lease_token, c.last_seq FROM leased l, chunk c
+            ORDER BY l.seq
+            """
+        ) { row in
+            let (seq, payload, attempts, status, token, lastSeq) = try row.decode(
+                (Int64, String?, Int, Int, Int64, Int64).self)
+            items.append(
+                LeasedItem(
+                    seq: seq, payload: JSONText(unchecked: payload ?? "null"), attempts: attempts,
+                    status: ItemStatus(rawValue: status) ?? .pending))
+            lease = (token, lastSeq)
+        }
+        guard let lease else { return nil }
+        return LeasedChunk(items: items, token: lease.token, lastSeq: min(lease.lastSeq, last))
     }
 
     /// Moves the counters of `shard` by `delta` and, `releasingChunk`, frees

@@ -62,7 +62,11 @@ package enum ChunkSizeRules {
 
     /// How many due items a claim reads: one more than it may lease, so it
     /// knows whether the chunk goes on after them.
-    package static func readLimit(_ limit: Int?) -> Int? { limit.map { $0.clamped(to: 1...maximumClaim) + 1 } }
+    package static func readLimit(_ limit: Int?) -> Int? { leaseLimit(limit).map { $0 + 1 } }
+
+    /// The most due items a claim leases for a `limit` (``claimLimit(_:_:)``),
+    /// nil for every due item of the chunk.
+    package static func leaseLimit(_ limit: Int?) -> Int? { limit.map { $0.clamped(to: 1...maximumClaim) } }
 
     /// What a claim leases of the due items it read (in seq order, at most
     /// ``readLimit(_:)``): the first `limit`, and the seq to cut the chunk
@@ -70,7 +74,7 @@ package enum ChunkSizeRules {
     /// The rest becomes a pending chunk of its own, keeping the chunk's
     /// `ready_at` and `rescues`, so it always holds a due item.
     package static func cut(_ due: [LeasedItem], limit: Int?) -> (items: [LeasedItem], after: Int64?) {
-        guard let limit = limit?.clamped(to: 1...maximumClaim), due.count > limit else { return (due, nil) }
+        guard let limit = leaseLimit(limit), due.count > limit else { return (due, nil) }
         let leased = Array(due.prefix(limit))
         return (leased, leased.last?.seq)
     }
