@@ -177,7 +177,7 @@ extension PostgresBatchStore {
         "\(TenantShareSQL.order), b.priority DESC, b.leased_chunks, b.last_claim_at, b.key"
 
     /// Leases the next due chunk of one batch, in a transaction that holds
-    /// the batch's lock shared (``sharedStatus(_:_:)``: claims and
+    /// the batch's lock shared (``sharedBatch(_:_:)``: claims and
     /// checkpoints of the batch hold it together, a status change waits for
     /// them). A shard under its share of the cap on chunks in flight and
     /// the chunk are taken with `SKIP LOCKED` (``BatchShards``), so
@@ -261,7 +261,7 @@ extension PostgresBatchStore {
         let writer = OutcomeWriter(outcomes: outcomes, now: now)
         let (result, key, mayFinish) = try await write { db in
             // The fenced chunk's batch's lock is taken shared in the same
-            // statement (``sharedStatus(_:_:)``).
+            // statement (``sharedBatch(_:_:)``).
             let fenced = try await db.one(
                 Prepared.FenceLease.self,
                 """
@@ -280,15 +280,17 @@ extension PostgresBatchStore {
             // before any item row: read without it, a cancel or fail that
             // committed between this read and the counter update below would
             // see its counters moved by outcomes stored as if it were
-            // running. The lock is shared (``sharedStatus(_:_:)``): checkpoints
+            // running. The lock is shared (``sharedBatch(_:_:)``): checkpoints
             // and claims of the batch hold it together, a status change
             // waits for them. Lock order batch → items, as a cancel takes
             // them; the chunk row is ours already (fenced above) and a claim
             // skips locked chunks.
-            guard let status = try await Self.sharedStatus(db, key) else {
+            // Its counters, read here too, are returned moved by this
+            // checkpoint's (``addCounts(_:_:_:releasingChunk:shard:seen:)``).
+            guard let seen = try await Self.sharedBatch(db, key) else {
                 throw StoreError(.leaseLost, "the batch of chunk \(lease.chunkID) is gone")
             }
-            let ended = status.isEnded
+            let ended = seen.record.status.isEnded
             let written = try await writer.write(db, key: key, batchEnded: ended)
             var delta = written.delta
             var othersWaiting = false
@@ -312,7 +314,7 @@ extension PostgresBatchStore {
             // cannot have changed since, so `ended` still holds.
             // A finishing checkpoint frees a place among the batch's chunks in
             // flight (waking other nodes if they may want it).
-            var stored = try await Self.addCounts(db, key, delta, releasingChunk: finish, shard: shard)
+            var stored = try await Self.addCounts(db, key, delta, releasingChunk: finish, shard: shard, seen: seen)
             var events = try await Self.recordEvents(
                 db, stored, written.dead.map { (.itemDead, EventData.itemDead(seq: $0.seq, error: $0.error)) }, at: now)
             if BatchRules.failureAfterCheckpoint(stored.record, fatal: failBatch) != nil {

@@ -177,16 +177,27 @@ extension PostgresBatchStore {
     /// With the `shard` of the chunk's lease the change goes to that shard
     /// (``BatchShards``); without, to the batch row, which the caller holds
     /// (inserts, cancels, a lease from before the shards). A freed place
-    /// wakes other nodes when a claim may have wanted it.
+    /// wakes other nodes when a claim may have wanted it. `seen`, the batch
+    /// as this transaction read it before these counters moved, is returned
+    /// with `delta` added instead of being read again: a read would add only
+    /// what other transactions committed since, and checkpoints committing
+    /// side by side miss each other's counts either way.
     @discardableResult
     static func addCounts(
         _ db: PostgresConnection, _ key: Int64, _ delta: BatchCounts, releasingChunk: Bool = false,
-        shard: Int16? = nil
+        shard: Int16? = nil, seen: StoredBatch? = nil
     ) async throws -> StoredBatch {
+        func moved() async throws -> StoredBatch {
+            guard var seen else { return try await current(db, key: key) }
+            seen.record.counts.add(delta)
+            // As the load view holds it (``BatchShards``).
+            seen.record.counts.running = max(0, seen.record.counts.running)
+            return seen
+        }
         if let shard {
             let wake = try await addShardCounts(db, key, shard: shard, delta, releasingChunk: releasingChunk)
             if releasingChunk && wake { try await db.notifyWork() }
-            return try await current(db, key: key)
+            return try await moved()
         }
         if releasingChunk { try await db.notifyWork() }
         let released: Int32 = releasingChunk ? 1 : 0
@@ -202,7 +213,7 @@ extension PostgresBatchStore {
                 RETURNING key
                 """) != nil
         else { throw StoreError(.batchNotFound, "no batch with key \(key)") }
-        return try await current(db, key: key)
+        return try await moved()
     }
 
     /// Recounts the stored item counters from the items themselves (after bulk changes).

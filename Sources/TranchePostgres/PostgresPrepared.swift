@@ -33,7 +33,6 @@ enum Prepared {
     enum LeaseChunk: PreparedSite {}
     enum FenceLease: PreparedSite {}
     enum BatchByKey: PreparedSite {}
-    enum StatusByKey: PreparedSite {}
     enum ShardCounts: PreparedSite {}
     enum SettleChunk: PreparedSite {}
     enum OpenChunk: PreparedSite {}

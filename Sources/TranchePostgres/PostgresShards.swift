@@ -13,7 +13,7 @@ import TrancheStore
 /// (`SKIP LOCKED`) and records the lease and its running items there; the
 /// chunk remembers the shard, and its checkpoints move that row. Instead of
 /// the batch row they hold the batch's advisory lock shared
-/// (``sharedStatus(_:_:)``), which a status change takes exclusively first
+/// (``sharedBatch(_:_:)``), which a status change takes exclusively first
 /// (``batch(_:key:lock:)``), so whether the batch ended is still read under
 /// a lock. (A row lock `FOR KEY SHARE` would do the same, but PostgreSQL
 /// grants a row lock compatible with its holders at once, ahead of a
@@ -186,14 +186,13 @@ extension PostgresBatchStore {
         return try row.map { try PostgresStoredRow(row: $0).bool(0) } ?? false
     }
 
-    /// The batch's status, read once this transaction holds the batch's
-    /// advisory lock shared (``BatchShards/lock(_:)``, taken by an earlier
+    /// The batch, read once this transaction holds the batch's advisory
+    /// lock shared (``BatchShards/lock(_:)``, taken by an earlier
     /// statement): claims and checkpoints hold it together, a status change
     /// waits for them and they for it. Read by a statement after the
     /// lock's, the status is the one a change that held the lock committed.
     /// Nil when the batch is gone.
-    static func sharedStatus(_ db: PostgresConnection, _ key: Int64) async throws -> BatchStatus? {
-        let row = try await db.one(Prepared.StatusByKey.self, "SELECT status FROM batches WHERE key = \(key)")
-        return try row.map { BatchStatus(rawValue: try PostgresStoredRow(row: $0).string(0)) ?? .failed }
+    static func sharedBatch(_ db: PostgresConnection, _ key: Int64) async throws -> StoredBatch? {
+        try await batch(db, key: key)
     }
 }
