@@ -86,6 +86,7 @@ struct PostgresBench {
             // A batch that did not end with every item succeeded stays for a look.
             if record?.counts.succeeded == Int64(items) { _ = try? await store.deleteBatch(batch.id) }
         }
+        try await claimLatency(store, batches: 1, warmUp: true)
         try await claimLatency(store, batches: 1)
         try await claimLatency(store, batches: 8)
         try await detailedCheckpoints(store)
@@ -150,11 +151,16 @@ struct PostgresBench {
     /// the same items are spread over 8 batches (claims go to the batch with
     /// the fewest chunks in flight, so claimers seldom share one): the same
     /// work without the collisions, to set the first figure against.
-    func claimLatency(_ store: PostgresBatchStore, batches: Int) async throws {
+    /// `warmUp` runs 200 chunks first, and reports them on a line of their
+    /// own: each claimer's first claims open the pool's connections and
+    /// prepare its statements (PostgreSQL plans a prepared statement anew
+    /// for its first five runs on a connection), a cost paid once per
+    /// connection that the figures after it leave out.
+    func claimLatency(_ store: PostgresBatchStore, batches: Int, warmUp: Bool = false) async throws {
         var options = BatchOptions()
         options.chunkSize = 100
         options.concurrency = BatchOptions.maximumConcurrency
-        let count = min(items, 200_000) / batches * batches
+        let count = min(items, warmUp ? 20_000 : 200_000) / batches * batches
         var made: [BatchRecord] = []
         for _ in 0..<batches { made.append(try await makeBatch(store, options: options, count: count / batches)) }
         let claimers = 8
@@ -191,6 +197,15 @@ struct PostgresBench {
         guard !claims.isEmpty, !checkpoints.isEmpty else { return }
         func percentile(_ sorted: [Double], _ p: Double) -> Double {
             sorted[min(sorted.count - 1, Int(Double(sorted.count) * p))]
+        }
+        if warmUp {
+            print(
+                "| claim warm-up, cold connections: \(claimers) claimers on one batch, \(claims.count) chunks of 100 | "
+                    + String(
+                        format: "claim p50 %.2f ms, p99 %.2f ms, max %.2f ms |", percentile(claims, 0.5),
+                        percentile(claims, 0.99), claims.last ?? 0))
+            for batch in made { _ = try? await store.deleteBatch(batch.id) }
+            return
         }
         print(
             "| claim\(batches == 1 ? " under contention" : ""): \(claimers) claimers on "
