@@ -293,14 +293,13 @@ extension PostgresBatchStore {
             let ended = seen.record.status.isEnded
             let written = try await writer.write(db, key: key, batchEnded: ended)
             var delta = written.delta
-            var othersWaiting = false
             if finish {
                 delta.running = -claimed
                 if ended {
                     delta.add(try await Self.cancelItems(db, key, first: lease.firstSeq, last: lease.lastSeq))
                     try await Self.closeChunk(db, chunkID: lease.chunkID)
                 } else {
-                    othersWaiting = try await Self.settleChunk(db, chunkID: lease.chunkID)
+                    try await Self.settleChunk(db, chunkID: lease.chunkID)
                 }
             } else {
                 delta.running = -written.applied
@@ -330,7 +329,7 @@ extension PostgresBatchStore {
             }
             return (
                 CheckpointResult(batchStatus: stored.record.status, counts: stored.record.counts, events: events), key,
-                BatchRules.mayFinish(stored.record) && !othersWaiting
+                BatchRules.mayFinish(stored.record)
             )
         }
         guard finish, mayFinish else { return result }
@@ -341,8 +340,7 @@ extension PostgresBatchStore {
     /// of one batch commit side by side, each unable to see the other's
     /// chunk done before it commits; so each finishing checkpoint looks
     /// once more after its commit, and the last to commit sees every chunk
-    /// done. One that saw another chunk waiting to be claimed does not look:
-    /// that chunk's checkpoint will. The end itself is decided under the batch row's lock
+    /// done. The end itself is decided under the batch row's lock
     /// (``finishIfDone``), so it happens once.
     private func finishAfterCheckpoint(key: Int64, _ result: CheckpointResult, now: Date) async throws
         -> CheckpointResult

@@ -292,12 +292,8 @@ extension PostgresBatchStore {
     }
 
     /// Ends a chunk's lease and sets its state from its items (``SettleRules``),
-    /// in one statement. Answers whether another chunk of the batch waits
-    /// to be claimed: the batch cannot end before that chunk's own
-    /// checkpoint, so a finishing checkpoint need not look again after its
-    /// commit (``finishAfterCheckpoint``).
-    @discardableResult
-    static func settleChunk(_ db: PostgresConnection, chunkID: Int64) async throws -> Bool {
+    /// in one statement.
+    static func settleChunk(_ db: PostgresConnection, chunkID: Int64) async throws {
         // One index range scan over the chunk's items, a subquery of the
         // chunk's row; the only value bound is the chunk's id, so the
         // prepared statement keeps one plan.
@@ -313,14 +309,10 @@ extension PostgresBatchStore {
                   AND i.status IN (\(unescaped: SQLList.waitingItems))),
                 lease_owner = NULL, lease_expires_at = NULL, claimed_items = 0
             WHERE c.id = \(chunkID)
-            RETURNING c.state, EXISTS (
-                SELECT 1 FROM chunks p WHERE p.batch_key = c.batch_key
-                  AND p.state = \(unescaped: ChunkState.pending.literal) AND p.id <> c.id)
+            RETURNING c.state
             """)
-        guard let row else { return false }
-        let read = PostgresStoredRow(row: row)
-        if ChunkState(rawValue: Int16(clamping: try read.int64(0))) == .pending { try await db.notifyWork() }
-        return try read.bool(at: 1) ?? false
+        let state = try row.map { ChunkState(rawValue: Int16(clamping: try PostgresStoredRow(row: $0).int64(0))) }
+        if state == .pending { try await db.notifyWork() }
     }
 
     /// Marks a chunk done and ends its lease.

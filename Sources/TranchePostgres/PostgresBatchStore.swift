@@ -419,7 +419,10 @@ public final class PostgresBatchStore: ServerStore, WorkNotifying, Service {
             do {
                 return try await Self.mapErrors {
                     try await withConnection { connection in
-                        try await connection.run("BEGIN")
+                        // Read committed whatever the server's default: the
+                        // store's statements rely on each one seeing what
+                        // committed before it (a status read after a lock).
+                        try await connection.run("BEGIN ISOLATION LEVEL READ COMMITTED")
                         let wake = PendingWake()
                         do {
                             let value = try await PendingWake.$current.withValue(wake) { try await body(connection) }

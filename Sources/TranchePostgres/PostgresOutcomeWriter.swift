@@ -75,11 +75,13 @@ struct OutcomeWriter: Sendable {
         // `prev` reads the items each run applies to and carries the run's
         // values; the update then finds each row by its `ctid`. The items
         // are not locked first (a lock writes a WAL record per item): every
-        // other writer of a leased chunk's items holds the chunk's row,
-        // which the checkpoint fenced first, or the batch's exclusive lock,
-        // which conflicts with the checkpoint's shared one. Were a row
-        // changed meanwhile anyway, its `ctid` would have moved: the update
-        // would skip it and not count it. The plan is fixed whatever the
+        // other writer that changes a leased chunk's items holds the chunk's
+        // row, which the checkpoint fenced first, or the batch's exclusive
+        // lock, which conflicts with the checkpoint's shared one. A row
+        // changed or deleted meanwhile anyway (a prune deletes an ended
+        // batch's items) has moved from its `ctid`: the update skips it and
+        // does not count it. `prev` is `MATERIALIZED`, as its row locks
+        // made it before, so that the plan stays fixed whatever the
         // tables' statistics: the fenced (`OFFSET 0`)
         // lateral subquery is one index range scan per run, and the update
         // joins `prev` to the index range of the outcomes' seqs (bounds given
@@ -99,7 +101,7 @@ struct OutcomeWriter: Sendable {
         let highest = columns.last.max() ?? 0
         let changed = try await db.rows(
             """
-            WITH prev AS (
+            WITH prev AS MATERIALIZED (
                 SELECT i.item_ctid, i.old, o.*
                 FROM unnest(
                     \(columns.first)::bigint[], \(columns.last)::bigint[], \(columns.status)::smallint[],

@@ -119,9 +119,15 @@ package enum BatchRules {
     /// looks at its chunks only then.
     package static func mayFinish(_ batch: BatchRecord) -> Bool { batch.sealed && batch.status.isRunnable }
 
-    /// How a batch whose chunks are all done ends: completed when an item
+    /// How a batch whose chunks are all done ends: failed when its final
+    /// counts trip its failure policy, else completed when an item
     /// succeeded (or it was empty), failed otherwise.
     package static func finishingAction(_ batch: BatchRecord) -> (action: LifecycleAction, reason: String?) {
+        // Decided again on the final counts: checkpoints committing side by
+        // side (PostgreSQL) each see too few failures to trip the policy.
+        if let reason = BatchOutcome.failurePolicyTrips(batch.counts, options: batch.options) {
+            return (.fail, reason)
+        }
         switch BatchOutcome.whenAllTerminal(batch.counts) {
         case .completed: return (.complete, nil)
         default: return (.fail, "no item succeeded")

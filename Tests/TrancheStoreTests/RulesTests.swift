@@ -45,6 +45,33 @@ struct RulesTests {
         #expect(expires.milliseconds > now.milliseconds)
     }
 
+    @Test("a batch whose chunks are all done fails when its final counts trip its failure policy")
+    func finishingAction() {
+        var options = BatchOptions()
+        options.failurePolicy = .stopAboveRatio
+        options.failureRatio = 0.5
+        options.failureMinimumItems = 100
+        var record = batch(.processing, options: options)
+        // 60 of 100 processed items failed: two checkpoints that committed
+        // side by side each saw 90 processed, under the minimum.
+        record.counts.total = 100
+        record.counts.succeeded = 40
+        record.counts.dead = 50
+        record.counts.skipped = 10
+        let tripped = BatchRules.finishingAction(record)
+        #expect(tripped.action == .fail)
+        #expect(tripped.reason?.hasPrefix("failure policy stop_above_ratio: 60 of 100") == true)
+        record.counts.succeeded = 60
+        record.counts.dead = 30
+        #expect(BatchRules.finishingAction(record).action == .complete)
+        record.counts.succeeded = 0
+        record.counts.dead = 40
+        record.counts.skipped = 0
+        record.counts.canceled = 60
+        record.options = BatchOptions()
+        #expect(BatchRules.finishingAction(record) == (.fail, "no item succeeded"))
+    }
+
     @Test("illegal actions throw before anything is decided")
     func illegal() {
         #expect(throws: IllegalTransition.self) {
