@@ -181,10 +181,11 @@ extension PostgresBatchStore {
     /// checkpoints of the batch hold it together, a status change waits for
     /// them). A shard under its share of the cap on chunks in flight and
     /// the chunk are taken with `SKIP LOCKED` (``BatchShards``), so
-    /// claimers of one batch never wait on each other. A batch still `confirmed` is started
-    /// by its first claim, which takes the batch's row for that only at the
-    /// end: the other claims that found it `confirmed` wait for that commit
-    /// alone, not for each other's whole claims.
+    /// claimers of one batch never wait on each other. A batch still
+    /// `confirmed` is started by its first claim, which takes the batch's
+    /// row for that only at the end: the other claims that found it
+    /// `confirmed` wait for that commit alone, not for each other's whole
+    /// claims.
     private static func claim(
         _ db: PostgresConnection, in key: Int64, owner: String, sizes: ChunkSizes, nowMS: Int64, expires: Int64,
         now: Date
