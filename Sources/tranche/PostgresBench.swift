@@ -192,6 +192,7 @@ struct PostgresBench {
             }
         }
         let seconds = started.duration(to: .now).seconds
+        for batch in made { _ = try? await store.deleteBatch(batch.id) }
         let claims = timings.claims.sorted()
         let checkpoints = timings.checkpoints.sorted()
         guard !claims.isEmpty, !checkpoints.isEmpty else { return }
@@ -204,7 +205,6 @@ struct PostgresBench {
                     + String(
                         format: "claim p50 %.2f ms, p99 %.2f ms, max %.2f ms |", percentile(claims, 0.5),
                         percentile(claims, 0.99), claims.last ?? 0))
-            for batch in made { _ = try? await store.deleteBatch(batch.id) }
             return
         }
         print(
@@ -215,6 +215,5 @@ struct PostgresBench {
                         + "claim + complete %@ items/s |",
                     percentile(claims, 0.5), percentile(claims, 0.99), percentile(checkpoints, 0.5),
                     percentile(checkpoints, 0.99), format(Int64.saturating(Double(count) / seconds))))
-        for batch in made { _ = try? await store.deleteBatch(batch.id) }
     }
 }
